@@ -1,0 +1,106 @@
+// Command slimd is the per-host Slim agent: store, overlay and local API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/daemon"
+	"github.com/slimnet/slim/internal/store"
+	"golang.org/x/sys/unix"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("slimd", flag.ContinueOnError)
+	host, _ := os.Hostname()
+	cfg := daemon.Config{Version: version}
+	var etcdEndpoints, cluster4, cluster6, underlayIP, logLevel string
+	fs.StringVar(&cfg.NodeName, "node-name", strings.ToLower(host), "this host's name in the cluster")
+	fs.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "state directory (embedded etcd data, lease)")
+	fs.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "local API unix socket")
+	fs.StringVar(&etcdEndpoints, "etcd-endpoints", "", "comma-separated external etcd endpoints; empty runs an embedded single-node etcd")
+	fs.StringVar(&cfg.EtcdListenClient, "etcd-listen-client", daemon.DefaultEtcdClient, "embedded etcd client URL")
+	fs.StringVar(&cfg.EtcdListenPeer, "etcd-listen-peer", daemon.DefaultEtcdPeer, "embedded etcd peer URL")
+	fs.StringVar(&cfg.Prefix, "etcd-prefix", store.DefaultPrefix, "key prefix in etcd")
+	fs.StringVar(&cluster4, "cluster-cidr", daemon.DefaultCluster4, "IPv4 cluster CIDR")
+	fs.IntVar(&cfg.Cluster.HostBits4, "host-prefix-len", daemon.DefaultHostBits4, "prefix length of each host's IPv4 subnet")
+	fs.StringVar(&cluster6, "cluster-cidr6", "", "IPv6 cluster CIDR (e.g. a ULA /48); empty disables IPv6")
+	fs.IntVar(&cfg.Cluster.HostBits6, "host-prefix-len6", daemon.DefaultHostBits6, "prefix length of each host's IPv6 subnet")
+	fs.IntVar(&cfg.Cluster.VNI, "vni", daemon.DefaultVNI, "VXLAN network identifier")
+	fs.IntVar(&cfg.Cluster.Port, "vxlan-port", daemon.DefaultVXLANPort, "VXLAN UDP port")
+	fs.StringVar(&cfg.VXLANDevice, "vxlan-device", daemon.DefaultVXLANDevice, "name of the vxlan device")
+	fs.StringVar(&cfg.UnderlayIface, "underlay-iface", "", "underlay interface (default: the default route's)")
+	fs.StringVar(&underlayIP, "underlay-ip", "", "underlay IPv4 address (default: the interface's first)")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", daemon.DefaultLeaseTTL, "host lease TTL: how long a silent host stays in the others' tables")
+	fs.DurationVar(&cfg.ResyncInterval, "resync-interval", daemon.DefaultResyncInterval, "full overlay resync period (drift repair)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9612); empty disables")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "slimd: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "slimd: bad --log-level %q\n", logLevel)
+		return 2
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("host", cfg.NodeName)
+	var err error
+	if err = parseFlags(&cfg, etcdEndpoints, cluster4, cluster6, underlayIP); err != nil {
+		fmt.Fprintf(os.Stderr, "slimd: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+	defer stop()
+	if err := daemon.Run(ctx, cfg); err != nil {
+		cfg.Log.Error("slimd failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(cfg *daemon.Config, etcdEndpoints, cluster4, cluster6, underlayIP string) error {
+	for e := range strings.SplitSeq(etcdEndpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
+		}
+	}
+	var err error
+	if cfg.Cluster.Cluster4, err = netip.ParsePrefix(cluster4); err != nil {
+		return fmt.Errorf("--cluster-cidr: %w", err)
+	}
+	if cluster6 != "" {
+		if cfg.Cluster.Cluster6, err = netip.ParsePrefix(cluster6); err != nil {
+			return fmt.Errorf("--cluster-cidr6: %w", err)
+		}
+	} else {
+		cfg.Cluster.HostBits6 = 0
+	}
+	if underlayIP != "" {
+		if cfg.UnderlayIP, err = netip.ParseAddr(underlayIP); err != nil {
+			return fmt.Errorf("--underlay-ip: %w", err)
+		}
+	}
+	return cfg.Validate()
+}

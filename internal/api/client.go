@@ -1,0 +1,158 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Client talks to slimd's API over its unix socket.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// dialTimeout bounds reaching the socket: slimd is local, so a slow dial
+// means it is not there.
+const dialTimeout = 2 * time.Second
+
+// NewClient returns a client for the slimd listening at socket.
+func NewClient(socket string) *Client {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			d := net.Dialer{Timeout: dialTimeout}
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableKeepAlives: true,
+	}
+	return &Client{socket: socket, hc: &http.Client{Transport: tr, Timeout: requestTimeout + 5*time.Second}}
+}
+
+// StatusError is a non-2xx answer; errors.Is matches it against the
+// package's sentinels.
+type StatusError struct {
+	Code int
+	Msg  string
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("slimd: %s", e.Msg) }
+
+// Is maps HTTP codes back onto sentinels.
+func (e *StatusError) Is(target error) bool {
+	switch target {
+	case ErrInvalid:
+		return e.Code == http.StatusBadRequest
+	case ErrNotFound:
+		return e.Code == http.StatusNotFound
+	case ErrExhausted:
+		return e.Code == http.StatusInsufficientStorage
+	case ErrUnavailable:
+		return e.Code == http.StatusServiceUnavailable
+	}
+	return false
+}
+
+// Do sends one request: body (if not nil) as JSON, the answer decoded into
+// out (if not nil).
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://slimd"+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w at %s: %w", ErrUnavailable, c.socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return fmt.Errorf("read slimd answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = http.StatusText(resp.StatusCode)
+		}
+		return &StatusError{Code: resp.StatusCode, Msg: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode slimd answer: %w", err)
+	}
+	return nil
+}
+
+// Status returns the local slimd's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.Do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Hosts lists the cluster's hosts.
+func (c *Client) Hosts(ctx context.Context) ([]Host, error) {
+	var h []Host
+	return h, c.Do(ctx, http.MethodGet, "/v1/hosts", nil, &h)
+}
+
+// Endpoints lists endpoints, of one host when host is not empty.
+func (c *Client) Endpoints(ctx context.Context, host string) ([]Endpoint, error) {
+	var e []Endpoint
+	p := "/v1/endpoints"
+	if host != "" {
+		p += "?host=" + url.QueryEscape(host)
+	}
+	return e, c.Do(ctx, http.MethodGet, p, nil, &e)
+}
+
+// Endpoint returns one endpoint; errors.Is(err, ErrNotFound) if absent.
+func (c *Client) Endpoint(ctx context.Context, a Attachment) (Endpoint, error) {
+	var e Endpoint
+	return e, c.Do(ctx, http.MethodGet, endpointPath(a), nil, &e)
+}
+
+// AddEndpoint allocates (or returns the existing) endpoint.
+func (c *Client) AddEndpoint(ctx context.Context, r EndpointRequest) (Endpoint, error) {
+	var e Endpoint
+	return e, c.Do(ctx, http.MethodPost, "/v1/endpoints", r, &e)
+}
+
+// DelEndpoint releases an endpoint; an absent one is not an error.
+func (c *Client) DelEndpoint(ctx context.Context, a Attachment) error {
+	return c.Do(ctx, http.MethodDelete, endpointPath(a), nil, nil)
+}
+
+// GC releases this host's endpoints that are not in r.Valid.
+func (c *Client) GC(ctx context.Context, r GCRequest) (GCResponse, error) {
+	var g GCResponse
+	return g, c.Do(ctx, http.MethodPost, "/v1/gc", r, &g)
+}
+
+func endpointPath(a Attachment) string {
+	return "/v1/endpoints/" + url.PathEscape(a.ContainerID) + "/" + url.PathEscape(a.IfName)
+}
+
+// IsUnavailable reports whether err means slimd could not be reached.
+func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }

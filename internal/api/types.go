@@ -1,0 +1,158 @@
+// Package api is slimd's local API: the request and response types, request
+// validation, the HTTP server that serves them on a unix socket, and the
+// client that slim-cni and slimctl use. It knows nothing of etcd or the
+// kernel; the daemon plugs its logic in through the Backend interface.
+package api
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// DefaultSocket is where slimd listens unless told otherwise.
+const DefaultSocket = "/run/slim/slimd.sock"
+
+// Host is one member of the cluster as recorded in the store.
+type Host struct {
+	Name       string       `json:"name"`
+	UnderlayIP netip.Addr   `json:"underlayIP"`
+	VTEPMAC    string       `json:"vtepMAC"`
+	Subnet4    netip.Prefix `json:"subnet4"`
+	Subnet6    netip.Prefix `json:"subnet6,omitzero"`
+	MTU        int          `json:"mtu"`
+	Started    time.Time    `json:"started"`
+}
+
+// Endpoint is one container interface attached to the Slim network.
+type Endpoint struct {
+	ContainerID string            `json:"containerID"`
+	IfName      string            `json:"ifName"`
+	Host        string            `json:"host"`
+	IPv4        netip.Addr        `json:"ipv4"`
+	IPv6        netip.Addr        `json:"ipv6,omitzero"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Netns       string            `json:"netns"`
+	Created     time.Time         `json:"created"`
+}
+
+// EndpointRequest asks slimd for addresses for a new container interface.
+// It is idempotent: asking again for the same ContainerID and IfName returns
+// the endpoint already allocated.
+type EndpointRequest struct {
+	ContainerID string            `json:"containerID"`
+	IfName      string            `json:"ifName"`
+	Netns       string            `json:"netns"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// Attachment names one container interface, as CNI GC lists them.
+type Attachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// GCRequest lists the attachments that are still valid on this host; slimd
+// releases every other endpoint of the host.
+type GCRequest struct {
+	Valid []Attachment `json:"valid"`
+}
+
+// GCResponse lists what a GC released.
+type GCResponse struct {
+	Released []Attachment `json:"released"`
+}
+
+// Status describes the local slimd.
+type Status struct {
+	Host          Host     `json:"host"`
+	Version       string   `json:"version"`
+	EtcdEndpoints []string `json:"etcdEndpoints"`
+	EmbeddedEtcd  bool     `json:"embeddedEtcd"`
+	// StoreSynced is true once the local caches hold a full copy of the store.
+	StoreSynced bool `json:"storeSynced"`
+	// Peers is the number of remote hosts the overlay has programmed.
+	Peers int `json:"peers"`
+	// KnownHosts is the number of hosts in the store, this one included.
+	KnownHosts int `json:"knownHosts"`
+	// Gateway4/6 are the link-local gateways containers route through.
+	Gateway4 netip.Addr `json:"gateway4"`
+	Gateway6 netip.Addr `json:"gateway6,omitzero"`
+	// VXLAN device facts.
+	VXLANDevice string `json:"vxlanDevice"`
+	VNI         int    `json:"vni"`
+	VXLANPort   int    `json:"vxlanPort"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Container IDs are what runtimes hand CNI: runc and CRI use hex, but
+// anything printable without path separators is accepted.
+var containerIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
+
+// Label keys follow the Kubernetes shape loosely: optional prefix, name.
+var labelKeyRe = regexp.MustCompile(`^([A-Za-z0-9.\-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?$`)
+var labelValRe = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?)?$`)
+
+// ValidateContainerID checks a container ID.
+func ValidateContainerID(id string) error {
+	if !containerIDRe.MatchString(id) {
+		return fmt.Errorf("invalid container id %q: want 1-255 characters of [A-Za-z0-9_.-], starting alphanumeric", id)
+	}
+	return nil
+}
+
+// ValidateIfName checks an interface name the way the kernel would.
+func ValidateIfName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("interface name is empty")
+	case len(name) > 15:
+		return fmt.Errorf("interface name %q is longer than 15 bytes", name)
+	case name == "." || name == "..":
+		return fmt.Errorf("interface name %q is not allowed", name)
+	case strings.ContainsAny(name, "/: \t\n"):
+		return fmt.Errorf("interface name %q contains '/', ':' or white space", name)
+	}
+	return nil
+}
+
+// ValidateLabels checks label keys and values.
+func ValidateLabels(labels map[string]string) error {
+	if len(labels) > 64 {
+		return fmt.Errorf("%d labels: at most 64 allowed", len(labels))
+	}
+	for k, v := range labels {
+		if !labelKeyRe.MatchString(k) {
+			return fmt.Errorf("invalid label key %q", k)
+		}
+		if !labelValRe.MatchString(v) {
+			return fmt.Errorf("invalid value %q for label %q", v, k)
+		}
+	}
+	return nil
+}
+
+// Validate checks an attachment.
+func (a Attachment) Validate() error {
+	if err := ValidateContainerID(a.ContainerID); err != nil {
+		return err
+	}
+	return ValidateIfName(a.IfName)
+}
+
+// Validate checks an endpoint request.
+func (r EndpointRequest) Validate() error {
+	if err := (Attachment{r.ContainerID, r.IfName}).Validate(); err != nil {
+		return err
+	}
+	if r.Netns == "" || !strings.HasPrefix(r.Netns, "/") || len(r.Netns) > 4096 {
+		return fmt.Errorf("invalid netns path %q: want an absolute path", r.Netns)
+	}
+	return ValidateLabels(r.Labels)
+}

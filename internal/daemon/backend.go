@@ -1,0 +1,132 @@
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/store"
+)
+
+// backend answers the local API from the daemon's state.
+type backend struct{ d *Daemon }
+
+var _ api.Backend = (*backend)(nil)
+
+func (b *backend) Status(ctx context.Context) (api.Status, error) {
+	d := b.d
+	st := api.Status{
+		Host:          d.self,
+		Version:       d.cfg.Version,
+		EtcdEndpoints: d.cli.Endpoints(),
+		EmbeddedEtcd:  d.etcd != nil,
+		StoreSynced:   d.hosts.Synced() && d.endpoints.Synced(),
+		Peers:         d.overlay.Programmed(),
+		KnownHosts:    d.hosts.Len(),
+		Gateway4:      Gateway4,
+		VXLANDevice:   d.cfg.VXLANDevice,
+		VNI:           d.cfg.Cluster.VNI,
+		VXLANPort:     d.cfg.Cluster.Port,
+	}
+	if d.self.Subnet6.IsValid() {
+		st.Gateway6 = Gateway6
+	}
+	d.metrics.peers.Set(float64(st.Peers))
+	return st, nil
+}
+
+func (b *backend) Hosts(ctx context.Context) ([]api.Host, error) {
+	hosts, synced := b.d.hosts.Snapshot()
+	if !synced {
+		return nil, fmt.Errorf("%w: host cache not synced", api.ErrUnavailable)
+	}
+	out := make([]api.Host, 0, len(hosts))
+	for _, h := range hosts {
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(a, b api.Host) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+func (b *backend) Endpoints(ctx context.Context, host string) ([]api.Endpoint, error) {
+	eps, synced := b.d.endpoints.Snapshot()
+	if !synced {
+		return nil, fmt.Errorf("%w: endpoint cache not synced", api.ErrUnavailable)
+	}
+	b.d.metrics.endpoints.Set(float64(len(eps)))
+	out := make([]api.Endpoint, 0, len(eps))
+	for _, ep := range eps {
+		if host == "" || ep.Host == host {
+			out = append(out, ep)
+		}
+	}
+	slices.SortFunc(out, func(a, b api.Endpoint) int {
+		return cmp.Or(cmp.Compare(a.Host, b.Host), a.IPv4.Compare(b.IPv4))
+	})
+	return out, nil
+}
+
+func (b *backend) Endpoint(ctx context.Context, a api.Attachment) (api.Endpoint, error) {
+	ep, err := b.d.store.Endpoint(ctx, b.d.self.Name, a)
+	if errors.Is(err, store.ErrNotFound) {
+		return ep, fmt.Errorf("endpoint %s/%s: %w", a.ContainerID, a.IfName, api.ErrNotFound)
+	}
+	return ep, err
+}
+
+func (b *backend) AddEndpoint(ctx context.Context, r api.EndpointRequest) (api.Endpoint, error) {
+	d := b.d
+	d.allocMu.Lock()
+	defer d.allocMu.Unlock()
+	ep, err := d.store.AddEndpoint(ctx, d.hostNet, r, d.lastIPv4, time.Now())
+	if err != nil {
+		return ep, err
+	}
+	if ep.IPv4 != d.lastIPv4 {
+		d.lastIPv4 = ep.IPv4
+	}
+	d.metrics.allocations.Inc()
+	d.log.Debug("endpoint added", "container", r.ContainerID, "ifname", r.IfName, "ipv4", ep.IPv4)
+	return ep, nil
+}
+
+func (b *backend) DelEndpoint(ctx context.Context, a api.Attachment) error {
+	if err := b.d.store.DelEndpoint(ctx, b.d.self.Name, a); err != nil {
+		return err
+	}
+	b.d.metrics.releases.Inc()
+	b.d.log.Debug("endpoint released", "container", a.ContainerID, "ifname", a.IfName)
+	return nil
+}
+
+func (b *backend) GC(ctx context.Context, r api.GCRequest) (api.GCResponse, error) {
+	valid := make(map[api.Attachment]bool, len(r.Valid))
+	for _, a := range r.Valid {
+		valid[a] = true
+	}
+	eps, err := b.d.store.Endpoints(ctx, b.d.self.Name)
+	if err != nil {
+		return api.GCResponse{}, err
+	}
+	resp := api.GCResponse{Released: []api.Attachment{}}
+	var errs []error
+	for _, ep := range eps {
+		a := api.Attachment{ContainerID: ep.ContainerID, IfName: ep.IfName}
+		if valid[a] {
+			continue
+		}
+		if err := b.DelEndpoint(ctx, a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		resp.Released = append(resp.Released, a)
+	}
+	if len(resp.Released) > 0 {
+		b.d.log.Info("gc released endpoints", "count", len(resp.Released))
+	}
+	return resp, errors.Join(errs...)
+}

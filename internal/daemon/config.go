@@ -1,0 +1,109 @@
+// Package daemon is slimd: it wires the store (etcd, embedded or
+// external), the VXLAN overlay, and the local API into one process per
+// host, and shuts them down gracefully.
+//
+// What slimd deliberately leaves in place when it stops: the vxlan device,
+// its neighbour, FDB and route entries, the containers' veths and host
+// routes, and its host lease (which expires by TTL). A restarted slimd
+// adopts all of it, so stopping or restarting slimd never cuts running
+// containers' traffic.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/slimnet/slim/internal/store"
+)
+
+// Config is slimd's configuration, filled from flags by cmd/slimd.
+type Config struct {
+	NodeName string
+	DataDir  string
+	Socket   string
+
+	// EtcdEndpoints selects an external etcd cluster; empty runs the
+	// embedded single-node etcd listening on EtcdListenClient/Peer.
+	EtcdEndpoints    []string
+	EtcdListenClient string
+	EtcdListenPeer   string
+	Prefix           string
+
+	Cluster store.ClusterConfig
+
+	UnderlayIface string
+	UnderlayIP    netip.Addr
+	VXLANDevice   string
+
+	LeaseTTL       time.Duration
+	ResyncInterval time.Duration
+	MetricsAddr    string
+	Version        string
+
+	Log *slog.Logger
+}
+
+// Defaults for flags.
+const (
+	DefaultDataDir        = "/var/lib/slim"
+	DefaultEtcdClient     = "http://127.0.0.1:2379"
+	DefaultEtcdPeer       = "http://127.0.0.1:2380"
+	DefaultCluster4       = "10.244.0.0/16"
+	DefaultHostBits4      = 24
+	DefaultHostBits6      = 64
+	DefaultVNI            = 1
+	DefaultVXLANPort      = 4789
+	DefaultVXLANDevice    = "slim-vxlan"
+	DefaultLeaseTTL       = 20 * time.Second
+	DefaultResyncInterval = 30 * time.Second
+)
+
+// Host names become etcd key segments and label values: keep them to DNS
+// label characters.
+var nodeNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9.\-]{0,61}[a-z0-9])?$`)
+
+// Validate checks the configuration before anything is touched.
+func (c *Config) Validate() error {
+	var errs []error
+	if !nodeNameRe.MatchString(c.NodeName) {
+		errs = append(errs, fmt.Errorf("node name %q: want lowercase letters, digits, '.' or '-', at most 63", c.NodeName))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is empty"))
+	}
+	if c.Socket == "" {
+		errs = append(errs, errors.New("socket path is empty"))
+	}
+	for _, e := range c.EtcdEndpoints {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("etcd endpoint %q: want http(s)://host:port", e))
+		}
+	}
+	if err := c.Cluster.Plan().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Cluster.VNI < 1 || c.Cluster.VNI > 1<<24-1 {
+		errs = append(errs, fmt.Errorf("vni %d: want 1..16777215", c.Cluster.VNI))
+	}
+	if c.Cluster.Port < 1 || c.Cluster.Port > 65535 {
+		errs = append(errs, fmt.Errorf("vxlan port %d: want 1..65535", c.Cluster.Port))
+	}
+	if c.UnderlayIP.IsValid() && !c.UnderlayIP.Is4() {
+		errs = append(errs, fmt.Errorf("underlay ip %v: only IPv4 underlays are supported", c.UnderlayIP))
+	}
+	if len(c.VXLANDevice) == 0 || len(c.VXLANDevice) > 15 {
+		errs = append(errs, fmt.Errorf("vxlan device name %q: want 1-15 bytes", c.VXLANDevice))
+	}
+	if c.LeaseTTL < 2*time.Second {
+		errs = append(errs, fmt.Errorf("lease ttl %s: want at least 2s", c.LeaseTTL))
+	}
+	if c.ResyncInterval < time.Second {
+		errs = append(errs, fmt.Errorf("resync interval %s: want at least 1s", c.ResyncInterval))
+	}
+	return errors.Join(errs...)
+}

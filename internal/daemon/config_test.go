@@ -1,0 +1,57 @@
+package daemon
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slimnet/slim/internal/store"
+)
+
+func validConfig() Config {
+	return Config{
+		NodeName: "h1", DataDir: "/tmp/x", Socket: "/tmp/x.sock",
+		Cluster: store.ClusterConfig{
+			Cluster4: netip.MustParsePrefix(DefaultCluster4), HostBits4: DefaultHostBits4,
+			VNI: DefaultVNI, Port: DefaultVXLANPort,
+		},
+		VXLANDevice: DefaultVXLANDevice, LeaseTTL: DefaultLeaseTTL, ResyncInterval: DefaultResyncInterval,
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mutate  func(*Config)
+		wantErr string
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"upper-case name", func(c *Config) { c.NodeName = "H1" }, "node name"},
+		{"name with slash", func(c *Config) { c.NodeName = "a/b" }, "node name"},
+		{"empty data dir", func(c *Config) { c.DataDir = "" }, "data dir"},
+		{"bad etcd url", func(c *Config) { c.EtcdEndpoints = []string{"192.168.1.1:2379"} }, "etcd endpoint"},
+		{"vni zero", func(c *Config) { c.Cluster.VNI = 0 }, "vni"},
+		{"vni too big", func(c *Config) { c.Cluster.VNI = 1 << 24 }, "vni"},
+		{"port", func(c *Config) { c.Cluster.Port = 70000 }, "port"},
+		{"v6 underlay", func(c *Config) { c.UnderlayIP = netip.MustParseAddr("fd00::1") }, "underlay"},
+		{"long device", func(c *Config) { c.VXLANDevice = "a-very-long-device-name" }, "device"},
+		{"short ttl", func(c *Config) { c.LeaseTTL = time.Second }, "lease ttl"},
+		{"bad plan", func(c *Config) { c.Cluster.HostBits4 = 4 }, "host prefix"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			tc.mutate(&c)
+			err := c.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
+			}
+		})
+	}
+}

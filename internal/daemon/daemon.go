@@ -1,0 +1,295 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/embedetcd"
+	"github.com/slimnet/slim/internal/overlay"
+	"github.com/slimnet/slim/internal/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+)
+
+// etcdDialTimeout bounds the first connection to etcd; slimd retries the
+// whole start-up step after it, so a slow etcd only delays start-up.
+const etcdDialTimeout = 5 * time.Second
+
+// startupStepTimeout bounds one try of a store step during start-up.
+const startupStepTimeout = 10 * time.Second
+
+// Gateways containers route through: link-local, so they never collide
+// with any cluster or host address, and identical on every host.
+var (
+	Gateway4 = netip.MustParseAddr("169.254.1.1")
+	Gateway6 = netip.MustParseAddr("fe80::1")
+)
+
+// Daemon is one running slimd.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	etcd    *embedetcd.Server
+	cli     *clientv3.Client
+	store   *store.Store
+	self    api.Host
+	hostNet store.HostNet
+
+	hosts     *store.Cache[api.Host]
+	endpoints *store.Cache[api.Endpoint]
+	lease     *store.Lease
+	overlay   *overlay.Reconciler
+
+	allocMu  sync.Mutex // serializes allocation on this host
+	lastIPv4 netip.Addr
+}
+
+// Run starts slimd and blocks until ctx ends or a component fails.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Log, metrics: newMetrics()}
+	defer d.close()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := d.connectStore(); err != nil {
+		return err
+	}
+	if err := d.setup(ctx); err != nil {
+		return err
+	}
+	return d.serve(ctx)
+}
+
+func (d *Daemon) close() {
+	if d.cli != nil {
+		d.cli.Close()
+	}
+	if d.etcd != nil {
+		d.etcd.Close()
+	}
+}
+
+func (d *Daemon) connectStore() error {
+	endpoints := d.cfg.EtcdEndpoints
+	if len(endpoints) == 0 {
+		srv, err := embedetcd.Start(embedetcd.Config{
+			Name:      d.cfg.NodeName,
+			DataDir:   d.cfg.DataDir,
+			ClientURL: d.cfg.EtcdListenClient,
+			PeerURL:   d.cfg.EtcdListenPeer,
+		})
+		if err != nil {
+			return err
+		}
+		d.etcd = srv
+		endpoints = []string{srv.Endpoint()}
+		d.log.Info("embedded etcd started", "endpoint", srv.Endpoint())
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: etcdDialTimeout,
+		// The client's own zap logging is noisy on every reconnect; our
+		// caches and lease keeper log what matters.
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	d.cli = cli
+	d.store = store.New(cli, d.cfg.Prefix)
+	return nil
+}
+
+// retry runs a start-up step until it succeeds, so slimd can start while
+// etcd is still coming up; errors that retrying cannot fix end it.
+func (d *Daemon) retry(ctx context.Context, what string, fn func(ctx context.Context) error) error {
+	backoff := 250 * time.Millisecond
+	for {
+		sctx, cancel := context.WithTimeout(ctx, startupStepTimeout)
+		err := fn(sctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, store.ErrConfigMismatch) || ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		d.log.Warn("start-up step failed, retrying", "step", what, "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", what, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (d *Daemon) setup(ctx context.Context) error {
+	cc := d.cfg.Cluster
+	if err := d.retry(ctx, "cluster config", func(ctx context.Context) error {
+		_, err := d.store.EnsureConfig(ctx, cc)
+		return err
+	}); err != nil {
+		return err
+	}
+	var slot int
+	if err := d.retry(ctx, "claim host subnet", func(ctx context.Context) (err error) {
+		slot, err = d.store.ClaimSlot(ctx, d.cfg.NodeName, cc.Plan())
+		return err
+	}); err != nil {
+		return err
+	}
+	sub4, sub6, err := cc.Plan().Slot(slot)
+	if err != nil {
+		return err
+	}
+	iface, uip, err := findUnderlay(d.cfg.UnderlayIface, d.cfg.UnderlayIP)
+	if err != nil {
+		return err
+	}
+	dev, err := overlay.EnsureDevice(overlay.DeviceConfig{
+		Name:          d.cfg.VXLANDevice,
+		VNI:           cc.VNI,
+		Port:          cc.Port,
+		UnderlayIface: iface,
+		UnderlayIP:    uip,
+		Subnet4:       sub4,
+		Subnet6:       sub6,
+	})
+	if err != nil {
+		return fmt.Errorf("vxlan device: %w", err)
+	}
+	d.self = api.Host{
+		Name:       d.cfg.NodeName,
+		UnderlayIP: uip,
+		VTEPMAC:    dev.MAC.String(),
+		Subnet4:    sub4,
+		Subnet6:    sub6,
+		MTU:        dev.MTU,
+		Started:    time.Now().UTC().Truncate(time.Second),
+	}
+	d.hostNet = store.HostNet{Host: d.cfg.NodeName, Subnet4: sub4, Subnet6: sub6}
+	d.log.Info("host joined", "host", d.self.Name, "underlay", uip, "iface", iface,
+		"subnet4", sub4, "subnet6", sub6, "vtep", d.self.VTEPMAC, "mtu", dev.MTU)
+
+	d.lease = store.NewLease(store.LeaseConfig{
+		Client: d.cli,
+		TTL:    d.cfg.LeaseTTL,
+		File:   filepath.Join(d.cfg.DataDir, "lease"),
+		Log:    d.log.With("component", "lease"),
+		Attach: func(ctx context.Context, id clientv3.LeaseID) error { return d.store.PutHost(ctx, d.self, id) },
+	})
+	if err := d.retry(ctx, "host lease", d.lease.Acquire); err != nil {
+		return err
+	}
+
+	d.overlay = overlay.NewReconciler(overlay.ReconcilerConfig{
+		Dataplane: overlay.NewDataplane(dev),
+		Desired:   d.desiredPeers,
+		Interval:  d.cfg.ResyncInterval,
+		Log:       d.log.With("component", "overlay"),
+		OnApply: func(ensured, removed, failed int) {
+			d.metrics.overlayApply.WithLabelValues("ensured").Add(float64(ensured))
+			d.metrics.overlayApply.WithLabelValues("removed").Add(float64(removed))
+			d.metrics.overlayApply.WithLabelValues("failed").Add(float64(failed))
+		},
+	})
+	d.hosts = store.NewCache[api.Host](d.cli, d.store.HostsPrefix(), d.log.With("component", "hosts"), d.overlay.Trigger)
+	d.hosts.OnResync = func() { d.metrics.resyncs.WithLabelValues("hosts").Inc() }
+	d.endpoints = store.NewCache[api.Endpoint](d.cli, d.store.EndpointsPrefix(), d.log.With("component", "endpoints"), nil)
+	d.endpoints.OnResync = func() { d.metrics.resyncs.WithLabelValues("endpoints").Inc() }
+	return nil
+}
+
+// desiredPeers turns the host cache into overlay peers: every other host
+// with a complete record.
+func (d *Daemon) desiredPeers() ([]overlay.Peer, bool) {
+	hosts, synced := d.hosts.Snapshot()
+	if !synced {
+		return nil, false
+	}
+	d.metrics.hosts.Set(float64(len(hosts)))
+	peers := make([]overlay.Peer, 0, len(hosts))
+	for _, h := range hosts {
+		if h.Name == d.self.Name || h.UnderlayIP == d.self.UnderlayIP {
+			continue
+		}
+		mac, err := net.ParseMAC(h.VTEPMAC)
+		if err != nil || !h.UnderlayIP.Is4() || !h.Subnet4.IsValid() {
+			d.log.Warn("skipping host with incomplete record", "peer", h.Name)
+			continue
+		}
+		peers = append(peers, overlay.Peer{Host: h.Name, UnderlayIP: h.UnderlayIP, VTEPMAC: mac, Subnet4: h.Subnet4, Subnet6: h.Subnet6})
+	}
+	return peers, true
+}
+
+func (d *Daemon) serve(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.lease.Run(ctx) })
+	g.Go(func() error { return d.hosts.Run(ctx) })
+	g.Go(func() error { return d.endpoints.Run(ctx) })
+	g.Go(func() error {
+		err := d.overlay.Run(ctx)
+		d.metrics.peers.Set(0)
+		return err
+	})
+	srv := api.NewServer(&backend{d: d}, d.log.With("component", "api"))
+	srv.OnRequest = func(route string, code int) {
+		d.metrics.apiRequests.WithLabelValues(route, fmt.Sprint(code)).Inc()
+	}
+	g.Go(func() error { return srv.Run(ctx, d.cfg.Socket) })
+	if d.cfg.MetricsAddr != "" {
+		g.Go(func() error { return d.serveMetrics(ctx) })
+	}
+	if d.etcd != nil {
+		g.Go(func() error {
+			select {
+			case err := <-d.etcd.Err():
+				return fmt.Errorf("embedded etcd: %w", err)
+			case <-ctx.Done():
+				return nil
+			}
+		})
+	}
+	d.log.Info("slimd ready", "socket", d.cfg.Socket)
+	err := g.Wait()
+	d.log.Info("slimd stopped; datapath left in place")
+	return err
+}
+
+func (d *Daemon) serveMetrics(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: d.cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", d.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics listen: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,52 @@
+package daemon
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are slimd's Prometheus collectors, on a registry of their own.
+type metrics struct {
+	reg          *prometheus.Registry
+	apiRequests  *prometheus.CounterVec
+	overlayApply *prometheus.CounterVec
+	peers        prometheus.Gauge
+	hosts        prometheus.Gauge
+	endpoints    prometheus.Gauge
+	resyncs      *prometheus.CounterVec
+	allocations  prometheus.Counter
+	releases     prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_api_requests_total", Help: "Local API requests by route and HTTP code.",
+		}, []string{"route", "code"}),
+		overlayApply: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_overlay_peer_ops_total", Help: "Overlay peer operations by result (ensured, removed, failed).",
+		}, []string{"op"}),
+		peers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "slim_overlay_peers", Help: "Remote hosts programmed in the overlay.",
+		}),
+		hosts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "slim_store_hosts", Help: "Hosts in the store, this one included.",
+		}),
+		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "slim_store_endpoints", Help: "Endpoints in the store, all hosts.",
+		}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_store_resyncs_total", Help: "Store cache re-lists after a watch failure.",
+		}, []string{"cache"}),
+		allocations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "slim_endpoint_allocations_total", Help: "Endpoints allocated on this host.",
+		}),
+		releases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "slim_endpoint_releases_total", Help: "Endpoints released on this host (DEL and GC).",
+		}),
+	}
+	m.reg.MustRegister(m.apiRequests, m.overlayApply, m.peers, m.hosts, m.endpoints, m.resyncs,
+		m.allocations, m.releases, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

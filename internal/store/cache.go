@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Cache mirrors every key under a prefix into memory, decoded as T. It
+// lists, then watches from the list's revision; after any watch error
+// (compaction, lost leader, closed channel) it backs off and lists again at
+// a fresh revision, so it never misses an update silently.
+type Cache[T any] struct {
+	cli      *clientv3.Client
+	prefix   string
+	log      *slog.Logger
+	onChange func()
+	// OnResync, if set, is called each time the cache re-lists after an error.
+	OnResync func()
+
+	mu     sync.RWMutex
+	items  map[string]T // key without prefix -> value
+	synced bool
+}
+
+// NewCache returns a cache of prefix; onChange (may be nil) is called after
+// every change, from the cache's goroutine, and must not block.
+func NewCache[T any](cli *clientv3.Client, prefix string, log *slog.Logger, onChange func()) *Cache[T] {
+	if onChange == nil {
+		onChange = func() {}
+	}
+	return &Cache[T]{cli: cli, prefix: prefix, log: log, onChange: onChange, items: map[string]T{}}
+}
+
+// Backoff bounds for re-listing after a watch failure: fast enough to
+// notice a restarted etcd within a second or two, slow enough not to hammer
+// one that is down.
+const (
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// Run keeps the cache in sync until ctx ends.
+func (c *Cache[T]) Run(ctx context.Context) error {
+	backoff := minBackoff
+	first := true
+	for {
+		err := c.listAndWatch(ctx, first)
+		if ctx.Err() != nil {
+			return nil
+		}
+		first = false
+		c.log.Warn("store watch lost, resyncing", "prefix", c.prefix, "err", err, "backoff", backoff)
+		if c.OnResync != nil {
+			c.OnResync()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func (c *Cache[T]) listAndWatch(ctx context.Context, first bool) error {
+	resp, err := c.cli.Get(ctx, c.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("list: %w", err)
+	}
+	items := make(map[string]T, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if v, ok := c.decode(kv); ok {
+			items[strings.TrimPrefix(string(kv.Key), c.prefix)] = v
+		}
+	}
+	c.mu.Lock()
+	c.items = items
+	c.synced = true
+	c.mu.Unlock()
+	c.onChange()
+	if !first {
+		c.log.Info("store cache resynced", "prefix", c.prefix, "keys", len(items))
+	}
+
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wc := c.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	for wr := range wc {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		if wr.Canceled {
+			return errors.New("watch canceled")
+		}
+		c.mu.Lock()
+		for _, ev := range wr.Events {
+			k := strings.TrimPrefix(string(ev.Kv.Key), c.prefix)
+			switch ev.Type {
+			case mvccpb.PUT:
+				if v, ok := c.decode(ev.Kv); ok {
+					c.items[k] = v
+				} else {
+					delete(c.items, k)
+				}
+			case mvccpb.DELETE:
+				delete(c.items, k)
+			}
+		}
+		c.mu.Unlock()
+		if len(wr.Events) > 0 {
+			c.onChange()
+		}
+	}
+	return errors.New("watch channel closed")
+}
+
+func (c *Cache[T]) decode(kv *mvccpb.KeyValue) (T, bool) {
+	var v T
+	if err := json.Unmarshal(kv.Value, &v); err != nil {
+		// A record we cannot read is skipped, not fatal: one bad writer
+		// must not take every host's view down.
+		c.log.Warn("skipping undecodable store record", "key", string(kv.Key), "err", err)
+		return v, false
+	}
+	return v, true
+}
+
+// Synced reports whether the cache has listed at least once.
+func (c *Cache[T]) Synced() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.synced
+}
+
+// Snapshot returns a copy of the cache, keyed by key without the prefix.
+func (c *Cache[T]) Snapshot() (map[string]T, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return maps.Clone(c.items), c.synced
+}
+
+// Get returns one item by key without the prefix.
+func (c *Cache[T]) Get(key string) (T, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	v, ok := c.items[key]
+	return v, ok
+}
+
+// Len is the number of cached items.
+func (c *Cache[T]) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.items)
+}

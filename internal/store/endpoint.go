@@ -1,0 +1,159 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/ipam"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// HostNet is what endpoint allocation needs to know about the local host.
+type HostNet struct {
+	Host    string
+	Subnet4 netip.Prefix
+	Subnet6 netip.Prefix // zero if IPv6 is off
+}
+
+// maxAllocAttempts bounds the allocation loop; only one slimd allocates in
+// a host's subnet, so conflicts come from stale reads, not contention.
+const maxAllocAttempts = 16
+
+// AddEndpoint allocates addresses for r on host hn, or returns the endpoint
+// that already exists for the same attachment (CNI ADD is retried by
+// runtimes). The endpoint and its address guard key are written in one
+// transaction that fails if either exists, so an address is never given
+// twice. last is the previously allocated address (for round robin).
+func (s *Store) AddEndpoint(ctx context.Context, hn HostNet, r api.EndpointRequest, last netip.Addr, now time.Time) (api.Endpoint, error) {
+	att := api.Attachment{ContainerID: r.ContainerID, IfName: r.IfName}
+	ek := s.endpointKey(hn.Host, att)
+	for range maxAllocAttempts {
+		if ep, err := s.endpointAt(ctx, ek); err == nil {
+			return ep, nil
+		} else if err != ErrNotFound {
+			return api.Endpoint{}, err
+		}
+		used, err := s.usedIPs(ctx, hn.Host)
+		if err != nil {
+			return api.Endpoint{}, err
+		}
+		ip4, err := ipam.NextFree(hn.Subnet4, used, last)
+		if err != nil {
+			return api.Endpoint{}, fmt.Errorf("%w: %w", api.ErrExhausted, err)
+		}
+		ep := api.Endpoint{
+			ContainerID: r.ContainerID,
+			IfName:      r.IfName,
+			Host:        hn.Host,
+			IPv4:        ip4,
+			IPv6:        ipam.Pair(ip4, hn.Subnet4, hn.Subnet6),
+			Labels:      r.Labels,
+			Netns:       r.Netns,
+			Created:     now.UTC().Truncate(time.Second),
+		}
+		b, err := json.Marshal(ep)
+		if err != nil {
+			return api.Endpoint{}, err
+		}
+		ik := s.ipKey(hn.Host, ip4)
+		tr, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(ek), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(ik), "=", 0)).
+			Then(clientv3.OpPut(ek, string(b)), clientv3.OpPut(ik, att.ContainerID+"/"+att.IfName)).
+			Commit()
+		if err != nil {
+			return api.Endpoint{}, fmt.Errorf("allocate %s: %w", ip4, err)
+		}
+		if tr.Succeeded {
+			return ep, nil
+		}
+		last = ip4
+	}
+	return api.Endpoint{}, fmt.Errorf("allocate address for %s/%s: too many conflicts", r.ContainerID, r.IfName)
+}
+
+func (s *Store) usedIPs(ctx context.Context, host string) (map[netip.Addr]bool, error) {
+	p := s.ipsPrefix(host)
+	resp, err := s.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of %s: %w", host, err)
+	}
+	used := make(map[netip.Addr]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if a, err := netip.ParseAddr(strings.TrimPrefix(string(kv.Key), p)); err == nil {
+			used[a] = true
+		}
+	}
+	return used, nil
+}
+
+func (s *Store) endpointAt(ctx context.Context, key string) (api.Endpoint, error) {
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return api.Endpoint{}, fmt.Errorf("read endpoint: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return api.Endpoint{}, ErrNotFound
+	}
+	var ep api.Endpoint
+	if err := json.Unmarshal(resp.Kvs[0].Value, &ep); err != nil {
+		return api.Endpoint{}, fmt.Errorf("decode endpoint %s: %w", key, err)
+	}
+	return ep, nil
+}
+
+// Endpoint reads one endpoint of host.
+func (s *Store) Endpoint(ctx context.Context, host string, a api.Attachment) (api.Endpoint, error) {
+	return s.endpointAt(ctx, s.endpointKey(host, a))
+}
+
+// DelEndpoint releases an endpoint and its address. Releasing an absent
+// endpoint succeeds.
+func (s *Store) DelEndpoint(ctx context.Context, host string, a api.Attachment) error {
+	ek := s.endpointKey(host, a)
+	resp, err := s.cli.Get(ctx, ek)
+	if err != nil {
+		return fmt.Errorf("read endpoint: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	var ep api.Endpoint
+	ops := []clientv3.Op{clientv3.OpDelete(ek)}
+	if json.Unmarshal(resp.Kvs[0].Value, &ep) == nil && ep.IPv4.IsValid() {
+		ops = append(ops, clientv3.OpDelete(s.ipKey(host, ep.IPv4)))
+	}
+	// Guarded by the revision we read, so a concurrent re-ADD is not undone.
+	tr, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(ek), "=", resp.Kvs[0].ModRevision)).
+		Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("delete endpoint %s/%s: %w", a.ContainerID, a.IfName, err)
+	}
+	if !tr.Succeeded {
+		return fmt.Errorf("delete endpoint %s/%s: changed concurrently, retry", a.ContainerID, a.IfName)
+	}
+	return nil
+}
+
+// Endpoints lists the endpoints of host straight from etcd.
+func (s *Store) Endpoints(ctx context.Context, host string) ([]api.Endpoint, error) {
+	resp, err := s.cli.Get(ctx, s.EndpointsPrefix()+host+"/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list endpoints of %s: %w", host, err)
+	}
+	out := make([]api.Endpoint, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var ep api.Endpoint
+		if err := json.Unmarshal(kv.Value, &ep); err != nil {
+			continue // a corrupt record must not block listing the rest
+		}
+		out = append(out, ep)
+	}
+	return out, nil
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the demo need on a fresh Debian
+# machine: Debian packages and the Go modules. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_root() {
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps: run as root (network namespaces, vxlan and cgroups need it)" >&2
+		exit 1
+	fi
+}
+need_root
+
+pkgs=(iproute2 iperf3 nftables ethtool iputils-ping kmod ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "deps: installing ${missing[*]}" >&2
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+	if [ -x /usr/local/go/bin/go ]; then
+		export PATH=/usr/local/go/bin:$PATH
+	else
+		echo "deps: Go toolchain not found (expected go on PATH or /usr/local/go)" >&2
+		exit 1
+	fi
+fi
+go mod download

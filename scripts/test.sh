@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, vet, staticcheck, unit tests, and
+# the kernel and multi-host lab tests (root, real namespaces). This is what
+# CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:$PATH
+./scripts/deps.sh
+
+echo "== gofmt" >&2
+bad=$(gofmt -l $(git ls-files '*.go') 2>/dev/null || true)
+if [ -n "$bad" ]; then
+	echo "gofmt would change:" >&2
+	echo "$bad" >&2
+	exit 1
+fi
+echo "== go vet" >&2
+go vet ./...
+echo "== staticcheck" >&2
+go tool staticcheck ./...
+echo "== go build" >&2
+go build ./...
+
+# Lab tests use fixed namespace names (slimlab-*), so packages run one at a
+# time (-p 1); within a package tests run in order.
+echo "== go test" >&2
+go test -race -p 1 -count=1 -timeout 40m ./... 2>&1 | tee /tmp/slim-test.log
