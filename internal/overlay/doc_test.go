@@ -1,0 +1,26 @@
+package overlay
+
+import (
+	"go/parser"
+	"go/token"
+	"strings"
+	"testing"
+)
+
+// TestPackageDoc enforces the style guide's rule that every package has a
+// doc comment, and that it covers the design choices.
+func TestPackageDoc(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "doc.go", nil, parser.PackageClauseOnly|parser.ParseComments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Doc == nil {
+		t.Fatal("package overlay has no doc comment")
+	}
+	doc := f.Doc.Text()
+	for _, topic := range []string{"Learning off", "checksum", "route goes last"} {
+		if !strings.Contains(doc, topic) {
+			t.Errorf("package doc does not explain %q", topic)
+		}
+	}
+}
