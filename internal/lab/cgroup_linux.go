@@ -1,0 +1,215 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupRoot returns the cgroup2 mount point.
+func cgroupRoot() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return parseCgroup2Mount(f)
+}
+
+// ensureCgroup makes a cgroup (and its parents); an existing one is fine.
+// The lab enables no controllers: its cgroups only group processes, so
+// that they can be found, signalled, and given to BPF programs.
+func ensureCgroup(path string) error {
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return fmt.Errorf("make cgroup: %w", err)
+	}
+	return nil
+}
+
+// joinCgroup moves the calling process into the cgroup at path.
+func joinCgroup(path string) error {
+	err := os.WriteFile(filepath.Join(path, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
+	if err != nil {
+		return fmt.Errorf("join cgroup %s: %w", path, err)
+	}
+	return nil
+}
+
+// cgroupPIDs lists the processes in one cgroup, not in its children. A
+// cgroup that does not exist has none.
+func cgroupPIDs(path string) ([]int, error) {
+	f, err := os.Open(filepath.Join(path, "cgroup.procs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var pids []int
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pid, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", f.Name(), err)
+		}
+		pids = append(pids, pid)
+	}
+	if err := sc.Err(); err != nil && !errors.Is(err, unix.ENODEV) {
+		// ENODEV: the cgroup was removed while we read it.
+		return nil, fmt.Errorf("read %s: %w", f.Name(), err)
+	}
+	return pids, nil
+}
+
+// cgroupTree returns path and every cgroup below it, deepest first, which
+// is the order they can be removed in. A missing path gives nothing.
+func cgroupTree(path string) ([]string, error) {
+	var dirs []string
+	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil // removed while we walked
+			}
+			return err
+		}
+		if d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(dirs, func(a, b string) int {
+		return strings.Count(b, "/") - strings.Count(a, "/")
+	})
+	return dirs, nil
+}
+
+// signalCgroup sends sig to every process in the cgroup at path. Each pid
+// is pinned with a pidfd and then checked to still be in the cgroup, so a
+// pid reused by some other process between the read and the kill is never
+// signalled.
+func signalCgroup(path string, sig unix.Signal) error {
+	pids, err := cgroupPIDs(path)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if errors.Is(err, unix.ESRCH) {
+			continue // already gone
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pidfd_open %d: %w", pid, err))
+			continue
+		}
+		now, err := cgroupPIDs(path)
+		if err == nil && slices.Contains(now, pid) {
+			err = unix.PidfdSendSignal(fd, sig, nil, 0)
+			if errors.Is(err, unix.ESRCH) {
+				err = nil
+			}
+		}
+		unix.Close(fd)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("signal %d: %w", pid, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cgroupsEmpty reports whether none of the cgroups holds a process.
+func cgroupsEmpty(cgs []string) bool {
+	for _, cg := range cgs {
+		if pids, err := cgroupPIDs(cg); err != nil || len(pids) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// cgroupPollInterval is how often a stop checks whether the processes are
+// gone: fast enough not to add noticeable latency to lab down.
+const cgroupPollInterval = 50 * time.Millisecond
+
+// killWait bounds the wait for SIGKILLed processes to leave their cgroup;
+// they cannot refuse, so only a process stuck in the kernel (D state)
+// takes longer.
+const killWait = 5 * time.Second
+
+// stopCgroups stops every process in cgs: SIGTERM, up to grace for them to
+// exit, then SIGKILL. It returns an error if processes remain.
+func stopCgroups(ctx context.Context, cgs []string, grace time.Duration) error {
+	if cgroupsEmpty(cgs) {
+		return nil
+	}
+	var errs []error
+	for _, cg := range cgs {
+		errs = append(errs, signalCgroup(cg, unix.SIGTERM))
+	}
+	if waitEmpty(ctx, cgs, grace) {
+		return errors.Join(errs...)
+	}
+	for _, cg := range cgs {
+		errs = append(errs, signalCgroup(cg, unix.SIGKILL))
+	}
+	if !waitEmpty(ctx, cgs, killWait) {
+		var left []string
+		for _, cg := range cgs {
+			if pids, _ := cgroupPIDs(cg); len(pids) > 0 {
+				left = append(left, fmt.Sprintf("%s %v", cg, pids))
+			}
+		}
+		errs = append(errs, fmt.Errorf("processes survive SIGKILL: %s", strings.Join(left, ", ")))
+	}
+	return errors.Join(errs...)
+}
+
+// waitEmpty polls until the cgroups are empty, d passes or ctx ends.
+func waitEmpty(ctx context.Context, cgs []string, d time.Duration) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(cgroupPollInterval)
+	defer tick.Stop()
+	for {
+		if cgroupsEmpty(cgs) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return cgroupsEmpty(cgs)
+		case <-deadline.C:
+			return cgroupsEmpty(cgs)
+		case <-tick.C:
+		}
+	}
+}
+
+// removeCgroupTree removes path and every cgroup below it, deepest first.
+// The cgroups must be empty; already removed ones are fine.
+func removeCgroupTree(path string) error {
+	dirs, err := cgroupTree(path)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range dirs {
+		if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
+}

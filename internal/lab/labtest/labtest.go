@@ -1,0 +1,285 @@
+// Package labtest gives tests a running lab: labtest.New(t, labtest.Hosts(3))
+// builds slimd, slim-cni and slimctl (once per test binary), brings a lab up
+// in a fresh state directory and registers its teardown with t.Cleanup.
+//
+// The lab's namespace names are fixed (slimlab-*), so two labs cannot exist
+// at once: New holds a machine-wide lock (an flock on LockPath) from before
+// Up until after Down, which serializes lab tests across packages and test
+// binaries. Do not call t.Parallel in a lab test; it would only wait for the
+// lock. Before Up, New sweeps whatever an earlier crashed test left (holding
+// the lock, nothing else can be running).
+//
+// Lab tests need root; they skip without it, except under CI (the CI
+// environment variable set), where they fail. -short skips them.
+package labtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/slimnet/slim/internal/lab"
+)
+
+// LockPath is the machine-wide lock every lab test holds.
+const LockPath = "/run/slimlab.lock"
+
+// Timeouts for the lab's life cycle in tests.
+const (
+	// upTimeout bounds Up: building binaries is done before, so this is
+	// slimd start plus peer discovery (see lab.DefaultReadyTimeout).
+	upTimeout = 2 * time.Minute
+	// downTimeout bounds Down: graceful stops of containers and slimds
+	// (5 s and 10 s grace) plus namespace removal.
+	downTimeout = time.Minute
+	// lockTimeout bounds the wait for another package's lab tests.
+	lockTimeout = 20 * time.Minute
+)
+
+type options struct {
+	hosts    int
+	ipv6     bool
+	leaseTTL time.Duration
+}
+
+// Option configures New.
+type Option func(*options)
+
+// Hosts sets the number of hosts (default 2).
+func Hosts(n int) Option { return func(o *options) { o.hosts = n } }
+
+// IPv6 gives containers IPv6 addresses too.
+func IPv6() Option { return func(o *options) { o.ipv6 = true } }
+
+// LeaseTTL sets slimd's lease TTL (default lab.DefaultLeaseTTL).
+func LeaseTTL(d time.Duration) Option { return func(o *options) { o.leaseTTL = d } }
+
+// Lab is a running lab owned by one test.
+type Lab struct {
+	// Config addresses the lab for the lab package's functions.
+	Config lab.Config
+	t      testing.TB
+}
+
+// New brings up a lab for t and tears it down when t ends. It skips under
+// -short and without root.
+func New(t testing.TB, opts ...Option) *Lab {
+	t.Helper()
+	o := options{hosts: 2}
+	for _, f := range opts {
+		f(&o)
+	}
+	Require(t)
+	bin := Build(t, "slimd", "slim-cni", "slimctl")
+	Lock(t)
+	dir, err := os.MkdirTemp("", "slimlab-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := lab.Config{
+		StateDir: dir,
+		BinDir:   bin,
+		Hosts:    o.hosts,
+		IPv6:     o.ipv6,
+		LeaseTTL: o.leaseTTL,
+		Progress: logWriter{t},
+	}
+	Sweep(t)
+	// Cleanup runs before the lock's release (cleanups run last-in first-out).
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), downTimeout)
+		defer cancel()
+		if err := lab.Down(ctx, cfg); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+		os.RemoveAll(dir)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), upTimeout)
+	defer cancel()
+	if err := lab.Up(ctx, cfg); err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	return &Lab{Config: cfg, t: t}
+}
+
+// Run starts a container; the test fails if it cannot.
+func (l *Lab) Run(spec lab.RunSpec) lab.Container {
+	l.t.Helper()
+	c, err := lab.Run(context.Background(), l.Config, spec)
+	if err != nil {
+		l.t.Fatalf("lab run %s on %s: %v", spec.Name, spec.Host, err)
+	}
+	return c
+}
+
+// Output runs command in target (a container or a host) and returns its
+// stdout; the test fails if it cannot start or exits non-zero.
+func (l *Lab) Output(ctx context.Context, target string, command ...string) string {
+	l.t.Helper()
+	out, err := lab.Output(ctx, l.Config, target, command...)
+	if err != nil {
+		l.t.Fatalf("%s: %s: %v", target, strings.Join(command, " "), err)
+	}
+	return string(out)
+}
+
+// Require skips t under -short or without root (failing under CI instead,
+// where the lab must run).
+func Require(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("lab test: builds a multi-host lab; skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("lab test needs root, and CI must run it")
+		}
+		t.Skip("lab test needs root (namespaces, cgroups)")
+	}
+}
+
+// procMu serializes lab tests within this test binary; the flock on
+// LockPath serializes test binaries.
+var procMu sync.Mutex
+
+// Lock takes the machine-wide lab lock for the rest of t.
+func Lock(t testing.TB) {
+	t.Helper()
+	procMu.Lock()
+	f, err := os.OpenFile(LockPath, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		procMu.Unlock()
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(lockTimeout)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			procMu.Unlock()
+			t.Fatalf("lab lock %s: %v", LockPath, err)
+		}
+		time.Sleep(100 * time.Millisecond) // another package's lab test runs
+	}
+	t.Cleanup(func() {
+		f.Close() // closing releases the flock
+		procMu.Unlock()
+	})
+}
+
+// Sweep removes whatever lab exists, by name. Call it holding the lock.
+func Sweep(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), downTimeout)
+	defer cancel()
+	// Any state dir will do: Down finds namespaces and cgroups by name.
+	if err := lab.Down(ctx, lab.Config{StateDir: filepath.Join(os.TempDir(), "slimlab-sweep")}); err != nil {
+		t.Fatalf("sweep an earlier lab: %v", err)
+	}
+}
+
+var (
+	buildMu   sync.Mutex
+	builtOnce = map[string]error{}
+)
+
+// Build builds the named commands of the module (./cmd/<name>), each at
+// most once per test binary, into one directory per checkout, and returns
+// that directory. Binaries are built aside and renamed into place, so a
+// lab of another test binary that runs the old ones is not disturbed.
+func Build(t testing.TB, names ...string) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(root))
+	dir := filepath.Join(os.TempDir(), "slimlab-bin-"+hex.EncodeToString(sum[:4]))
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	var todo []string
+	for _, n := range names {
+		if err, done := builtOnce[n]; done {
+			if err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		todo = append(todo, n)
+	}
+	if len(todo) == 0 {
+		return dir
+	}
+	err = build(root, dir, todo)
+	for _, n := range todo {
+		builtOnce[n] = err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func build(root, dir string, names []string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(dir, ".build-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	args := []string{"build", "-o", tmp + "/"}
+	for _, n := range names {
+		args = append(args, "./cmd/"+n)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	for _, n := range names {
+		if err := os.Rename(filepath.Join(tmp, n), filepath.Join(dir, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the module")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// logWriter sends progress lines to the test log.
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,67 @@
+package lab
+
+import (
+	"bytes"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func testListing() Listing {
+	web := testContainer("web")
+	cli := Container{Name: "client", Host: "h1", ContainerID: ContainerID("client"), PID: 777,
+		IPv4: netip.MustParseAddr("10.244.0.2"), Command: []string{"sleep", "infinity"}, Created: web.Created}
+	return Listing{
+		StateDir: "/run/slimlab",
+		Hosts: []HostStatus{
+			{Name: "h1", UnderlayIP: netip.MustParseAddr("192.168.77.1"), PID: 100, Alive: true,
+				Subnet4: netip.MustParsePrefix("10.244.0.0/24"), Subnet6: netip.MustParsePrefix("fd5a:11:0:0::/64"), Peers: 1},
+			{Name: "h2", UnderlayIP: netip.MustParseAddr("192.168.77.2"), PID: 0, Alive: false},
+		},
+		Containers: []ContainerStatus{{Container: cli, Alive: true}, {Container: web, Alive: false}},
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs (go test -update rewrites it):\n got:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+func TestListingTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := testListing().WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "ls.table", b.Bytes())
+}
+
+// The JSON listing is a contract: this golden file may gain fields, never
+// lose or rename them.
+func TestListingJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := testListing().WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "ls.json", b.Bytes())
+	b.Reset()
+	if err := (Listing{StateDir: "/x"}).WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "ls-empty.json", b.Bytes())
+}

@@ -1,0 +1,148 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/slimnet/slim/internal/api"
+)
+
+// Up builds the lab cfg describes and returns when every host's slimd
+// reports all the others as peers. Running it again is harmless: hosts and
+// live slimds are kept, a dead slimd is restarted. A lab with a different
+// plan in the same state directory is an error (Down it first).
+//
+// Order: the wire, then the hosts (namespace, cable, address), then h1's
+// slimd with the embedded etcd; once h1 answers, the other slimds, which
+// join h1's etcd, start all at once.
+func Up(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	pr := newProgress(cfg.Progress)
+	dir := cfg.StateDir
+	cgRoot, err := cgroupRoot()
+	if err != nil {
+		return err
+	}
+	binDir, err := cfg.binDir(plan{})
+	if err != nil {
+		return err
+	}
+	launcher := cfg.launcher(binDir)
+	for _, bin := range []string{filepath.Join(binDir, "slimd"), filepath.Join(binDir, cniPlugin), launcher} {
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("%w (build slimd, slim-cni and slimctl into one directory, or pass the bin dir)", err)
+		}
+	}
+
+	p, err := upPlan(cfg, binDir)
+	if err != nil {
+		return err
+	}
+	pr.step("state in %s", dir)
+
+	if err := ensureWire(p.MTU); err != nil {
+		return fmt.Errorf("wire: %w", err)
+	}
+	pr.step("wire %s: bridge %s", WireNetns, bridgeName)
+	for i := 1; i <= p.Hosts; i++ {
+		ip, err := hostIP(p.Underlay, i)
+		if err != nil {
+			return err
+		}
+		addr := netip.PrefixFrom(ip, p.Underlay.Bits())
+		if err := ensureHost(i, addr, p.MTU); err != nil {
+			return fmt.Errorf("host %s: %w", HostName(i), err)
+		}
+		pr.step("host %s: netns %s, %s %s", HostName(i), HostNetns(HostName(i)), HostIface, addr)
+	}
+
+	start := func(ctx context.Context, i int) error {
+		host := HostName(i)
+		if pid, alive := slimdPID(cgRoot, dir, host); alive {
+			pr.step("slimd %s: running (pid %d)", host, pid)
+			return nil
+		}
+		pid, err := startSlimd(ctx, dir, binDir, launcher, cgRoot, p, i)
+		if err != nil {
+			return err
+		}
+		pr.step("slimd %s: started (pid %d), log %s", host, pid, slimdLogPath(dir, host))
+		return nil
+	}
+	// h1 runs the etcd the others join: it must answer first.
+	if err := start(ctx, 1); err != nil {
+		return err
+	}
+	if err := waitReady(ctx, dir, cgRoot, []string{HostName(1)}, cfg.ReadyTimeout, func(api.Status) bool { return true }); err != nil {
+		return err
+	}
+	pr.step("slimd %s: answering", HostName(1))
+	g, gctx := errgroup.WithContext(ctx)
+	for i := 2; i <= p.Hosts; i++ {
+		g.Go(func() error { return start(gctx, i) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	hosts := make([]string, p.Hosts)
+	for i := range hosts {
+		hosts[i] = HostName(i + 1)
+	}
+	want := p.Hosts - 1
+	if err := waitReady(ctx, dir, cgRoot, hosts, cfg.ReadyTimeout, func(s api.Status) bool { return s.Peers == want }); err != nil {
+		return err
+	}
+	pr.step("lab ready: %d hosts, each with %d peers", p.Hosts, want)
+	return nil
+}
+
+// upPlan records cfg's plan in the state directory, or checks that the
+// recorded one matches.
+func upPlan(cfg Config, binDir string) (plan, error) {
+	dir := cfg.StateDir
+	want := plan{
+		Hosts:    cfg.Hosts,
+		Underlay: cfg.Underlay.Masked(),
+		IPv6:     cfg.IPv6,
+		LeaseTTL: cfg.LeaseTTL.String(),
+		MTU:      cfg.MTU,
+		BinDir:   binDir,
+		Created:  time.Now().UTC().Truncate(time.Second),
+	}
+	have, err := loadPlan(dir)
+	switch {
+	case errors.Is(err, ErrNoLab):
+		// The names are machine-wide: a lab recorded elsewhere owns them.
+		if isNetns(NetnsPath(WireNetns)) {
+			return want, fmt.Errorf("a lab exists whose state is not in %s (remove it with slimctl lab down)", dir)
+		}
+	case err != nil:
+		return want, err
+	default:
+		if have.Hosts != want.Hosts || have.Underlay != want.Underlay || have.IPv6 != want.IPv6 ||
+			have.LeaseTTL != want.LeaseTTL || have.MTU != want.MTU {
+			return want, fmt.Errorf("the lab in %s was made with %d hosts, underlay %s, ipv6 %t, lease ttl %s, mtu %d (slimctl lab down first to change it)",
+				dir, have.Hosts, have.Underlay, have.IPv6, have.LeaseTTL, have.MTU)
+		}
+		want.Created = have.Created
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return want, err
+	}
+	b, err := json.MarshalIndent(want, "", "  ")
+	if err != nil {
+		return want, err
+	}
+	return want, writeFileAtomic(planPath(dir), append(b, '\n'), 0o644)
+}
