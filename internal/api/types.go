@@ -98,7 +98,6 @@ var containerIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
 // Label keys follow the Kubernetes shape loosely: optional prefix, name.
 var labelKeyRe = regexp.MustCompile(`^([A-Za-z0-9.\-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?$`)
 
-
 // Values allow 253 characters: Kubernetes object names (pod names land
 // here as io.kubernetes.pod.name) may be that long.
 var labelValRe = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?)?$`)
