@@ -133,7 +133,8 @@ func TestEndpointLabels(t *testing.T) {
 		{name: "unknown arg ignored", cniArgs: "IgnoreUnknown=true;FOO=bar", want: nil},
 		{name: "unknown arg", cniArgs: "FOO=bar", code: types.ErrInvalidEnvironmentVariables},
 		{name: "malformed args", cniArgs: "K8S_POD_NAME", code: types.ErrInvalidEnvironmentVariables},
-		{name: "bad pod name", cniArgs: "K8S_POD_NAME=" + strings.Repeat("a", 64), code: types.ErrInvalidEnvironmentVariables},
+		{name: "long pod name", cniArgs: "K8S_POD_NAME=" + strings.Repeat("a", 253), want: map[string]string{LabelPodName: strings.Repeat("a", 253)}},
+		{name: "bad pod name", cniArgs: "K8S_POD_NAME=" + strings.Repeat("a", 254), code: types.ErrInvalidEnvironmentVariables},
 		{name: "too many", conf: `"args":{"cni":{"labels":{` + manyLabels(64) + `}}}`, cniArgs: "K8S_POD_NAME=x",
 			code: types.ErrInvalidNetworkConfig},
 	}
