@@ -211,3 +211,53 @@ func readFile(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+// Containers on the same host and on different hosts reach each other over
+// TCP, UDP and ICMP, on IPv4 and IPv6.
+func TestConnectivity(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(3), labtest.IPv6())
+	ctx := t.Context()
+	// Each container serves a TCP and a UDP echo on port 7200 (both
+	// families) and otherwise idles.
+	server := []string{"sh", "-c",
+		"socat TCP6-LISTEN:7200,fork,reuseaddr,ipv6only=0 EXEC:cat & " +
+			"socat UDP6-RECVFROM:7200,fork,ipv6only=0 EXEC:cat & wait"}
+	c := map[string]lab.Container{}
+	for _, spec := range []struct{ host, name string }{{"h1", "a"}, {"h1", "b"}, {"h2", "c"}, {"h3", "d"}} {
+		c[spec.name] = l.Run(lab.RunSpec{Host: spec.host, Name: spec.name, Command: server})
+	}
+	pairs := []struct{ from, to string }{
+		{"a", "b"}, // same host
+		{"b", "a"},
+		{"a", "c"}, // h1 -> h2
+		{"c", "d"}, // h2 -> h3
+		{"d", "a"}, // h3 -> h1
+	}
+	for _, p := range pairs {
+		for _, fam := range []string{"4", "6"} {
+			dst := c[p.to].IPv4.String()
+			tcp, udp := "TCP4:"+dst+":7200", "UDP4:"+dst+":7200"
+			if fam == "6" {
+				dst = c[p.to].IPv6.String()
+				tcp, udp = "TCP6:["+dst+"]:7200", "UDP6:["+dst+"]:7200"
+			}
+			t.Run(fmt.Sprintf("%s-%s-v%s", p.from, p.to, fam), func(t *testing.T) {
+				l.Output(ctx, p.from, "ping", "-"+fam, "-c", "1", "-W", "2", dst)
+				msg := fmt.Sprintf("hello %s from %s", p.to, p.from)
+				for _, addr := range []string{tcp, udp} {
+					waitFor(t, 10*time.Second, addr, func() error {
+						out, err := lab.Output(ctx, l.Config, p.from, "sh", "-c",
+							fmt.Sprintf("echo '%s' | socat -t 1 - %s,connect-timeout=2", msg, addr))
+						if err != nil {
+							return err
+						}
+						if strings.TrimSpace(string(out)) != msg {
+							return fmt.Errorf("echo returned %q", out)
+						}
+						return nil
+					})
+				}
+			})
+		}
+	}
+}

@@ -55,7 +55,8 @@ func TestEnsureConfig(t *testing.T) {
 // Concurrent joins never collide on a subnet, and a host that asks again
 // gets its own slot back.
 func TestClaimSlotConcurrent(t *testing.T) {
-	s := testStore(t)
+	srv, cli := etcdtest.New(t)
+	s := New(cli, "/slimtest")
 	plan := defaultConfig().Plan()
 	const hosts = 32
 	slots := make([]int, hosts)
@@ -63,9 +64,14 @@ func TestClaimSlotConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range hosts {
 		wg.Go(func() {
-			// Separate clients would be closer to reality, but one client
-			// already multiplexes independent transactions.
-			slots[i], errs[i] = s.ClaimSlot(t.Context(), fmt.Sprintf("host%d", i), plan)
+			// One client per host, as separate slimds would have.
+			c, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer c.Close()
+			slots[i], errs[i] = New(c, "/slimtest").ClaimSlot(t.Context(), fmt.Sprintf("host%d", i), plan)
 		})
 	}
 	wg.Wait()

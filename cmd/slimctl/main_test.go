@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// fakeSlimd answers the read-only API with fixed data.
+type fakeSlimd struct{ api.Backend }
+
+var started = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func (fakeSlimd) Status(context.Context) (api.Status, error) {
+	return api.Status{Host: api.Host{Name: "h1", UnderlayIP: netip.MustParseAddr("192.168.77.1"), VTEPMAC: "02:53:c0:a8:4d:01",
+		Subnet4: netip.MustParsePrefix("10.244.0.0/24"), MTU: 1450, Started: started},
+		Version: "test", EtcdEndpoints: []string{"http://192.168.77.1:2379"}, EmbeddedEtcd: true, StoreSynced: true,
+		Peers: 1, KnownHosts: 2, Gateway4: netip.MustParseAddr("169.254.1.1"), VXLANDevice: "slim-vxlan", VNI: 1, VXLANPort: 4789}, nil
+}
+
+func (fakeSlimd) Hosts(context.Context) ([]api.Host, error) {
+	return []api.Host{
+		{Name: "h1", UnderlayIP: netip.MustParseAddr("192.168.77.1"), VTEPMAC: "02:53:c0:a8:4d:01", Subnet4: netip.MustParsePrefix("10.244.0.0/24"), MTU: 1450, Started: started},
+		{Name: "h2", UnderlayIP: netip.MustParseAddr("192.168.77.2"), VTEPMAC: "02:53:c0:a8:4d:02", Subnet4: netip.MustParsePrefix("10.244.1.0/24"),
+			Subnet6: netip.MustParsePrefix("fd5a:11:0:1::/64"), MTU: 1450, Started: started},
+	}, nil
+}
+
+func (fakeSlimd) Endpoints(_ context.Context, host string) ([]api.Endpoint, error) {
+	eps := []api.Endpoint{
+		{ContainerID: strings.Repeat("ab", 32), IfName: "eth0", Host: "h1", IPv4: netip.MustParseAddr("10.244.0.1"),
+			Labels: map[string]string{"tier": "front", "app": "web"}, Netns: "/run/netns/x", Created: started},
+		{ContainerID: "db", IfName: "eth0", Host: "h2", IPv4: netip.MustParseAddr("10.244.1.1"),
+			IPv6: netip.MustParseAddr("fd5a:11:0:1::1"), Netns: "/run/netns/y", Created: started},
+	}
+	var out []api.Endpoint
+	for _, e := range eps {
+		if host == "" || e.Host == host {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func serve(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "slimd.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = api.NewServer(fakeSlimd{}, slog.New(slog.DiscardHandler)).Run(ctx, sock)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	for i := 0; ; i++ {
+		if _, err := api.NewClient(sock).Status(context.Background()); err == nil {
+			return sock
+		} else if i > 200 {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("%s differs:\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	sock := serve(t)
+	for _, tc := range []struct {
+		golden string
+		args   []string
+	}{
+		{"hosts.txt", []string{"hosts"}},
+		{"hosts.json", []string{"hosts", "-o", "json"}},
+		{"endpoints.txt", []string{"endpoints"}},
+		{"endpoints-h2.json", []string{"endpoints", "--host", "h2", "-o", "json"}},
+		{"status.json", []string{"status", "-o", "json"}},
+		{"help.txt", []string{"--help"}},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			args := tc.args
+			if tc.golden != "help.txt" {
+				args = append(args, "--socket", sock)
+			}
+			code := run(context.Background(), args, &out, &errb)
+			if code != exitOK {
+				t.Fatalf("exit %d, stderr %s", code, errb.String())
+			}
+			if errb.Len() != 0 {
+				t.Fatalf("stderr not empty: %s", errb.String())
+			}
+			golden(t, tc.golden, out.String())
+		})
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	absent := filepath.Join(t.TempDir(), "absent.sock")
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		code    int
+		wantErr string
+	}{
+		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
+		{"unknown flag", []string{"hosts", "--bogus"}, exitUsage, "unknown flag"},
+		{"extra args", []string{"status", "extra"}, exitUsage, "unknown command"},
+		{"bad output", []string{"hosts", "-o", "yaml", "--socket", serve(t)}, exitUsage, "unknown output format"},
+		{"slimd down", []string{"status", "--socket", absent}, exitFailed, "slimd unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errb)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d (stderr %s)", code, tc.code, errb.String())
+			}
+			if !strings.HasPrefix(errb.String(), "slimctl: ") || !strings.Contains(errb.String(), tc.wantErr) {
+				t.Fatalf("stderr %q, want slimctl: ...%s", errb.String(), tc.wantErr)
+			}
+			if strings.Count(errb.String(), "\n") != 1 {
+				t.Fatalf("error printed more than once: %q", errb.String())
+			}
+			if out.Len() != 0 {
+				t.Fatalf("stdout not empty: %q", out.String())
+			}
+		})
+	}
+}
