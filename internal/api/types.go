@@ -36,6 +36,34 @@ type Endpoint struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	Netns       string            `json:"netns"`
 	Created     time.Time         `json:"created"`
+	// PortBlocks are the endpoint's host source ports for the fast path.
+	PortBlocks []PortBlock `json:"portBlocks,omitempty"`
+}
+
+// PortBlock is a block of host source ports owned by one endpoint: the
+// fast path binds that endpoint's host sockets to ports of its blocks, so
+// any host can tell the client's virtual IP from (host IP, port). Start is
+// aligned to Size, a power of two.
+type PortBlock struct {
+	Start uint16 `json:"start"`
+	Size  uint16 `json:"size"`
+}
+
+// Contains reports whether port is in the block.
+func (b PortBlock) Contains(port uint16) bool {
+	return b.Size > 0 && port >= b.Start && int(port) < int(b.Start)+int(b.Size)
+}
+
+// Listener is a published fast-path listener: connections to VIP:Port go
+// host to host to HostIP:HostPort.
+type Listener struct {
+	VIP         netip.Addr `json:"vip"`
+	Port        uint16     `json:"port"`
+	Host        string     `json:"host"`
+	HostIP      netip.Addr `json:"hostIP"`
+	HostPort    uint16     `json:"hostPort"`
+	ContainerID string     `json:"containerID"`
+	IfName      string     `json:"ifName"`
 }
 
 // EndpointRequest asks slimd for addresses for a new container interface.

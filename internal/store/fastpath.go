@@ -1,0 +1,176 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/slimnet/slim/internal/api"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Fast-path records, added to the key schema:
+//
+//	<p>/fastpath                          FastPath: the cluster-wide switch
+//	<p>/portblocks/<host>/<start>         PortBlockClaim (permanent until released)
+//	<p>/listeners/<vip>/<vport>           api.Listener, on the listening host's lease
+
+// FastPath is the cluster-wide fast-path switch. Absent means enabled.
+type FastPath struct {
+	Enabled bool `json:"enabled"`
+}
+
+// PortBlockClaim records who holds a block of host source ports.
+type PortBlockClaim struct {
+	Owner string `json:"owner"` // "<container>/<if>", or ListenerOwner
+}
+
+// ListenerOwner owns the blocks a host takes host listener ports from.
+const ListenerOwner = "listeners"
+
+func (s *Store) fastPathKey() string                { return s.prefix + "/fastpath" }
+func (s *Store) portBlocksPrefix(host string) string { return s.prefix + "/portblocks/" + host + "/" }
+
+// ListenersPrefix is where published listeners live.
+func (s *Store) ListenersPrefix() string { return s.prefix + "/listeners/" }
+
+// ListenerKey is the cache key (without prefix) of a listener.
+func ListenerKey(vip netip.Addr, vport uint16) string {
+	return vip.String() + "/" + strconv.Itoa(int(vport))
+}
+
+// SetFastPath sets the cluster-wide switch.
+func (s *Store) SetFastPath(ctx context.Context, enabled bool) error {
+	b, _ := json.Marshal(FastPath{Enabled: enabled})
+	if _, err := s.cli.Put(ctx, s.fastPathKey(), string(b)); err != nil {
+		return fmt.Errorf("set fast path: %w", err)
+	}
+	return nil
+}
+
+// FastPathKey is the key of the switch, for watching it.
+func (s *Store) FastPathKey() string { return s.fastPathKey() }
+
+// ClaimPortBlock claims the lowest free block of size ports inside
+// [first, last] on host for owner. Blocks are aligned to their size so a
+// port maps to its block with a mask (what the BPF programs do).
+func (s *Store) ClaimPortBlock(ctx context.Context, host, owner string, first, last, size uint16) (api.PortBlock, error) {
+	if size == 0 || size&(size-1) != 0 {
+		return api.PortBlock{}, fmt.Errorf("port block size %d: want a power of two", size)
+	}
+	claim, _ := json.Marshal(PortBlockClaim{Owner: owner})
+	for range maxClaimAttempts {
+		used, err := s.usedPortBlocks(ctx, host)
+		if err != nil {
+			return api.PortBlock{}, err
+		}
+		start := -1
+		for b := (int(first) + int(size) - 1) &^ (int(size) - 1); b+int(size)-1 <= int(last); b += int(size) {
+			if !used[uint16(b)] {
+				start = b
+				break
+			}
+		}
+		if start < 0 {
+			return api.PortBlock{}, fmt.Errorf("no free port block of %d in %d-%d on %s: %w", size, first, last, host, api.ErrExhausted)
+		}
+		k := s.portBlocksPrefix(host) + strconv.Itoa(start)
+		tr, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, string(claim))).Commit()
+		if err != nil {
+			return api.PortBlock{}, fmt.Errorf("claim port block %d: %w", start, err)
+		}
+		if tr.Succeeded {
+			return api.PortBlock{Start: uint16(start), Size: size}, nil
+		}
+	}
+	return api.PortBlock{}, fmt.Errorf("claim port block on %s: still contended after %d attempts", host, maxClaimAttempts)
+}
+
+func (s *Store) usedPortBlocks(ctx context.Context, host string) (map[uint16]bool, error) {
+	p := s.portBlocksPrefix(host)
+	resp, err := s.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list port blocks of %s: %w", host, err)
+	}
+	used := make(map[uint16]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if n, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), p)); err == nil && n >= 0 && n < 1<<16 {
+			used[uint16(n)] = true
+		}
+	}
+	return used, nil
+}
+
+// PortBlocks lists host's claimed blocks: start -> owner.
+func (s *Store) PortBlocks(ctx context.Context, host string) (map[uint16]string, error) {
+	p := s.portBlocksPrefix(host)
+	resp, err := s.cli.Get(ctx, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list port blocks of %s: %w", host, err)
+	}
+	out := make(map[uint16]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		n, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), p))
+		var c PortBlockClaim
+		if err == nil && json.Unmarshal(kv.Value, &c) == nil {
+			out[uint16(n)] = c.Owner
+		}
+	}
+	return out, nil
+}
+
+// ReleasePortBlocks releases every block of host that owner holds.
+func (s *Store) ReleasePortBlocks(ctx context.Context, host, owner string) error {
+	blocks, err := s.PortBlocks(ctx, host)
+	if err != nil {
+		return err
+	}
+	for start, o := range blocks {
+		if o != owner {
+			continue
+		}
+		if _, err := s.cli.Delete(ctx, s.portBlocksPrefix(host)+strconv.Itoa(int(start))); err != nil {
+			return fmt.Errorf("release port block %d: %w", start, err)
+		}
+	}
+	return nil
+}
+
+// PutListener publishes a listener on the host's lease.
+func (s *Store) PutListener(ctx context.Context, l api.Listener, lease clientv3.LeaseID) error {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	k := s.ListenersPrefix() + ListenerKey(l.VIP, l.Port)
+	if _, err := s.cli.Put(ctx, k, string(b), clientv3.WithLease(lease)); err != nil {
+		return fmt.Errorf("publish listener %s: %w", k, err)
+	}
+	return nil
+}
+
+// DeleteListener withdraws a listener, but only if host still owns it (a
+// container that moved may already have re-published it elsewhere).
+func (s *Store) DeleteListener(ctx context.Context, host string, vip netip.Addr, vport uint16) error {
+	k := s.ListenersPrefix() + ListenerKey(vip, vport)
+	resp, err := s.cli.Get(ctx, k)
+	if err != nil {
+		return fmt.Errorf("read listener %s: %w", k, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	var l api.Listener
+	if json.Unmarshal(resp.Kvs[0].Value, &l) == nil && l.Host != host {
+		return nil
+	}
+	_, err = s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(k), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpDelete(k)).Commit()
+	return err
+}
