@@ -31,7 +31,7 @@ type PortBlockClaim struct {
 // ListenerOwner owns the blocks a host takes host listener ports from.
 const ListenerOwner = "listeners"
 
-func (s *Store) fastPathKey() string                { return s.prefix + "/fastpath" }
+func (s *Store) fastPathKey() string                 { return s.prefix + "/fastpath" }
 func (s *Store) portBlocksPrefix(host string) string { return s.prefix + "/portblocks/" + host + "/" }
 
 // ListenersPrefix is where published listeners live.
