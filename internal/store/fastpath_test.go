@@ -17,7 +17,9 @@ func TestPortBlocks(t *testing.T) {
 	got := make([]api.PortBlock, 3)
 	errs := make([]error, 3)
 	for i := range 3 {
-		wg.Go(func() { got[i], errs[i] = s.ClaimPortBlock(ctx, "h1", "c"+string(rune('0'+i))+"/eth0", 1000, 2047, 512) })
+		wg.Go(func() {
+			got[i], errs[i] = s.ClaimPortBlock(ctx, "h1", "c"+string(rune('0'+i))+"/eth0", 1000, 2047, 512)
+		})
 	}
 	wg.Wait()
 	starts := map[uint16]bool{}
