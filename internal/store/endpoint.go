@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -127,6 +128,9 @@ func (s *Store) DelEndpoint(ctx context.Context, host string, a api.Attachment) 
 	ops := []clientv3.Op{clientv3.OpDelete(ek)}
 	if json.Unmarshal(resp.Kvs[0].Value, &ep) == nil && ep.IPv4.IsValid() {
 		ops = append(ops, clientv3.OpDelete(s.ipKey(host, ep.IPv4)))
+		for _, b := range ep.PortBlocks {
+			ops = append(ops, clientv3.OpDelete(s.portBlockKey(host, b.Start)))
+		}
 	}
 	// Guarded by the revision we read, so a concurrent re-ADD is not undone.
 	tr, err := s.cli.Txn(ctx).
@@ -156,4 +160,47 @@ func (s *Store) Endpoints(ctx context.Context, host string) ([]api.Endpoint, err
 		out = append(out, ep)
 	}
 	return out, nil
+}
+
+// EndpointOwner is how port block claims name an endpoint.
+func EndpointOwner(a api.Attachment) string { return a.ContainerID + "/" + a.IfName }
+
+// AddEndpointBlock claims one more source port block in [first, last] for
+// the endpoint and records it in the endpoint. If the endpoint changed or
+// vanished meanwhile, the claim is released again.
+func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachment, first, last, size uint16) (api.Endpoint, error) {
+	ek := s.endpointKey(host, a)
+	resp, err := s.cli.Get(ctx, ek)
+	if err != nil {
+		return api.Endpoint{}, fmt.Errorf("read endpoint: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return api.Endpoint{}, ErrNotFound
+	}
+	var ep api.Endpoint
+	if err := json.Unmarshal(resp.Kvs[0].Value, &ep); err != nil {
+		return api.Endpoint{}, fmt.Errorf("decode endpoint: %w", err)
+	}
+	b, err := s.ClaimPortBlock(ctx, host, EndpointOwner(a), first, last, size)
+	if err != nil {
+		return ep, err
+	}
+	ep.PortBlocks = append(ep.PortBlocks, b)
+	v, err := json.Marshal(ep)
+	if err != nil {
+		return ep, err
+	}
+	tr, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(ek), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(ek, string(v))).Commit()
+	if err == nil && !tr.Succeeded {
+		err = fmt.Errorf("endpoint %s changed concurrently", ek)
+	}
+	if err != nil {
+		if _, derr := s.cli.Delete(ctx, s.portBlockKey(host, b.Start)); derr != nil {
+			err = errors.Join(err, derr)
+		}
+		return ep, err
+	}
+	return ep, nil
 }

@@ -34,6 +34,10 @@ const ListenerOwner = "listeners"
 func (s *Store) fastPathKey() string                 { return s.prefix + "/fastpath" }
 func (s *Store) portBlocksPrefix(host string) string { return s.prefix + "/portblocks/" + host + "/" }
 
+func (s *Store) portBlockKey(host string, start uint16) string {
+	return s.portBlocksPrefix(host) + strconv.Itoa(int(start))
+}
+
 // ListenersPrefix is where published listeners live.
 func (s *Store) ListenersPrefix() string { return s.prefix + "/listeners/" }
 
@@ -77,7 +81,7 @@ func (s *Store) ClaimPortBlock(ctx context.Context, host, owner string, first, l
 		if start < 0 {
 			return api.PortBlock{}, fmt.Errorf("no free port block of %d in %d-%d on %s: %w", size, first, last, host, api.ErrExhausted)
 		}
-		k := s.portBlocksPrefix(host) + strconv.Itoa(start)
+		k := s.portBlockKey(host, uint16(start))
 		tr, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 			Then(clientv3.OpPut(k, string(claim))).Commit()
@@ -134,7 +138,7 @@ func (s *Store) ReleasePortBlocks(ctx context.Context, host, owner string) error
 		if o != owner {
 			continue
 		}
-		if _, err := s.cli.Delete(ctx, s.portBlocksPrefix(host)+strconv.Itoa(int(start))); err != nil {
+		if _, err := s.cli.Delete(ctx, s.portBlockKey(host, start)); err != nil {
 			return fmt.Errorf("release port block %d: %w", start, err)
 		}
 	}

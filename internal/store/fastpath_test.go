@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/slimnet/slim/internal/api"
 )
@@ -105,5 +106,37 @@ func TestListeners(t *testing.T) {
 	}
 	if resp, _ := s.Client().Get(ctx, s.FastPathKey()); len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != `{"enabled":false}` {
 		t.Fatalf("fast path switch %v", resp.Kvs)
+	}
+}
+
+func TestEndpointBlocks(t *testing.T) {
+	s := testStore(t)
+	ctx := t.Context()
+	hn := HostNet{Host: "h1", Subnet4: netip.MustParsePrefix("10.244.1.0/24")}
+	req := api.EndpointRequest{ContainerID: "c1", IfName: "eth0", Netns: "/x"}
+	if _, err := s.AddEndpoint(ctx, hn, req, netip.Addr{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	att := api.Attachment{ContainerID: "c1", IfName: "eth0"}
+	for i := range 2 {
+		ep, err := s.AddEndpointBlock(ctx, "h1", att, 20480, 32767, 256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ep.PortBlocks) != i+1 || ep.PortBlocks[i].Start != uint16(20480+256*i) {
+			t.Fatalf("blocks after %d claims: %+v", i+1, ep.PortBlocks)
+		}
+	}
+	if got, _ := s.Endpoint(ctx, "h1", att); len(got.PortBlocks) != 2 {
+		t.Fatalf("stored endpoint has %+v", got.PortBlocks)
+	}
+	if _, err := s.AddEndpointBlock(ctx, "h1", api.Attachment{ContainerID: "nope", IfName: "eth0"}, 20480, 32767, 256); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("block for absent endpoint: %v", err)
+	}
+	if err := s.DelEndpoint(ctx, "h1", att); err != nil {
+		t.Fatal(err)
+	}
+	if blocks, _ := s.PortBlocks(ctx, "h1"); len(blocks) != 0 {
+		t.Fatalf("DEL left port blocks %v", blocks)
 	}
 }

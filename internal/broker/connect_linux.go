@@ -1,0 +1,363 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/seccomp"
+	"golang.org/x/sys/unix"
+)
+
+// maxPortTries bounds the search for a free 4-tuple: each try is one
+// bind+connect; past this many busy ports the block is considered full.
+const maxPortTries = 64
+
+// appSocket is the application's socket, duplicated into slimd.
+type appSocket struct {
+	fd       int // our copy
+	family   int
+	nonblock bool
+	ours     bool // a host socket slimd installed earlier
+}
+
+// timer records handler steps.
+type timer struct {
+	m    *Metrics
+	last time.Time
+}
+
+func (t *timer) step(name string) {
+	now := time.Now()
+	t.m.Steps.WithLabelValues(name).Observe(now.Sub(t.last).Seconds())
+	t.last = now
+}
+
+// fetch duplicates the target's socket fd and reads what the decisions
+// need. eligible is false (with a reason) for sockets that are not TCP or
+// belong to another namespace.
+func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
+	pidfd, err := seccomp.PidFD(int(n.PID))
+	if err != nil {
+		return appSocket{}, ReasonError, fmt.Errorf("pidfd: %w", err)
+	}
+	cfd, err := seccomp.GetFD(pidfd, fd)
+	unix.Close(pidfd)
+	if err != nil {
+		// EBADF: not an fd of the process; the kernel will say so.
+		return appSocket{}, ReasonNotTCP, nil
+	}
+	a := appSocket{fd: cfd}
+	if err := s.l.IDValid(n.ID); err != nil {
+		a.close()
+		return appSocket{}, "", err
+	}
+	typ, err1 := unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_TYPE)
+	proto, err2 := unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	a.family, _ = unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err1 != nil || err2 != nil || typ != unix.SOCK_STREAM || proto != unix.IPPROTO_TCP ||
+		(a.family != unix.AF_INET && a.family != unix.AF_INET6) {
+		a.close()
+		return appSocket{}, ReasonNotTCP, nil
+	}
+	cookie, err := unix.GetsockoptUint64(cfd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		a.close()
+		return appSocket{}, ReasonError, fmt.Errorf("netns cookie: %w", err)
+	}
+	switch cookie {
+	case s.cookie:
+	case s.b.hostCookie:
+		a.ours = true
+	default:
+		a.close()
+		return appSocket{}, ReasonForeignNetns, nil
+	}
+	fl, err := unix.FcntlInt(uintptr(cfd), unix.F_GETFL, 0)
+	if err != nil {
+		a.close()
+		return appSocket{}, ReasonError, err
+	}
+	a.nonblock = fl&unix.O_NONBLOCK != 0
+	return a, "", nil
+}
+
+func (a appSocket) close() {
+	if a.fd > 0 {
+		unix.Close(a.fd)
+	}
+}
+
+func (s *session) fallback(op string, n seccomp.Notif, r Reason) error {
+	s.b.cfg.Metrics.Fallbacks.WithLabelValues(op, string(r)).Inc()
+	return s.l.Continue(n.ID)
+}
+
+func (s *session) connect(ctx context.Context, n seccomp.Notif) error {
+	start := time.Now()
+	tm := timer{m: s.b.cfg.Metrics, last: start}
+	fd := int(int32(n.Args[0]))
+	addrLen := int(uint32(n.Args[2]))
+	if addrLen < 2 || addrLen > 128 {
+		return s.fallback("connect", n, ReasonNotInet)
+	}
+	raw, err := s.l.ReadMem(n, n.Args[1], min(addrLen, sockaddrMax))
+	if err != nil {
+		if errors.Is(err, seccomp.ErrGone) {
+			return err
+		}
+		return s.fallback("connect", n, ReasonNotInet)
+	}
+	tm.step("read_sockaddr")
+	dst, perr := parseSockaddr(raw)
+	c := s.container()
+	var lst api.Listener
+	var reason Reason
+	if perr == nil {
+		lst, reason = routeConnect(dst, c, s.b.cfg.View)
+	}
+	if perr != nil {
+		// A disconnect (AF_UNSPEC) on one of our host sockets must not
+		// reach the kernel: it would free the socket for a connect
+		// anywhere from the host namespace (the BPF guard does not see
+		// disconnects). Checking costs a pidfd_getfd, paid only here.
+		if len(raw) >= 2 && raw[0] == 0 && raw[1] == 0 {
+			a, r, err := s.fetch(n, fd)
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			if r == "" && a.ours {
+				return s.reconnect(n, a, dst, false)
+			}
+		}
+		return s.fallback("connect", n, ReasonNotInet)
+	}
+	if reason != "" {
+		// Safe on our host sockets too: the kernel answers EISCONN or
+		// EALREADY, and the guard refuses a connect on a fresh one.
+		return s.fallback("connect", n, reason)
+	}
+	a, r, err := s.fetch(n, fd)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	tm.step("fetch_socket")
+	if r != "" {
+		return s.fallback("connect", n, r)
+	}
+	if a.ours {
+		return s.reconnect(n, a, dst, true)
+	}
+	if _, err := unix.Getpeername(a.fd); err == nil {
+		// Already connected in the container: the kernel says EISCONN.
+		return s.fallback("connect", n, ReasonNoListener)
+	}
+	opts := readOpts(a.fd, a.family)
+	tm.step("read_options")
+	hfd, local, err := s.dial(ctx, c, a.family, opts, lst)
+	tm.step("host_connect")
+	if err != nil {
+		var errno unix.Errno
+		if errors.As(err, &errno) && (errno == unix.ECONNREFUSED || errno == unix.ENETUNREACH || errno == unix.EHOSTUNREACH) {
+			// The peer said no right away: tell the application what
+			// the overlay would have told it.
+			s.b.cfg.Metrics.Errors.WithLabelValues("connect", "refused").Inc()
+			return s.l.Return(n.ID, 0, errno)
+		}
+		s.b.cfg.Metrics.Errors.WithLabelValues("connect", "dial").Inc()
+		s.log.Debug("broker: host connect failed, using the overlay", "dst", dst, "err", err)
+		return s.fallback("connect", n, ReasonError)
+	}
+	defer unix.Close(hfd)
+	if !a.nonblock {
+		if err := setNonblock(hfd, false); err != nil {
+			return s.fallback("connect", n, ReasonError)
+		}
+	}
+	vlocal := netip.AddrPortFrom(c.VIP4, local.Port())
+	if dst.Addr().Is6() && c.VIP6.IsValid() {
+		vlocal = netip.AddrPortFrom(c.VIP6, local.Port())
+	}
+	if dst.Addr().IsLoopback() {
+		vlocal = netip.AddrPortFrom(dst.Addr(), local.Port())
+	}
+	if s.b.cfg.Tagger != nil {
+		if err := s.b.cfg.Tagger.SetSocket(hfd, vlocal, dst); err != nil {
+			s.b.cfg.Metrics.Errors.WithLabelValues("connect", "tag").Inc()
+			return s.fallback("connect", n, ReasonError)
+		}
+	}
+	tm.step("tag")
+	cloexec, err := seccomp.CloexecOf(int(n.PID), fd)
+	if err != nil {
+		return s.fallback("connect", n, ReasonError)
+	}
+	tm.step("cloexec")
+	if _, err := s.l.AddFD(n.ID, hfd, fd, true, false, cloexec); err != nil {
+		if errors.Is(err, seccomp.ErrGone) {
+			return err
+		}
+		s.b.cfg.Metrics.Errors.WithLabelValues("connect", "addfd").Inc()
+		return s.fallback("connect", n, ReasonError)
+	}
+	tm.step("addfd")
+	s.b.cfg.Metrics.Swaps.WithLabelValues("connect").Inc()
+	if a.nonblock {
+		err = s.l.Return(n.ID, 0, unix.EINPROGRESS)
+	} else {
+		// The kernel re-runs connect on the installed, connecting host
+		// socket and waits for it natively (SS_CONNECTING), in the
+		// application's thread.
+		err = s.l.Continue(n.ID)
+	}
+	tm.step("answer")
+	s.b.cfg.Metrics.Setup.WithLabelValues("connect").Observe(time.Since(start).Seconds())
+	return err
+}
+
+// reconnect answers connect() on a host socket slimd installed earlier: a
+// restarted call after a signal, or an application connecting twice.
+func (s *session) reconnect(n seccomp.Notif, a appSocket, dst netip.AddrPort, inet bool) error {
+	if !inet {
+		// Disconnecting would free a host socket for reuse: refuse.
+		return s.l.Return(n.ID, 0, unix.EOPNOTSUPP)
+	}
+	info, err := unix.GetsockoptTCPInfo(a.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return s.l.Return(n.ID, 0, unix.EISCONN)
+	}
+	switch info.State {
+	case unix.BPF_TCP_SYN_SENT, unix.BPF_TCP_SYN_RECV:
+		if a.nonblock {
+			return s.l.Return(n.ID, 0, unix.EALREADY)
+		}
+		return s.l.Continue(n.ID) // waits natively, no address is used
+	case unix.BPF_TCP_ESTABLISHED:
+		// The restarted call of a connect we completed: success.
+		return s.l.Return(n.ID, 0, 0)
+	}
+	return s.l.Return(n.ID, 0, unix.EISCONN)
+}
+
+// dial creates the host socket for c, bound to a port of c's blocks, and
+// starts connecting it to the listener. The socket is non-blocking.
+func (s *session) dial(ctx context.Context, c *Container, family int, opts sockOpts, lst api.Listener) (int, netip.AddrPort, error) {
+	target := sockaddrOf(family, lst.HostIP, lst.HostPort)
+	grown := false
+	for try := 0; try < maxPortTries; try++ {
+		port, ok := s.b.nextPort(c)
+		if !ok {
+			if grown {
+				break
+			}
+			if err := s.b.cfg.Ports.Grow(ctx, c); err != nil {
+				return -1, netip.AddrPort{}, fmt.Errorf("grow port blocks: %w", err)
+			}
+			grown = true
+			continue
+		}
+		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		if err != nil {
+			return -1, netip.AddrPort{}, err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			unix.Close(fd)
+			return -1, netip.AddrPort{}, err
+		}
+		if _, err := opts.applyDiff(fd, s.b.defaults[family]); err != nil {
+			s.log.Debug("broker: some socket options not copied", "err", err)
+		}
+		if err := unix.Bind(fd, sockaddrOf(family, s.b.cfg.HostIP, port)); err != nil {
+			unix.Close(fd)
+			if err == unix.EADDRINUSE {
+				continue
+			}
+			return -1, netip.AddrPort{}, fmt.Errorf("bind port %d: %w", port, err)
+		}
+		err = unix.Connect(fd, target)
+		switch err {
+		case nil, unix.EINPROGRESS:
+			return fd, netip.AddrPortFrom(s.b.cfg.HostIP, port), nil
+		case unix.EADDRNOTAVAIL, unix.EADDRINUSE:
+			unix.Close(fd) // this 4-tuple is taken: next port
+			continue
+		default:
+			unix.Close(fd)
+			return -1, netip.AddrPort{}, err
+		}
+	}
+	return -1, netip.AddrPort{}, fmt.Errorf("no free source port for %s after %d tries", c.ID, maxPortTries)
+}
+
+// nextPort returns the next source port of c's blocks, round robin, so
+// consecutive connections to one listener use different 4-tuples.
+func (b *Broker) nextPort(c *Container) (uint16, bool) {
+	blocks := b.cfg.Ports.Blocks(c)
+	total := 0
+	for _, bl := range blocks {
+		total += int(bl.Size)
+	}
+	if total == 0 {
+		return 0, false
+	}
+	b.mu.Lock()
+	i := b.cursors[c.ID] % total
+	b.cursors[c.ID] = i + 1
+	b.mu.Unlock()
+	for _, bl := range blocks {
+		if i < int(bl.Size) {
+			return bl.Start + uint16(i), true
+		}
+		i -= int(bl.Size)
+	}
+	return 0, false
+}
+
+// sockaddrOf builds a sockaddr of family for an IPv4 address: an IPv6
+// socket gets the v4-mapped form (the underlay is IPv4).
+func sockaddrOf(family int, a netip.Addr, port uint16) unix.Sockaddr {
+	if family == unix.AF_INET6 {
+		return &unix.SockaddrInet6{Port: int(port), Addr: a.As16()}
+	}
+	return &unix.SockaddrInet4{Port: int(port), Addr: a.As4()}
+}
+
+func setNonblock(fd int, on bool) error {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return err
+	}
+	if on {
+		fl |= unix.O_NONBLOCK
+	} else {
+		fl &^= unix.O_NONBLOCK
+	}
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+	return err
+}
+
+// guardOnly answers bind and MSG_FASTOPEN sends: the kernel runs them on
+// container sockets; on host sockets they are refused (a bind would move
+// the host socket, a fast-open send would connect it anywhere).
+func (s *session) guardOnly(n seccomp.Notif) error {
+	a, r, err := s.fetch(n, int(int32(n.Args[0])))
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if r == "" && a.ours {
+		if n.Syscall() == seccomp.SysBind {
+			return s.l.Return(n.ID, 0, unix.EINVAL) // already bound, as the kernel says
+		}
+		if _, err := unix.Getpeername(a.fd); err == nil {
+			return s.l.Continue(n.ID) // a send on a connected socket ignores MSG_FASTOPEN
+		}
+		return s.l.Return(n.ID, 0, unix.EPERM)
+	}
+	return s.l.Continue(n.ID)
+}

@@ -1,0 +1,255 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/seccomp"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// tcpListen is TCP_LISTEN in sock_diag answers.
+const tcpListen = 10
+
+func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
+	start := time.Now()
+	fd := int(int32(n.Args[0]))
+	backlog := int(int32(n.Args[1]))
+	c := s.container()
+	if !s.b.cfg.View.FastPath() {
+		return s.fallback("listen", n, ReasonDisabled)
+	}
+	if c == nil || c.NoSlim || !c.VIP4.IsValid() {
+		return s.fallback("listen", n, ReasonNotSlim)
+	}
+	a, r, err := s.fetch(n, fd)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if r != "" {
+		return s.fallback("listen", n, r)
+	}
+	if a.ours {
+		// listen() again on our listener only changes its backlog; on a
+		// client host socket it would autobind a host port: refuse, as
+		// the kernel refuses listen on a connected socket.
+		if v, err := unix.GetsockoptInt(a.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && v == 1 {
+			return s.l.Continue(n.ID)
+		}
+		return s.l.Return(n.ID, 0, unix.EINVAL)
+	}
+	sa, err := unix.Getsockname(a.fd)
+	if err != nil {
+		return s.fallback("listen", n, ReasonError)
+	}
+	bound := addrPortOf(sa)
+	v6only := false
+	if a.family == unix.AF_INET6 {
+		v, _ := unix.GetsockoptInt(a.fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		v6only = v == 1
+	}
+	vips, reason := listenVIPs(bound, v6only, c, s.b.cfg.View)
+	if reason != "" {
+		return s.fallback("listen", n, reason)
+	}
+	reuse, _ := unix.GetsockoptInt(a.fd, unix.SOL_SOCKET, unix.SO_REUSEPORT)
+	b := s.b
+	b.mu.Lock()
+	g := b.listeners[vips[0]]
+	if g != nil && !(g.reuseport && reuse == 1 && g.container == c.ID) {
+		b.mu.Unlock()
+		// The first listener's container socket is gone (swapped), so
+		// the bind that preceded this listen succeeded; the kernel
+		// would have refused it.
+		return s.l.Return(n.ID, 0, unix.EADDRINUSE)
+	}
+	b.mu.Unlock()
+	newGroup := g == nil
+	var hostPort uint16
+	if newGroup {
+		if hostPort, err = b.cfg.Ports.ListenerPort(ctx); err != nil {
+			b.cfg.Metrics.Errors.WithLabelValues("listen", "port").Inc()
+			return s.fallback("listen", n, ReasonError)
+		}
+	} else {
+		hostPort = g.hostPort
+	}
+	fail := func(step string) error {
+		b.cfg.Metrics.Errors.WithLabelValues("listen", step).Inc()
+		if newGroup {
+			b.cfg.Ports.ReleaseListenerPort(hostPort)
+		}
+		return s.fallback("listen", n, ReasonError)
+	}
+	hfd, err := s.hostListener(a, hostPort, backlog)
+	if err != nil {
+		s.log.Debug("broker: host listener failed", "port", hostPort, "err", err)
+		return fail("listen")
+	}
+	defer unix.Close(hfd)
+	if b.cfg.Tagger != nil {
+		if err := b.cfg.Tagger.SetSocket(hfd, bound, netip.AddrPort{}); err != nil {
+			return fail("tag")
+		}
+	}
+	if newGroup {
+		// Publish before installing: a listener nobody can find would
+		// leave overlay clients with nothing (the container's own socket
+		// is gone once we install).
+		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		err := s.publish(pctx, c, vips, hostPort)
+		cancel()
+		if err != nil {
+			s.log.Warn("broker: publishing listener failed, leaving it in the container", "vip", vips[0], "err", err)
+			return fail("publish")
+		}
+	}
+	cloexec, err := seccomp.CloexecOf(int(n.PID), fd)
+	if err == nil {
+		_, err = s.l.AddFD(n.ID, hfd, fd, true, false, cloexec)
+	}
+	if err != nil {
+		if newGroup {
+			s.withdraw(vips)
+		}
+		if errors.Is(err, seccomp.ErrGone) {
+			if newGroup {
+				b.cfg.Ports.ReleaseListenerPort(hostPort)
+			}
+			return err
+		}
+		return fail("addfd")
+	}
+	if newGroup {
+		b.mu.Lock()
+		g = &listenerGroup{hostPort: hostPort, vips: vips, container: c.ID, reuseport: reuse == 1, created: time.Now()}
+		for _, v := range vips {
+			b.listeners[v] = g
+		}
+		b.byPort[hostPort] = g
+		b.mu.Unlock()
+	}
+	b.cfg.Metrics.Swaps.WithLabelValues("listen").Inc()
+	err = s.l.Return(n.ID, 0, 0)
+	b.cfg.Metrics.Setup.WithLabelValues("listen").Observe(time.Since(start).Seconds())
+	return err
+}
+
+// hostListener creates the host listener for the application socket a.
+func (s *session) hostListener(a appSocket, port uint16, backlog int) (int, error) {
+	flags := unix.SOCK_STREAM | unix.SOCK_CLOEXEC
+	if a.nonblock {
+		flags |= unix.SOCK_NONBLOCK
+	}
+	fd, err := unix.Socket(a.family, flags, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return -1, err
+	}
+	if _, err := readOpts(a.fd, a.family).applyDiff(fd, s.b.defaults[a.family]); err != nil {
+		s.log.Debug("broker: some listener options not copied", "err", err)
+	}
+	if a.family == unix.AF_INET6 {
+		// The underlay is IPv4: the host listener takes v4-mapped peers.
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0)
+	}
+	if err := unix.Bind(fd, sockaddrOf(a.family, s.b.cfg.HostIP, port)); err != nil {
+		return -1, err
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		return -1, err
+	}
+	ok = true
+	return fd, nil
+}
+
+func (s *session) publish(ctx context.Context, c *Container, vips []netip.AddrPort, hostPort uint16) error {
+	for i, v := range vips {
+		l := api.Listener{VIP: v.Addr(), Port: v.Port(), HostIP: s.b.cfg.HostIP, HostPort: hostPort, ContainerID: c.ID, IfName: c.IfName}
+		if err := s.b.cfg.Publisher.Publish(ctx, l); err != nil {
+			s.withdraw(vips[:i])
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *session) withdraw(vips []netip.AddrPort) {
+	s.b.withdraw(vips)
+}
+
+func (b *Broker) withdraw(vips []netip.AddrPort) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	for _, v := range vips {
+		if err := b.cfg.Publisher.Withdraw(ctx, v.Addr(), v.Port()); err != nil {
+			b.cfg.Log.Warn("broker: withdrawing listener failed", "vip", v, "err", err)
+		}
+	}
+}
+
+// reapListeners withdraws listeners whose host sockets are all closed (the
+// application closed them or exited). One sock_diag dump per family.
+func (b *Broker) reapListeners(ctx context.Context) {
+	b.mu.Lock()
+	if len(b.byPort) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	open := map[uint16]bool{}
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := netlink.SocketDiagTCP(fam)
+		if err != nil {
+			b.cfg.Log.Debug("broker: sock_diag failed", "err", err)
+			return // unknown: withdraw nothing
+		}
+		for _, sk := range socks {
+			if sk.State == tcpListen {
+				open[sk.ID.SourcePort] = true
+			}
+		}
+	}
+	var gone []*listenerGroup
+	b.mu.Lock()
+	for port, g := range b.byPort {
+		if !open[port] && time.Since(g.created) > b.cfg.ReapInterval {
+			gone = append(gone, g)
+			delete(b.byPort, port)
+			for _, v := range g.vips {
+				if b.listeners[v] == g {
+					delete(b.listeners, v)
+				}
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, g := range gone {
+		b.withdraw(g.vips)
+		b.cfg.Ports.ReleaseListenerPort(g.hostPort)
+		b.cfg.Log.Debug("broker: listener closed", "vips", g.vips, "hostPort", g.hostPort)
+	}
+}
+
+func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
+	switch v := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(v.Addr), uint16(v.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(v.Addr).Unmap(), uint16(v.Port))
+	}
+	return netip.AddrPort{}
+}

@@ -1,0 +1,44 @@
+package broker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the broker's Prometheus collectors.
+type Metrics struct {
+	Swaps     *prometheus.CounterVec   // op: connect, listen
+	Fallbacks *prometheus.CounterVec   // op, reason: calls left to the kernel
+	Errors    *prometheus.CounterVec   // op, step: swaps that failed
+	Setup     *prometheus.HistogramVec // op: handler time of a swap
+	Steps     *prometheus.HistogramVec // step: handler time by step
+	Sessions  prometheus.Gauge         // supervised notification fds
+}
+
+// NewMetrics builds the collectors (not registered).
+func NewMetrics() *Metrics {
+	// Handler times are tens of microseconds; buckets from 5 us to 10 ms.
+	buckets := prometheus.ExponentialBuckets(5e-6, 2, 12)
+	return &Metrics{
+		Swaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_broker_swaps_total", Help: "Sockets swapped onto the fast path, by syscall.",
+		}, []string{"op"}),
+		Fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_broker_fallbacks_total", Help: "Trapped calls left to the kernel (overlay), by syscall and reason.",
+		}, []string{"op", "reason"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_broker_errors_total", Help: "Swaps that failed, by syscall and step.",
+		}, []string{"op", "step"}),
+		Setup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "slim_broker_handler_seconds", Help: "Broker handler time of a swapped call.", Buckets: buckets,
+		}, []string{"op"}),
+		Steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "slim_broker_step_seconds", Help: "Broker handler time by step.", Buckets: buckets,
+		}, []string{"step"}),
+		Sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "slim_broker_sessions", Help: "Notification fds (supervised process trees) held.",
+		}),
+	}
+}
+
+// Collectors lists the collectors for registration.
+func (m *Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Swaps, m.Fallbacks, m.Errors, m.Setup, m.Steps, m.Sessions}
+}

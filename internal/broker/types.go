@@ -1,0 +1,38 @@
+package broker
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/slimnet/slim/internal/api"
+)
+
+// Ports hands out host ports: source ports from the containers' port
+// blocks and listener ports from the host's listener blocks.
+type Ports interface {
+	// Blocks returns the container's source port blocks.
+	Blocks(c *Container) []api.PortBlock
+	// Grow claims one more block for the container (its blocks ran out).
+	Grow(ctx context.Context, c *Container) error
+	// ListenerPort reserves a free host port for a new listener.
+	ListenerPort(ctx context.Context) (uint16, error)
+	// ReleaseListenerPort returns a listener port.
+	ReleaseListenerPort(port uint16)
+}
+
+// Publisher publishes fast-path listeners in the store.
+type Publisher interface {
+	Publish(ctx context.Context, l api.Listener) error
+	Withdraw(ctx context.Context, vip netip.Addr, port uint16) error
+}
+
+// Tagger records the virtual addresses of a host socket for the BPF
+// programs that rewrite getsockname/getpeername.
+type Tagger interface {
+	SetSocket(fd int, local, peer netip.AddrPort) error
+}
+
+// Resolver finds the container behind a network namespace (by inode).
+type Resolver interface {
+	ContainerByNetns(ino uint64) (*Container, bool)
+}
