@@ -262,5 +262,6 @@ func newLabNsexecCmd() *cobra.Command {
 	f.StringVar(&spec.Log, "log", "", "append stdout and stderr to this file; stdin from /dev/null")
 	f.IntVar(&spec.StatusFD, "status-fd", 0, "report a failure before exec on this fd")
 	f.BoolVar(&detach, "detach", false, "run in the background in a new session and print its pid")
+	f.StringVar(&spec.Agent, "agent", "", "run under Slim's seccomp filter, handing the notification fd to this agent socket")
 	return cmd
 }

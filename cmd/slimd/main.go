@@ -29,7 +29,8 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("slimd", flag.ContinueOnError)
 	host, _ := os.Hostname()
 	cfg := daemon.Config{Version: version}
-	var etcdEndpoints, cluster4, cluster6, underlayIP, logLevel string
+	var etcdEndpoints, cluster4, cluster6, underlayIP, logLevel, portRange string
+	var blockSize uint
 	fs.StringVar(&cfg.NodeName, "node-name", strings.ToLower(host), "this host's name in the cluster")
 	fs.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "state directory (embedded etcd data, lease)")
 	fs.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "local API unix socket")
@@ -46,6 +47,10 @@ func run(args []string) int {
 	fs.StringVar(&cfg.VXLANDevice, "vxlan-device", daemon.DefaultVXLANDevice, "name of the vxlan device")
 	fs.StringVar(&cfg.UnderlayIface, "underlay-iface", "", "underlay interface (default: the default route's)")
 	fs.StringVar(&underlayIP, "underlay-ip", "", "underlay IPv4 address (default: the interface's first)")
+	fs.StringVar(&cfg.AgentSocket, "agent-socket", daemon.DefaultAgentSocket, "seccomp agent socket (the OCI runtime spec's linux.seccomp.listenerPath)")
+	fs.StringVar(&cfg.BPFPinDir, "bpf-pin-dir", "", "bpffs directory for this slimd's maps and links (default /sys/fs/bpf/slim/<node-name>)")
+	fs.StringVar(&portRange, "port-range", daemon.DefaultPortRange, "host ports reserved for the fast path (first-last)")
+	fs.UintVar(&blockSize, "port-block-size", daemon.DefaultPortBlockSize, "source ports per block (a power of two)")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", daemon.DefaultLeaseTTL, "host lease TTL: how long a silent host stays in the others' tables")
 	fs.DurationVar(&cfg.ResyncInterval, "resync-interval", daemon.DefaultResyncInterval, "full overlay resync period (drift repair)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9612); empty disables")
@@ -67,6 +72,15 @@ func run(args []string) int {
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("host", cfg.NodeName)
 	var err error
+	if blockSize > 1<<15 {
+		fmt.Fprintf(os.Stderr, "slimd: --port-block-size %d is too large\n", blockSize)
+		return 2
+	}
+	cfg.PortBlockSize = uint16(blockSize)
+	if cfg.PortFirst, cfg.PortLast, err = daemon.ParsePortRange(portRange); err != nil {
+		fmt.Fprintf(os.Stderr, "slimd: --port-range: %v\n", err)
+		return 2
+	}
 	if err = parseFlags(&cfg, etcdEndpoints, cluster4, cluster6, underlayIP); err != nil {
 		fmt.Fprintf(os.Stderr, "slimd: %v\n", err)
 		return 2

@@ -106,19 +106,7 @@ func (b *Broker) Metrics() *Metrics { return b.cfg.Metrics }
 // first process is pid (its network namespace identifies the container).
 // The broker owns fd from now on.
 func (b *Broker) Adopt(ctx context.Context, pid int, fd int) error {
-	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
-	var st unix.Stat_t
-	if err := unix.Stat(nsPath, &st); err != nil {
-		unix.Close(fd)
-		return fmt.Errorf("adopt pid %d: %w", pid, err)
-	}
-	cookie, err := netnsCookie(nsPath)
-	if err != nil {
-		unix.Close(fd)
-		return fmt.Errorf("adopt pid %d: %w", pid, err)
-	}
-	s := &session{b: b, l: seccomp.NewListener(fd), pid: pid, netnsIno: st.Ino, cookie: cookie,
-		log: b.cfg.Log.With("pid", pid)}
+	s := &session{b: b, l: seccomp.NewListener(fd), pid: pid, log: b.cfg.Log.With("pid", pid)}
 	b.mu.Lock()
 	b.sessions[s] = struct{}{}
 	b.mu.Unlock()
@@ -132,6 +120,29 @@ func (b *Broker) Adopt(ctx context.Context, pid int, fd int) error {
 		b.mu.Unlock()
 		b.cfg.Metrics.Sessions.Dec()
 	}()
+	return nil
+}
+
+// identify learns the container's network namespace from the first
+// trapped thread. Not at Adopt: a launcher enters the namespace on one
+// thread only and execs from it, so until the exec /proc/<pid>/ns/net
+// still names the namespace it came from.
+func (s *session) identify(tid uint32) error {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	if s.netnsIno != 0 {
+		return nil
+	}
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", tid)
+	var st unix.Stat_t
+	if err := unix.Stat(nsPath, &st); err != nil {
+		return err
+	}
+	cookie, err := netnsCookie(nsPath)
+	if err != nil {
+		return err
+	}
+	s.cookie, s.netnsIno = cookie, st.Ino
 	return nil
 }
 
@@ -174,12 +185,14 @@ func (b *Broker) Run(ctx context.Context) error {
 
 // session supervises one notification fd.
 type session struct {
-	b        *Broker
-	l        *seccomp.Listener
-	pid      int
-	netnsIno uint64
+	b   *Broker
+	l   *seccomp.Listener
+	pid int
+	log *slog.Logger
+
+	idMu     sync.Mutex
+	netnsIno uint64 // 0 until identify
 	cookie   uint64
-	log      *slog.Logger
 }
 
 func (s *session) run(ctx context.Context) {
@@ -204,14 +217,23 @@ func (s *session) run(ctx context.Context) {
 
 // container is the session's container now (endpoints come and go).
 func (s *session) container() *Container {
+	s.idMu.Lock()
+	ino := s.netnsIno
+	s.idMu.Unlock()
 	if s.b.cfg.Resolver == nil {
 		return nil
 	}
-	c, _ := s.b.cfg.Resolver.ContainerByNetns(s.netnsIno)
+	c, _ := s.b.cfg.Resolver.ContainerByNetns(ino)
 	return c
 }
 
 func (s *session) handle(ctx context.Context, n seccomp.Notif) {
+	if err := s.identify(n.PID); err != nil {
+		// The thread is gone or its namespace unreadable: let the
+		// kernel answer it.
+		_ = s.l.Continue(n.ID)
+		return
+	}
 	var err error
 	switch n.Syscall() {
 	case seccomp.SysConnect:

@@ -93,6 +93,7 @@ func (a appSocket) close() {
 
 func (s *session) fallback(op string, n seccomp.Notif, r Reason) error {
 	s.b.cfg.Metrics.Fallbacks.WithLabelValues(op, string(r)).Inc()
+	s.log.Debug("broker: left to the kernel", "op", op, "reason", r, "tid", n.PID)
 	return s.l.Continue(n.ID)
 }
 

@@ -24,7 +24,7 @@ func TestRouteConnect(t *testing.T) {
 	self := api.Listener{VIP: me.VIP4, Port: 8080, HostIP: netip.MustParseAddr("192.168.77.1"), HostPort: 20481}
 	self6 := api.Listener{VIP: me.VIP6, Port: 8080, HostIP: netip.MustParseAddr("192.168.77.1"), HostPort: 20482}
 	v := fakeView{listeners: map[netip.AddrPort]api.Listener{
-		netip.MustParseAddrPort("10.244.1.5:80"):  web,
+		netip.MustParseAddrPort("10.244.1.5:80"):   web,
 		netip.MustParseAddrPort("10.244.0.2:8080"): self,
 		netip.MustParseAddrPort("[fd5a::2]:8080"):  self6,
 	}}

@@ -40,6 +40,17 @@ type Config struct {
 	UnderlayIP    netip.Addr
 	VXLANDevice   string
 
+	// AgentSocket is where runtimes (OCI seccomp listenerPath) and the
+	// lab's launcher hand over seccomp notification fds.
+	AgentSocket string
+	// PortFirst..PortLast is the host port range reserved for the fast
+	// path, cut into blocks of PortBlockSize (a power of two).
+	PortFirst, PortLast uint16
+	PortBlockSize       uint16
+	// BPFPinDir is where the BPF maps and links are pinned (default
+	// /sys/fs/bpf/slim/<node>).
+	BPFPinDir string
+
 	LeaseTTL       time.Duration
 	ResyncInterval time.Duration
 	MetricsAddr    string
@@ -50,16 +61,21 @@ type Config struct {
 
 // Defaults for flags.
 const (
-	DefaultDataDir        = "/var/lib/slim"
-	DefaultEtcdClient     = "http://127.0.0.1:2379"
-	DefaultEtcdPeer       = "http://127.0.0.1:2380"
-	DefaultCluster4       = "10.244.0.0/16"
-	DefaultHostBits4      = 24
-	DefaultHostBits6      = 64
-	DefaultVNI            = 1
-	DefaultVXLANPort      = 4789
-	DefaultVXLANDevice    = "slim-vxlan"
-	DefaultLeaseTTL       = 20 * time.Second
+	DefaultDataDir     = "/var/lib/slim"
+	DefaultEtcdClient  = "http://127.0.0.1:2379"
+	DefaultEtcdPeer    = "http://127.0.0.1:2380"
+	DefaultCluster4    = "10.244.0.0/16"
+	DefaultHostBits4   = 24
+	DefaultHostBits6   = 64
+	DefaultVNI         = 1
+	DefaultVXLANPort   = 4789
+	DefaultVXLANDevice = "slim-vxlan"
+	DefaultLeaseTTL    = 20 * time.Second
+	DefaultAgentSocket = "/run/slim/agent.sock"
+	// The fast path's port range sits below the default ephemeral range
+	// (32768-60999), so reserving it takes nothing from other programs.
+	DefaultPortRange      = "20480-32767"
+	DefaultPortBlockSize  = 256
 	DefaultResyncInterval = 30 * time.Second
 )
 
@@ -98,6 +114,14 @@ func (c *Config) Validate() error {
 	}
 	if len(c.VXLANDevice) == 0 || len(c.VXLANDevice) > 15 {
 		errs = append(errs, fmt.Errorf("vxlan device name %q: want 1-15 bytes", c.VXLANDevice))
+	}
+	if c.AgentSocket == "" {
+		errs = append(errs, errors.New("agent socket path is empty"))
+	}
+	if c.PortBlockSize == 0 || c.PortBlockSize&(c.PortBlockSize-1) != 0 || c.PortBlockSize > 4096 {
+		errs = append(errs, fmt.Errorf("port block size %d: want a power of two up to 4096", c.PortBlockSize))
+	} else if c.PortFirst == 0 || int(c.PortLast)-int(c.PortFirst)+1 < 2*int(c.PortBlockSize) {
+		errs = append(errs, fmt.Errorf("port range %d-%d: want room for at least two blocks of %d", c.PortFirst, c.PortLast, c.PortBlockSize))
 	}
 	if c.LeaseTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("lease ttl %s: want at least 2s", c.LeaseTTL))

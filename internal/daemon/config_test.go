@@ -17,6 +17,7 @@ func validConfig() Config {
 			VNI: DefaultVNI, Port: DefaultVXLANPort,
 		},
 		VXLANDevice: DefaultVXLANDevice, LeaseTTL: DefaultLeaseTTL, ResyncInterval: DefaultResyncInterval,
+		AgentSocket: DefaultAgentSocket, PortFirst: 20480, PortLast: 32767, PortBlockSize: DefaultPortBlockSize,
 	}
 }
 
@@ -38,6 +39,9 @@ func TestConfigValidate(t *testing.T) {
 		{"long device", func(c *Config) { c.VXLANDevice = "a-very-long-device-name" }, "device"},
 		{"short ttl", func(c *Config) { c.LeaseTTL = time.Second }, "lease ttl"},
 		{"bad plan", func(c *Config) { c.Cluster.HostBits4 = 4 }, "host prefix"},
+		{"block not power of two", func(c *Config) { c.PortBlockSize = 300 }, "port block size"},
+		{"range too small", func(c *Config) { c.PortLast = c.PortFirst + 300 }, "port range"},
+		{"no agent socket", func(c *Config) { c.AgentSocket = "" }, "agent socket"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()
@@ -53,5 +57,26 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestParsePortRange(t *testing.T) {
+	for _, tc := range []struct {
+		in          string
+		first, last uint16
+		ok          bool
+	}{
+		{"20480-32767", 20480, 32767, true},
+		{"1-1", 1, 1, true},
+		{"0-10", 0, 0, false},
+		{"10-5", 0, 0, false},
+		{"10", 0, 0, false},
+		{"a-b", 0, 0, false},
+		{"1-70000", 0, 0, false},
+	} {
+		f, l, err := ParsePortRange(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && (f != tc.first || l != tc.last)) {
+			t.Errorf("ParsePortRange(%q) = %d, %d, %v", tc.in, f, l, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
 	"net/http"
 	"net/netip"
@@ -13,14 +14,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bpf"
+	"github.com/slimnet/slim/internal/broker"
 	"github.com/slimnet/slim/internal/embedetcd"
+	"github.com/slimnet/slim/internal/nat"
 	"github.com/slimnet/slim/internal/overlay"
+	"github.com/slimnet/slim/internal/seccomp"
 	"github.com/slimnet/slim/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // etcdDialTimeout bounds the first connection to etcd; slimd retries the
@@ -50,8 +57,13 @@ type Daemon struct {
 
 	hosts     *store.Cache[api.Host]
 	endpoints *store.Cache[api.Endpoint]
+	listeners *store.Cache[api.Listener]
+	fpSwitch  *store.Cache[store.FastPath]
 	lease     *store.Lease
 	overlay   *overlay.Reconciler
+	fp        *fastPath
+	broker    *broker.Broker
+	bpf       *bpf.Programs
 
 	allocMu  sync.Mutex // serializes allocation on this host
 	lastIPv4 netip.Addr
@@ -77,6 +89,9 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func (d *Daemon) close() {
+	if d.bpf != nil {
+		d.bpf.Close() // pins stay: rewrite and guard outlive slimd
+	}
 	if d.cli != nil {
 		d.cli.Close()
 	}
@@ -210,11 +225,71 @@ func (d *Daemon) setup(ctx context.Context) error {
 			d.metrics.overlayApply.WithLabelValues("failed").Add(float64(failed))
 		},
 	})
-	d.hosts = store.NewCache[api.Host](d.cli, d.store.HostsPrefix(), d.log.With("component", "hosts"), d.overlay.Trigger)
+	d.fp = newFastPath(d)
+	d.hosts = store.NewCache[api.Host](d.cli, d.store.HostsPrefix(), d.log.With("component", "hosts"), func() {
+		d.overlay.Trigger()
+		d.fp.markNAT()
+	})
 	d.hosts.OnResync = func() { d.metrics.resyncs.WithLabelValues("hosts").Inc() }
-	d.endpoints = store.NewCache[api.Endpoint](d.cli, d.store.EndpointsPrefix(), d.log.With("component", "endpoints"), nil)
+	d.endpoints = store.NewCache[api.Endpoint](d.cli, d.store.EndpointsPrefix(), d.log.With("component", "endpoints"), d.fp.rebuild)
 	d.endpoints.OnResync = func() { d.metrics.resyncs.WithLabelValues("endpoints").Inc() }
-	return nil
+	d.listeners = store.NewCache[api.Listener](d.cli, d.store.ListenersPrefix(), d.log.With("component", "listeners"), d.fp.markNAT)
+	d.listeners.OnResync = func() { d.metrics.resyncs.WithLabelValues("listeners").Inc() }
+	d.fpSwitch = store.NewCache[store.FastPath](d.cli, d.store.FastPathKey(), d.log.With("component", "fastpath"), nil)
+	return d.setupFastPath(uip)
+}
+
+// tagger is the BPF programs as the broker's Tagger, or nil without them.
+func (d *Daemon) tagger() broker.Tagger {
+	if d.bpf == nil {
+		return nil
+	}
+	return d.bpf
+}
+
+// setupFastPath prepares the broker: reserved ports, the DNAT table, and
+// the broker itself (it starts serving in serve).
+func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
+	if err := reservePorts(d.cfg.PortFirst, d.cfg.PortLast); err != nil {
+		return err
+	}
+	t, err := nat.New(-1)
+	if err != nil {
+		return err
+	}
+	d.fp.natTable = t
+	cg, err := d.ownCgroup()
+	if err != nil {
+		return fmt.Errorf("slimd cgroup: %w", err)
+	}
+	pin := d.cfg.BPFPinDir
+	if pin == "" {
+		pin = filepath.Join("/sys/fs/bpf/slim", d.cfg.NodeName)
+	}
+	progs, err := bpf.Load(bpf.Config{Cgroup: cg, PinDir: pin, BlockBits: bits.TrailingZeros16(d.cfg.PortBlockSize),
+		Logger: d.log.With("component", "bpf")})
+	switch {
+	case errors.Is(err, bpf.ErrNotSupported):
+		d.log.Warn("BPF programs not supported here: fast path off, everything uses the overlay", "err", err)
+	case err != nil:
+		return fmt.Errorf("bpf: %w", err)
+	default:
+		d.bpf = progs
+		d.log.Info("bpf programs attached", "cgroup", cg, "pins", pin)
+	}
+	bm := broker.NewMetrics()
+	d.metrics.reg.MustRegister(bm.Collectors()...)
+	d.broker, err = broker.New(broker.Config{
+		HostIP:    hostIP,
+		View:      d.fp,
+		Resolver:  d.fp,
+		Ports:     d.fp,
+		Publisher: d.fp,
+		Tagger:    d.tagger(),
+		Log:       d.log.With("component", "broker"),
+		Metrics:   bm,
+	})
+	return err
 }
 
 // desiredPeers turns the host cache into overlay peers: every other host
@@ -245,6 +320,10 @@ func (d *Daemon) serve(ctx context.Context) error {
 	g.Go(func() error { return d.lease.Run(ctx) })
 	g.Go(func() error { return d.hosts.Run(ctx) })
 	g.Go(func() error { return d.endpoints.Run(ctx) })
+	g.Go(func() error { return d.listeners.Run(ctx) })
+	g.Go(func() error { return d.fpSwitch.Run(ctx) })
+	g.Go(func() error { return d.fp.runNAT(ctx) })
+	g.Go(func() error { return d.serveFastPath(ctx) })
 	g.Go(func() error {
 		err := d.overlay.Run(ctx)
 		d.metrics.peers.Set(0)
@@ -272,6 +351,42 @@ func (d *Daemon) serve(ctx context.Context) error {
 	err := g.Wait()
 	d.log.Info("slimd stopped; datapath left in place")
 	return err
+}
+
+// serveFastPath restores what a previous slimd left, then runs the broker
+// and takes notification fds on the agent socket.
+func (d *Daemon) serveFastPath(ctx context.Context) error {
+	for !d.listeners.Synced() || !d.endpoints.Synced() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := d.retry(ctx, "restore fast path", d.fp.restore); err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.broker.Run(ctx) })
+	g.Go(func() error {
+		return seccomp.ServeAgent(ctx, d.cfg.AgentSocket, d.log.With("component", "agent"),
+			func(st specs.ContainerProcessState, fds map[string]int) {
+				fd, ok := fds[specs.SeccompFdName]
+				for name, other := range fds {
+					if name != specs.SeccompFdName {
+						unix.Close(other)
+					}
+				}
+				if !ok {
+					d.log.Warn("agent message without a seccomp fd", "pid", st.Pid)
+					return
+				}
+				if err := d.broker.Adopt(ctx, st.Pid, fd); err != nil {
+					d.log.Warn("adopting notification fd failed", "pid", st.Pid, "err", err)
+				}
+			})
+	})
+	return g.Wait()
 }
 
 func (d *Daemon) serveMetrics(ctx context.Context) error {

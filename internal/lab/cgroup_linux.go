@@ -13,18 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/slimnet/slim/internal/cgroupfs"
 	"golang.org/x/sys/unix"
 )
 
 // cgroupRoot returns the cgroup2 mount point.
-func cgroupRoot() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	return parseCgroup2Mount(f)
-}
+func cgroupRoot() (string, error) { return cgroupfs.Mount() }
 
 // ensureCgroup makes a cgroup (and its parents); an existing one is fine.
 // The lab enables no controllers: its cgroups only group processes, so
@@ -37,13 +31,7 @@ func ensureCgroup(path string) error {
 }
 
 // joinCgroup moves the calling process into the cgroup at path.
-func joinCgroup(path string) error {
-	err := os.WriteFile(filepath.Join(path, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
-	if err != nil {
-		return fmt.Errorf("join cgroup %s: %w", path, err)
-	}
-	return nil
-}
+func joinCgroup(path string) error { return cgroupfs.Join(path) }
 
 // cgroupPIDs lists the processes in one cgroup, not in its children. A
 // cgroup that does not exist has none.

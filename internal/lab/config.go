@@ -229,8 +229,14 @@ func ValidateName(name string) error {
 }
 
 // Paths in the state directory.
-func planPath(dir string) string              { return filepath.Join(dir, labFileName) }
-func socketPath(dir, host string) string      { return filepath.Join(dir, host, "slimd.sock") }
+func planPath(dir string) string         { return filepath.Join(dir, labFileName) }
+func socketPath(dir, host string) string { return filepath.Join(dir, host, "slimd.sock") }
+
+// BPFPinRoot holds the lab's slimds' BPF pins (one directory per host);
+// Down removes it, which detaches the programs.
+const BPFPinRoot = "/sys/fs/bpf/slimlab"
+
+func agentPath(dir, host string) string       { return filepath.Join(dir, host, "agent.sock") }
 func slimdLogPath(dir, host string) string    { return filepath.Join(dir, host, "slimd.log") }
 func slimdPIDPath(dir, host string) string    { return filepath.Join(dir, host, "slimd.pid") }
 func slimdDataPath(dir, host string) string   { return filepath.Join(dir, host, "data") }
@@ -254,6 +260,8 @@ func slimdArgs(dir string, p plan, i int) ([]string, error) {
 		"--node-name", host,
 		"--data-dir", slimdDataPath(dir, host),
 		"--socket", socketPath(dir, host),
+		"--agent-socket", agentPath(dir, host),
+		"--bpf-pin-dir", filepath.Join(BPFPinRoot, host),
 		"--underlay-iface", HostIface,
 		"--lease-ttl", p.LeaseTTL,
 		"--resync-interval", resyncInterval.String(),

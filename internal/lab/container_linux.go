@@ -114,12 +114,19 @@ func Run(ctx context.Context, cfg Config, spec RunSpec) (c Container, err error)
 		return c, err
 	}
 	started = true
-	c.PID, err = startDetached(ctx, cfg.launcher(binDir), LaunchSpec{
+	ls := LaunchSpec{
 		Netns:   c.Netns,
 		Cgroup:  c.Cgroup,
 		Log:     log,
 		Command: spec.Command,
-	})
+	}
+	if !spec.NoSlim {
+		// On the fast path: the launcher puts the command under the
+		// seccomp filter and hands the notification fd to the host's
+		// slimd, as an OCI runtime does with listenerPath.
+		ls.Agent = agentPath(dir, spec.Host)
+	}
+	c.PID, err = startDetached(ctx, cfg.launcher(binDir), ls)
 	if err != nil {
 		return c, fmt.Errorf("container %q: %w", spec.Name, err)
 	}
@@ -228,7 +235,11 @@ func ExecLaunchSpec(cfg Config, target string, command []string) (LaunchSpec, er
 	if err != nil {
 		return LaunchSpec{}, err
 	}
-	return LaunchSpec{Netns: c.Netns, Cgroup: c.Cgroup, Command: command}, nil
+	ls := LaunchSpec{Netns: c.Netns, Cgroup: c.Cgroup, Command: command}
+	if !c.NoSlim {
+		ls.Agent = agentPath(dir, c.Host) // exec runs under the container's filter too
+	}
+	return ls, nil
 }
 
 // Exec runs spec.Command inside target, a container or a host (see

@@ -63,6 +63,12 @@ func Down(ctx context.Context, cfg Config) error {
 	}
 	pr.step("%d namespaces removed", len(names))
 
+	// Unlinking the pins detaches the slimds' BPF programs (nothing else
+	// holds them once the slimds are gone).
+	if err := os.RemoveAll(BPFPinRoot); err != nil {
+		errs = append(errs, fmt.Errorf("remove bpf pins: %w", err))
+	}
+
 	if err := removeStateDir(dir); err != nil {
 		errs = append(errs, err)
 	}

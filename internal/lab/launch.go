@@ -23,6 +23,9 @@ type LaunchSpec struct {
 	// Command is the command and its arguments; Command[0] is looked up
 	// in PATH.
 	Command []string
+	// Agent, if set, is slimd's seccomp agent socket: the command runs
+	// under Slim's seccomp filter, its notification fd handed to slimd.
+	Agent string
 }
 
 // LauncherCommand is the slimctl command line that runs the launcher; the
@@ -39,6 +42,9 @@ func LauncherCommand(spec LaunchSpec, detach bool) []string {
 	}
 	if spec.StatusFD > 0 {
 		args = append(args, "--status-fd", strconv.Itoa(spec.StatusFD))
+	}
+	if spec.Agent != "" {
+		args = append(args, "--agent", spec.Agent)
 	}
 	if detach {
 		args = append(args, "--detach")

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/slimnet/slim/internal/seccomp"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,6 +51,11 @@ func Launch(spec LaunchSpec) (err error) {
 	}
 	if spec.Log != "" {
 		if err := redirectStdio(spec.Log); err != nil {
+			return err
+		}
+	}
+	if spec.Agent != "" {
+		if err := superviseBySlim(spec.Agent); err != nil {
 			return err
 		}
 	}
@@ -224,4 +231,29 @@ func runForeground(ctx context.Context, launcher string, spec LaunchSpec, stdin 
 		return -1, werr
 	}
 	return 0, nil
+}
+
+// superviseBySlim installs Slim's seccomp filter on this thread (which then
+// execs) and hands the notification fd to slimd's agent socket. The
+// connection to the agent is made before the filter exists: afterwards
+// this thread's own connect would trap into a supervisor that does not
+// have the fd yet.
+func superviseBySlim(agent string) error {
+	ac, err := seccomp.DialAgent(agent)
+	if err != nil {
+		return fmt.Errorf("launcher: %w", err)
+	}
+	fd, _, err := seccomp.Install()
+	if err != nil {
+		ac.Close()
+		return fmt.Errorf("launcher: install seccomp filter: %w", err)
+	}
+	// Our copy of the fd must not reach the command: a process holding
+	// its own notification fd could answer its own traps.
+	defer unix.Close(fd)
+	st := specs.ContainerProcessState{Version: specs.Version, Pid: os.Getpid(), Metadata: "slimctl lab"}
+	if err := ac.Send(st, fd); err != nil {
+		return fmt.Errorf("launcher: hand notification fd to slimd: %w", err)
+	}
+	return nil
 }

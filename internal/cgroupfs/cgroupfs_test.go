@@ -1,4 +1,4 @@
-package lab
+package cgroupfs
 
 import (
 	"errors"
@@ -27,13 +27,13 @@ func TestParseCgroup2Mount(t *testing.T) {
 			"/sys/fs/cgroup", nil},
 		{"escaped path", `40 30 0:37 / /mnt/my\040cgroup rw - cgroup2 none rw` + "\n", "/mnt/my cgroup", nil},
 		{"first of two", "1 0 0:1 / /a rw - cgroup2 x rw\n2 0 0:1 / /b rw - cgroup2 x rw\n", "/a", nil},
-		{"v1 only", "31 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n", "", errNoCgroup2},
-		{"source named cgroup2", "31 30 0:28 / /x rw - tmpfs cgroup2 rw\n", "", errNoCgroup2},
-		{"garbage", "nonsense\n\n - - -\n", "", errNoCgroup2},
-		{"empty", "", "", errNoCgroup2},
+		{"v1 only", "31 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n", "", ErrNoCgroup2},
+		{"source named cgroup2", "31 30 0:28 / /x rw - tmpfs cgroup2 rw\n", "", ErrNoCgroup2},
+		{"garbage", "nonsense\n\n - - -\n", "", ErrNoCgroup2},
+		{"empty", "", "", ErrNoCgroup2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseCgroup2Mount(strings.NewReader(tc.in))
+			got, err := ParseMount(strings.NewReader(tc.in))
 			if !errors.Is(err, tc.err) || got != tc.want {
 				t.Errorf("got %q, %v; want %q, %v", got, err, tc.want, tc.err)
 			}
@@ -70,9 +70,19 @@ func FuzzParseCgroup2Mount(f *testing.F) {
 	f.Add(hybridMountinfo)
 	f.Add(`40 30 0:37 / /mnt/my\040cgroup rw - cgroup2 none rw`)
 	f.Fuzz(func(t *testing.T, in string) {
-		got, err := parseCgroup2Mount(strings.NewReader(in))
+		got, err := ParseMount(strings.NewReader(in))
 		if err == nil && got == "" {
 			t.Errorf("no error and no mount point for %q", in)
 		}
 	})
+}
+
+func TestParseSelf(t *testing.T) {
+	in := "12:pids:/x\n0::/slimlab/h1/slimd\n"
+	if got, err := ParseSelf(strings.NewReader(in)); err != nil || got != "/slimlab/h1/slimd" {
+		t.Fatalf("ParseSelf = %q, %v", got, err)
+	}
+	if _, err := ParseSelf(strings.NewReader("4:memory:/x\n")); !errors.Is(err, ErrNoCgroup2) {
+		t.Fatalf("v1 only: %v", err)
+	}
 }

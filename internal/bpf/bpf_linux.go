@@ -1,0 +1,591 @@
+//go:build linux && (amd64 || arm64)
+
+package bpf
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Pin names inside Config.PinDir. Maps are pinned by their ELF names
+// (LIBBPF_PIN_BY_NAME in slim.c); each attachment is a bpf_link pinned as
+// linkPrefix + program name.
+const (
+	linkPrefix = "link_"
+	// bpfRoot is where Load mounts bpffs when PinDir lies below it and
+	// nothing is mounted there yet.
+	bpfRoot = "/sys/fs/bpf"
+	// lockTimeout bounds the wait for another Load or Unpin on the same pin
+	// dir; each holds the lock for milliseconds.
+	lockTimeout = 5 * time.Second
+)
+
+// mapNames are the pinned maps, for Unpin.
+var mapNames = []string{slimMapSlimConfig, slimMapSlimSockets, slimMapSlimBlocks, slimMapSlimListeners}
+
+// attachTypes maps each program to its cgroup hook.
+var attachTypes = map[string]ebpf.AttachType{
+	slimProgSlimGetsockname4: ebpf.AttachCgroupInet4GetSockname,
+	slimProgSlimGetsockname6: ebpf.AttachCgroupInet6GetSockname,
+	slimProgSlimGetpeername4: ebpf.AttachCgroupInet4GetPeername,
+	slimProgSlimGetpeername6: ebpf.AttachCgroupInet6GetPeername,
+	slimProgSlimConnect4:     ebpf.AttachCGroupInet4Connect,
+	slimProgSlimConnect6:     ebpf.AttachCGroupInet6Connect,
+	slimProgSlimBind4:        ebpf.AttachCGroupInet4Bind,
+	slimProgSlimBind6:        ebpf.AttachCGroupInet6Bind,
+	slimProgSlimSetsockopt:   ebpf.AttachCGroupSetsockopt,
+}
+
+// Config says where the programs attach and where their state is pinned.
+type Config struct {
+	// Cgroup is slimd's cgroup v2 directory. The programs attach here and
+	// only callers in exactly this cgroup pass the guard. It must not be the
+	// root cgroup, and no container may live below it (descendants inherit
+	// the programs, so the guard would refuse their own connect and bind).
+	// A socket belongs to the cgroup of the process that created it, so
+	// slimd must be in this cgroup before it creates host sockets; a Load
+	// with another cgroup moves the programs, and sockets created in the
+	// old one lose rewrite and guard.
+	Cgroup string
+	// PinDir is a bpffs directory owned by this slimd, e.g.
+	// /sys/fs/bpf/slim/<node>. Load creates it, and mounts bpffs at
+	// /sys/fs/bpf first when PinDir is below it and nothing is mounted.
+	PinDir string
+	// BlockBits is log2 of the port block size (1..15). It is cluster-wide:
+	// port blocks of every host are looked up with the same mask.
+	BlockBits int
+	// Logger receives the verifier log of a failed load at debug level.
+	// Nil discards.
+	Logger *slog.Logger
+}
+
+// Programs is a loaded and attached set of Slim's programs and the handles
+// on their pinned maps.
+type Programs struct {
+	objs      slimObjects
+	links     []link.Link
+	blockBits int
+}
+
+// PortBlock is one published port block: source ports
+// [Start, Start+size) of HostIP belong to the endpoint with virtual IP VIP.
+type PortBlock struct {
+	HostIP netip.Addr
+	Start  uint16
+	VIP    netip.Addr
+}
+
+// Listener is one published listener: host port HostPort on HostIP serves
+// the virtual address VIP.
+type Listener struct {
+	HostIP   netip.Addr
+	HostPort uint16
+	VIP      netip.AddrPort
+}
+
+// Load loads the programs, attaches them to cfg.Cgroup and pins maps and
+// links in cfg.PinDir. It is idempotent: with pins from an earlier Load (a
+// restarted slimd) it re-opens the pinned maps, so their contents survive,
+// and swaps the new programs into the pinned links with an atomic
+// link.Update instead of attaching a second time. Links that point at another
+// cgroup, and link pins of programs this version does not have, are detached.
+// If the pinned maps do not match this version's layout, Load fails with an
+// error wrapping ebpf.ErrMapIncompatible; Unpin clears them.
+func Load(cfg Config) (p *Programs, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Cgroup == "" || cfg.PinDir == "" {
+		return nil, errors.New("bpf config: cgroup and pin dir are required")
+	}
+	if !filepath.IsAbs(cfg.PinDir) {
+		return nil, fmt.Errorf("bpf config: pin dir %q is not absolute", cfg.PinDir)
+	}
+	if cfg.BlockBits < 1 || cfg.BlockBits > 15 {
+		return nil, fmt.Errorf("bpf config: block bits %d out of range 1..15", cfg.BlockBits)
+	}
+	cgID, err := cgroupID(cfg.Cgroup)
+	if err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
+	}
+	if err := ensurePinDir(cfg.PinDir); err != nil {
+		return nil, err
+	}
+	unlock, err := lockDir(cfg.PinDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	spec, err := loadSlim()
+	if err != nil {
+		return nil, err
+	}
+	p = &Programs{blockBits: cfg.BlockBits}
+	err = spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: cfg.PinDir},
+	})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			log.Debug("bpf verifier log", "log", fmt.Sprintf("%+v", ve))
+		}
+		// A VerifierError prints in short form: the last log line.
+		return nil, fmt.Errorf("load bpf objects: %w", notSupported(err))
+	}
+	done := false
+	defer func() {
+		if !done {
+			err = errors.Join(err, p.Close())
+		}
+	}()
+
+	// Configure before any program runs: unconfigured, the guard trusts
+	// nobody, not even slimd.
+	if err := p.configure(cgID, cfg.BlockBits); err != nil {
+		return nil, err
+	}
+	if err := p.attach(cfg.Cgroup, cgID, cfg.PinDir); err != nil {
+		return nil, err
+	}
+	done = true
+	return p, nil
+}
+
+// configure writes the config entry. A changed block size invalidates every
+// port block key, so the port blocks are then cleared for slimd to publish
+// again.
+func (p *Programs) configure(cgID uint64, blockBits int) error {
+	var old slimCfg
+	if err := p.objs.SlimConfig.Lookup(uint32(0), &old); err != nil {
+		return fmt.Errorf("read bpf config: %w", err)
+	}
+	if old.BlockBits != 0 && old.BlockBits != uint32(blockBits) {
+		if err := clearBlocks(p.objs.SlimBlocks); err != nil {
+			return fmt.Errorf("clear port blocks after block size change: %w", err)
+		}
+	}
+	c := slimCfg{SlimdCgroup: cgID, BlockBits: uint32(blockBits)}
+	if err := p.objs.SlimConfig.Update(uint32(0), &c, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write bpf config: %w", err)
+	}
+	return nil
+}
+
+// notSupported marks errors of missing kernel features with ErrNotSupported.
+func notSupported(err error) error {
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("%w: %w", ErrNotSupported, err)
+	}
+	return err
+}
+
+func clearBlocks(m *ebpf.Map) error {
+	var keys []slimHostport
+	var k slimHostport
+	var v slimVip
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// programs returns the loaded programs by name.
+func (p *Programs) programs() map[string]*ebpf.Program {
+	o := &p.objs
+	return map[string]*ebpf.Program{
+		slimProgSlimGetsockname4: o.SlimGetsockname4,
+		slimProgSlimGetsockname6: o.SlimGetsockname6,
+		slimProgSlimGetpeername4: o.SlimGetpeername4,
+		slimProgSlimGetpeername6: o.SlimGetpeername6,
+		slimProgSlimConnect4:     o.SlimConnect4,
+		slimProgSlimConnect6:     o.SlimConnect6,
+		slimProgSlimBind4:        o.SlimBind4,
+		slimProgSlimBind6:        o.SlimBind6,
+		slimProgSlimSetsockopt:   o.SlimSetsockopt,
+	}
+}
+
+// attach puts every program on the cgroup through a pinned link: an existing
+// pin on the same cgroup and hook gets the new program (link.Update, atomic
+// per hook, so the hook is never empty); anything else is detached and
+// replaced.
+func (p *Programs) attach(cgroup string, cgID uint64, pinDir string) error {
+	progs := p.programs()
+	// Stale link pins: programs of another version.
+	entries, err := os.ReadDir(pinDir)
+	if err != nil {
+		return fmt.Errorf("read pin dir: %w", err)
+	}
+	for _, e := range entries {
+		name, ok := strings.CutPrefix(e.Name(), linkPrefix)
+		if !ok {
+			continue
+		}
+		if _, known := progs[name]; !known {
+			if err := detachPinned(filepath.Join(pinDir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+
+	for _, name := range slices.Sorted(maps.Keys(progs)) {
+		prog, at := progs[name], attachTypes[name]
+		pin := filepath.Join(pinDir, linkPrefix+name)
+		l, err := reusePinned(pin, cgID, at)
+		if err != nil {
+			return err
+		}
+		if l != nil {
+			if err := l.Update(prog); err != nil {
+				l.Close()
+				return fmt.Errorf("update link %s: %w", name, err)
+			}
+			p.links = append(p.links, l)
+			continue
+		}
+		l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: at, Program: prog})
+		if err != nil {
+			return fmt.Errorf("attach %s to %s: %w", name, cgroup, notSupported(err))
+		}
+		if err := l.Pin(pin); err != nil {
+			// A fallback PROG_ATTACH (kernel < 5.7) cannot be pinned and
+			// would not survive slimd: refuse rather than degrade silently.
+			return errors.Join(fmt.Errorf("pin link %s: %w", name, err), l.Close())
+		}
+		p.links = append(p.links, l)
+	}
+	return nil
+}
+
+// reusePinned opens the link pinned at pin if it is attached to cgroup cgID
+// at hook at. A pin that does not match is detached and removed, and nil is
+// returned, as when there is no pin.
+func reusePinned(pin string, cgID uint64, at ebpf.AttachType) (link.Link, error) {
+	if _, err := os.Stat(pin); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return nil, err
+	}
+	info, err := l.Info()
+	if err == nil {
+		if c := info.Cgroup(); c != nil && c.CgroupId == cgID && ebpf.AttachType(c.AttachType) == at {
+			return l, nil
+		}
+	}
+	l.Close()
+	return nil, detachPinned(pin)
+}
+
+// detachPinned detaches the link pinned at pin, even if other processes hold
+// it open, and removes the pin.
+func detachPinned(pin string) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	// A link whose cgroup is gone is already defunct; Detach then fails
+	// harmlessly and unpinning frees it.
+	_ = l.Detach()
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin %s: %w", pin, err)
+	}
+	return nil
+}
+
+// Close releases this process's handles. Pinned maps and links stay, so the
+// programs keep running and their state survives until Unpin.
+func (p *Programs) Close() error {
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	p.links = nil
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Unpin detaches the programs and removes every pin Load made in pinDir, then
+// pinDir itself. Maps are freed once no process holds them. A missing pinDir
+// is success.
+func Unpin(pinDir string) error {
+	entries, err := os.ReadDir(pinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read pin dir: %w", err)
+	}
+	unlock, err := lockDir(pinDir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	// Links first: once they are gone no program uses the maps.
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), linkPrefix) {
+			errs = append(errs, detachPinned(filepath.Join(pinDir, e.Name())))
+		}
+	}
+	for _, name := range mapNames {
+		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	unlock()
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// SetSocket records the virtual addresses of a host socket slimd created:
+// getsockname shows local, getpeername (and accept on a listener) peer. An
+// invalid (zero) AddrPort leaves that side as the kernel has it, e.g. peer
+// for a listener. A wildcard address (0.0.0.0 or ::) is shown as such. The
+// entry lives on the socket and is freed with it. fd is a descriptor of the
+// socket in the calling process.
+func (p *Programs) SetSocket(fd int, local, peer netip.AddrPort) error {
+	v := slimSockaddrs{Local: vaddr(local), Peer: vaddr(peer)}
+	if err := p.objs.SlimSockets.Update(int32(fd), &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set socket %d: %w", fd, err)
+	}
+	return nil
+}
+
+// DeleteSocket removes the entry SetSocket made; a socket without one is
+// success.
+func (p *Programs) DeleteSocket(fd int) error {
+	err := p.objs.SlimSockets.Delete(int32(fd))
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete socket %d: %w", fd, err)
+	}
+	return nil
+}
+
+// PutPortBlock publishes that host source ports [start, start+block size) of
+// hostIP belong to the endpoint with virtual IP vip. start must be aligned to
+// the block size.
+func (p *Programs) PutPortBlock(hostIP netip.Addr, start uint16, vip netip.Addr) error {
+	if !hostIP.IsValid() || !vip.IsValid() {
+		return fmt.Errorf("put port block %s/%d: invalid address", hostIP, start)
+	}
+	if start&(1<<p.blockBits-1) != 0 {
+		return fmt.Errorf("put port block %s/%d: start not aligned to %d ports", hostIP, start, 1<<p.blockBits)
+	}
+	k := hostport(hostIP, start)
+	v := slimVip{Addr: words(vip)}
+	if err := p.objs.SlimBlocks.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("put port block %s/%d: %w", hostIP, start, err)
+	}
+	return nil
+}
+
+// DeletePortBlock withdraws a port block; a missing one is success.
+func (p *Programs) DeletePortBlock(hostIP netip.Addr, start uint16) error {
+	k := hostport(hostIP, start)
+	err := p.objs.SlimBlocks.Delete(&k)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete port block %s/%d: %w", hostIP, start, err)
+	}
+	return nil
+}
+
+// PutListener publishes that host port hostPort on hostIP serves vip.
+// Sockets accepted there show vip as their local address.
+func (p *Programs) PutListener(hostIP netip.Addr, hostPort uint16, vip netip.AddrPort) error {
+	if !hostIP.IsValid() || !vip.IsValid() {
+		return fmt.Errorf("put listener %s: invalid address", netip.AddrPortFrom(hostIP, hostPort))
+	}
+	k := hostport(hostIP, hostPort)
+	v := vaddr(vip)
+	if err := p.objs.SlimListeners.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("put listener %s: %w", netip.AddrPortFrom(hostIP, hostPort), err)
+	}
+	return nil
+}
+
+// DeleteListener withdraws a listener; a missing one is success.
+func (p *Programs) DeleteListener(hostIP netip.Addr, hostPort uint16) error {
+	k := hostport(hostIP, hostPort)
+	err := p.objs.SlimListeners.Delete(&k)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete listener %s: %w", netip.AddrPortFrom(hostIP, hostPort), err)
+	}
+	return nil
+}
+
+// PortBlocks returns the published port blocks, sorted by host IP and start.
+func (p *Programs) PortBlocks() ([]PortBlock, error) {
+	var out []PortBlock
+	var k slimHostport
+	var v slimVip
+	it := p.objs.SlimBlocks.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, PortBlock{HostIP: addr(k.Addr), Start: k.Port, VIP: addr(v.Addr)})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("dump port blocks: %w", err)
+	}
+	slices.SortFunc(out, func(a, b PortBlock) int {
+		return cmp.Or(a.HostIP.Compare(b.HostIP), cmp.Compare(a.Start, b.Start))
+	})
+	return out, nil
+}
+
+// Listeners returns the published listeners, sorted by host address.
+func (p *Programs) Listeners() ([]Listener, error) {
+	var out []Listener
+	var k slimHostport
+	var v slimVaddr
+	it := p.objs.SlimListeners.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, Listener{
+			HostIP:   addr(k.Addr),
+			HostPort: k.Port,
+			VIP:      netip.AddrPortFrom(addr(v.Addr), v.Port),
+		})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("dump listeners: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Listener) int {
+		return cmp.Or(a.HostIP.Compare(b.HostIP), cmp.Compare(a.HostPort, b.HostPort))
+	})
+	return out, nil
+}
+
+// vaddrSet marks a slimVaddr to be shown (VADDR_SET in slim.c).
+const vaddrSet = 1
+
+// words is the map form of an address: 16 bytes, IPv4 v4-mapped, as four
+// words holding the bytes in network order (the layout of user_ip6).
+func words(a netip.Addr) [4]uint32 {
+	b := a.As16()
+	var w [4]uint32
+	for i := range w {
+		w[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return w
+}
+
+// addr inverts words; a v4-mapped address comes back as IPv4.
+func addr(w [4]uint32) netip.Addr {
+	var b [16]byte
+	for i := range w {
+		binary.NativeEndian.PutUint32(b[4*i:], w[i])
+	}
+	return netip.AddrFrom16(b).Unmap()
+}
+
+func hostport(a netip.Addr, port uint16) slimHostport {
+	return slimHostport{Addr: words(a), Port: port}
+}
+
+func vaddr(ap netip.AddrPort) slimVaddr {
+	if !ap.IsValid() {
+		return slimVaddr{}
+	}
+	return slimVaddr{Addr: words(ap.Addr()), Port: ap.Port(), Flags: vaddrSet}
+}
+
+// cgroupID returns the cgroup v2 id of dir: its inode number on cgroup2.
+func cgroupID(dir string) (uint64, error) {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return 0, fmt.Errorf("cgroup %s: %w", dir, err)
+	}
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return 0, fmt.Errorf("cgroup %s: not a cgroup v2 directory", dir)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("cgroup %s: %w", dir, err)
+	}
+	// The root cgroup's id is 1. Its programs would cover every socket of
+	// the machine, and the guard would refuse every other cgroup.
+	if st.Ino == 1 {
+		return 0, fmt.Errorf("cgroup %s: refusing the root cgroup", dir)
+	}
+	return st.Ino, nil
+}
+
+// ensurePinDir creates dir on bpffs, mounting bpffs at /sys/fs/bpf first if
+// dir is below it and it is not mounted.
+func ensurePinDir(dir string) error {
+	if rel, err := filepath.Rel(bpfRoot, dir); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+		if !isBPFFS(bpfRoot) {
+			if err := unix.Mount("bpf", bpfRoot, "bpf", 0, "mode=0700"); err != nil {
+				return fmt.Errorf("mount bpffs at %s: %w", bpfRoot, err)
+			}
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create pin dir: %w", err)
+	}
+	if !isBPFFS(dir) {
+		return fmt.Errorf("pin dir %s is not on bpffs", dir)
+	}
+	return nil
+}
+
+func isBPFFS(dir string) bool {
+	var fs unix.Statfs_t
+	return unix.Statfs(dir, &fs) == nil && fs.Type == unix.BPF_FS_MAGIC
+}
+
+// lockDir takes an exclusive flock on dir, so that two slimds (or a slimd
+// and an uninstall) never interleave on one pin dir.
+func lockDir(dir string) (func(), error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open pin dir: %w", err)
+	}
+	deadline := time.Now().Add(lockTimeout)
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Close(fd) }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("lock pin dir %s: %w", dir, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,69 @@
+//go:build !(linux && (amd64 || arm64))
+
+package bpf
+
+import (
+	"log/slog"
+	"net/netip"
+)
+
+// Config: see the Linux implementation.
+type Config struct {
+	Cgroup    string
+	PinDir    string
+	BlockBits int
+	Logger    *slog.Logger
+}
+
+// Programs is never loaded on this platform.
+type Programs struct{}
+
+// PortBlock: see the Linux implementation.
+type PortBlock struct {
+	HostIP netip.Addr
+	Start  uint16
+	VIP    netip.Addr
+}
+
+// Listener: see the Linux implementation.
+type Listener struct {
+	HostIP   netip.Addr
+	HostPort uint16
+	VIP      netip.AddrPort
+}
+
+// Load returns ErrNotSupported.
+func Load(Config) (*Programs, error) { return nil, ErrNotSupported }
+
+// Unpin returns ErrNotSupported.
+func Unpin(string) error { return ErrNotSupported }
+
+// Probe finds nothing.
+func Probe() (Features, error) { return Features{}, nil }
+
+// SetSocket returns ErrNotSupported.
+func (*Programs) SetSocket(int, netip.AddrPort, netip.AddrPort) error { return ErrNotSupported }
+
+// DeleteSocket returns ErrNotSupported.
+func (*Programs) DeleteSocket(int) error { return ErrNotSupported }
+
+// PutPortBlock returns ErrNotSupported.
+func (*Programs) PutPortBlock(netip.Addr, uint16, netip.Addr) error { return ErrNotSupported }
+
+// DeletePortBlock returns ErrNotSupported.
+func (*Programs) DeletePortBlock(netip.Addr, uint16) error { return ErrNotSupported }
+
+// PutListener returns ErrNotSupported.
+func (*Programs) PutListener(netip.Addr, uint16, netip.AddrPort) error { return ErrNotSupported }
+
+// DeleteListener returns ErrNotSupported.
+func (*Programs) DeleteListener(netip.Addr, uint16) error { return ErrNotSupported }
+
+// PortBlocks returns ErrNotSupported.
+func (*Programs) PortBlocks() ([]PortBlock, error) { return nil, ErrNotSupported }
+
+// Listeners returns ErrNotSupported.
+func (*Programs) Listeners() ([]Listener, error) { return nil, ErrNotSupported }
+
+// Close does nothing.
+func (*Programs) Close() error { return nil }

@@ -1,0 +1,8 @@
+package bpf
+
+// The BPF object is committed (slim_bpfel.go, slim_bpfel.o) so that a plain
+// go build needs no clang; go generate ./internal/bpf/ rebuilds it with the
+// bpf2go pinned in go.mod (clang and libbpf-dev's bpf/bpf_helpers.h needed).
+// bpfel is the object for little-endian targets: amd64 and arm64.
+
+//go:generate go tool bpf2go -tags linux -target bpfel -cflags "-O2 -g -Wall -Werror" slim slim.c

@@ -1,0 +1,513 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+//
+// Slim's cgroup BPF programs: address virtualization (getsockname/getpeername
+// rewrite) and the guard (connect/bind/setsockopt) for the host sockets that
+// slimd creates and hands to containers. All programs attach to slimd's own
+// cgroup: sock_addr and sockopt hooks run the programs of the cgroup the
+// *socket* was created in, whoever calls, so they see exactly slimd's sockets
+// (and the sockets the kernel accepts on slimd's listeners).
+//
+// The file is self-contained: it declares the few UAPI types and constants it
+// needs instead of including <linux/bpf.h>, whose <asm/types.h> is
+// arch-specific and not on the BPF target's include path. Socket option
+// values are those of asm-generic (amd64 and arm64, the bpfel targets).
+//
+// Addresses are 16 bytes, IPv4 in v4-mapped form (::ffff:a.b.c.d), held as
+// four 32-bit words in network byte order so that they copy straight into and
+// out of bpf_sock_addr.user_ip6. Ports in maps are in host byte order.
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u64 __be64;
+typedef __u32 __wsum;
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// UAPI (include/uapi/linux/bpf.h). Layouts are stable ABI.
+enum {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_SK_STORAGE = 24,
+};
+#define BPF_F_NO_PREALLOC (1U << 0)
+
+#define __bpf_md_ptr(type, name) \
+	union {                  \
+		type name;       \
+		__u64 : 64;      \
+	} __attribute__((aligned(8)))
+
+struct bpf_sock;
+
+struct bpf_sock_addr {
+	__u32 user_family;
+	__u32 user_ip4;
+	__u32 user_ip6[4];
+	__u32 user_port;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 msg_src_ip4;
+	__u32 msg_src_ip6[4];
+	__bpf_md_ptr(struct bpf_sock *, sk);
+};
+
+struct bpf_sockopt {
+	__bpf_md_ptr(struct bpf_sock *, sk);
+	__bpf_md_ptr(void *, optval);
+	__bpf_md_ptr(void *, optval_end);
+	__s32 level;
+	__s32 optname;
+	__s32 optlen;
+	__s32 retval;
+};
+
+// Socket levels and options (asm-generic/socket.h, linux/in.h, linux/in6.h,
+// linux/tcp.h).
+#define SOL_IP 0
+#define SOL_SOCKET 1
+#define SOL_TCP 6
+#define SOL_IPV6 41
+
+#define SO_PRIORITY 12
+#define SO_REUSEPORT 15
+#define SO_BINDTODEVICE 25
+#define SO_SNDBUFFORCE 32
+#define SO_RCVBUFFORCE 33
+#define SO_MARK 36
+#define SO_BUSY_POLL 46
+#define SO_ATTACH_REUSEPORT_CBPF 51
+#define SO_ATTACH_REUSEPORT_EBPF 52
+#define SO_BINDTOIFINDEX 62
+#define SO_DETACH_REUSEPORT_BPF 68
+#define SO_PREFER_BUSY_POLL 69
+#define SO_BUSY_POLL_BUDGET 70
+
+#define IP_TOS 1
+#define IP_OPTIONS 4
+#define IP_FREEBIND 15
+#define IP_IPSEC_POLICY 16
+#define IP_XFRM_POLICY 17
+#define IP_TRANSPARENT 19
+#define IP_UNICAST_IF 50
+
+#define IPV6_2292HOPOPTS 3
+#define IPV6_2292DSTOPTS 4
+#define IPV6_2292RTHDR 5
+#define IPV6_2292PKTOPTIONS 6
+#define IPV6_IPSEC_POLICY 34
+#define IPV6_XFRM_POLICY 35
+#define IPV6_HOPOPTS 54
+#define IPV6_RTHDRDSTOPTS 55
+#define IPV6_RTHDR 57
+#define IPV6_DSTOPTS 59
+#define IPV6_TCLASS 67
+#define IPV6_TRANSPARENT 75
+#define IPV6_UNICAST_IF 76
+#define IPV6_FREEBIND 78
+
+#define TCP_REPAIR 19
+#define TCP_REPAIR_QUEUE 20
+#define TCP_QUEUE_SEQ 21
+#define TCP_REPAIR_OPTIONS 22
+#define TCP_REPAIR_WINDOW 29
+
+// TC_PRIO_INTERACTIVE: the highest SO_PRIORITY an unprivileged socket may set.
+#define MAX_UNPRIV_PRIORITY 6
+
+// The sockopt hook copies at most one page of optval; a larger optlen must be
+// reset to 0 ("use the caller's buffer") or the kernel may fail the call
+// (Documentation/bpf/prog_cgroup_sockopt.rst, "Large optval"). 4096 is the
+// smallest page size; resetting a smaller optlen to 0 is harmless too.
+#define SOCKOPT_PAGE 4096
+
+// Verdicts of cgroup hooks: 0 rejects the syscall with EPERM, 1 continues.
+#define DENY 0
+#define ALLOW 1
+
+// vaddr flags.
+#define VADDR_SET 1 // the address is to be shown; otherwise leave it alone
+
+// The loader writes the single entry before it attaches any program.
+struct cfg {
+	__u64 slimd_cgroup; // cgroup v2 id of slimd: the only trusted caller
+	__u32 block_bits;   // log2 of the port block size
+	__u32 pad;
+};
+
+// Key of slim_blocks (port = first port of the block) and slim_listeners
+// (port = host port).
+struct hostport {
+	__u32 addr[4];
+	__u16 port;
+	__u16 pad;
+};
+
+// A virtual address: value of slim_listeners, halves of sockaddrs.
+struct vaddr {
+	__u32 addr[4];
+	__u16 port;
+	__u16 flags;
+};
+
+// Value of slim_blocks: the virtual IP of the endpoint owning the block.
+struct vip {
+	__u32 addr[4];
+};
+
+// Value of slim_sockets: what getsockname and getpeername show.
+struct sockaddrs {
+	struct vaddr local;
+	struct vaddr peer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} slim_config SEC(".maps");
+
+// Per-socket virtual addresses, filled by slimd with the socket fd as key,
+// freed by the kernel with the socket.
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sockaddrs);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} slim_sockets SEC(".maps");
+
+// (host IP, first port of block) -> virtual IP of the block's endpoint.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct hostport);
+	__type(value, struct vip);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} slim_blocks SEC(".maps");
+
+// (host IP, host port) -> (virtual IP, virtual port) of a published listener.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct hostport);
+	__type(value, struct vaddr);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} slim_listeners SEC(".maps");
+
+static __always_inline struct cfg *config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&slim_config, &zero);
+}
+
+// caller_is_slimd reports whether the calling task is in slimd's cgroup.
+// Unconfigured (id 0) trusts nobody; the loader configures before attaching.
+static __always_inline int caller_is_slimd(void)
+{
+	struct cfg *cfg = config();
+
+	return cfg && cfg->slimd_cgroup != 0 &&
+	       bpf_get_current_cgroup_id() == cfg->slimd_cgroup;
+}
+
+// ---------------------------------------------------------------------------
+// Address virtualization.
+
+static __always_inline int is_v4mapped(const __u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+// show writes v into the address the syscall returns. A v4 hook can only show
+// an IPv4 (v4-mapped) address; anything else is left as it is.
+static __always_inline void show(struct bpf_sock_addr *ctx,
+				 const struct vaddr *v, int v6)
+{
+	if (v6) {
+		ctx->user_ip6[0] = v->addr[0];
+		ctx->user_ip6[1] = v->addr[1];
+		ctx->user_ip6[2] = v->addr[2];
+		ctx->user_ip6[3] = v->addr[3];
+	} else {
+		if (!is_v4mapped(v->addr))
+			return;
+		ctx->user_ip4 = v->addr[3];
+	}
+	ctx->user_port = bpf_htons(v->port);
+}
+
+static __always_inline int lookup_listener(struct hostport *k,
+					   struct vaddr *out)
+{
+	struct vaddr *v = bpf_map_lookup_elem(&slim_listeners, k);
+
+	if (!v)
+		return 0;
+	*out = *v;
+	return 1;
+}
+
+static __always_inline int lookup_block(struct hostport *k,
+					struct vaddr *out)
+{
+	struct cfg *cfg = config();
+	struct vip *vip;
+	__u16 port = k->port;
+	__u32 bits;
+
+	if (!cfg)
+		return 0;
+	bits = cfg->block_bits;
+	if (bits > 15)
+		return 0;
+	k->port = port & ~((1U << bits) - 1);
+	vip = bpf_map_lookup_elem(&slim_blocks, k);
+	k->port = port;
+	if (!vip)
+		return 0;
+	out->addr[0] = vip->addr[0];
+	out->addr[1] = vip->addr[1];
+	out->addr[2] = vip->addr[2];
+	out->addr[3] = vip->addr[3];
+	out->port = port; // a client keeps its port: only the IP is virtual
+	return 1;
+}
+
+// rewrite shows the virtual local (peer=0) or peer (peer=1) address of the
+// socket. Sockets slimd created carry an sk_storage entry; the others
+// (accepted sockets) are recognised by their host address: a published
+// listener's host port, or a source port inside a published port block.
+static __always_inline int rewrite(struct bpf_sock_addr *ctx, int peer, int v6)
+{
+	struct hostport k = {};
+	struct vaddr v = {};
+	struct sockaddrs *s;
+	int found;
+
+	s = bpf_sk_storage_get(&slim_sockets, ctx->sk, 0, 0);
+	if (s) {
+		struct vaddr *sv = peer ? &s->peer : &s->local;
+
+		if (sv->flags & VADDR_SET)
+			show(ctx, sv, v6);
+		return ALLOW;
+	}
+
+	if (v6) {
+		k.addr[0] = ctx->user_ip6[0];
+		k.addr[1] = ctx->user_ip6[1];
+		k.addr[2] = ctx->user_ip6[2];
+		k.addr[3] = ctx->user_ip6[3];
+	} else {
+		k.addr[2] = bpf_htonl(0x0000ffff);
+		k.addr[3] = ctx->user_ip4;
+	}
+	k.port = bpf_ntohs(ctx->user_port);
+
+	// Try first what an accepted socket has on that side: the listener's
+	// host port locally, a client's port block on the peer side.
+	if (peer)
+		found = lookup_block(&k, &v) || lookup_listener(&k, &v);
+	else
+		found = lookup_listener(&k, &v) || lookup_block(&k, &v);
+	if (found)
+		show(ctx, &v, v6);
+	return ALLOW;
+}
+
+SEC("cgroup/getsockname4")
+int slim_getsockname4(struct bpf_sock_addr *ctx)
+{
+	return rewrite(ctx, 0, 0);
+}
+
+SEC("cgroup/getsockname6")
+int slim_getsockname6(struct bpf_sock_addr *ctx)
+{
+	return rewrite(ctx, 0, 1);
+}
+
+SEC("cgroup/getpeername4")
+int slim_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return rewrite(ctx, 1, 0);
+}
+
+SEC("cgroup/getpeername6")
+int slim_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return rewrite(ctx, 1, 1);
+}
+
+// ---------------------------------------------------------------------------
+// The guard. Only slimd may connect or bind its sockets. The connect hooks
+// also run for sendto/sendmsg with MSG_FASTOPEN (tcp_sendmsg_fastopen goes
+// through __inet_stream_connect) and for io_uring connect; the bind hooks for
+// io_uring bind. They do not run for listen() nor for connect(AF_UNSPEC):
+// seccomp traps listen() instead.
+
+SEC("cgroup/connect4")
+int slim_connect4(struct bpf_sock_addr *ctx)
+{
+	return caller_is_slimd() ? ALLOW : DENY;
+}
+
+SEC("cgroup/connect6")
+int slim_connect6(struct bpf_sock_addr *ctx)
+{
+	return caller_is_slimd() ? ALLOW : DENY;
+}
+
+SEC("cgroup/bind4")
+int slim_bind4(struct bpf_sock_addr *ctx)
+{
+	return caller_is_slimd() ? ALLOW : DENY;
+}
+
+SEC("cgroup/bind6")
+int slim_bind6(struct bpf_sock_addr *ctx)
+{
+	return caller_is_slimd() ? ALLOW : DENY;
+}
+
+static __always_inline int optval_int(struct bpf_sockopt *ctx, int *val)
+{
+	void *p = ctx->optval;
+	void *end = ctx->optval_end;
+
+	if (p + sizeof(int) > end)
+		return 0;
+	*val = *(int *)p;
+	return 1;
+}
+
+// tos_too_high: IP precedence 5-7 (CS5/EF, CS6, CS7). Those classes are kept
+// for real-time and network control traffic that QoS on the host and the
+// underlay may prioritize; a container must not lift its stream into them.
+// Lower classes (CS1-CS4, AFxx, the legacy low-delay bits ssh uses) and ECN
+// pass.
+static __always_inline int tos_too_high(int tos)
+{
+	return tos >= 0 && ((tos >> 5) & 7) >= 5;
+}
+
+// dangerous decides a setsockopt by someone other than slimd on one of
+// slimd's host sockets. The socket lives in the host network namespace, so
+// the kernel's own CAP_NET_ADMIN/CAP_NET_RAW checks there test the container
+// against the host's user namespace, which a container without a user
+// namespace and with those capabilities passes although its grant was meant
+// for its own netns. Refused: options that steer the host's routing,
+// firewalling, QoS or socket selection, and the privileged ones. Everything
+// else (TCP_NODELAY, keepalive, buffer sizes up to the sysctl limits,
+// SO_LINGER, TCP_CONGESTION within net.ipv4.tcp_allowed_congestion_control,
+// TCP_ULP/kTLS, timestamps, ...) only affects the caller's own connection and
+// passes untouched.
+static __always_inline int dangerous(struct bpf_sockopt *ctx)
+{
+	int val;
+
+	switch (ctx->level) {
+	case SOL_SOCKET:
+		switch (ctx->optname) {
+		case SO_BINDTODEVICE:  // egress device: bypasses host routing
+		case SO_BINDTOIFINDEX: // same, by index
+		case SO_MARK:          // fwmark selects host routing tables and nft rules
+		case SO_SNDBUFFORCE:   // beyond net.core.wmem_max (CAP_NET_ADMIN)
+		case SO_RCVBUFFORCE:   // beyond net.core.rmem_max (CAP_NET_ADMIN)
+		case SO_REUSEPORT:     // reuseport groups pick which host socket
+		case SO_ATTACH_REUSEPORT_CBPF: // gets a host port's connections:
+		case SO_ATTACH_REUSEPORT_EBPF: // slimd owns them
+		case SO_DETACH_REUSEPORT_BPF:
+		case SO_BUSY_POLL:        // spins host CPUs on device queues
+		case SO_PREFER_BUSY_POLL: // (raising it needs CAP_NET_ADMIN)
+		case SO_BUSY_POLL_BUDGET:
+			return 1;
+		case SO_PRIORITY: // 0..6 are unprivileged; above is CAP_NET_ADMIN
+			return optval_int(ctx, &val) &&
+			       (val < 0 || val > MAX_UNPRIV_PRIORITY);
+		}
+		return 0;
+	case SOL_IP:
+		switch (ctx->optname) {
+		case IP_TRANSPARENT:  // non-local bind and spoofed source
+		case IP_FREEBIND:     // non-local bind; bind is denied anyway
+		case IP_UNICAST_IF:   // egress interface, like SO_BINDTOIFINDEX
+		case IP_IPSEC_POLICY: // per-socket IPsec policy overrides the host's
+		case IP_XFRM_POLICY:
+			return 1;
+		case IP_OPTIONS: // source routing (LSRR/SSRR); clearing is fine
+			return ctx->optlen > 0;
+		case IP_TOS: // int, or a single byte
+			if (optval_int(ctx, &val))
+				return tos_too_high(val);
+			if (ctx->optlen >= 1 && ctx->optval + 1 <= ctx->optval_end)
+				return tos_too_high(*(__u8 *)ctx->optval);
+			return 0;
+		}
+		return 0;
+	case SOL_IPV6:
+		switch (ctx->optname) {
+		case IPV6_TRANSPARENT:
+		case IPV6_FREEBIND:
+		case IPV6_UNICAST_IF:
+		case IPV6_IPSEC_POLICY:
+		case IPV6_XFRM_POLICY:
+			return 1;
+		case IPV6_RTHDR: // routing header: source routing
+		case IPV6_2292RTHDR:
+		case IPV6_HOPOPTS: // extension headers the host's path must process
+		case IPV6_2292HOPOPTS:
+		case IPV6_DSTOPTS:
+		case IPV6_2292DSTOPTS:
+		case IPV6_RTHDRDSTOPTS:
+		case IPV6_2292PKTOPTIONS: // may carry any of the above
+			return ctx->optlen > 0;
+		case IPV6_TCLASS: // -1 = kernel default
+			return optval_int(ctx, &val) && val != -1 &&
+			       tos_too_high(val);
+		}
+		return 0;
+	case SOL_TCP:
+		switch (ctx->optname) {
+		case TCP_REPAIR: // rewrite sequence numbers and queues, connect
+		case TCP_REPAIR_QUEUE: // without a handshake (CAP_NET_ADMIN)
+		case TCP_QUEUE_SEQ:
+		case TCP_REPAIR_OPTIONS:
+		case TCP_REPAIR_WINDOW:
+			return 1;
+		}
+		return 0;
+	}
+	return 0;
+}
+
+SEC("cgroup/setsockopt")
+int slim_setsockopt(struct bpf_sockopt *ctx)
+{
+	if (!caller_is_slimd() && dangerous(ctx))
+		return DENY;
+	// Pass through: optval untouched. Only an optval beyond the page the
+	// kernel copied must be handed back as "use the caller's buffer".
+	if (ctx->optlen > SOCKOPT_PAGE)
+		ctx->optlen = 0;
+	return ALLOW;
+}
+
+char _license[] SEC("license") = "Dual MIT/GPL";

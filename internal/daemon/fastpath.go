@@ -1,0 +1,389 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/broker"
+	"github.com/slimnet/slim/internal/cgroupfs"
+	"github.com/slimnet/slim/internal/nat"
+	"github.com/slimnet/slim/internal/store"
+	"golang.org/x/sys/unix"
+)
+
+// fastPath is slimd's side of the broker: the views it reads (listeners,
+// the switch, containers by namespace) and the ports and records it
+// writes.
+type fastPath struct {
+	d *Daemon
+
+	mu sync.Mutex
+	// byNetns maps a netns inode to the local container attached in it;
+	// rebuilt when local endpoints change.
+	byNetns map[uint64]*broker.Container
+	// inode of each endpoint's netns path, so rebuilding stats only new ones.
+	inodes map[string]uint64
+	// listener ports in use, and this host's listener blocks.
+	lports  map[uint16]bool
+	lblocks []api.PortBlock
+
+	natTable *nat.Table
+	natDirty chan struct{}
+}
+
+func newFastPath(d *Daemon) *fastPath {
+	return &fastPath{d: d, byNetns: map[uint64]*broker.Container{}, inodes: map[string]uint64{},
+		lports: map[uint16]bool{}, natDirty: make(chan struct{}, 1)}
+}
+
+// FastPath implements broker.View: the cluster-wide switch, on unless set
+// off.
+func (f *fastPath) FastPath() bool {
+	if f.d.bpf == nil {
+		// Without the BPF programs applications would see host
+		// addresses and host sockets would be unguarded.
+		return false
+	}
+	v, ok := f.d.fpSwitch.Get("")
+	return !ok || v.Enabled
+}
+
+// Listener implements broker.View.
+func (f *fastPath) Listener(vip netip.Addr, port uint16) (api.Listener, bool) {
+	return f.d.listeners.Get(store.ListenerKey(vip, port))
+}
+
+// ContainerByNetns implements broker.Resolver.
+func (f *fastPath) ContainerByNetns(ino uint64) (*broker.Container, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.byNetns[ino]
+	return c, ok
+}
+
+// rebuild refreshes byNetns from the endpoint cache (local endpoints).
+func (f *fastPath) rebuild() {
+	eps, _ := f.d.endpoints.Snapshot()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	byNetns := map[uint64]*broker.Container{}
+	inodes := map[string]uint64{}
+	for _, ep := range eps {
+		if ep.Host != f.d.self.Name {
+			continue
+		}
+		ino, ok := f.inodes[ep.Netns]
+		if !ok {
+			var st unix.Stat_t
+			if unix.Stat(ep.Netns, &st) != nil {
+				continue // netns gone: the container is going away
+			}
+			ino = st.Ino
+		}
+		inodes[ep.Netns] = ino
+		byNetns[ino] = &broker.Container{ID: ep.ContainerID, IfName: ep.IfName, VIP4: ep.IPv4, VIP6: ep.IPv6}
+	}
+	f.byNetns, f.inodes = byNetns, inodes
+	f.markNAT() // port blocks changed: the BPF maps follow
+}
+
+// Blocks implements broker.Ports.
+func (f *fastPath) Blocks(c *broker.Container) []api.PortBlock {
+	ep, ok := f.d.endpoints.Get(f.d.self.Name + "/" + c.ID + "/" + c.IfName)
+	if !ok {
+		return nil
+	}
+	return ep.PortBlocks
+}
+
+// Grow implements broker.Ports.
+func (f *fastPath) Grow(ctx context.Context, c *broker.Container) error {
+	cfg := f.d.cfg
+	_, err := f.d.store.AddEndpointBlock(ctx, f.d.self.Name, api.Attachment{ContainerID: c.ID, IfName: c.IfName},
+		cfg.PortFirst, cfg.PortLast, cfg.PortBlockSize)
+	if err != nil {
+		return err
+	}
+	// The broker reads blocks from the cache: wait (bounded) until it has
+	// the new one.
+	deadline := time.Now().Add(2 * time.Second)
+	n := len(f.Blocks(c))
+	for time.Now().Before(deadline) {
+		if len(f.Blocks(c)) > n {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// ListenerPort implements broker.Ports: the lowest free port of the
+// host's listener blocks, claiming another block when they are full.
+func (f *fastPath) ListenerPort(ctx context.Context) (uint16, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for {
+		for _, b := range f.lblocks {
+			for p := b.Start; p < b.Start+b.Size; p++ {
+				if !f.lports[p] {
+					f.lports[p] = true
+					return p, nil
+				}
+			}
+		}
+		cfg := f.d.cfg
+		b, err := f.d.store.ClaimPortBlock(ctx, f.d.self.Name, store.ListenerOwner, cfg.PortFirst, cfg.PortLast, cfg.PortBlockSize)
+		if err != nil {
+			return 0, err
+		}
+		f.lblocks = append(f.lblocks, b)
+	}
+}
+
+// ReleaseListenerPort implements broker.Ports.
+func (f *fastPath) ReleaseListenerPort(p uint16) {
+	f.mu.Lock()
+	delete(f.lports, p)
+	f.mu.Unlock()
+}
+
+// Publish implements broker.Publisher.
+func (f *fastPath) Publish(ctx context.Context, l api.Listener) error {
+	l.Host = f.d.self.Name
+	if err := f.d.store.PutListener(ctx, l, f.d.lease.ID()); err != nil {
+		return err
+	}
+	// Wait until our own cache has it, so a client in this container
+	// that connects right after listen() returns finds it.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, ok := f.Listener(l.VIP, l.Port); ok {
+			return nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return nil
+}
+
+// Withdraw implements broker.Publisher.
+func (f *fastPath) Withdraw(ctx context.Context, vip netip.Addr, port uint16) error {
+	return f.d.store.DeleteListener(ctx, f.d.self.Name, vip, port)
+}
+
+// restore loads what a previous slimd left: listener blocks and the ports
+// of listeners still published for this host (their host sockets live on
+// in the containers).
+func (f *fastPath) restore(ctx context.Context) error {
+	blocks, err := f.d.store.PortBlocks(ctx, f.d.self.Name)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for start, owner := range blocks {
+		if owner == store.ListenerOwner {
+			f.lblocks = append(f.lblocks, api.PortBlock{Start: start, Size: f.d.cfg.PortBlockSize})
+		}
+	}
+	slices.SortFunc(f.lblocks, func(a, b api.PortBlock) int { return int(a.Start) - int(b.Start) })
+	ls, _ := f.d.listeners.Snapshot()
+	for _, l := range ls {
+		if l.Host == f.d.self.Name {
+			f.lports[l.HostPort] = true
+		}
+	}
+	return nil
+}
+
+// localRules are the DNAT rules for listeners on this host.
+func (f *fastPath) localRules() []nat.Rule {
+	ls, _ := f.d.listeners.Snapshot()
+	var rules []nat.Rule
+	for _, l := range ls {
+		if l.Host != f.d.self.Name {
+			continue
+		}
+		hostIP := l.HostIP
+		if l.VIP.Is6() {
+			// The host listener is dual stack on the v4 underlay: IPv6
+			// overlay clients are translated to its v4-mapped address.
+			hostIP = netip.AddrFrom16(l.HostIP.As16())
+		}
+		rules = append(rules, nat.Rule{VIP: l.VIP, Port: l.Port, HostIP: hostIP, HostPort: l.HostPort})
+	}
+	return rules
+}
+
+func (f *fastPath) markNAT() {
+	select {
+	case f.natDirty <- struct{}{}:
+	default:
+	}
+}
+
+// runNAT keeps the DNAT table equal to the local listeners, and the BPF
+// address maps equal to the cluster's port blocks and listeners.
+func (f *fastPath) runNAT(ctx context.Context) error {
+	t := time.NewTicker(f.d.cfg.ResyncInterval)
+	defer t.Stop()
+	for {
+		if f.d.listeners.Synced() && f.d.endpoints.Synced() && f.d.hosts.Synced() {
+			if err := f.natTable.Sync(f.localRules()); err != nil {
+				f.d.log.Warn("dnat sync failed", "err", err)
+			}
+			if err := f.syncBPF(); err != nil {
+				f.d.log.Warn("bpf map sync failed", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-f.natDirty:
+		case <-t.C:
+		}
+	}
+}
+
+// reservePorts adds [first, last] to net.ipv4.ip_local_reserved_ports (which
+// also covers IPv6), keeping what is there: the kernel then never gives
+// these ports to anyone else as ephemeral ports, while explicit binds (ours)
+// still work.
+func reservePorts(first, last uint16) error {
+	const path = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	cur := strings.TrimSpace(string(b))
+	want := fmt.Sprintf("%d-%d", first, last)
+	for _, r := range strings.Split(cur, ",") {
+		if r == want {
+			return nil
+		}
+	}
+	v := want
+	if cur != "" {
+		v = cur + "," + want
+	}
+	if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+		return fmt.Errorf("reserve ports %s: %w", want, err)
+	}
+	return nil
+}
+
+// ParsePortRange parses "first-last" (the --port-range flag).
+func ParsePortRange(s string) (uint16, uint16, error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, 0, errors.New("want first-last")
+	}
+	f, err1 := strconv.ParseUint(a, 10, 16)
+	l, err2 := strconv.ParseUint(b, 10, 16)
+	if err1 != nil || err2 != nil || f == 0 || f > l {
+		return 0, 0, fmt.Errorf("%q: want first-last with 0 < first <= last < 65536", s)
+	}
+	return uint16(f), uint16(l), nil
+}
+
+// ownCgroup returns the cgroup the BPF programs attach to: slimd's own,
+// which must hold nothing else. If slimd runs in the root cgroup (no
+// service manager put it anywhere), it makes <cgroup2>/slim/<node> and
+// moves itself there, before any host socket exists: sockets belong to
+// the cgroup of the process that created them.
+func (d *Daemon) ownCgroup() (string, error) {
+	self, err := cgroupfs.Self()
+	if err != nil {
+		return "", err
+	}
+	root, err := cgroupfs.Mount()
+	if err != nil {
+		return "", err
+	}
+	if filepath.Clean(self) != filepath.Clean(root) {
+		return self, nil
+	}
+	dir := filepath.Join(root, "slim", d.cfg.NodeName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("make slimd cgroup: %w", err)
+	}
+	if err := cgroupfs.Join(dir); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// syncBPF keeps the BPF address maps equal to the store: every endpoint's
+// port blocks (keyed by its host's underlay IP) and every listener.
+func (f *fastPath) syncBPF() error {
+	p := f.d.bpf
+	if p == nil {
+		return nil
+	}
+	hosts, _ := f.d.hosts.Snapshot()
+	eps, _ := f.d.endpoints.Snapshot()
+	ls, _ := f.d.listeners.Snapshot()
+	type bk struct {
+		ip    netip.Addr
+		start uint16
+	}
+	wantB := map[bk]netip.Addr{}
+	for _, ep := range eps {
+		h, ok := hosts[ep.Host]
+		if !ok {
+			continue
+		}
+		for _, b := range ep.PortBlocks {
+			wantB[bk{h.UnderlayIP, b.Start}] = ep.IPv4
+		}
+	}
+	wantL := map[bk]netip.AddrPort{}
+	for _, l := range ls {
+		wantL[bk{l.HostIP, l.HostPort}] = netip.AddrPortFrom(l.VIP, l.Port)
+	}
+	var errs []error
+	haveB, err := p.PortBlocks()
+	if err != nil {
+		return err
+	}
+	for _, b := range haveB {
+		k := bk{b.HostIP, b.Start}
+		if v, ok := wantB[k]; ok && v == b.VIP {
+			delete(wantB, k)
+			continue
+		}
+		if _, ok := wantB[k]; !ok {
+			errs = append(errs, p.DeletePortBlock(b.HostIP, b.Start))
+		}
+	}
+	for k, v := range wantB {
+		errs = append(errs, p.PutPortBlock(k.ip, k.start, v))
+	}
+	haveL, err := p.Listeners()
+	if err != nil {
+		return err
+	}
+	for _, l := range haveL {
+		k := bk{l.HostIP, l.HostPort}
+		if v, ok := wantL[k]; ok && v == l.VIP {
+			delete(wantL, k)
+			continue
+		}
+		if _, ok := wantL[k]; !ok {
+			errs = append(errs, p.DeleteListener(l.HostIP, l.HostPort))
+		}
+	}
+	for k, v := range wantL {
+		errs = append(errs, p.PutListener(k.ip, k.start, v))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,156 @@
+package seccomp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxReadMem bounds ReadMem: a sockaddr or a msghdr is far smaller, and the
+// broker must never copy unbounded amounts out of a target.
+const MaxReadMem = 4096
+
+// ReadMem reads n (1..MaxReadMem) bytes at addr from thread tid's address
+// space (process_vm_readv; needs CAP_SYS_PTRACE over the target). A short
+// read is an error.
+//
+// The thread id can belong to another process by the time of the read if
+// the target died: after reading, check that the notification is still
+// valid (Listener.IDValid) before trusting the bytes, or use
+// Listener.ReadMem, which does both. Read once and work on the copy: the
+// target's other threads can change the memory at any time.
+func ReadMem(tid int, addr uint64, n int) ([]byte, error) {
+	if n <= 0 || n > MaxReadMem {
+		return nil, fmt.Errorf("read %d bytes from thread %d: size out of range 1..%d", n, tid, MaxReadMem)
+	}
+	buf := make([]byte, n)
+	local := []unix.Iovec{{Base: &buf[0]}}
+	local[0].SetLen(n)
+	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: n}}
+	got, err := unix.ProcessVMReadv(tid, local, remote, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil, fmt.Errorf("read thread %d at %#x: %w (%w)", tid, addr, ErrGone, err)
+		}
+		return nil, fmt.Errorf("read thread %d at %#x: %w", tid, addr, err)
+	}
+	if got != n {
+		return nil, fmt.Errorf("read thread %d at %#x: %d of %d bytes: %w", tid, addr, got, n, io.ErrUnexpectedEOF)
+	}
+	return buf, nil
+}
+
+// PidFD opens a pidfd for thread tid (pidfd_open with PIDFD_THREAD, Linux
+// 6.9: a notification's pid is a thread id, which plain pidfd_open refuses
+// unless it leads its thread group). The fd is close-on-exec. As with
+// ReadMem, check the notification's validity after opening it: only then is
+// the pidfd known to refer to the target.
+func PidFD(tid int) (int, error) {
+	fd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return -1, fmt.Errorf("pidfd_open thread %d: %w (%w)", tid, ErrGone, err)
+		}
+		return -1, fmt.Errorf("pidfd_open thread %d: %w", tid, err)
+	}
+	return fd, nil
+}
+
+// GetFD duplicates fd of the process behind pidfd into ours (pidfd_getfd;
+// needs CAP_SYS_PTRACE over the target). The copy shares the open file
+// description (so O_NONBLOCK and the socket are the target's) and always has
+// O_CLOEXEC set; the target's own close-on-exec flag is CloexecOf's.
+func GetFD(pidfd int, fd int) (int, error) {
+	nfd, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) { // the process has exited
+			return -1, fmt.Errorf("pidfd_getfd fd %d: %w (%w)", fd, ErrGone, err)
+		}
+		return -1, fmt.Errorf("pidfd_getfd fd %d: %w", fd, err)
+	}
+	return nfd, nil
+}
+
+// CloexecOf reports whether the target's fd has close-on-exec set. The flag
+// belongs to the fd table, not the open file, so no copy shows it: it is
+// read from the "flags:" line of /proc/TID/fdinfo/FD (one open, one read of
+// at most 256 bytes; the line comes second, after "pos:"). A thread that is
+// gone is ErrGone, an fd that is not open EBADF.
+func CloexecOf(tid int, fd int) (bool, error) {
+	var pathBuf [64]byte
+	p := append(pathBuf[:0], "/proc/"...)
+	p = strconv.AppendInt(p, int64(tid), 10)
+	p = append(p, "/fdinfo/"...)
+	p = strconv.AppendInt(p, int64(fd), 10)
+	p = append(p, 0)
+	dirfd := unix.AT_FDCWD
+	f, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(&p[0])),
+		unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0)
+	if e != 0 {
+		return false, fdinfoError(p[:len(p)-1], tid, fd, e)
+	}
+	var buf [256]byte
+	n, err := unix.Read(int(f), buf[:])
+	unix.Close(int(f))
+	if err != nil {
+		return false, fmt.Errorf("read fdinfo of thread %d fd %d: %w", tid, fd, err)
+	}
+	flags, err := fdinfoFlags(buf[:n])
+	if err != nil {
+		return false, fmt.Errorf("fdinfo of thread %d fd %d: %w", tid, fd, err)
+	}
+	return flags&unix.O_CLOEXEC != 0, nil
+}
+
+// fdinfoError tells a gone thread (ErrGone) from a closed fd (EBADF) when
+// /proc/TID/fdinfo/FD cannot be opened: both are ENOENT.
+func fdinfoError(path []byte, tid, fd int, e unix.Errno) error {
+	if e == unix.ENOENT {
+		dir := path[:len(path)-len("/fdinfo/")-len(strconv.Itoa(fd))]
+		if err := unix.Access(string(dir), unix.F_OK); err == nil {
+			return fmt.Errorf("fdinfo of thread %d fd %d: %w", tid, fd, unix.EBADF)
+		}
+	}
+	if e == unix.ENOENT || e == unix.ESRCH {
+		return fmt.Errorf("fdinfo of thread %d fd %d: %w (%w)", tid, fd, ErrGone, e)
+	}
+	return fmt.Errorf("open fdinfo of thread %d fd %d: %w", tid, fd, e)
+}
+
+// fdinfoFlags parses the octal value of the "flags:" line of an fdinfo file.
+func fdinfoFlags(b []byte) (uint64, error) {
+	const key = "flags:"
+	for len(b) > 0 {
+		line := b
+		rest := []byte(nil)
+		for i, c := range b {
+			if c == '\n' {
+				line, rest = b[:i], b[i+1:]
+				break
+			}
+		}
+		if len(line) >= len(key) && string(line[:len(key)]) == key {
+			v := line[len(key):]
+			for len(v) > 0 && (v[0] == '\t' || v[0] == ' ') {
+				v = v[1:]
+			}
+			if len(v) == 0 {
+				break
+			}
+			var flags uint64
+			for _, c := range v {
+				if c < '0' || c > '7' || flags > (1<<60) {
+					return 0, fmt.Errorf("bad flags %q", line)
+				}
+				flags = flags<<3 | uint64(c-'0')
+			}
+			return flags, nil
+		}
+		b = rest
+	}
+	return 0, errors.New("no flags line")
+}
