@@ -156,3 +156,14 @@ func endpointPath(a Attachment) string {
 
 // IsUnavailable reports whether err means slimd could not be reached.
 func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// Listeners lists published fast-path listeners, of one host when host is
+// not empty.
+func (c *Client) Listeners(ctx context.Context, host string) ([]Listener, error) {
+	var l []Listener
+	p := "/v1/listeners"
+	if host != "" {
+		p += "?host=" + url.QueryEscape(host)
+	}
+	return l, c.Do(ctx, http.MethodGet, p, nil, &l)
+}

@@ -333,6 +333,9 @@ func (d *Daemon) serve(ctx context.Context) error {
 	srv.OnRequest = func(route string, code int) {
 		d.metrics.apiRequests.WithLabelValues(route, fmt.Sprint(code)).Inc()
 	}
+	srv.Handle("GET /v1/listeners", func(r *http.Request) (any, error) {
+		return d.fp.listenerList(r.URL.Query().Get("host"))
+	})
 	g.Go(func() error { return srv.Run(ctx, d.cfg.Socket) })
 	if d.cfg.MetricsAddr != "" {
 		g.Go(func() error { return d.serveMetrics(ctx) })

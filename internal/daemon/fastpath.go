@@ -387,3 +387,24 @@ func (f *fastPath) syncBPF() error {
 	}
 	return errors.Join(errs...)
 }
+
+// listenerList serves GET /v1/listeners.
+func (f *fastPath) listenerList(host string) ([]api.Listener, error) {
+	ls, synced := f.d.listeners.Snapshot()
+	if !synced {
+		return nil, fmt.Errorf("%w: listener cache not synced", api.ErrUnavailable)
+	}
+	out := make([]api.Listener, 0, len(ls))
+	for _, l := range ls {
+		if host == "" || l.Host == host {
+			out = append(out, l)
+		}
+	}
+	slices.SortFunc(out, func(a, b api.Listener) int {
+		if c := a.VIP.Compare(b.VIP); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	return out, nil
+}

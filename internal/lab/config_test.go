@@ -101,6 +101,8 @@ func TestSlimdArgs(t *testing.T) {
 			"--node-name", host,
 			"--data-dir", "/run/slimlab/" + host + "/data",
 			"--socket", "/run/slimlab/" + host + "/slimd.sock",
+			"--agent-socket", "/run/slimlab/" + host + "/agent.sock",
+			"--bpf-pin-dir", "/sys/fs/bpf/slimlab/" + host,
 			"--underlay-iface", "eth0",
 			"--lease-ttl", "10s",
 			"--resync-interval", "5s",

@@ -14,7 +14,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -128,7 +130,12 @@ func connect(args []string) error {
 	conns := fs.Int("conns", 1, "connections")
 	parallel := fs.Int("parallel", 1, "connections at once")
 	blocking := fs.Bool("blocking", false, "blocking connect(2) instead of Go's non-blocking connect + epoll")
+	signals := fs.Bool("signals", false, "send ourselves SIGUSR1 every 100us while connecting (interrupted connects)")
 	fs.Parse(args)
+	if *signals {
+		stop := interrupter()
+		defer stop()
+	}
 	ap, err := netip.ParseAddrPort(*addr)
 	if err != nil {
 		return err
@@ -208,6 +215,29 @@ func one(ap netip.AddrPort, n int64, blocking bool) (cl, sv Report) {
 	}
 	cl.Bytes = n
 	return
+}
+
+// interrupter sends the process SIGUSR1 every 100 us until stopped; Go
+// installs its handler with SA_RESTART, so interrupted calls restart, as
+// in most programs.
+func interrupter() func() {
+	ch := make(chan os.Signal, 64)
+	signal.Notify(ch, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(100 * time.Microsecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ch:
+			case <-t.C:
+				syscall.Kill(os.Getpid(), syscall.SIGUSR1)
+			}
+		}
+	}()
+	return func() { close(done); signal.Stop(ch) }
 }
 
 // blockingDial connects with a blocking connect(2) on the calling thread,

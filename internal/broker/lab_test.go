@@ -1,0 +1,333 @@
+//go:build linux
+
+package broker_test
+
+// The fast path on a real two-host lab: programs in containers connect to
+// virtual addresses, their bytes go host to host (not through the vxlan
+// device or the container veths), and they see only virtual addresses.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+var (
+	probeOnce sync.Once
+	probePath string
+	probeErr  error
+)
+
+// buildProbe builds test/slimprobe as a static binary (CGO_ENABLED=0).
+func buildProbe(t *testing.T) string {
+	t.Helper()
+	probeOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "slimprobe-")
+		if err != nil {
+			probeErr = err
+			return
+		}
+		probePath = filepath.Join(dir, "slimprobe")
+		cmd := exec.Command("go", "build", "-o", probePath, "github.com/slimnet/slim/test/slimprobe")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			probeErr = fmt.Errorf("build slimprobe: %v\n%s", err, out)
+		}
+	})
+	if probeErr != nil {
+		t.Fatal(probeErr)
+	}
+	return probePath
+}
+
+// overlayBytes sums rx+tx bytes of every interface that overlay traffic
+// crosses on the lab's hosts: the vxlan device and the container veths.
+func overlayBytes(t *testing.T, hosts ...string) uint64 {
+	t.Helper()
+	var sum uint64
+	for _, h := range hosts {
+		ns, err := netns.GetFromPath(lab.NetnsPath(lab.HostNetns(h)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hd, err := netlink.NewHandleAt(ns)
+		ns.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		links, err := hd.LinkList()
+		hd.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range links {
+			a := l.Attrs()
+			if a.Name == "slim-vxlan" || (l.Type() == "veth" && strings.HasPrefix(a.Name, "slim")) {
+				sum += a.Statistics.RxBytes + a.Statistics.TxBytes
+			}
+		}
+	}
+	return sum
+}
+
+type report struct {
+	Local, Peer, Accept string
+	Bytes               int64
+	Err                 string
+}
+
+type result struct {
+	Client report
+	Server report
+}
+
+func parseResults(t *testing.T, out string) []result {
+	t.Helper()
+	var rs []result
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		var r result
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("bad probe line %q: %v", sc.Text(), err)
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+func addrOf(t *testing.T, s string) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		t.Fatalf("address %q: %v", s, err)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// checkVirtual asserts that both ends saw only virtual addresses.
+func checkVirtual(t *testing.T, r result, client, server netip.Addr, port uint16) {
+	t.Helper()
+	if r.Client.Err != "" {
+		t.Fatalf("client: %s", r.Client.Err)
+	}
+	cl, cp := addrOf(t, r.Client.Local), addrOf(t, r.Client.Peer)
+	sl, sp, sa := addrOf(t, r.Server.Local), addrOf(t, r.Server.Peer), addrOf(t, r.Server.Accept)
+	if cl.Addr() != client || cp != netip.AddrPortFrom(server, port) {
+		t.Errorf("client saw local %v peer %v; want %v:* and %v:%d", cl, cp, client, server, port)
+	}
+	if sl != netip.AddrPortFrom(server, port) || sp != cl || sa != cl {
+		t.Errorf("server saw local %v peer %v accept %v; want %v:%d and %v", sl, sp, sa, server, port, cl)
+	}
+}
+
+func waitListener(t *testing.T, cfg lab.Config, host string, vip netip.Addr, port uint16, present bool) {
+	t.Helper()
+	c := api.NewClient(lab.SocketPath(cfg, host))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ls, err := c.Listeners(context.Background(), "")
+		found := false
+		for _, l := range ls {
+			if l.VIP == vip && l.Port == port {
+				found = true
+			}
+		}
+		if err == nil && found == present {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("listener %v:%d present=%v: not so after 15s (last %v, %v)", vip, port, found, ls, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestFastPath(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(2))
+	probe := buildProbe(t)
+	ctx := t.Context()
+	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "0.0.0.0:7100"}})
+	cli := l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
+	waitListener(t, l.Config, "h1", srv.IPv4, 7100, true)
+	dst := netip.AddrPortFrom(srv.IPv4, 7100).String()
+
+	// onFastPath runs fn and asserts that the overlay carried (almost)
+	// nothing meanwhile although fn moved at least moved bytes.
+	onFastPath := func(t *testing.T, moved uint64, fn func()) {
+		t.Helper()
+		before := overlayBytes(t, "h1", "h2")
+		fn()
+		if d := overlayBytes(t, "h1", "h2") - before; d > moved/100 {
+			t.Errorf("overlay interfaces carried %d bytes while %d moved: not the fast path", d, moved)
+		}
+	}
+
+	t.Run("go-static-nonblocking", func(t *testing.T) {
+		onFastPath(t, 40<<20, func() {
+			out := l.Output(ctx, "cli", probe, "connect", "-addr", dst, "-bytes", fmt.Sprint(20<<20), "-conns", "2")
+			rs := parseResults(t, out)
+			if len(rs) != 2 {
+				t.Fatalf("%d results", len(rs))
+			}
+			for _, r := range rs {
+				checkVirtual(t, r, cli.IPv4, srv.IPv4, 7100)
+			}
+		})
+	})
+	t.Run("blocking", func(t *testing.T) {
+		onFastPath(t, 10<<20, func() {
+			out := l.Output(ctx, "cli", probe, "connect", "-blocking", "-addr", dst, "-bytes", fmt.Sprint(10<<20))
+			checkVirtual(t, parseResults(t, out)[0], cli.IPv4, srv.IPv4, 7100)
+		})
+	})
+	t.Run("blocking-with-signals", func(t *testing.T) {
+		out := l.Output(ctx, "cli", probe, "connect", "-blocking", "-signals", "-addr", dst, "-bytes", "1000", "-conns", "300", "-parallel", "8")
+		rs := parseResults(t, out)
+		if len(rs) != 300 {
+			t.Fatalf("%d results", len(rs))
+		}
+		for _, r := range rs {
+			checkVirtual(t, r, cli.IPv4, srv.IPv4, 7100)
+		}
+	})
+	t.Run("1000-concurrent", func(t *testing.T) {
+		out := l.Output(ctx, "cli", probe, "connect", "-addr", dst, "-bytes", "100", "-conns", "1000", "-parallel", "200")
+		rs := parseResults(t, out)
+		if len(rs) != 1000 {
+			t.Fatalf("%d results", len(rs))
+		}
+		for _, r := range rs {
+			checkVirtual(t, r, cli.IPv4, srv.IPv4, 7100)
+		}
+	})
+	t.Run("iperf3", func(t *testing.T) {
+		ipsrvC := l.Run(lab.RunSpec{Host: "h1", Name: "ipsrv", Command: []string{"iperf3", "-s", "-p", "5201"}})
+		waitListener(t, l.Config, "h1", ipsrvC.IPv4, 5201, true)
+		var got struct {
+			End struct {
+				SumReceived struct {
+					Bytes uint64 `json:"bytes"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		before := overlayBytes(t, "h1", "h2")
+		out := l.Output(ctx, "cli", "iperf3", "-c", ipsrvC.IPv4.String(), "-p", "5201", "-t", "2", "-J")
+		delta := overlayBytes(t, "h1", "h2") - before
+		if err := json.Unmarshal([]byte(out), &got); err != nil || got.End.SumReceived.Bytes < 10<<20 {
+			t.Fatalf("iperf3 moved %d bytes (%v)", got.End.SumReceived.Bytes, err)
+		}
+		if delta > got.End.SumReceived.Bytes/100 {
+			t.Fatalf("overlay carried %d of iperf3's %d bytes", delta, got.End.SumReceived.Bytes)
+		}
+	})
+	t.Run("no-listener-refused", func(t *testing.T) {
+		out, err := lab.Output(ctx, l.Config, "cli", probe, "connect", "-addr", netip.AddrPortFrom(srv.IPv4, 7999).String(), "-bytes", "1")
+		if err == nil || !strings.Contains(string(out), "connection refused") {
+			t.Fatalf("connect to a port without listener: %v, %s %s", err, out, stderrOf(err))
+		}
+	})
+	t.Run("overlay-client-to-fast-server", func(t *testing.T) {
+		plainC := l.Run(lab.RunSpec{Host: "h2", Name: "plain", NoSlim: true, Command: []string{"sleep", "infinity"}})
+		plain := plainC.IPv4
+		before := overlayBytes(t, "h1", "h2")
+		out := l.Output(ctx, "plain", probe, "connect", "-addr", dst, "-bytes", fmt.Sprint(1<<20))
+		r := parseResults(t, out)[0]
+		checkVirtual(t, r, plain, srv.IPv4, 7100)
+		if overlayBytes(t, "h1", "h2")-before < 1<<20 {
+			t.Fatal("a --no-slim client's bytes did not take the overlay")
+		}
+	})
+	t.Run("fast-client-to-overlay-server", func(t *testing.T) {
+		plainsrvC := l.Run(lab.RunSpec{Host: "h1", Name: "plainsrv", NoSlim: true, Command: []string{probe, "serve", "-addr", "0.0.0.0:7300"}})
+		ip := plainsrvC.IPv4
+		var out string
+		waitFor(t, 10*time.Second, func() error {
+			var err error
+			o, err := lab.Output(ctx, l.Config, "cli", probe, "connect", "-addr", netip.AddrPortFrom(ip, 7300).String(), "-bytes", "1000")
+			out = string(o)
+			return err
+		})
+		checkVirtual(t, parseResults(t, out)[0], cli.IPv4, ip, 7300)
+	})
+	t.Run("udp-and-icmp-on-overlay", func(t *testing.T) {
+		udpC := l.Run(lab.RunSpec{Host: "h1", Name: "udp", Command: []string{"socat", "UDP-RECVFROM:7500,fork", "EXEC:cat"}})
+		ip := udpC.IPv4.String()
+		l.Output(ctx, "cli", "ping", "-c", "1", "-W", "2", ip)
+		waitFor(t, 10*time.Second, func() error {
+			o, err := lab.Output(ctx, l.Config, "cli", "sh", "-c", "echo ping-udp | socat -t 1 - UDP:"+ip+":7500")
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(string(o)) != "ping-udp" {
+				return fmt.Errorf("got %q", o)
+			}
+			return nil
+		})
+	})
+	t.Run("reuseport-and-close", func(t *testing.T) {
+		rpC := l.Run(lab.RunSpec{Host: "h1", Name: "rp", Command: []string{"sh", "-c",
+			"socat TCP-LISTEN:7400,reuseport,fork EXEC:cat & socat TCP-LISTEN:7400,reuseport,fork EXEC:cat & wait"}})
+		ip := rpC.IPv4
+		waitListener(t, l.Config, "h1", ip, 7400, true)
+		waitFor(t, 10*time.Second, func() error {
+			// Both processes got a host listener: two LISTEN sockets on
+			// one host port.
+			o, err := lab.Output(ctx, l.Config, "h1", "sh", "-c", "ss -Htln | grep -c 192.168.77.1:")
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(string(o)) < "2" {
+				return fmt.Errorf("%s host listeners", o)
+			}
+			return nil
+		})
+		for i := range 4 {
+			msg := fmt.Sprintf("hello %d", i)
+			o := l.Output(ctx, "cli", "sh", "-c", fmt.Sprintf("echo '%s' | socat -t 1 - TCP:%s:7400", msg, ip))
+			if strings.TrimSpace(o) != msg {
+				t.Fatalf("echo through reuseport group: %q", o)
+			}
+		}
+		if err := lab.Remove(ctx, l.Config, "rp"); err != nil {
+			t.Fatal(err)
+		}
+		waitListener(t, l.Config, "h1", ip, 7400, false)
+	})
+}
+
+func stderrOf(err error) string {
+	if ee, ok := err.(*lab.ExitError); ok {
+		return string(ee.Stderr)
+	}
+	return ""
+}
+
+func waitFor(t *testing.T, d time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not true after %s: %v", d, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
