@@ -167,3 +167,21 @@ func (c *Client) Listeners(ctx context.Context, host string) ([]Listener, error)
 	}
 	return l, c.Do(ctx, http.MethodGet, p, nil, &l)
 }
+
+// Connections lists this host's fast-path connections.
+func (c *Client) Connections(ctx context.Context) ([]Connection, error) {
+	var out []Connection
+	return out, c.Do(ctx, http.MethodGet, "/v1/connections", nil, &out)
+}
+
+// FastPath reads the fast-path state of the host.
+func (c *Client) FastPath(ctx context.Context) (FastPathStatus, error) {
+	var st FastPathStatus
+	return st, c.Do(ctx, http.MethodGet, "/v1/fastpath", nil, &st)
+}
+
+// SetFastPath sets the cluster-wide switch.
+func (c *Client) SetFastPath(ctx context.Context, enabled bool) (FastPathStatus, error) {
+	var st FastPathStatus
+	return st, c.Do(ctx, http.MethodPut, "/v1/fastpath", map[string]bool{"enabled": enabled}, &st)
+}

@@ -66,6 +66,35 @@ type Listener struct {
 	IfName      string     `json:"ifName"`
 }
 
+// Connection is one fast-path TCP connection on a host, as slimctl
+// connections lists it: the 4-tuple the applications see and the one on the
+// wire.
+type Connection struct {
+	Container     string         `json:"container"`
+	Role          string         `json:"role"` // "client" or "server"
+	VirtualLocal  netip.AddrPort `json:"virtualLocal"`
+	VirtualRemote netip.AddrPort `json:"virtualRemote"`
+	HostLocal     netip.AddrPort `json:"hostLocal"`
+	HostRemote    netip.AddrPort `json:"hostRemote"`
+	State         string         `json:"state"`
+	// Since is when the broker swapped the socket in; zero if unknown
+	// (accepted sockets, or connections older than this slimd).
+	Since time.Time `json:"since,omitzero"`
+}
+
+// FastPathStatus is the state of the fast path on one host.
+type FastPathStatus struct {
+	// Enabled is the cluster-wide switch.
+	Enabled bool `json:"enabled"`
+	// Active is whether this host uses the fast path now: the switch is
+	// on and the BPF programs are loaded.
+	Active bool `json:"active"`
+	// BPF says whether the address rewrite and guard programs are loaded.
+	BPF bool `json:"bpf"`
+	// Sessions is the number of supervised process trees (notification fds).
+	Sessions int `json:"sessions"`
+}
+
 // EndpointRequest asks slimd for addresses for a new container interface.
 // It is idempotent: asking again for the same ContainerID and IfName returns
 // the endpoint already allocated.

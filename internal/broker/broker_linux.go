@@ -47,6 +47,7 @@ type Broker struct {
 	listeners map[netip.AddrPort]*listenerGroup // by virtual address
 	byPort    map[uint16]*listenerGroup         // by host port
 	cursors   map[string]int                    // container id -> next source port index
+	conns     map[ConnKey]time.Time             // swapped client sockets: when
 	wg        sync.WaitGroup
 }
 
@@ -81,6 +82,7 @@ func New(cfg Config) (*Broker, error) {
 		listeners: map[netip.AddrPort]*listenerGroup{},
 		byPort:    map[uint16]*listenerGroup{},
 		cursors:   map[string]int{},
+		conns:     map[ConnKey]time.Time{},
 	}
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
 		fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
@@ -97,6 +99,24 @@ func New(cfg Config) (*Broker, error) {
 		}
 	}
 	return b, nil
+}
+
+// ConnKey is a host socket's 4-tuple on the wire.
+type ConnKey struct{ Local, Remote netip.AddrPort }
+
+// Since returns when the broker swapped in the client socket with this
+// 4-tuple (zero if it did not, or does not remember).
+func (b *Broker) Since(k ConnKey) time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.conns[k]
+}
+
+// Sessions is the number of supervised notification fds.
+func (b *Broker) Sessions() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.sessions)
 }
 
 // Metrics returns the broker's collectors.

@@ -208,6 +208,9 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif) error {
 	}
 	tm.step("addfd")
 	s.b.cfg.Metrics.Swaps.WithLabelValues("connect").Inc()
+	s.b.mu.Lock()
+	s.b.conns[ConnKey{Local: local, Remote: netip.AddrPortFrom(lst.HostIP, lst.HostPort)}] = start
+	s.b.mu.Unlock()
 	if a.nonblock {
 		err = s.l.Return(n.ID, 0, unix.EINPROGRESS)
 	} else {

@@ -279,6 +279,63 @@ func TestFastPath(t *testing.T) {
 			return nil
 		})
 	})
+	t.Run("connections-listed", func(t *testing.T) {
+		// A connection held open by a background client shows up on
+		// both hosts with its virtual and host 4-tuples.
+		l.Run(lab.RunSpec{Host: "h2", Name: "holder", Command: []string{"sh", "-c",
+			"sleep 30 | socat -u - TCP:" + dst}})
+		holder := netip.Addr{}
+		waitFor(t, 10*time.Second, func() error {
+			conns, err := api.NewClient(lab.SocketPath(l.Config, "h2")).Connections(ctx)
+			if err != nil {
+				return err
+			}
+			for _, c := range conns {
+				if c.Role == "client" && c.VirtualRemote == netip.MustParseAddrPort(dst) && c.State == "ESTABLISHED" &&
+					c.HostLocal.Addr() == netip.MustParseAddr("192.168.77.2") && !c.Since.IsZero() {
+					holder = c.VirtualLocal.Addr()
+					return nil
+				}
+			}
+			return fmt.Errorf("client connection not listed: %+v", conns)
+		})
+		waitFor(t, 10*time.Second, func() error {
+			conns, err := api.NewClient(lab.SocketPath(l.Config, "h1")).Connections(ctx)
+			if err != nil {
+				return err
+			}
+			for _, c := range conns {
+				if c.Role == "server" && c.VirtualLocal == netip.MustParseAddrPort(dst) && c.VirtualRemote.Addr() == holder {
+					return nil
+				}
+			}
+			return fmt.Errorf("server side not listed: %+v", conns)
+		})
+	})
+	t.Run("switch-off-uses-overlay", func(t *testing.T) {
+		c := api.NewClient(lab.SocketPath(l.Config, "h1"))
+		if st, err := c.SetFastPath(ctx, false); err != nil || st.Enabled || st.Active {
+			t.Fatalf("switch off: %+v, %v", st, err)
+		}
+		defer func() {
+			if _, err := c.SetFastPath(ctx, true); err != nil {
+				t.Error(err)
+			}
+		}()
+		h2 := api.NewClient(lab.SocketPath(l.Config, "h2"))
+		waitFor(t, 10*time.Second, func() error {
+			if st, err := h2.FastPath(ctx); err != nil || st.Active {
+				return fmt.Errorf("h2 still active: %+v %v", st, err)
+			}
+			return nil
+		})
+		before := overlayBytes(t, "h1", "h2")
+		out := l.Output(ctx, "cli", probe, "connect", "-addr", dst, "-bytes", fmt.Sprint(1<<20))
+		checkVirtual(t, parseResults(t, out)[0], cli.IPv4, srv.IPv4, 7100)
+		if overlayBytes(t, "h1", "h2")-before < 1<<20 {
+			t.Fatal("with the switch off the bytes did not take the overlay")
+		}
+	})
 	t.Run("reuseport-and-close", func(t *testing.T) {
 		rpC := l.Run(lab.RunSpec{Host: "h1", Name: "rp", Command: []string{"sh", "-c",
 			"socat TCP-LISTEN:7400,reuseport,fork EXEC:cat & socat TCP-LISTEN:7400,reuseport,fork EXEC:cat & wait"}})

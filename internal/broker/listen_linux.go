@@ -202,15 +202,17 @@ func (b *Broker) withdraw(vips []netip.AddrPort) {
 }
 
 // reapListeners withdraws listeners whose host sockets are all closed (the
-// application closed them or exited). One sock_diag dump per family.
+// application closed them or exited), and forgets closed client
+// connections. One sock_diag dump per family.
 func (b *Broker) reapListeners(ctx context.Context) {
 	b.mu.Lock()
-	if len(b.byPort) == 0 {
-		b.mu.Unlock()
+	idle := len(b.byPort) == 0 && len(b.conns) == 0
+	b.mu.Unlock()
+	if idle {
 		return
 	}
-	b.mu.Unlock()
 	open := map[uint16]bool{}
+	live := map[ConnKey]bool{}
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		socks, err := netlink.SocketDiagTCP(fam)
 		if err != nil {
@@ -220,11 +222,18 @@ func (b *Broker) reapListeners(ctx context.Context) {
 		for _, sk := range socks {
 			if sk.State == tcpListen {
 				open[sk.ID.SourcePort] = true
+				continue
 			}
+			live[diagKey(sk)] = true
 		}
 	}
 	var gone []*listenerGroup
 	b.mu.Lock()
+	for k := range b.conns {
+		if !live[k] {
+			delete(b.conns, k)
+		}
+	}
 	for port, g := range b.byPort {
 		if !open[port] && time.Since(g.created) > b.cfg.ReapInterval {
 			gone = append(gone, g)
@@ -243,6 +252,19 @@ func (b *Broker) reapListeners(ctx context.Context) {
 		b.cfg.Log.Debug("broker: listener closed", "vips", g.vips, "hostPort", g.hostPort)
 	}
 }
+
+// diagKey is a sock_diag entry's 4-tuple, v4-mapped addresses unmapped.
+func diagKey(sk *netlink.Socket) ConnKey {
+	src, _ := netip.AddrFromSlice(sk.ID.Source)
+	dst, _ := netip.AddrFromSlice(sk.ID.Destination)
+	return ConnKey{
+		Local:  netip.AddrPortFrom(src.Unmap(), sk.ID.SourcePort),
+		Remote: netip.AddrPortFrom(dst.Unmap(), sk.ID.DestinationPort),
+	}
+}
+
+// DiagKey exports diagKey for slimd's connection listing.
+func DiagKey(sk *netlink.Socket) ConnKey { return diagKey(sk) }
 
 func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
 	switch v := sa.(type) {

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -335,6 +337,19 @@ func (d *Daemon) serve(ctx context.Context) error {
 	}
 	srv.Handle("GET /v1/listeners", func(r *http.Request) (any, error) {
 		return d.fp.listenerList(r.URL.Query().Get("host"))
+	})
+	srv.Handle("GET /v1/connections", func(r *http.Request) (any, error) { return d.fp.connections() })
+	srv.Handle("GET /v1/fastpath", func(r *http.Request) (any, error) { return d.fp.fastPathStatus(), nil })
+	srv.Handle("PUT /v1/fastpath", func(r *http.Request) (any, error) {
+		var req struct {
+			Enabled *bool `json:"enabled"`
+		}
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1024))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil || req.Enabled == nil {
+			return nil, fmt.Errorf("%w: want {\"enabled\": true|false}", api.ErrInvalid)
+		}
+		return d.fp.setFastPath(r.Context(), *req.Enabled)
 	})
 	g.Go(func() error { return srv.Run(ctx, d.cfg.Socket) })
 	if d.cfg.MetricsAddr != "" {

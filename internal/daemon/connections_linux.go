@@ -1,0 +1,113 @@
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/broker"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// tcpStates names TCP states as sock_diag numbers them.
+var tcpStates = [...]string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
+	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING"}
+
+// connections lists this host's fast-path connections from sock_diag: host
+// sockets bound to a port of a local endpoint's blocks (clients) or
+// accepted on a local listener's host port (servers), with their virtual
+// 4-tuples from the same tables the BPF programs use.
+func (f *fastPath) connections() ([]api.Connection, error) {
+	self := f.d.self
+	eps, _ := f.d.endpoints.Snapshot()
+	hosts, _ := f.d.hosts.Snapshot()
+	ls, _ := f.d.listeners.Snapshot()
+	type hp struct {
+		ip    netip.Addr
+		block uint16
+	}
+	mask := ^(f.d.cfg.PortBlockSize - 1)
+	blocks := map[hp]api.Endpoint{}
+	for _, ep := range eps {
+		h, ok := hosts[ep.Host]
+		if !ok {
+			continue
+		}
+		for _, b := range ep.PortBlocks {
+			blocks[hp{h.UnderlayIP, b.Start}] = ep
+		}
+	}
+	lst := map[netip.AddrPort]api.Listener{}
+	for _, l := range ls {
+		lst[netip.AddrPortFrom(l.HostIP, l.HostPort)] = l
+	}
+	var out []api.Connection
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := netlink.SocketDiagTCP(fam)
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag: %w", err)
+		}
+		for _, sk := range socks {
+			if int(sk.State) >= len(tcpStates) || tcpStates[sk.State] == "LISTEN" {
+				continue
+			}
+			k := broker.DiagKey(sk)
+			if k.Local.Addr() != self.UnderlayIP {
+				continue
+			}
+			c := api.Connection{HostLocal: k.Local, HostRemote: k.Remote, State: tcpStates[sk.State]}
+			if ep, ok := blocks[hp{k.Local.Addr(), k.Local.Port() & mask}]; ok {
+				c.Role, c.Container = "client", ep.ContainerID
+				c.VirtualLocal = netip.AddrPortFrom(ep.IPv4, k.Local.Port())
+				if l, ok := lst[k.Remote]; ok {
+					c.VirtualRemote = netip.AddrPortFrom(l.VIP, l.Port)
+				}
+				c.Since = f.d.broker.Since(k)
+			} else if l, ok := lst[k.Local]; ok {
+				c.Role, c.Container = "server", l.ContainerID
+				c.VirtualLocal = netip.AddrPortFrom(l.VIP, l.Port)
+				c.VirtualRemote = k.Remote // an overlay client (DNAT) shows its own address
+				if ep, ok := blocks[hp{k.Remote.Addr(), k.Remote.Port() & mask}]; ok {
+					c.VirtualRemote = netip.AddrPortFrom(ep.IPv4, k.Remote.Port())
+				}
+			} else {
+				continue
+			}
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b api.Connection) int {
+		return cmp.Or(cmp.Compare(a.Container, b.Container), a.VirtualLocal.Compare(b.VirtualLocal), a.HostLocal.Compare(b.HostLocal))
+	})
+	return out, nil
+}
+
+// fastPathStatus serves GET /v1/fastpath.
+func (f *fastPath) fastPathStatus() api.FastPathStatus {
+	v, ok := f.d.fpSwitch.Get("")
+	enabled := !ok || v.Enabled
+	return api.FastPathStatus{Enabled: enabled, Active: f.FastPath(), BPF: f.d.bpf != nil, Sessions: f.d.broker.Sessions()}
+}
+
+// setFastPath serves PUT /v1/fastpath and waits (bounded) until the local
+// cache has the new value, so the answer reflects it.
+func (f *fastPath) setFastPath(ctx context.Context, enabled bool) (api.FastPathStatus, error) {
+	if err := f.d.store.SetFastPath(ctx, enabled); err != nil {
+		return api.FastPathStatus{}, err
+	}
+	for ctx.Err() == nil {
+		if v, ok := f.d.fpSwitch.Get(""); ok && v.Enabled == enabled {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return f.fastPathStatus(), ctx.Err()
+}
