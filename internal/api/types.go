@@ -93,6 +93,10 @@ type FastPathStatus struct {
 	BPF bool `json:"bpf"`
 	// Sessions is the number of supervised process trees (notification fds).
 	Sessions int `json:"sessions"`
+	// BPFPortBlocks and BPFListeners count the entries of the BPF address
+	// maps (they mirror the store).
+	BPFPortBlocks int `json:"bpfPortBlocks"`
+	BPFListeners  int `json:"bpfListeners"`
 }
 
 // EndpointRequest asks slimd for addresses for a new container interface.
@@ -134,6 +138,9 @@ type Status struct {
 	Peers int `json:"peers"`
 	// KnownHosts is the number of hosts in the store, this one included.
 	KnownHosts int `json:"knownHosts"`
+	// StoreKeys is the number of keys under the cluster's prefix (-1 if
+	// the store could not be asked).
+	StoreKeys int64 `json:"storeKeys"`
 	// Gateway4/6 are the link-local gateways containers route through.
 	Gateway4 netip.Addr `json:"gateway4"`
 	Gateway6 netip.Addr `json:"gateway6,omitzero"`

@@ -388,3 +388,116 @@ func waitFor(t *testing.T, d time.Duration, check func() error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// slimdStats reads what a leak would grow: slimd's open fds and resident
+// memory, and the store's key count.
+type slimdStats struct {
+	fds       int
+	rssKB     int
+	storeKeys int64
+	blocks    int
+	bpfBlocks int
+	bpfLsts   int
+}
+
+func statsOf(t *testing.T, cfg lab.Config, host string) slimdStats {
+	t.Helper()
+	ls, err := lab.List(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	for _, h := range ls.Hosts {
+		if h.Name == host {
+			pid = h.PID
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("no slimd pid for %s", host)
+	}
+	var s slimdStats
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.fds = len(ents)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			fmt.Sscan(v, &s.rssKB)
+		}
+	}
+	c := api.NewClient(lab.SocketPath(cfg, host))
+	st, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.storeKeys = st.StoreKeys
+	eps, err := c.Endpoints(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ep := range eps {
+		s.blocks += len(ep.PortBlocks)
+	}
+	fp, err := c.FastPath(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.bpfBlocks, s.bpfLsts = fp.BPFPortBlocks, fp.BPFListeners
+	return s
+}
+
+// 100k short fast-path connections leave no leaked fds, store keys, port
+// blocks or memory growth in slimd.
+func TestChurn(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(2))
+	probe := buildProbe(t)
+	ctx := t.Context()
+	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "0.0.0.0:7100"}})
+	l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
+	waitListener(t, l.Config, "h1", srv.IPv4, 7100, true)
+	dst := netip.AddrPortFrom(srv.IPv4, 7100).String()
+	churn := func(n int) {
+		t.Helper()
+		out := l.Output(ctx, "cli", probe, "connect", "-summary", "-addr", dst, "-bytes", "1", "-conns", fmt.Sprint(n), "-parallel", "32")
+		var sum struct {
+			Conns, Failed int
+			FirstError    string
+			Seconds       float64
+		}
+		if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Failed != 0 || sum.Conns != n {
+			t.Fatalf("churn of %d: %s (%v)", n, out, err)
+		}
+		t.Logf("%d connections in %.1fs (%.0f/s)", n, sum.Seconds, float64(n)/sum.Seconds)
+	}
+	churn(10000) // warm up: caches, pools and the Go heap reach their size
+	// Let the broker forget the warm-up's sockets before measuring.
+	time.Sleep(3 * time.Second)
+	before := map[string]slimdStats{"h1": statsOf(t, l.Config, "h1"), "h2": statsOf(t, l.Config, "h2")}
+	churn(100000)
+	time.Sleep(3 * time.Second)
+	for _, h := range []string{"h1", "h2"} {
+		b, a := before[h], statsOf(t, l.Config, h)
+		t.Logf("%s: fds %d -> %d, rss %d -> %d KiB, store keys %d -> %d, port blocks %d -> %d, bpf blocks %d -> %d, bpf listeners %d -> %d",
+			h, b.fds, a.fds, b.rssKB, a.rssKB, b.storeKeys, a.storeKeys, b.blocks, a.blocks, b.bpfBlocks, a.bpfBlocks, b.bpfLsts, a.bpfLsts)
+		if a.bpfBlocks != b.bpfBlocks || a.bpfLsts != b.bpfLsts || a.bpfBlocks != a.blocks || a.bpfLsts != 1 {
+			t.Errorf("%s: BPF maps hold %d blocks and %d listeners (store: %d blocks, 1 listener)", h, a.bpfBlocks, a.bpfLsts, a.blocks)
+		}
+		if a.fds > b.fds+4 {
+			t.Errorf("%s: slimd fds grew from %d to %d", h, b.fds, a.fds)
+		}
+		if a.rssKB > b.rssKB+32*1024 {
+			t.Errorf("%s: slimd RSS grew from %d to %d KiB", h, b.rssKB, a.rssKB)
+		}
+		if a.storeKeys != b.storeKeys {
+			t.Errorf("%s: store keys went from %d to %d", h, b.storeKeys, a.storeKeys)
+		}
+		if a.blocks != b.blocks {
+			t.Errorf("%s: port blocks went from %d to %d", h, b.blocks, a.blocks)
+		}
+	}
+}

@@ -35,6 +35,10 @@ func (b *backend) Status(ctx context.Context) (api.Status, error) {
 	if d.self.Subnet6.IsValid() {
 		st.Gateway6 = Gateway6
 	}
+	st.StoreKeys = -1
+	if n, err := d.store.CountKeys(ctx); err == nil {
+		st.StoreKeys = n
+	}
 	d.metrics.peers.Set(float64(st.Peers))
 	return st, nil
 }

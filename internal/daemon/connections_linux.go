@@ -91,7 +91,16 @@ func (f *fastPath) connections() ([]api.Connection, error) {
 func (f *fastPath) fastPathStatus() api.FastPathStatus {
 	v, ok := f.d.fpSwitch.Get("")
 	enabled := !ok || v.Enabled
-	return api.FastPathStatus{Enabled: enabled, Active: f.FastPath(), BPF: f.d.bpf != nil, Sessions: f.d.broker.Sessions()}
+	st := api.FastPathStatus{Enabled: enabled, Active: f.FastPath(), BPF: f.d.bpf != nil, Sessions: f.d.broker.Sessions()}
+	if f.d.bpf != nil {
+		if b, err := f.d.bpf.PortBlocks(); err == nil {
+			st.BPFPortBlocks = len(b)
+		}
+		if l, err := f.d.bpf.Listeners(); err == nil {
+			st.BPFListeners = len(l)
+		}
+	}
+	return st
 }
 
 // setFastPath serves PUT /v1/fastpath and waits (bounded) until the local

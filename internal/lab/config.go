@@ -232,6 +232,10 @@ func ValidateName(name string) error {
 func planPath(dir string) string         { return filepath.Join(dir, labFileName) }
 func socketPath(dir, host string) string { return filepath.Join(dir, host, "slimd.sock") }
 
+// MetricsAddr is where each lab slimd serves Prometheus metrics, inside
+// its host's namespace.
+const MetricsAddr = "127.0.0.1:9612"
+
 // BPFPinRoot holds the lab's slimds' BPF pins (one directory per host);
 // Down removes it, which detaches the programs.
 const BPFPinRoot = "/sys/fs/bpf/slimlab"
@@ -262,6 +266,9 @@ func slimdArgs(dir string, p plan, i int) ([]string, error) {
 		"--socket", socketPath(dir, host),
 		"--agent-socket", agentPath(dir, host),
 		"--bpf-pin-dir", filepath.Join(BPFPinRoot, host),
+		// Each host is its own namespace, so every slimd can use the
+		// same loopback address for metrics.
+		"--metrics-addr", MetricsAddr,
 		"--underlay-iface", HostIface,
 		"--lease-ttl", p.LeaseTTL,
 		"--resync-interval", resyncInterval.String(),

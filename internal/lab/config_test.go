@@ -103,6 +103,7 @@ func TestSlimdArgs(t *testing.T) {
 			"--socket", "/run/slimlab/" + host + "/slimd.sock",
 			"--agent-socket", "/run/slimlab/" + host + "/agent.sock",
 			"--bpf-pin-dir", "/sys/fs/bpf/slimlab/" + host,
+			"--metrics-addr", "127.0.0.1:9612",
 			"--underlay-iface", "eth0",
 			"--lease-ttl", "10s",
 			"--resync-interval", "5s",

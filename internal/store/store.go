@@ -249,3 +249,12 @@ func (s *Store) ForgetHost(ctx context.Context, host string) error {
 	_, err = s.cli.Txn(ctx).Then(ops...).Commit()
 	return err
 }
+
+// CountKeys counts the keys under the prefix (leak checks, status).
+func (s *Store) CountKeys(ctx context.Context) (int64, error) {
+	resp, err := s.cli.Get(ctx, s.prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Count, nil
+}

@@ -3,6 +3,16 @@
 // getpeername, accept's address) and move bytes. Built with CGO_ENABLED=0
 // it is a static binary, which is one of the cases the fast path must
 // cover (no LD_PRELOAD would reach it).
+//
+// Modes:
+//
+//	serve, connect        address reports and bulk bytes (tests)
+//	rrserve, rr           request/response ping-pong on one connection
+//	crrserve, crr         connect, 1-byte request, 1-byte response, close
+//	wait                  connect until a server answers (readiness)
+//
+// rr and crr print one JSON object (see rrResult and crrResult) that
+// slimctl bench reads.
 package main
 
 import (
@@ -11,10 +21,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -33,7 +47,7 @@ type Report struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: slimprobe serve|connect [flags]")
+		fmt.Fprintln(os.Stderr, "usage: slimprobe serve|connect|rrserve|rr|crrserve|crr|wait [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -42,6 +56,16 @@ func main() {
 		err = serve(os.Args[2:])
 	case "connect":
 		err = connect(os.Args[2:])
+	case "rrserve":
+		err = rrServe(os.Args[2:])
+	case "rr":
+		err = rr(os.Args[2:])
+	case "crrserve":
+		err = crrServe(os.Args[2:])
+	case "crr":
+		err = crr(os.Args[2:])
+	case "wait":
+		err = waitFor(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -131,6 +155,7 @@ func connect(args []string) error {
 	parallel := fs.Int("parallel", 1, "connections at once")
 	blocking := fs.Bool("blocking", false, "blocking connect(2) instead of Go's non-blocking connect + epoll")
 	signals := fs.Bool("signals", false, "send ourselves SIGUSR1 every 100us while connecting (interrupted connects)")
+	summary := fs.Bool("summary", false, "print one summary line instead of a line per connection")
 	fs.Parse(args)
 	if *signals {
 		stop := interrupter()
@@ -144,6 +169,7 @@ func connect(args []string) error {
 		Client Report `json:"client"`
 		Server Report `json:"server"`
 	}
+	start := time.Now()
 	out := make(chan result, *conns)
 	sem := make(chan struct{}, *parallel)
 	var wg sync.WaitGroup
@@ -160,11 +186,20 @@ func connect(args []string) error {
 	go func() { wg.Wait(); close(out) }()
 	enc := json.NewEncoder(os.Stdout)
 	failed := 0
+	var firstErr string
 	for r := range out {
 		if r.Client.Err != "" {
 			failed++
+			if firstErr == "" {
+				firstErr = r.Client.Err
+			}
 		}
-		enc.Encode(r)
+		if !*summary {
+			enc.Encode(r)
+		}
+	}
+	if *summary {
+		enc.Encode(map[string]any{"conns": *conns, "failed": failed, "firstError": firstErr, "seconds": time.Since(start).Seconds()})
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d connections failed", failed, *conns)
@@ -264,4 +299,445 @@ func blockingDial(ap netip.AddrPort) (net.Conn, error) {
 	f := os.NewFile(uintptr(fd), "conn")
 	defer f.Close()
 	return net.FileConn(f)
+}
+
+// The benchmark modes (rr, crr and their servers) use blocking system
+// calls on one thread per connection, as netperf does, rather than Go's
+// netpoller: a ping-pong then costs one write and one read per side, and
+// the latency measured is the network stack's, not the scheduler's.
+
+// sockaddrOf converts ap for the raw socket calls.
+func sockaddrOf(ap netip.AddrPort) (int, unix.Sockaddr) {
+	if ap.Addr().Is4() || ap.Addr().Is4In6() {
+		return unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
+	}
+	return unix.AF_INET6, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// listenBlocking makes a blocking TCP listener on addr.
+func listenBlocking(addr string) (int, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return -1, err
+	}
+	family, sa := sockaddrOf(ap)
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind %s: %w", addr, err)
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return fd, nil
+}
+
+// acceptLoop accepts on fd forever with acceptors threads, handing each
+// connection to handle on the accepting goroutine.
+func acceptLoop(fd, acceptors int, handle func(int)) error {
+	errc := make(chan error, acceptors)
+	for range acceptors {
+		go func() {
+			for {
+				cfd, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
+				switch err {
+				case nil:
+					handle(cfd)
+				case unix.EINTR, unix.ECONNABORTED, unix.EMFILE, unix.ENFILE:
+					// Transient: a signal, a client gone before accept,
+					// or descriptors exhausted for a moment.
+					if err == unix.EMFILE || err == unix.ENFILE {
+						time.Sleep(10 * time.Millisecond)
+					}
+				default:
+					errc <- fmt.Errorf("accept: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	return <-errc
+}
+
+// readRetry is read(2), restarted after EINTR.
+func readRetry(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, b)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
+
+// writeAll writes all of b.
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// readFull reads exactly len(b) bytes.
+func readFull(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := readRetry(fd, b)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// rrServe is the rr server: every connection is echoed back until the
+// client closes it, each on its own thread.
+func rrServe(args []string) error {
+	fs := flag.NewFlagSet("rrserve", flag.ExitOnError)
+	addr := fs.String("addr", "0.0.0.0:7201", "listen address")
+	fs.Parse(args)
+	fd, err := listenBlocking(*addr)
+	if err != nil {
+		return err
+	}
+	return acceptLoop(fd, 1, func(cfd int) {
+		go func() {
+			defer unix.Close(cfd)
+			unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := readRetry(cfd, buf)
+				if err != nil || n == 0 {
+					return
+				}
+				if writeAll(cfd, buf[:n]) != nil {
+					return
+				}
+			}
+		}()
+	})
+}
+
+// crrServe is the crr server: read one byte, answer one byte, close. The
+// server closes first, as an HTTP/1.0 server does, so TIME_WAIT stays on
+// the server side and a fast client does not run out of ports.
+func crrServe(args []string) error {
+	fs := flag.NewFlagSet("crrserve", flag.ExitOnError)
+	addr := fs.String("addr", "0.0.0.0:7202", "listen address")
+	acceptors := fs.Int("acceptors", 4, "threads blocked in accept(2)")
+	fs.Parse(args)
+	fd, err := listenBlocking(*addr)
+	if err != nil {
+		return err
+	}
+	return acceptLoop(fd, max(1, *acceptors), func(cfd int) {
+		var b [1]byte
+		if n, err := readRetry(cfd, b[:]); err == nil && n == 1 {
+			writeAll(cfd, b[:])
+		}
+		unix.Close(cfd)
+	})
+}
+
+// dialBlocking connects a new blocking socket to ap with connect(2).
+func dialBlocking(ap netip.AddrPort) (int, error) {
+	family, sa := sockaddrOf(ap)
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	for {
+		err = unix.Connect(fd, sa)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("connect %s: %w", ap, err)
+	}
+	return fd, nil
+}
+
+// cpuStatLine returns the first line of /proc/stat (the machine's total
+// CPU times), which the benchmark diffs; it is read here so that the
+// window is exactly the timed loop.
+func cpuStatLine() string {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return line
+}
+
+// latencyStats are percentiles of a set of latencies, in microseconds.
+type latencyStats struct {
+	P50  float64 `json:"p50Us"`
+	P90  float64 `json:"p90Us"`
+	P99  float64 `json:"p99Us"`
+	Mean float64 `json:"meanUs"`
+	Min  float64 `json:"minUs"`
+	Max  float64 `json:"maxUs"`
+}
+
+// summarize sorts d and returns its nearest-rank percentiles.
+func summarize(d []time.Duration) latencyStats {
+	if len(d) == 0 {
+		return latencyStats{}
+	}
+	slices.Sort(d)
+	us := func(x time.Duration) float64 { return float64(x) / float64(time.Microsecond) }
+	pct := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(d)))) - 1
+		return us(d[min(max(i, 0), len(d)-1)])
+	}
+	var sum time.Duration
+	for _, x := range d {
+		sum += x
+	}
+	return latencyStats{P50: pct(0.50), P90: pct(0.90), P99: pct(0.99),
+		Mean: us(sum) / float64(len(d)), Min: us(d[0]), Max: us(d[len(d)-1])}
+}
+
+// rrResult is what rr prints: one JSON object. A contract with slimctl
+// bench: add fields, never rename them.
+type rrResult struct {
+	Mode         string  `json:"mode"`
+	Addr         string  `json:"addr"`
+	Size         int     `json:"size"`
+	Transactions int     `json:"transactions"`
+	Seconds      float64 `json:"seconds"`
+	TPS          float64 `json:"tps"`
+	latencyStats
+	CPUStatStart string `json:"cpuStatStart"`
+	CPUStatEnd   string `json:"cpuStatEnd"`
+}
+
+// rr runs request/response transactions of size bytes each way on one
+// connection, one at a time, until n transactions or duration pass.
+func rr(args []string) error {
+	fs := flag.NewFlagSet("rr", flag.ExitOnError)
+	addr := fs.String("addr", "", "server address (slimprobe rrserve)")
+	size := fs.Int("size", 1, "bytes per request and per response")
+	n := fs.Int("n", 0, "transactions (0: until -duration)")
+	duration := fs.Duration("duration", 0, "time to run (0: until -n)")
+	warmup := fs.Int("warmup", 100, "untimed transactions first")
+	fs.Parse(args)
+	if *n <= 0 && *duration <= 0 {
+		return fmt.Errorf("rr: set -n or -duration")
+	}
+	if *size < 1 {
+		return fmt.Errorf("rr: -size must be at least 1")
+	}
+	ap, err := netip.ParseAddrPort(*addr)
+	if err != nil {
+		return err
+	}
+	fd, err := dialBlocking(ap)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	req, resp := make([]byte, *size), make([]byte, *size)
+	one := func() error {
+		if err := writeAll(fd, req); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		if err := readFull(fd, resp); err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		return nil
+	}
+	for range *warmup {
+		if err := one(); err != nil {
+			return err
+		}
+	}
+	lat := make([]time.Duration, 0, max(*n, 1<<16))
+	res := rrResult{Mode: "rr", Addr: ap.String(), Size: *size, CPUStatStart: cpuStatLine()}
+	start := time.Now()
+	for *n <= 0 || len(lat) < *n {
+		t := time.Now()
+		if err := one(); err != nil {
+			return err
+		}
+		now := time.Now()
+		lat = append(lat, now.Sub(t))
+		if *duration > 0 && now.Sub(start) >= *duration {
+			break
+		}
+	}
+	el := time.Since(start)
+	res.CPUStatEnd = cpuStatLine()
+	res.Transactions = len(lat)
+	res.Seconds = el.Seconds()
+	res.TPS = float64(len(lat)) / el.Seconds()
+	res.latencyStats = summarize(lat)
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// crrResult is what crr prints: one JSON object. A contract with slimctl
+// bench: add fields, never rename them.
+type crrResult struct {
+	Mode        string  `json:"mode"`
+	Addr        string  `json:"addr"`
+	Workers     int     `json:"workers"`
+	Connections int     `json:"connections"`
+	Errors      int     `json:"errors"`
+	FirstError  string  `json:"firstError,omitempty"`
+	Seconds     float64 `json:"seconds"`
+	CPS         float64 `json:"cps"`
+	// Connect is connect(2)'s latency: connection setup.
+	Connect latencyStats `json:"connect"`
+	// Transaction is connect, request, response and close.
+	Transaction  latencyStats `json:"transaction"`
+	CPUStatStart string       `json:"cpuStatStart"`
+	CPUStatEnd   string       `json:"cpuStatEnd"`
+}
+
+// crr runs workers threads that each, one after another, connect, send one
+// byte, receive one byte, wait for the server's close and close, until n
+// connections each or duration pass.
+func crr(args []string) error {
+	fs := flag.NewFlagSet("crr", flag.ExitOnError)
+	addr := fs.String("addr", "", "server address (slimprobe crrserve)")
+	workers := fs.Int("workers", 1, "connections at once")
+	n := fs.Int("n", 0, "connections per worker (0: until -duration)")
+	duration := fs.Duration("duration", 0, "time to run (0: until -n)")
+	fs.Parse(args)
+	if *n <= 0 && *duration <= 0 {
+		return fmt.Errorf("crr: set -n or -duration")
+	}
+	ap, err := netip.ParseAddrPort(*addr)
+	if err != nil {
+		return err
+	}
+	w := max(1, *workers)
+	type workerResult struct {
+		connect, txn []time.Duration
+		errors       int
+		firstErr     error
+	}
+	results := make([]workerResult, w)
+	var wg sync.WaitGroup
+	startGate := make(chan struct{})
+	var start time.Time
+	for i := range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			r := &results[i]
+			r.connect = make([]time.Duration, 0, max(*n, 1<<14))
+			r.txn = make([]time.Duration, 0, max(*n, 1<<14))
+			<-startGate
+			for *n <= 0 || len(r.txn) < *n {
+				t0 := time.Now()
+				tc, err := crrOne(ap)
+				now := time.Now()
+				if err != nil {
+					r.errors++
+					if r.firstErr == nil {
+						r.firstErr = err
+					}
+					if r.errors > 100 && r.errors > len(r.txn) {
+						return // mostly failing: stop, and say so
+					}
+				} else {
+					r.connect = append(r.connect, tc)
+					r.txn = append(r.txn, now.Sub(t0))
+				}
+				if *duration > 0 && now.Sub(start) >= *duration {
+					return
+				}
+			}
+		}()
+	}
+	res := crrResult{Mode: "crr", Addr: ap.String(), Workers: w, CPUStatStart: cpuStatLine()}
+	start = time.Now()
+	close(startGate)
+	wg.Wait()
+	el := time.Since(start)
+	res.CPUStatEnd = cpuStatLine()
+	var conn, txn []time.Duration
+	for _, r := range results {
+		conn = append(conn, r.connect...)
+		txn = append(txn, r.txn...)
+		res.Errors += r.errors
+		if r.firstErr != nil && res.FirstError == "" {
+			res.FirstError = r.firstErr.Error()
+		}
+	}
+	res.Connections = len(txn)
+	res.Seconds = el.Seconds()
+	res.CPS = float64(len(txn)) / el.Seconds()
+	res.Connect = summarize(conn)
+	res.Transaction = summarize(txn)
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		return err
+	}
+	if res.Connections == 0 {
+		return fmt.Errorf("crr: no connection succeeded: %s", res.FirstError)
+	}
+	return nil
+}
+
+// crrOne is one crr transaction; it returns connect(2)'s duration.
+func crrOne(ap netip.AddrPort) (time.Duration, error) {
+	t := time.Now()
+	fd, err := dialBlocking(ap)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	tc := time.Since(t)
+	var b [1]byte
+	if err := writeAll(fd, b[:]); err != nil {
+		return 0, fmt.Errorf("send: %w", err)
+	}
+	if err := readFull(fd, b[:]); err != nil {
+		return 0, fmt.Errorf("receive: %w", err)
+	}
+	// Wait for the server's FIN before closing, so that this side closes
+	// passively and keeps no TIME_WAIT.
+	if n, err := readRetry(fd, b[:]); err != nil || n != 0 {
+		return 0, fmt.Errorf("server did not close (%d, %v)", n, err)
+	}
+	return tc, nil
+}
+
+// waitFor connects to a server until one answers (readiness), then closes.
+func waitFor(args []string) error {
+	fs := flag.NewFlagSet("wait", flag.ExitOnError)
+	addr := fs.String("addr", "", "server address")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after")
+	fs.Parse(args)
+	deadline := time.Now().Add(*timeout)
+	for {
+		c, err := net.DialTimeout("tcp", *addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait %s: %w", *addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
