@@ -66,14 +66,3 @@ func parse(b []byte) (message, error) {
 	}
 	return m, nil
 }
-
-// checkKeyMeta validates what a client may store.
-func checkKeyMeta(key string, meta []byte) error {
-	if key == "" || len(key) > MaxKey {
-		return fmt.Errorf("key of %d bytes (1..%d): %w", len(key), MaxKey, ErrInvalid)
-	}
-	if len(meta) > MaxMeta {
-		return fmt.Errorf("meta of %d bytes (max %d): %w", len(meta), MaxMeta, ErrInvalid)
-	}
-	return nil
-}

@@ -201,9 +201,9 @@ func (s *server) run(ctx context.Context) error {
 	})
 
 	stop := context.AfterFunc(ctx, s.shutdown)
-	err := s.accept(ctx, &wg)
+	s.accept(ctx, &wg)
 	stop()
-	s.shutdown() // also when accept failed on its own; waits for a running one
+	s.shutdown() // waits for one AfterFunc may be running
 	wg.Wait()
 
 	s.mu.Lock()
@@ -214,7 +214,7 @@ func (s *server) run(ctx context.Context) error {
 	s.mu.Unlock()
 	s.closeFiles()
 	s.log.Info("keeper stopped", "socket", s.path, "closed_fds", n)
-	return err
+	return nil
 }
 
 // shutdown stops accepting, wakes the watcher and closes every connection,
@@ -235,26 +235,27 @@ func (s *server) shutdown() {
 	})
 }
 
-func (s *server) accept(ctx context.Context, wg *sync.WaitGroup) error {
+// accept serves connections until ctx ends or the listener is closed.
+func (s *server) accept(ctx context.Context, wg *sync.WaitGroup) {
 	slots := make(chan struct{}, maxConns)
 	for {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			return nil
+			return
 		}
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
 			<-slots
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
+				return
 			}
 			// EMFILE and friends: back off briefly rather than spin.
 			s.log.Warn("keeper accept", "err", err)
 			select {
 			case <-time.After(100 * time.Millisecond):
 			case <-ctx.Done():
-				return nil
+				return
 			}
 			continue
 		}
@@ -263,7 +264,7 @@ func (s *server) accept(ctx context.Context, wg *sync.WaitGroup) error {
 			s.mu.Unlock()
 			c.Close()
 			<-slots
-			return nil
+			return
 		}
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
@@ -462,7 +463,7 @@ func (s *server) watch() error {
 			return fmt.Errorf("keeper epoll wait: %w", err)
 		}
 		for _, ev := range events[:n] {
-			id := token(&ev)
+			id := tokenOf(&ev)
 			if id == 0 {
 				return nil
 			}
@@ -490,6 +491,6 @@ func setToken(ev *unix.EpollEvent, id uint64) {
 	ev.Pad = int32(uint32(id >> 32))
 }
 
-func token(ev *unix.EpollEvent) uint64 {
+func tokenOf(ev *unix.EpollEvent) uint64 {
 	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 }

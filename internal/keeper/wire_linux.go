@@ -130,3 +130,14 @@ func lost(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, net.ErrClosed)
 }
+
+// checkKeyMeta validates what a client may store.
+func checkKeyMeta(key string, meta []byte) error {
+	if key == "" || len(key) > MaxKey {
+		return fmt.Errorf("key of %d bytes (1..%d): %w", len(key), MaxKey, ErrInvalid)
+	}
+	if len(meta) > MaxMeta {
+		return fmt.Errorf("meta of %d bytes (max %d): %w", len(meta), MaxMeta, ErrInvalid)
+	}
+	return nil
+}

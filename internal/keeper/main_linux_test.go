@@ -1,0 +1,446 @@
+package keeper
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The tests re-exec the test binary in other roles: as a keeper process
+// ("keeper --socket P --log F", the way slimd re-execs itself), and as
+// children chosen by envRole that report on stdout, one line each.
+const (
+	envRole    = "SLIM_KEEPER_TEST_ROLE"
+	envSocket  = "SLIM_KEEPER_TEST_SOCKET"
+	envJournal = "SLIM_KEEPER_TEST_JOURNAL"
+	envAddr    = "SLIM_KEEPER_TEST_ADDR"
+	envKeys    = "SLIM_KEEPER_TEST_KEYS"
+)
+
+// waitTimeout bounds every wait for a child or the kernel; generous for
+// -race on a shared 2-vCPU machine.
+const waitTimeout = 20 * time.Second
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "keeper" {
+		os.Exit(keeperMain(os.Args[2:]))
+	}
+	if role := os.Getenv(envRole); role != "" {
+		os.Exit(childMain(role))
+	}
+	os.Exit(m.Run())
+}
+
+// keeperMain is what cmd/slimd's keeper subcommand does.
+func keeperMain(args []string) int {
+	var socket, logPath string
+	for i := 0; i+1 < len(args); i += 2 {
+		switch args[i] {
+		case "--socket":
+			socket = args[i+1]
+		case "--log":
+			logPath = args[i+1]
+		}
+	}
+	out := os.Stderr
+	if logPath != "" {
+		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return 2
+		}
+		out = f
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if err := Serve(context.Background(), socket, log); err != nil {
+		log.Error("keeper", "err", err)
+		if errors.Is(err, ErrRunning) {
+			return 3
+		}
+		return 1
+	}
+	return 0
+}
+
+func report(format string, args ...any) {
+	fmt.Fprintf(os.Stdout, format+"\n", args...)
+}
+
+func childMain(role string) int {
+	switch role {
+	case "putter":
+		return putterMain()
+	case "journal":
+		return journalMain()
+	case "seccomp":
+		return seccompMain()
+	}
+	report("error unknown role %q", role)
+	return 2
+}
+
+// putterMain plays a slimd that hands fds 3.. (its ExtraFiles) to the
+// keeper under the keys in envKeys and then waits to be killed.
+func putterMain() int {
+	c, err := Dial(os.Getenv(envSocket))
+	if err != nil {
+		report("error %v", err)
+		return 2
+	}
+	for i, key := range strings.Split(os.Getenv(envKeys), ",") {
+		if err := c.Put(key, []byte("meta-"+key), 3+i); err != nil {
+			report("error %v", err)
+			return 2
+		}
+	}
+	report("put")
+	select {} // until SIGKILL
+}
+
+// journalMain records entries 1..10, marks the even ones Done, and waits
+// to be killed: the odd ones are its leftovers.
+func journalMain() int {
+	j, left, err := OpenJournal(os.Getenv(envJournal), 64)
+	if err != nil {
+		report("error %v", err)
+		return 2
+	}
+	if len(left) != 0 {
+		report("error leftovers %v", left)
+		return 2
+	}
+	for id := uint64(1); id <= 10; id++ {
+		slot, ok := j.Record(testEntry(id))
+		if !ok {
+			report("error journal full")
+			return 2
+		}
+		if id%2 == 0 {
+			j.Done(slot)
+		}
+	}
+	report("recorded")
+	select {} // until SIGKILL
+}
+
+func testEntry(id uint64) Entry {
+	return Entry{Session: 7, ID: id, PID: uint32(1000 + id), Nr: 42, Arch: 0xc000003e,
+		Args: [6]uint64{id, 0x7ffd0000 + id, 16, 0, 0, id << 40}}
+}
+
+// proc is a re-exec'd child and the parent's view of its stdout.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string
+	stash  []string
+	stderr *lockedBuffer
+	done   chan struct{} // closed when Wait returned
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startProc runs the test binary in role with env and extra files (fd 3..)
+// and kills it (SIGKILL, only this pid) at cleanup.
+func startProc(t *testing.T, role string, env []string, extra ...*os.File) *proc {
+	t.Helper()
+	p := &proc{t: t, lines: make(chan string, 256), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	p.cmd.Env = append(os.Environ(), envRole+"="+role)
+	p.cmd.Env = append(p.cmd.Env, childEnv()...)
+	p.cmd.Env = append(p.cmd.Env, env...)
+	p.cmd.ExtraFiles = extra
+	p.cmd.Stderr = p.stderr
+	var err error
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+	}()
+	go func() {
+		p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stdin.Close()
+		p.kill()
+		if t.Failed() {
+			t.Logf("%s child stderr:\n%s", role, p.stderr.String())
+		}
+	})
+	return p
+}
+
+// childEnv keeps race-enabled children from sleeping 1 s at exit.
+func childEnv() []string {
+	return []string{"GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")}
+}
+
+// kill sends SIGKILL to the child and waits until it is reaped.
+func (p *proc) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(waitTimeout):
+		p.t.Errorf("child %d did not die", p.cmd.Process.Pid)
+	}
+}
+
+// expect returns the next line starting with prefix; other lines are kept.
+func (p *proc) expect(prefix string) string {
+	p.t.Helper()
+	for i, l := range p.stash {
+		if strings.HasPrefix(l, prefix) {
+			p.stash = append(p.stash[:i], p.stash[i+1:]...)
+			return l
+		}
+	}
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				p.t.Fatalf("child ended before %q (stash %q); stderr:\n%s", prefix, p.stash, p.stderr.String())
+			}
+			if strings.HasPrefix(l, "error") {
+				p.t.Fatalf("child: %s", l)
+			}
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+			p.stash = append(p.stash, l)
+		case <-timer.C:
+			p.t.Fatalf("no %q from the child after %v (stash %q)", prefix, waitTimeout, p.stash)
+		}
+	}
+}
+
+// pending returns the lines the child has written so far without waiting.
+func (p *proc) pending() []string {
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				return p.stash
+			}
+			p.stash = append(p.stash, l)
+		default:
+			return p.stash
+		}
+	}
+}
+
+// field returns the value of key=value in a report line.
+func field(line, key string) string {
+	for _, f := range strings.Fields(line) {
+		if k, v, ok := strings.Cut(f, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// keeperProc is a keeper process started with Start, killed at cleanup
+// through a pidfd, so only that process can be hit.
+type keeperProc struct {
+	pid     int
+	pidfd   int
+	logPath string
+}
+
+// startKeeper starts a keeper process for socket and returns a client.
+func startKeeper(t *testing.T, socket string) (*Client, *keeperProc) {
+	t.Helper()
+	logPath := socket + ".log"
+	c, err := Start(socket, []string{os.Args[0], "keeper", "--socket", socket, "--log", logPath})
+	if err != nil {
+		t.Fatalf("start keeper: %v\nlog:\n%s", err, readFile(logPath))
+	}
+	t.Cleanup(func() { c.Close() })
+	k := &keeperProc{pid: c.PID(), logPath: logPath}
+	if k.pid <= 0 {
+		t.Fatal("no keeper pid")
+	}
+	k.pidfd, err = unix.PidfdOpen(k.pid, 0)
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", k.pid, err)
+	}
+	t.Cleanup(func() {
+		k.kill(t)
+		unix.Close(k.pidfd)
+		log := readFile(logPath)
+		if strings.Contains(log, "DATA RACE") {
+			t.Errorf("keeper reported a data race:\n%s", log)
+		} else if t.Failed() {
+			t.Logf("keeper log:\n%s", log)
+		}
+	})
+	return c, k
+}
+
+// alive reports whether the keeper has not exited.
+func (k *keeperProc) alive() bool {
+	fds := []unix.PollFd{{Fd: int32(k.pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n == 0
+}
+
+// kill sends SIGKILL through the pidfd and waits for the exit.
+func (k *keeperProc) kill(t *testing.T) {
+	if !k.alive() {
+		return
+	}
+	if err := unix.PidfdSendSignal(k.pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		t.Errorf("kill keeper: %v", err)
+	}
+	waitFor(t, waitTimeout, func() error {
+		if k.alive() {
+			return errors.New("keeper still alive")
+		}
+		return nil
+	})
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// waitFor polls check until it returns nil or the timeout passes, and then
+// fails with the last error.
+func waitFor(t *testing.T, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// countFDs counts the open fds of pid ("self" for us).
+func countFDs(t *testing.T, pid string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/" + pid + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// pipe returns a pipe whose ends are closed at cleanup (closing an
+// os.File twice is harmless, so tests may close them earlier).
+func pipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.Close()
+		w.Close()
+	})
+	return r, w
+}
+
+func fdOf(f *os.File) int { return int(f.Fd()) }
+
+// roundTrip writes msg into a pipe through w and reads it back from r:
+// proof that w is a dup of that pipe's write end.
+func roundTrip(t *testing.T, w int, r *os.File, msg string) {
+	t.Helper()
+	if _, err := unix.Write(w, []byte(msg)); err != nil {
+		t.Fatalf("write through fd %d: %v", w, err)
+	}
+	buf := make([]byte, 64)
+	r.SetReadDeadline(time.Now().Add(waitTimeout))
+	n, err := r.Read(buf)
+	if err != nil || string(buf[:n]) != msg {
+		t.Fatalf("read %q, %v from the pipe, want %q", buf[:n], err, msg)
+	}
+}
+
+// expectEOF checks that every write end of r's pipe is closed.
+func expectEOF(t *testing.T, r *os.File) {
+	t.Helper()
+	r.SetReadDeadline(time.Now().Add(waitTimeout))
+	n, err := r.Read(make([]byte, 64))
+	if !errors.Is(err, io.EOF) {
+		t.Fatalf("read %d bytes, %v; want EOF (no writer left)", n, err)
+	}
+}
+
+func keys(held []Held) string {
+	var k []string
+	for _, h := range held {
+		k = append(k, h.Key)
+	}
+	return strings.Join(k, ",")
+}
+
+func closeHeld(held []Held) {
+	for _, h := range held {
+		unix.Close(h.Fd)
+	}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
