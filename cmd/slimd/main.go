@@ -14,6 +14,7 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/daemon"
+	"github.com/slimnet/slim/internal/keeper"
 	"github.com/slimnet/slim/internal/store"
 	"golang.org/x/sys/unix"
 )
@@ -26,6 +27,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "keeper" {
+		return runKeeper(args[1:])
+	}
 	fs := flag.NewFlagSet("slimd", flag.ContinueOnError)
 	host, _ := os.Hostname()
 	cfg := daemon.Config{Version: version}
@@ -117,4 +121,23 @@ func parseFlags(cfg *daemon.Config, etcdEndpoints, cluster4, cluster6, underlayI
 		}
 	}
 	return cfg.Validate()
+}
+
+// runKeeper is `slimd keeper`: the process that holds copies of the
+// seccomp notification fds so that they outlive slimd (see
+// internal/keeper). slimd starts it; it ignores SIGTERM, SIGINT and SIGHUP
+// and ends only with SIGKILL.
+func runKeeper(args []string) int {
+	fs := flag.NewFlagSet("slimd keeper", flag.ContinueOnError)
+	sock := fs.String("socket", "", "keeper socket")
+	if err := fs.Parse(args); err != nil || *sock == "" || fs.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "usage: slimd keeper --socket PATH")
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "keeper")
+	if err := keeper.Serve(context.Background(), *sock, log); err != nil {
+		log.Error("keeper failed", "err", err)
+		return 1
+	}
+	return 0
 }

@@ -2,15 +2,21 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/keeper"
 	"github.com/slimnet/slim/internal/seccomp"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,7 +27,9 @@ type Config struct {
 	Resolver  Resolver
 	Ports     Ports
 	Publisher Publisher
-	Tagger    Tagger // nil: no address rewriting
+	Tagger    Tagger  // nil: no address rewriting
+	Keeper    Keeper  // nil: fds die with slimd
+	Journal   Journal // nil: no journal
 	Log       *slog.Logger
 	Metrics   *Metrics
 	// Workers is how many notifications of one supervised process tree
@@ -48,6 +56,7 @@ type Broker struct {
 	byPort    map[uint16]*listenerGroup         // by host port
 	cursors   map[string]int                    // container id -> next source port index
 	conns     map[ConnKey]time.Time             // swapped client sockets: when
+	nextID    uint64                            // session numbers
 	wg        sync.WaitGroup
 }
 
@@ -57,6 +66,7 @@ type listenerGroup struct {
 	hostPort  uint16
 	vips      []netip.AddrPort
 	container string
+	ifName    string
 	reuseport bool
 	created   time.Time
 }
@@ -83,6 +93,10 @@ func New(cfg Config) (*Broker, error) {
 		byPort:    map[uint16]*listenerGroup{},
 		cursors:   map[string]int{},
 		conns:     map[ConnKey]time.Time{},
+		// Session numbers survive in the keeper's metadata and the
+		// journal; starting from the clock keeps a successor's new ones
+		// apart from its predecessor's.
+		nextID: uint64(time.Now().UnixNano()),
 	}
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
 		fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
@@ -126,7 +140,62 @@ func (b *Broker) Metrics() *Metrics { return b.cfg.Metrics }
 // first process is pid (its network namespace identifies the container).
 // The broker owns fd from now on.
 func (b *Broker) Adopt(ctx context.Context, pid int, fd int) error {
-	s := &session{b: b, l: seccomp.NewListener(fd), pid: pid, log: b.cfg.Log.With("pid", pid)}
+	b.mu.Lock()
+	b.nextID++
+	id := b.nextID
+	b.mu.Unlock()
+	s := b.newSession(id, pid, fd)
+	if b.cfg.Keeper != nil {
+		// Before anything is handled (and before the sender is
+		// acknowledged): from now on the fd outlives us.
+		if err := b.cfg.Keeper.Put(s.key(), s.meta(), fd); err != nil {
+			b.cfg.Log.Warn("broker: keeper did not take the fd; it dies with slimd", "pid", pid, "err", err)
+		}
+	}
+	b.start(ctx, s, nil)
+	return nil
+}
+
+// SessionMeta is what the keeper stores with a notification fd.
+type SessionMeta struct {
+	Session uint64 `json:"session"`
+	PID     int    `json:"pid"`
+}
+
+// Resume takes back a notification fd that a predecessor left with the
+// keeper, and finishes the notifications the journal says it had received
+// but not answered.
+func (b *Broker) Resume(ctx context.Context, meta SessionMeta, fd int, leftovers []keeper.Entry) {
+	b.mu.Lock()
+	b.nextID = max(b.nextID, meta.Session)
+	b.mu.Unlock()
+	b.start(ctx, b.newSession(meta.Session, meta.PID, fd), leftovers)
+}
+
+// Rekeep hands every held fd to the keeper again (after the keeper was
+// restarted).
+func (b *Broker) Rekeep() error {
+	if b.cfg.Keeper == nil {
+		return nil
+	}
+	b.mu.Lock()
+	ss := make([]*session, 0, len(b.sessions))
+	for s := range b.sessions {
+		ss = append(ss, s)
+	}
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range ss {
+		errs = append(errs, b.cfg.Keeper.Put(s.key(), s.meta(), s.l.Fd()))
+	}
+	return errors.Join(errs...)
+}
+
+func (b *Broker) newSession(id uint64, pid, fd int) *session {
+	return &session{b: b, id: id, l: seccomp.NewListener(fd), pid: pid, log: b.cfg.Log.With("pid", pid)}
+}
+
+func (b *Broker) start(ctx context.Context, s *session, leftovers []keeper.Entry) {
 	b.mu.Lock()
 	b.sessions[s] = struct{}{}
 	b.mu.Unlock()
@@ -134,13 +203,32 @@ func (b *Broker) Adopt(ctx context.Context, pid int, fd int) error {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		s.run(ctx)
+		for _, e := range leftovers {
+			n := seccomp.Notif{ID: e.ID, PID: e.PID, Nr: e.Nr, Arch: e.Arch, Args: e.Args}
+			if s.l.IDValid(n.ID) != nil {
+				continue // answered, or the thread is gone
+			}
+			s.log.Info("broker: finishing a notification left by the previous slimd", "syscall", n.Syscall().String())
+			s.handle(ctx, n, true)
+		}
+		gone := s.run(ctx)
 		b.mu.Lock()
 		delete(b.sessions, s)
 		b.mu.Unlock()
 		b.cfg.Metrics.Sessions.Dec()
+		if gone && b.cfg.Keeper != nil {
+			if err := b.cfg.Keeper.Drop(s.key()); err != nil {
+				b.cfg.Log.Debug("broker: keeper drop failed", "err", err)
+			}
+		}
 	}()
-	return nil
+}
+
+func (s *session) key() string { return strconv.FormatUint(s.id, 10) }
+
+func (s *session) meta() []byte {
+	b, _ := json.Marshal(SessionMeta{Session: s.id, PID: s.pid})
+	return b
 }
 
 // identify learns the container's network namespace from the first
@@ -206,6 +294,7 @@ func (b *Broker) Run(ctx context.Context) error {
 // session supervises one notification fd.
 type session struct {
 	b   *Broker
+	id  uint64 // keeper key and journal tag; survives slimd restarts
 	l   *seccomp.Listener
 	pid int
 	log *slog.Logger
@@ -215,24 +304,30 @@ type session struct {
 	cookie   uint64
 }
 
-func (s *session) run(ctx context.Context) {
+// run receives and handles notifications until every supervised process
+// is gone (true) or ctx ends (false).
+func (s *session) run(ctx context.Context) bool {
 	defer s.l.Close()
 	var wg sync.WaitGroup
+	var gone atomic.Bool
 	for range s.b.cfg.Workers {
 		wg.Go(func() {
 			for {
 				n, err := s.l.Receive(ctx)
 				if err != nil {
-					if !errors.Is(err, seccomp.ErrNoTargets) && ctx.Err() == nil && !errors.Is(err, seccomp.ErrClosed) {
+					if errors.Is(err, seccomp.ErrNoTargets) {
+						gone.Store(true)
+					} else if ctx.Err() == nil && !errors.Is(err, seccomp.ErrClosed) {
 						s.log.Warn("broker: receive failed", "err", err)
 					}
 					return
 				}
-				s.handle(ctx, n)
+				s.handle(ctx, n, false)
 			}
 		})
 	}
 	wg.Wait()
+	return gone.Load()
 }
 
 // container is the session's container now (endpoints come and go).
@@ -247,7 +342,14 @@ func (s *session) container() *Container {
 	return c
 }
 
-func (s *session) handle(ctx context.Context, n seccomp.Notif) {
+// handle answers one notification. resumed marks one a predecessor
+// received but did not answer.
+func (s *session) handle(ctx context.Context, n seccomp.Notif, resumed bool) {
+	if j := s.b.cfg.Journal; j != nil {
+		if slot, ok := j.Record(keeper.Entry{Session: s.id, ID: n.ID, PID: n.PID, Nr: n.Nr, Arch: n.Arch, Args: n.Args}); ok {
+			defer j.Done(slot)
+		}
+	}
 	if err := s.identify(n.PID); err != nil {
 		// The thread is gone or its namespace unreadable: let the
 		// kernel answer it.
@@ -257,7 +359,7 @@ func (s *session) handle(ctx context.Context, n seccomp.Notif) {
 	var err error
 	switch n.Syscall() {
 	case seccomp.SysConnect:
-		err = s.connect(ctx, n)
+		err = s.connect(ctx, n, resumed)
 	case seccomp.SysListen:
 		err = s.listen(ctx, n)
 	case seccomp.SysBind, seccomp.SysSendto, seccomp.SysSendmsg, seccomp.SysSendmmsg:
@@ -268,4 +370,56 @@ func (s *session) handle(ctx context.Context, n seccomp.Notif) {
 	if err != nil && !errors.Is(err, seccomp.ErrGone) && !errors.Is(err, seccomp.ErrClosed) {
 		s.log.Debug("broker: answer failed", "syscall", n.Syscall().String(), "err", err)
 	}
+}
+
+// RestoreListener takes over a listener a predecessor published for this
+// host (its host sockets live on in the container), so that its closing is
+// noticed and it is withdrawn then.
+func (b *Broker) RestoreListener(l api.Listener) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v := netip.AddrPortFrom(l.VIP, l.Port)
+	g := b.byPort[l.HostPort]
+	if g == nil {
+		// reuseport is unknown: a second process may join only if the
+		// kernel lets its bind through, as before the restart.
+		g = &listenerGroup{hostPort: l.HostPort, container: l.ContainerID, ifName: l.IfName, reuseport: true, created: time.Now()}
+		b.byPort[l.HostPort] = g
+	}
+	if b.listeners[v] == nil {
+		g.vips = append(g.vips, v)
+		b.listeners[v] = g
+	}
+}
+
+// Published lists the listener records this broker's host listeners need
+// in the store (to re-publish them on a new lease).
+func (b *Broker) Published() []api.Listener {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []api.Listener
+	for _, g := range b.byPort {
+		for _, v := range g.vips {
+			out = append(out, api.Listener{VIP: v.Addr(), Port: v.Port(), HostIP: b.cfg.HostIP, HostPort: g.hostPort,
+				ContainerID: g.container, IfName: g.ifName})
+		}
+	}
+	return out
+}
+
+// OpenListenPorts returns the host ports with a listening TCP socket.
+func OpenListenPorts() (map[uint16]bool, error) {
+	open := map[uint16]bool{}
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := netlink.SocketDiagTCP(fam)
+		if err != nil {
+			return nil, err
+		}
+		for _, sk := range socks {
+			if sk.State == tcpListen {
+				open[sk.ID.SourcePort] = true
+			}
+		}
+	}
+	return open, nil
 }

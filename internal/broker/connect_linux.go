@@ -97,7 +97,7 @@ func (s *session) fallback(op string, n seccomp.Notif, r Reason) error {
 	return s.l.Continue(n.ID)
 }
 
-func (s *session) connect(ctx context.Context, n seccomp.Notif) error {
+func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) error {
 	start := time.Now()
 	tm := timer{m: s.b.cfg.Metrics, last: start}
 	fd := int(int32(n.Args[0]))
@@ -132,7 +132,7 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif) error {
 			}
 			defer a.close()
 			if r == "" && a.ours {
-				return s.reconnect(n, a, dst, false)
+				return s.reconnect(n, a, dst, false, resumed)
 			}
 		}
 		return s.fallback("connect", n, ReasonNotInet)
@@ -152,7 +152,7 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif) error {
 		return s.fallback("connect", n, r)
 	}
 	if a.ours {
-		return s.reconnect(n, a, dst, true)
+		return s.reconnect(n, a, dst, true, resumed)
 	}
 	if _, err := unix.Getpeername(a.fd); err == nil {
 		// Already connected in the container: the kernel says EISCONN.
@@ -225,8 +225,9 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif) error {
 }
 
 // reconnect answers connect() on a host socket slimd installed earlier: a
-// restarted call after a signal, or an application connecting twice.
-func (s *session) reconnect(n seccomp.Notif, a appSocket, dst netip.AddrPort, inet bool) error {
+// restarted call after a signal, an application connecting twice, or
+// (resumed) the very call a predecessor swapped but died before answering.
+func (s *session) reconnect(n seccomp.Notif, a appSocket, dst netip.AddrPort, inet, resumed bool) error {
 	if !inet {
 		// Disconnecting would free a host socket for reuse: refuse.
 		return s.l.Return(n.ID, 0, unix.EOPNOTSUPP)
@@ -238,6 +239,9 @@ func (s *session) reconnect(n seccomp.Notif, a appSocket, dst netip.AddrPort, in
 	switch info.State {
 	case unix.BPF_TCP_SYN_SENT, unix.BPF_TCP_SYN_RECV:
 		if a.nonblock {
+			if resumed {
+				return s.l.Return(n.ID, 0, unix.EINPROGRESS) // what the first answer would have been
+			}
 			return s.l.Return(n.ID, 0, unix.EALREADY)
 		}
 		return s.l.Continue(n.ID) // waits natively, no address is used

@@ -25,6 +25,7 @@ import (
 	"github.com/slimnet/slim/internal/lab/labtest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -500,4 +501,96 @@ func TestChurn(t *testing.T) {
 			t.Errorf("%s: port blocks went from %d to %d", h, b.blocks, a.blocks)
 		}
 	}
+}
+
+// slimd restarted (SIGTERM) and killed (SIGKILL): fast-path connections
+// keep moving bytes, connects made while slimd is away wait for the next
+// one instead of failing, nobody sees ENOSYS, and new connections take the
+// fast path again.
+func TestSlimdRestartAndKill(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(2))
+	dumpOnFailure(t, l.Config)
+	ctx := t.Context()
+	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{"socat", "TCP-LISTEN:7000,fork,reuseaddr", "EXEC:cat"}})
+	waitListener(t, l.Config, "h1", srv.IPv4, 7000, true)
+	stream := filepath.Join(t.TempDir(), "stream")
+	// One long connection: a line every 20 ms, echoed back into a file.
+	l.Run(lab.RunSpec{Host: "h2", Name: "stream", Command: []string{"sh", "-c",
+		fmt.Sprintf("while :; do echo tick; sleep 0.02; done | socat - TCP:%s:7000 > %s", srv.IPv4, stream)}})
+	// Short connections in a loop, each result logged.
+	loopLog := filepath.Join(t.TempDir(), "loop")
+	l.Run(lab.RunSpec{Host: "h2", Name: "loop", Command: []string{"sh", "-c",
+		fmt.Sprintf("while :; do if echo x | socat -t 1 - TCP:%s:7000,connect-timeout=30 2>&1 | grep -qx x; then echo ok; else echo FAIL; fi >> %s; sleep 0.1; done", srv.IPv4, loopLog)}})
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	count := func(word string) int { b, _ := os.ReadFile(loopLog); return strings.Count(string(b), word) }
+	progress := func(what string) {
+		t.Helper()
+		s0, ok0 := size(stream), count("ok")
+		waitFor(t, 20*time.Second, func() error {
+			if size(stream) < s0+100 || count("ok") < ok0+3 {
+				return fmt.Errorf("%s: stream %d -> %d bytes, loop %d -> %d ok", what, s0, size(stream), ok0, count("ok"))
+			}
+			return nil
+		})
+	}
+	progress("before")
+	for _, step := range []struct {
+		host string
+		sig  unix.Signal
+	}{{"h2", unix.SIGKILL}, {"h1", unix.SIGTERM}, {"h2", unix.SIGTERM}, {"h1", unix.SIGKILL}} {
+		if err := lab.StopSlimd(ctx, l.Config, step.host, step.sig); err != nil {
+			t.Fatal(err)
+		}
+		// The stream needs no slimd; the loop's connects wait for one.
+		s0 := size(stream)
+		time.Sleep(time.Second)
+		if size(stream) <= s0 {
+			t.Fatalf("stream stopped while %s's slimd was down (%v)", step.host, step.sig)
+		}
+		if err := lab.Up(ctx, l.Config); err != nil {
+			t.Fatal(err)
+		}
+		progress(fmt.Sprintf("after %v of %s's slimd", step.sig, step.host))
+	}
+	if n := count("FAIL"); n > 0 {
+		b, _ := os.ReadFile(loopLog)
+		t.Fatalf("%d short connections failed:\n%s", n, b)
+	}
+	for _, name := range []string{"stream", "loop"} {
+		if b, _ := os.ReadFile(filepath.Join(l.Config.StateDir, "containers", name+".log")); strings.Contains(string(b), "not implemented") {
+			t.Fatalf("%s saw ENOSYS:\n%s", name, b)
+		}
+	}
+	// After all that, new connections are still swapped.
+	before := overlayBytes(t, "h1", "h2")
+	big := strings.Repeat("x", 100000)
+	out := l.Output(ctx, "loop", "sh", "-c", fmt.Sprintf("printf %s | socat -t 2 - TCP:%s:7000 | wc -c", big, srv.IPv4))
+	if strings.TrimSpace(out) != "100000" {
+		t.Fatalf("echo after the restarts returned %s bytes", out)
+	}
+	if d := overlayBytes(t, "h1", "h2") - before; d > 2000 {
+		t.Fatalf("after the restarts a new connection used the overlay (%d bytes)", d)
+	}
+}
+
+// dumpOnFailure logs the tails of the lab's slimd and container logs if t
+// fails (registered after labtest.New, so it runs before the lab goes).
+func dumpOnFailure(t *testing.T, cfg lab.Config) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		logs, _ := filepath.Glob(filepath.Join(cfg.StateDir, "*", "*.log"))
+		for _, f := range logs {
+			b, _ := os.ReadFile(f)
+			lines := strings.Split(string(b), "\n")
+			t.Logf("--- %s (last 40 lines)\n%s", f, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
 }

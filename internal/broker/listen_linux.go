@@ -127,7 +127,7 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	}
 	if newGroup {
 		b.mu.Lock()
-		g = &listenerGroup{hostPort: hostPort, vips: vips, container: c.ID, reuseport: reuse == 1, created: time.Now()}
+		g = &listenerGroup{hostPort: hostPort, vips: vips, container: c.ID, ifName: c.IfName, reuseport: reuse == 1, created: time.Now()}
 		for _, v := range vips {
 			b.listeners[v] = g
 		}

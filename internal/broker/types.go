@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/keeper"
 )
 
 // Ports hands out host ports: source ports from the containers' port
@@ -35,4 +36,19 @@ type Tagger interface {
 // Resolver finds the container behind a network namespace (by inode).
 type Resolver interface {
 	ContainerByNetns(ino uint64) (*Container, bool)
+}
+
+// Keeper holds copies of the notification fds so that they outlive slimd:
+// if the last copy closes, the container's trapped calls fail with ENOSYS.
+type Keeper interface {
+	Put(key string, meta []byte, fd int) error
+	Drop(key string) error
+}
+
+// Journal records notifications from receipt to answer, so that a slimd
+// that dies in between leaves them to its successor to finish
+// (*keeper.Journal).
+type Journal interface {
+	Record(e keeper.Entry) (slot int, ok bool)
+	Done(slot int)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/broker"
 	"github.com/slimnet/slim/internal/embedetcd"
+	"github.com/slimnet/slim/internal/keeper"
 	"github.com/slimnet/slim/internal/nat"
 	"github.com/slimnet/slim/internal/overlay"
 	"github.com/slimnet/slim/internal/seccomp"
@@ -66,6 +67,9 @@ type Daemon struct {
 	fp        *fastPath
 	broker    *broker.Broker
 	bpf       *bpf.Programs
+	keeper    *keeperLink
+	journal   *keeper.Journal
+	leftovers []keeper.Entry
 
 	allocMu  sync.Mutex // serializes allocation on this host
 	lastIPv4 netip.Addr
@@ -91,6 +95,9 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func (d *Daemon) close() {
+	if d.journal != nil {
+		d.journal.Close()
+	}
 	if d.bpf != nil {
 		d.bpf.Close() // pins stay: rewrite and guard outlive slimd
 	}
@@ -210,7 +217,7 @@ func (d *Daemon) setup(ctx context.Context) error {
 		TTL:    d.cfg.LeaseTTL,
 		File:   filepath.Join(d.cfg.DataDir, "lease"),
 		Log:    d.log.With("component", "lease"),
-		Attach: func(ctx context.Context, id clientv3.LeaseID) error { return d.store.PutHost(ctx, d.self, id) },
+		Attach: d.attachLease,
 	})
 	if err := d.retry(ctx, "host lease", d.lease.Acquire); err != nil {
 		return err
@@ -278,6 +285,19 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 	default:
 		d.bpf = progs
 		d.log.Info("bpf programs attached", "cgroup", cg, "pins", pin)
+		// The pinned listener map remembers this host's listeners even
+		// if their store records expired while slimd was away; read it
+		// before anything syncs the map to the store.
+		if ls, err := progs.Listeners(); err == nil {
+			for _, l := range ls {
+				if l.HostIP == d.self.UnderlayIP {
+					d.fp.owned = append(d.fp.owned, l)
+				}
+			}
+		}
+	}
+	if err := d.openKeeper(context.Background()); err != nil {
+		return err
 	}
 	bm := broker.NewMetrics()
 	d.metrics.reg.MustRegister(bm.Collectors()...)
@@ -288,10 +308,35 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 		Ports:     d.fp,
 		Publisher: d.fp,
 		Tagger:    d.tagger(),
+		Keeper:    d.keeper,
+		Journal:   d.journal,
 		Log:       d.log.With("component", "broker"),
 		Metrics:   bm,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	d.keeper.rekeep = d.broker.Rekeep
+	return nil
+}
+
+// attachLease (re)writes what hangs on the host's lease: the host record
+// and, once the broker runs, the listeners it serves (a new lease after a
+// long outage must carry them again).
+func (d *Daemon) attachLease(ctx context.Context, id clientv3.LeaseID) error {
+	if err := d.store.PutHost(ctx, d.self, id); err != nil {
+		return err
+	}
+	if d.broker == nil {
+		return nil
+	}
+	for _, l := range d.broker.Published() {
+		l.Host = d.self.Name
+		if err := d.store.PutListener(ctx, l, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // desiredPeers turns the host cache into overlay peers: every other host
@@ -384,7 +429,14 @@ func (d *Daemon) serveFastPath(ctx context.Context) error {
 	if err := d.retry(ctx, "restore fast path", d.fp.restore); err != nil {
 		return err
 	}
+	if err := d.fp.restoreListeners(ctx); err != nil {
+		return err
+	}
+	if err := d.resume(ctx); err != nil {
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.keeper.watch(ctx) })
 	g.Go(func() error { return d.broker.Run(ctx) })
 	g.Go(func() error {
 		return seccomp.ServeAgent(ctx, d.cfg.AgentSocket, d.log.With("component", "agent"),

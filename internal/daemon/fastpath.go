@@ -11,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/broker"
 	"github.com/slimnet/slim/internal/cgroupfs"
 	"github.com/slimnet/slim/internal/nat"
@@ -39,6 +41,12 @@ type fastPath struct {
 
 	natTable *nat.Table
 	natDirty chan struct{}
+	// owned are this host's listeners as the pinned BPF map had them at
+	// start; restored tells runNAT that restoring is done (until then it
+	// must not make the map or the DNAT table follow a store that may have
+	// lost records while slimd was away).
+	owned    []bpf.Listener
+	restored atomic.Bool
 }
 
 func newFastPath(d *Daemon) *fastPath {
@@ -237,7 +245,7 @@ func (f *fastPath) runNAT(ctx context.Context) error {
 	t := time.NewTicker(f.d.cfg.ResyncInterval)
 	defer t.Stop()
 	for {
-		if f.d.listeners.Synced() && f.d.endpoints.Synced() && f.d.hosts.Synced() {
+		if f.restored.Load() && f.d.listeners.Synced() && f.d.endpoints.Synced() && f.d.hosts.Synced() {
 			if err := f.natTable.Sync(f.localRules()); err != nil {
 				f.d.log.Warn("dnat sync failed", "err", err)
 			}
@@ -407,4 +415,57 @@ func (f *fastPath) listenerList(host string) ([]api.Listener, error) {
 		return int(a.Port) - int(b.Port)
 	})
 	return out, nil
+}
+
+// restoreListeners takes over the listeners a predecessor left: those the
+// store still lists for this host, and those only the pinned BPF map
+// remembers (their records expired with an old lease) whose host socket is
+// still listening; the latter are published again.
+func (f *fastPath) restoreListeners(ctx context.Context) error {
+	defer func() {
+		f.restored.Store(true)
+		f.markNAT()
+	}()
+	ls, _ := f.d.listeners.Snapshot()
+	have := map[netip.AddrPort]bool{}
+	for _, l := range ls {
+		if l.Host == f.d.self.Name {
+			f.d.broker.RestoreListener(l)
+			have[netip.AddrPortFrom(l.VIP, l.Port)] = true
+		}
+	}
+	if len(f.owned) == 0 {
+		return nil
+	}
+	open, err := broker.OpenListenPorts()
+	if err != nil {
+		return err
+	}
+	byVIP := map[netip.Addr]api.Endpoint{}
+	eps, _ := f.d.endpoints.Snapshot()
+	for _, ep := range eps {
+		if ep.Host == f.d.self.Name {
+			byVIP[ep.IPv4] = ep
+			if ep.IPv6.IsValid() {
+				byVIP[ep.IPv6] = ep
+			}
+		}
+	}
+	for _, o := range f.owned {
+		ep, ok := byVIP[o.VIP.Addr()]
+		if have[o.VIP] || !open[o.HostPort] || !ok {
+			continue
+		}
+		l := api.Listener{VIP: o.VIP.Addr(), Port: o.VIP.Port(), Host: f.d.self.Name, HostIP: o.HostIP, HostPort: o.HostPort,
+			ContainerID: ep.ContainerID, IfName: ep.IfName}
+		if err := f.d.store.PutListener(ctx, l, f.d.lease.ID()); err != nil {
+			return err
+		}
+		f.d.broker.RestoreListener(l)
+		f.mu.Lock()
+		f.lports[o.HostPort] = true
+		f.mu.Unlock()
+		f.d.log.Info("listener re-published after its record expired", "vip", o.VIP, "hostPort", o.HostPort)
+	}
+	return nil
 }

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Grace periods between SIGTERM and SIGKILL.
@@ -151,16 +154,53 @@ func stopLab(ctx context.Context, labCg string) error {
 		}
 	}
 	var errs []error
-	for _, phase := range []struct {
+	for i, phase := range []struct {
 		cgs   []string
 		grace time.Duration
 	}{{containers, containerGrace}, {joiners, slimdGrace}, {rest, slimdGrace}} {
 		if err := stopCgroups(ctx, phase.cgs, phase.grace); err != nil {
 			errs = append(errs, err)
 		}
+		if i == 0 {
+			// With the containers gone, the slimds' fd keepers hold
+			// nothing anyone needs; they ignore SIGTERM by design.
+			if err := killKeepers(append(slices.Clone(joiners), rest...)); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("stop lab processes: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// killKeepers SIGKILLs the `slimd keeper` processes in cgs.
+func killKeepers(cgs []string) error {
+	var errs []error
+	for _, cg := range cgs {
+		pids, err := cgroupPIDs(cg)
+		if err != nil {
+			continue
+		}
+		for _, pid := range pids {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if err != nil {
+				continue
+			}
+			args := strings.Split(string(b), "\x00")
+			if len(args) < 2 || args[1] != "keeper" {
+				continue
+			}
+			fd, err := unix.PidfdOpen(pid, 0)
+			if err != nil {
+				continue // gone
+			}
+			if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("kill keeper %d: %w", pid, err))
+			}
+			unix.Close(fd)
+		}
+	}
+	return errors.Join(errs...)
 }

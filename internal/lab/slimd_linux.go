@@ -17,9 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// slimdPID returns the pid of host's slimd if it is running: its cgroup
-// holds a process. The pid file names which one is slimd; if it names no
-// process of the cgroup, the first one is taken.
+// slimdPID returns the pid of host's slimd if it is running: the pid file
+// names a process of slimd's cgroup. The cgroup also holds slimd's fd
+// keeper, which outlives slimd on purpose, so a non-empty cgroup alone
+// does not mean slimd runs.
 func slimdPID(cgRoot, dir, host string) (int, bool) {
 	pids, err := cgroupPIDs(slimdCgroup(cgRoot, host))
 	if err != nil || len(pids) == 0 {
@@ -30,7 +31,7 @@ func slimdPID(cgRoot, dir, host string) (int, bool) {
 			return pid, true
 		}
 	}
-	return pids[0], true
+	return 0, false
 }
 
 // startSlimd starts host i's slimd in its namespace and cgroup and records
@@ -191,8 +192,9 @@ func logTail(path string) string {
 // embedded etcd alone may take ~5 s while other hosts hold watches on it.
 const slimdStopTimeout = 20 * time.Second
 
-// StopSlimd sends sig to host's slimd and waits until it has exited (its
-// cgroup is empty), so that a following Up starts a fresh one. Stopping a
+// StopSlimd sends sig to host's slimd (its process only: its fd keeper
+// stays, as it would when a service manager restarts slimd) and waits until
+// it has exited, so that a following Up starts a fresh one. Stopping a
 // slimd that is not running succeeds.
 func StopSlimd(ctx context.Context, cfg Config, host string, sig unix.Signal) error {
 	dir := cfg.stateDir()
@@ -207,18 +209,35 @@ func StopSlimd(ctx context.Context, cfg Config, host string, sig unix.Signal) er
 	if err != nil {
 		return err
 	}
-	cg := slimdCgroup(cgRoot, host)
-	if err := signalCgroup(cg, sig); err != nil && !errors.Is(err, os.ErrNotExist) {
+	pid, alive := slimdPID(cgRoot, dir, host)
+	if !alive {
+		return nil
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd of slimd on %s: %w", host, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("signal slimd on %s: %w", host, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, slimdStopTimeout)
 	defer cancel()
-	for !cgroupsEmpty([]string{cg}) {
-		select {
-		case <-ctx.Done():
+	// A pidfd polls readable when its process exits (zombies included:
+	// nothing here reaps slimd).
+	for {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 20)
+		if err == nil && n > 0 {
+			return nil
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("wait for slimd on %s: %w", host, err)
+		}
+		if ctx.Err() != nil {
 			return fmt.Errorf("slimd on %s still running after %s", host, slimdStopTimeout)
-		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return nil
 }

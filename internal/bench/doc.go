@@ -1,0 +1,42 @@
+// Package bench measures Slim against host networking and the plain VXLAN
+// overlay on the lab, side by side in one run: what `slimctl bench` runs.
+//
+// Three modes, on a 2-host lab (see package lab):
+//
+//	host     a process in host h2's namespace talks to one in h1's, over
+//	         the underlay: the reference every ratio is taken against;
+//	overlay  container to container with the fast path off (--no-slim):
+//	         veth, routing and VXLAN, as flannel's vxlan backend does it;
+//	slim     container to container on the fast path: connections to a
+//	         virtual IP with a listener are swapped onto host sockets.
+//
+// Four tests, each run in every mode, the modes interleaved within each run
+// (run 1: host, overlay, slim; run 2: ...) so that all of them see the same
+// machine state:
+//
+//	tcp1, tcp4  iperf3 bulk TCP throughput, 1 and 4 streams;
+//	rr          request/response ping-pong on one connection
+//	            (slimprobe rr): latency p50/p99 and transactions per second;
+//	crr         connect, 1-byte request, 1-byte response, close
+//	            (slimprobe crr): connections per second and connect latency.
+//
+// Every test also measures the whole machine's CPU time over its window
+// (user, nice, system, irq and softirq from /proc/stat), expressed per GB
+// received or per transaction. Every figure is the median of the runs, with
+// min and max, and the ratios overlay/host, slim/host and slim/overlay; the
+// design's goals for slim are evaluated on the medians.
+//
+// The measurement is a pure core (statistics, /proc parsing, iperf3 and
+// slimprobe output parsing, the report and its Markdown rendering) and an
+// orchestrator (Run) that drives the lab through package lab's API only:
+// every process it starts is in a lab cgroup, so lab.Down removes it
+// whatever happens to the benchmark.
+//
+// The Report's JSON form is a contract: fields are added, never renamed.
+// It carries every sample, so that charts (for example PNGs drawn with
+// gonum/plot) can be made from it without running again.
+//
+// What the package leaves to others: building the lab (package lab) and
+// the binaries; iperf3 is Debian's (scripts/deps.sh installs it) and
+// slimprobe is test/slimprobe, built with CGO_ENABLED=0.
+package bench

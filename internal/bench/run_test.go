@@ -1,0 +1,100 @@
+package bench
+
+import (
+	"testing"
+	"time"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   Config
+		want Config
+	}{
+		{"full", Config{}, Config{Runs: 5, TCPTime: 8 * time.Second, RRTime: 5 * time.Second, CRRTime: 5 * time.Second, RRSize: 1, CRRWorkers: 4}},
+		{"quick", Config{Quick: true}, Config{Quick: true, Runs: 3, TCPTime: 2 * time.Second, RRTime: 2 * time.Second, CRRTime: 2 * time.Second, RRSize: 1, CRRWorkers: 4}},
+		{"quick, one run", Config{Quick: true, Runs: 1, RRTime: time.Second}, Config{Quick: true, Runs: 1, TCPTime: 2 * time.Second, RRTime: time.Second, CRRTime: 2 * time.Second, RRSize: 1, CRRWorkers: 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.in.withDefaults(); got != tc.want {
+				t.Errorf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{Probe: "/bin/slimprobe"}.withDefaults()
+	if err := ok.validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*Config){
+		"no probe":      func(c *Config) { c.Probe = "" },
+		"runs":          func(c *Config) { c.Runs = maxRuns + 1 },
+		"negative runs": func(c *Config) { c.Runs = -1 },
+		"rr size":       func(c *Config) { c.RRSize = -1 },
+		"workers":       func(c *Config) { c.CRRWorkers = 1000 },
+		"rr time":       func(c *Config) { c.RRTime = -time.Second },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := ok
+			mut(&c)
+			if err := c.validate(); err == nil {
+				t.Errorf("%+v: want an error", c)
+			}
+		})
+	}
+}
+
+func TestTCPSeconds(t *testing.T) {
+	for in, want := range map[time.Duration]int{0: 1, 300 * time.Millisecond: 1, time.Second: 1, 1500 * time.Millisecond: 2, 8 * time.Second: 8} {
+		if got := (Config{TCPTime: in}).tcpSeconds(); got != want {
+			t.Errorf("tcpSeconds(%v) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+// The time budgets: the full run under 15 minutes and --quick under 3,
+// lab setup and teardown (~20 s) included.
+func TestEstimateWithinBudget(t *testing.T) {
+	const setup = 30 * time.Second
+	if d := (Config{}).Estimate() + setup; d > 12*time.Minute {
+		t.Errorf("full run estimated at %v", d)
+	}
+	if d := (Config{Quick: true}).Estimate() + setup; d > 150*time.Second {
+		t.Errorf("quick run estimated at %v", d)
+	}
+}
+
+func TestStripElapsed(t *testing.T) {
+	for in, want := range map[string]string{
+		"   0.9s  lab ready: 2 hosts":   "lab ready: 2 hosts",
+		"  12.0s  warning: x":           "warning: x",
+		"no time here":                  "no time here",
+		"5s":                            "5s",
+		"sleeps  are not elapsed times": "sleeps  are not elapsed times",
+	} {
+		if got := stripElapsed(in); got != want {
+			t.Errorf("stripElapsed(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCPUModel(t *testing.T) {
+	in := "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n"
+	if got := cpuModel(in); got != "AMD EPYC 7B13" {
+		t.Errorf("cpuModel = %q", got)
+	}
+	if got := cpuModel("processor: 0\n"); got != "unknown CPU" {
+		t.Errorf("cpuModel without a model = %q", got)
+	}
+}
+
+func TestTail(t *testing.T) {
+	tl := &tail{max: 5}
+	tl.Write([]byte("abc"))
+	tl.Write([]byte("defg"))
+	if got := tl.String(); got != "cdefg" {
+		t.Errorf("tail = %q", got)
+	}
+}
