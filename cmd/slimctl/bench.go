@@ -19,7 +19,6 @@ import (
 const benchProbe = "slimprobe"
 
 // newBenchCmd is `slimctl bench`, a thin wrapper of package bench.
-//
 func newBenchCmd(g *globals) *cobra.Command {
 	lf := &labFlags{}
 	var (
