@@ -61,13 +61,13 @@ type Broker struct {
 }
 
 // listenerGroup is one host listener port and the virtual addresses it
-// serves; several host sockets share it through SO_REUSEPORT.
+// serves; several host sockets share it through SO_REUSEPORT. Whether a
+// new socket may join is the kernel's decision: its bind to the port.
 type listenerGroup struct {
 	hostPort  uint16
 	vips      []netip.AddrPort
 	container string
 	ifName    string
-	reuseport bool
 	created   time.Time
 }
 
@@ -381,9 +381,9 @@ func (b *Broker) RestoreListener(l api.Listener) {
 	v := netip.AddrPortFrom(l.VIP, l.Port)
 	g := b.byPort[l.HostPort]
 	if g == nil {
-		// reuseport is unknown: a second process may join only if the
-		// kernel lets its bind through, as before the restart.
-		g = &listenerGroup{hostPort: l.HostPort, container: l.ContainerID, ifName: l.IfName, reuseport: true, created: time.Now()}
+		// A second process joins only if the kernel lets its bind to
+		// the host port through (SO_REUSEPORT on both), as before.
+		g = &listenerGroup{hostPort: l.HostPort, container: l.ContainerID, ifName: l.IfName, created: time.Now()}
 		b.byPort[l.HostPort] = g
 	}
 	if b.listeners[v] == nil {

@@ -594,3 +594,37 @@ func dumpOnFailure(t *testing.T, cfg lab.Config) {
 		}
 	})
 }
+
+// A server that closes its listener and listens again on the same port
+// (iperf3 does it between tests) gets the port, on the fast path.
+func TestRelisten(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(2))
+	ctx := t.Context()
+	// socat without fork serves one connection and exits; the loop
+	// listens again at once.
+	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{"sh", "-c",
+		"while :; do socat TCP-LISTEN:7600,reuseaddr EXEC:cat || exit 1; done"}})
+	l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
+	for i := range 5 {
+		waitListener(t, l.Config, "h1", srv.IPv4, 7600, true)
+		msg := fmt.Sprintf("round %d", i)
+		var got string
+		waitFor(t, 10*time.Second, func() error {
+			o, err := lab.Output(ctx, l.Config, "cli", "sh", "-c", fmt.Sprintf("echo '%s' | socat -t 1 - TCP:%s:7600", msg, srv.IPv4))
+			got = strings.TrimSpace(string(o))
+			if err != nil || got != msg {
+				return fmt.Errorf("got %q, %v", got, err)
+			}
+			return nil
+		})
+	}
+	ls, err := lab.List(ctx, l.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range ls.Containers {
+		if c.Name == "srv" && !c.Alive {
+			t.Fatal("the server's listen failed (EADDRINUSE) and it exited")
+		}
+	}
+}

@@ -57,17 +57,9 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	if reason != "" {
 		return s.fallback("listen", n, reason)
 	}
-	reuse, _ := unix.GetsockoptInt(a.fd, unix.SOL_SOCKET, unix.SO_REUSEPORT)
 	b := s.b
 	b.mu.Lock()
 	g := b.listeners[vips[0]]
-	if g != nil && !(g.reuseport && reuse == 1 && g.container == c.ID) {
-		b.mu.Unlock()
-		// The first listener's container socket is gone (swapped), so
-		// the bind that preceded this listen succeeded; the kernel
-		// would have refused it.
-		return s.l.Return(n.ID, 0, unix.EADDRINUSE)
-	}
 	b.mu.Unlock()
 	newGroup := g == nil
 	var hostPort uint16
@@ -87,6 +79,15 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 		return s.fallback("listen", n, ReasonError)
 	}
 	hfd, err := s.hostListener(a, hostPort, backlog)
+	if errors.Is(err, unix.EADDRINUSE) && !newGroup {
+		// The group's host listeners are alive and this socket may not
+		// join them (no SO_REUSEPORT on both): what the kernel would have
+		// said at bind, had the first socket still been in the container.
+		// Had they all closed (a server re-listening on its port, as
+		// iperf3 does between tests), the bind would have succeeded and
+		// this socket takes the group over.
+		return s.l.Return(n.ID, 0, unix.EADDRINUSE)
+	}
 	if err != nil {
 		s.log.Debug("broker: host listener failed", "port", hostPort, "err", err)
 		return fail("listen")
@@ -125,9 +126,14 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 		}
 		return fail("addfd")
 	}
+	if !newGroup {
+		b.mu.Lock()
+		g.created = time.Now() // not reaped before its new socket shows up
+		b.mu.Unlock()
+	}
 	if newGroup {
 		b.mu.Lock()
-		g = &listenerGroup{hostPort: hostPort, vips: vips, container: c.ID, ifName: c.IfName, reuseport: reuse == 1, created: time.Now()}
+		g = &listenerGroup{hostPort: hostPort, vips: vips, container: c.ID, ifName: c.IfName, created: time.Now()}
 		for _, v := range vips {
 			b.listeners[v] = g
 		}
