@@ -103,7 +103,7 @@ func New(cfg Config) (*Broker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("broker: probe socket: %w", err)
 		}
-		b.defaults[fam] = readOpts(fd, fam)
+		b.defaults[fam] = readOpts(fd, fam, true)
 		if fam == unix.AF_INET {
 			b.hostCookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 		}
@@ -192,7 +192,13 @@ func (b *Broker) Rekeep() error {
 }
 
 func (b *Broker) newSession(id uint64, pid, fd int) *session {
-	return &session{b: b, id: id, l: seccomp.NewListener(fd), pid: pid, log: b.cfg.Log.With("pid", pid)}
+	l := seccomp.NewListener(fd)
+	// Wake the trapped thread on the answering CPU (Linux 6.6): the
+	// broker goroutine goes back to waiting right after answering, so a
+	// cross-CPU wake-up per round trip is pure cost. Older kernels refuse;
+	// nothing depends on it.
+	_ = l.SetSyncWakeUp()
+	return &session{b: b, id: id, l: l, pid: pid, log: b.cfg.Log.With("pid", pid)}
 }
 
 func (b *Broker) start(ctx context.Context, s *session, leftovers []keeper.Entry) {

@@ -55,11 +55,11 @@ func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
 		a.close()
 		return appSocket{}, "", err
 	}
-	typ, err1 := unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_TYPE)
-	proto, err2 := unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	// IPPROTO_TCP implies SOCK_STREAM (MPTCP has its own protocol
+	// number), so the type needs no read of its own.
+	proto, err1 := unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 	a.family, _ = unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err1 != nil || err2 != nil || typ != unix.SOCK_STREAM || proto != unix.IPPROTO_TCP ||
-		(a.family != unix.AF_INET && a.family != unix.AF_INET6) {
+	if err1 != nil || proto != unix.IPPROTO_TCP || (a.family != unix.AF_INET && a.family != unix.AF_INET6) {
 		a.close()
 		return appSocket{}, ReasonNotTCP, nil
 	}
@@ -158,7 +158,7 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 		// Already connected in the container: the kernel says EISCONN.
 		return s.fallback("connect", n, ReasonNoListener)
 	}
-	opts := readOpts(a.fd, a.family)
+	opts := readOpts(a.fd, a.family, false)
 	tm.step("read_options")
 	hfd, local, err := s.dial(ctx, c, a.family, opts, lst)
 	tm.step("host_connect")

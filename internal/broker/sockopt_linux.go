@@ -23,6 +23,7 @@ type optSpec struct {
 	kind        optKind
 	v6          bool // only on AF_INET6 sockets
 	v4          bool // only on AF_INET sockets
+	listenOnly  bool // means nothing on a connecting socket: not read for connect
 }
 
 // copiedOpts are the options that change how a connection behaves and
@@ -39,7 +40,7 @@ var copiedOpts = []optSpec{
 	{level: unix.SOL_SOCKET, name: unix.SO_SNDTIMEO, kind: kindTimeval},
 	{level: unix.SOL_SOCKET, name: unix.SO_OOBINLINE},
 	{level: unix.SOL_SOCKET, name: unix.SO_RCVLOWAT},
-	{level: unix.SOL_SOCKET, name: unix.SO_REUSEPORT},
+	{level: unix.SOL_SOCKET, name: unix.SO_REUSEPORT, listenOnly: true},
 	{level: unix.IPPROTO_TCP, name: unix.TCP_NODELAY},
 	{level: unix.IPPROTO_TCP, name: unix.TCP_KEEPIDLE},
 	{level: unix.IPPROTO_TCP, name: unix.TCP_KEEPINTVL},
@@ -49,11 +50,11 @@ var copiedOpts = []optSpec{
 	{level: unix.IPPROTO_TCP, name: unix.TCP_MAXSEG},
 	{level: unix.IPPROTO_TCP, name: unix.TCP_WINDOW_CLAMP},
 	{level: unix.IPPROTO_TCP, name: unix.TCP_CONGESTION, kind: kindString},
-	{level: unix.IPPROTO_TCP, name: unix.TCP_DEFER_ACCEPT},
-	{level: unix.IPPROTO_TCP, name: unix.TCP_FASTOPEN},
+	{level: unix.IPPROTO_TCP, name: unix.TCP_DEFER_ACCEPT, listenOnly: true},
+	{level: unix.IPPROTO_TCP, name: unix.TCP_FASTOPEN, listenOnly: true},
 	{level: unix.IPPROTO_IP, name: unix.IP_TOS, v4: true},
 	{level: unix.IPPROTO_IPV6, name: unix.IPV6_TCLASS, v6: true},
-	{level: unix.IPPROTO_IPV6, name: unix.IPV6_V6ONLY, v6: true},
+	{level: unix.IPPROTO_IPV6, name: unix.IPV6_V6ONLY, v6: true, listenOnly: true},
 }
 
 // optValue is one option's value in a comparable form.
@@ -72,10 +73,13 @@ type sockOpts struct {
 	ok     [32]bool
 }
 
-func readOpts(fd, family int) sockOpts {
+// readOpts reads the options of fd; forListen includes those that only
+// matter to listeners (each read is a system call, and they add up on the
+// connect path).
+func readOpts(fd, family int, forListen bool) sockOpts {
 	o := sockOpts{family: family}
 	for i, spec := range copiedOpts {
-		if (spec.v6 && family != unix.AF_INET6) || (spec.v4 && family != unix.AF_INET) {
+		if (spec.v6 && family != unix.AF_INET6) || (spec.v4 && family != unix.AF_INET) || (spec.listenOnly && !forListen) {
 			continue
 		}
 		var v optValue
