@@ -12,7 +12,7 @@ need_root() {
 }
 need_root
 
-pkgs=(iproute2 iperf3 nftables ethtool iputils-ping socat kmod ca-certificates)
+pkgs=(iproute2 iperf3 nftables ethtool iputils-ping socat kmod ca-certificates util-linux runc crun clang llvm libbpf-dev)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

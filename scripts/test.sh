@@ -20,6 +20,13 @@ echo "== staticcheck" >&2
 go tool staticcheck ./...
 echo "== go build" >&2
 go build ./...
+echo "== go generate (committed BPF objects must match their source)" >&2
+go generate ./internal/bpf/
+if ! git diff --quiet -- internal/bpf; then
+	echo "internal/bpf: generated files differ from the committed ones; run go generate ./internal/bpf/ and commit" >&2
+	git diff --stat -- internal/bpf >&2
+	exit 1
+fi
 
 # Lab tests use fixed namespace names (slimlab-*), so packages run one at a
 # time (-p 1); within a package tests run in order.
