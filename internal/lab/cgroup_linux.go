@@ -148,7 +148,9 @@ func stopCgroups(ctx context.Context, cgs []string, grace time.Duration) error {
 	for _, cg := range cgs {
 		errs = append(errs, signalCgroup(cg, unix.SIGTERM))
 	}
-	if waitEmpty(ctx, cgs, grace) {
+	// Done waiting once only processes that ignore SIGTERM on purpose
+	// (slimd's fd keeper) are left: they get the SIGKILL below at once.
+	if waitOnly(ctx, cgs, grace, isKeeper) {
 		return errors.Join(errs...)
 	}
 	for _, cg := range cgs {
@@ -164,6 +166,41 @@ func stopCgroups(ctx context.Context, cgs []string, grace time.Duration) error {
 		errs = append(errs, fmt.Errorf("processes survive SIGKILL: %s", strings.Join(left, ", ")))
 	}
 	return errors.Join(errs...)
+}
+
+// waitOnly polls until every process left in the cgroups satisfies keep
+// (true if none is left), d passes or ctx ends. It reports whether the
+// cgroups are empty.
+func waitOnly(ctx context.Context, cgs []string, d time.Duration, keep func(pid int) bool) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(cgroupPollInterval)
+	defer tick.Stop()
+	for {
+		left, other := 0, false
+		for _, cg := range cgs {
+			pids, _ := cgroupPIDs(cg)
+			left += len(pids)
+			for _, p := range pids {
+				if !keep(p) {
+					other = true
+				}
+			}
+		}
+		if left == 0 {
+			return true
+		}
+		if !other {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return false
+		case <-tick.C:
+		}
+	}
 }
 
 // waitEmpty polls until the cgroups are empty, d passes or ctx ends.
@@ -195,9 +232,20 @@ func removeCgroupTree(path string) error {
 	}
 	var errs []error
 	for _, d := range dirs {
-		if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {
+		// EBUSY for a moment after the last process left cgroup.procs:
+		// the threads of a killed multi-threaded process (a Go program)
+		// are still exiting after its leader is gone from the list.
+		err := unix.Rmdir(d)
+		for deadline := time.Now().Add(rmdirBusyWait); errors.Is(err, unix.EBUSY) && time.Now().Before(deadline); {
+			time.Sleep(cgroupPollInterval)
+			err = unix.Rmdir(d)
+		}
+		if err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// rmdirBusyWait bounds waiting for exiting threads to leave a cgroup.
+const rmdirBusyWait = 3 * time.Second

@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Grace periods between SIGTERM and SIGKILL.
@@ -154,19 +151,12 @@ func stopLab(ctx context.Context, labCg string) error {
 		}
 	}
 	var errs []error
-	for i, phase := range []struct {
+	for _, phase := range []struct {
 		cgs   []string
 		grace time.Duration
 	}{{containers, containerGrace}, {joiners, slimdGrace}, {rest, slimdGrace}} {
 		if err := stopCgroups(ctx, phase.cgs, phase.grace); err != nil {
 			errs = append(errs, err)
-		}
-		if i == 0 {
-			// With the containers gone, the slimds' fd keepers hold
-			// nothing anyone needs; they ignore SIGTERM by design.
-			if err := killKeepers(append(slices.Clone(joiners), rest...)); err != nil {
-				errs = append(errs, err)
-			}
 		}
 	}
 	if len(errs) > 0 {
@@ -175,32 +165,14 @@ func stopLab(ctx context.Context, labCg string) error {
 	return nil
 }
 
-// killKeepers SIGKILLs the `slimd keeper` processes in cgs.
-func killKeepers(cgs []string) error {
-	var errs []error
-	for _, cg := range cgs {
-		pids, err := cgroupPIDs(cg)
-		if err != nil {
-			continue
-		}
-		for _, pid := range pids {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			if err != nil {
-				continue
-			}
-			args := strings.Split(string(b), "\x00")
-			if len(args) < 2 || args[1] != "keeper" {
-				continue
-			}
-			fd, err := unix.PidfdOpen(pid, 0)
-			if err != nil {
-				continue // gone
-			}
-			if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, fmt.Errorf("kill keeper %d: %w", pid, err))
-			}
-			unix.Close(fd)
-		}
+// isKeeper reports whether pid is a `slimd keeper` process: slimd's fd
+// keeper ignores SIGTERM by design, so stopping a slimd cgroup must not
+// wait for it.
+func isKeeper(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
 	}
-	return errors.Join(errs...)
+	args := strings.Split(string(b), "\x00")
+	return len(args) >= 2 && args[1] == "keeper"
 }
