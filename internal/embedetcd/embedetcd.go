@@ -85,5 +85,23 @@ func (s *Server) Endpoint() string { return s.url }
 // Err reports a fatal server error.
 func (s *Server) Err() <-chan error { return s.e.Err() }
 
-// Close stops the member.
-func (s *Server) Close() { s.e.Close() }
+// closeWait bounds a graceful stop. etcd waits for other hosts' watch
+// streams for up to its request timeout (about 7 s) before closing them;
+// that long a stop can outlast a host lease. The WAL is fsynced on every
+// commit, so stopping harder is as safe as a crash, which etcd is built
+// to survive.
+const closeWait = time.Second
+
+// Close stops the member, gracefully if that takes less than closeWait.
+func (s *Server) Close() {
+	done := make(chan struct{})
+	go func() {
+		s.e.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		// The process is about to exit; its sockets close with it.
+	}
+}
