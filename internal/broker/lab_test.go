@@ -628,3 +628,32 @@ func TestRelisten(t *testing.T) {
 		}
 	}
 }
+
+// IPv6: a client connecting to a server's IPv6 virtual address is swapped
+// too (the host socket is AF_INET6 with v4-mapped underlay addresses) and
+// sees IPv6 virtual addresses. Known gap: a dual-stack server sees the
+// client as its v4-mapped IPv4 VIP, because port blocks map to one VIP.
+func TestFastPathIPv6(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(2), labtest.IPv6())
+	probe := buildProbe(t)
+	ctx := t.Context()
+	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "[::]:7100"}})
+	cli := l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
+	waitListener(t, l.Config, "h1", srv.IPv6, 7100, true)
+	before := overlayBytes(t, "h1", "h2")
+	out := l.Output(ctx, "cli", probe, "connect", "-addr", netip.AddrPortFrom(srv.IPv6, 7100).String(), "-bytes", fmt.Sprint(4<<20))
+	r := parseResults(t, out)[0]
+	if r.Client.Err != "" {
+		t.Fatal(r.Client.Err)
+	}
+	cl, cp := addrOf(t, r.Client.Local), addrOf(t, r.Client.Peer)
+	if cl.Addr() != cli.IPv6 || cp != netip.AddrPortFrom(srv.IPv6, 7100) {
+		t.Errorf("client saw local %v peer %v; want %v:* and [%v]:7100", cl, cp, cli.IPv6, srv.IPv6)
+	}
+	if sp := addrOf(t, r.Server.Peer); sp.Port() != cl.Port() || (sp.Addr() != cli.IPv6 && sp.Addr() != cli.IPv4) {
+		t.Errorf("server saw peer %v; want the client's virtual address and port %d", sp, cl.Port())
+	}
+	if d := overlayBytes(t, "h1", "h2") - before; d > 40000 {
+		t.Errorf("overlay carried %d bytes of an IPv6 fast-path connection", d)
+	}
+}
