@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -58,9 +59,14 @@ func serve(t *testing.T) string {
 	sock := filepath.Join(t.TempDir(), "slimd.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	srv := api.NewServer(fakeSlimd{}, slog.New(slog.DiscardHandler))
+	srv.Handle("GET /v1/check", func(*http.Request) (any, error) {
+		return []api.Check{{Name: "store", OK: true, Detail: "synced"}, {Name: "bpf lsm", Detail: "no LSM"},
+			{Name: "fd keeper", Problem: true, Detail: "not running"}}, nil
+	})
 	go func() {
 		defer close(done)
-		_ = api.NewServer(fakeSlimd{}, slog.New(slog.DiscardHandler)).Run(ctx, sock)
+		_ = srv.Run(ctx, sock)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	for i := 0; ; i++ {
@@ -134,6 +140,7 @@ func TestExitCodes(t *testing.T) {
 		{"extra args", []string{"status", "extra"}, exitUsage, "unknown command"},
 		{"bad output", []string{"hosts", "-o", "yaml", "--socket", serve(t)}, exitUsage, "unknown output format"},
 		{"slimd down", []string{"status", "--socket", absent}, exitFailed, "slimd unavailable"},
+		{"check finds a problem", []string{"check", "-o", "json", "--socket", serve(t)}, exitProblem, "1 check(s) found a problem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -147,8 +154,11 @@ func TestExitCodes(t *testing.T) {
 			if strings.Count(errb.String(), "\n") != 1 {
 				t.Fatalf("error printed more than once: %q", errb.String())
 			}
-			if out.Len() != 0 {
+			if tc.code != exitProblem && out.Len() != 0 {
 				t.Fatalf("stdout not empty: %q", out.String())
+			}
+			if tc.code == exitProblem && !strings.Contains(out.String(), `"problem": true`) {
+				t.Fatalf("check output lacks the problem: %q", out.String())
 			}
 		})
 	}

@@ -185,3 +185,9 @@ func (c *Client) SetFastPath(ctx context.Context, enabled bool) (FastPathStatus,
 	var st FastPathStatus
 	return st, c.Do(ctx, http.MethodPut, "/v1/fastpath", map[string]bool{"enabled": enabled}, &st)
 }
+
+// Check runs slimd's self-checks.
+func (c *Client) Check(ctx context.Context) ([]Check, error) {
+	var out []Check
+	return out, c.Do(ctx, http.MethodGet, "/v1/check", nil, &out)
+}

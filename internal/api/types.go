@@ -99,6 +99,16 @@ type FastPathStatus struct {
 	BPFListeners  int `json:"bpfListeners"`
 }
 
+// Check is one finding of slimctl check.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+	// Problem marks a failed check that breaks something (exit code 3);
+	// a failed check without it is a degraded but safe mode.
+	Problem bool `json:"problem"`
+}
+
 // EndpointRequest asks slimd for addresses for a new container interface.
 // It is idempotent: asking again for the same ContainerID and IfName returns
 // the endpoint already allocated.

@@ -178,6 +178,24 @@ func TestFastPath(t *testing.T) {
 		}
 	}
 
+	t.Run("check", func(t *testing.T) {
+		checks, err := api.NewClient(lab.SocketPath(l.Config, "h1")).Check(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := map[string]bool{}
+		for _, c := range checks {
+			if c.Problem {
+				t.Errorf("check %s: problem: %s", c.Name, c.Detail)
+			}
+			ok[c.Name] = c.OK
+		}
+		for _, name := range []string{"store", "overlay", "address rewrite and guard", "fast path", "fd keeper", "journal", "reserved ports", "dnat table"} {
+			if !ok[name] {
+				t.Errorf("check %q not ok: %+v", name, checks)
+			}
+		}
+	})
 	t.Run("go-static-nonblocking", func(t *testing.T) {
 		onFastPath(t, 40<<20, func() {
 			out := l.Output(ctx, "cli", probe, "connect", "-addr", dst, "-bytes", fmt.Sprint(20<<20), "-conns", "2")

@@ -383,6 +383,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 	srv.Handle("GET /v1/listeners", func(r *http.Request) (any, error) {
 		return d.fp.listenerList(r.URL.Query().Get("host"))
 	})
+	srv.Handle("GET /v1/check", func(r *http.Request) (any, error) { return d.check(r.Context()), nil })
 	srv.Handle("GET /v1/connections", func(r *http.Request) (any, error) { return d.fp.connections() })
 	srv.Handle("GET /v1/fastpath", func(r *http.Request) (any, error) { return d.fp.fastPathStatus(), nil })
 	srv.Handle("PUT /v1/fastpath", func(r *http.Request) (any, error) {

@@ -1,0 +1,60 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bpf"
+	"github.com/slimnet/slim/internal/nat"
+)
+
+// check answers GET /v1/check: which protections and components are on.
+func (d *Daemon) check(ctx context.Context) []api.Check {
+	var out []api.Check
+	add := func(name string, ok, problem bool, detail string, args ...any) {
+		out = append(out, api.Check{Name: name, OK: ok, Problem: !ok && problem, Detail: fmt.Sprintf(detail, args...)})
+	}
+	st, _ := (&backend{d: d}).Status(ctx)
+	add("store", st.StoreSynced, true, "caches synced: %t, %d keys, etcd %s", st.StoreSynced, st.StoreKeys, strings.Join(st.EtcdEndpoints, ","))
+	add("overlay", st.Peers == st.KnownHosts-1, true, "%d of %d remote hosts programmed on %s", st.Peers, max(0, st.KnownHosts-1), d.cfg.VXLANDevice)
+	f, err := bpf.Probe()
+	switch {
+	case err != nil:
+		add("bpf features", false, true, "probe inconclusive: %v", err)
+	default:
+		add("bpf features", f.Usable(), false, "sock_addr %t, sk_storage %t, sockopt %t, link %t, current cgroup %t", f.SockAddr, f.SkStorage, f.Sockopt, f.Link, f.CurrentCgroup)
+		add("bpf lsm", f.LSM, false, "a second guard line where BPF LSM programs load: %t", f.LSM)
+	}
+	add("address rewrite and guard", d.bpf != nil, false, "BPF programs attached to slimd's cgroup: %t (without them the fast path stays off)", d.bpf != nil)
+	fp := d.fp.fastPathStatus()
+	add("fast path", fp.Active || !fp.Enabled, false, "cluster switch %s, active here %t, %d supervised process trees", onOff(fp.Enabled), fp.Active, fp.Sessions)
+	kerr := fmt.Errorf("not started")
+	if c, err := d.keeper.client(); err == nil {
+		kerr = c.Ping()
+	}
+	add("fd keeper", kerr == nil, true, "holds notification fds across slimd restarts: %v", errText(kerr))
+	add("journal", d.journal != nil, true, "in-flight notifications journaled in %s", d.cfg.DataDir)
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports")
+	want := fmt.Sprintf("%d-%d", d.cfg.PortFirst, d.cfg.PortLast)
+	add("reserved ports", err == nil && strings.Contains(string(b), want), true, "%s in net.ipv4.ip_local_reserved_ports", want)
+	rules, err := d.fp.natTable.Rules()
+	add("dnat table", err == nil, true, "nftables table inet %s with %d rules (%v)", nat.TableName, len(rules), errText(err))
+	return out
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
