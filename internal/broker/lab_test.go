@@ -208,6 +208,23 @@ func TestFastPath(t *testing.T) {
 			}
 		})
 	})
+	t.Run("loopback-in-same-container", func(t *testing.T) {
+		// A client in the server's own container reaching 127.0.0.1:port
+		// is swapped to the host listener (the container's listener
+		// socket is gone from its namespace once swapped).
+		out := l.Output(ctx, "srv", probe, "connect", "-addr", "127.0.0.1:7100", "-bytes", "1000")
+		r := parseResults(t, out)[0]
+		if r.Client.Err != "" {
+			t.Fatal(r.Client.Err)
+		}
+		cl, cp := addrOf(t, r.Client.Local), addrOf(t, r.Client.Peer)
+		if cl.Addr() != netip.MustParseAddr("127.0.0.1") || cp != netip.MustParseAddrPort("127.0.0.1:7100") {
+			t.Errorf("client saw local %v peer %v; want 127.0.0.1 on both ends", cl, cp)
+		}
+		if sp := addrOf(t, r.Server.Peer); sp.Addr() != srv.IPv4 || sp.Port() != cl.Port() {
+			t.Errorf("server saw peer %v; want the container's own virtual address, port %d", sp, cl.Port())
+		}
+	})
 	t.Run("blocking", func(t *testing.T) {
 		onFastPath(t, 10<<20, func() {
 			out := l.Output(ctx, "cli", probe, "connect", "-blocking", "-addr", dst, "-bytes", fmt.Sprint(10<<20))
