@@ -57,6 +57,7 @@ type Broker struct {
 	cursors   map[string]int                    // container id -> next source port index
 	conns     map[ConnKey]time.Time             // swapped client sockets: when
 	nextID    uint64                            // session numbers
+	pool      *socketPool
 	wg        sync.WaitGroup
 }
 
@@ -97,6 +98,7 @@ func New(cfg Config) (*Broker, error) {
 		// journal; starting from the clock keeps a successor's new ones
 		// apart from its predecessor's.
 		nextID: uint64(time.Now().UnixNano()),
+		pool:   newSocketPool(),
 	}
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
 		fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
@@ -284,6 +286,7 @@ func netnsCookie(path string) (uint64, error) {
 // Run reaps closed listeners until ctx ends, then waits for the sessions.
 // Their notification fds are closed on return.
 func (b *Broker) Run(ctx context.Context) error {
+	go b.pool.run(ctx)
 	t := time.NewTicker(b.cfg.ReapInterval)
 	defer t.Stop()
 	for {

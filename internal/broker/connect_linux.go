@@ -269,12 +269,8 @@ func (s *session) dial(ctx context.Context, c *Container, family int, opts sockO
 			grown = true
 			continue
 		}
-		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		fd, err := s.b.pool.get(family)
 		if err != nil {
-			return -1, netip.AddrPort{}, err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-			unix.Close(fd)
 			return -1, netip.AddrPort{}, err
 		}
 		if _, err := opts.applyDiff(fd, s.b.defaults[family]); err != nil {
