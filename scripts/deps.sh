@@ -12,7 +12,8 @@ need_root() {
 }
 need_root
 
-pkgs=(iproute2 iperf3 nftables ethtool iputils-ping socat kmod ca-certificates util-linux runc crun clang llvm libbpf-dev)
+pkgs=(iproute2 iperf3 nftables ethtool iputils-ping socat kmod ca-certificates util-linux runc crun clang llvm libbpf-dev
+	memcached nginx-light wrk postgresql redis-server redis-tools)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

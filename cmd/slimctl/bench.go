@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -22,38 +23,55 @@ const benchProbe = "slimprobe"
 func newBenchCmd(g *globals) *cobra.Command {
 	lf := &labFlags{}
 	var (
-		cfg    bench.Config
-		format string
+		cfg       bench.Config
+		format    string
+		apps      bool
+		noApps    bool
+		tests     []string
+		chartsDir string
+		from      string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure host, overlay and slim networking side by side on the lab",
 		Long: `Measure host networking, the plain VXLAN overlay and Slim's fast path side by
 side on a 2-host lab: TCP throughput (iperf3, 1 and 4 streams), request/
-response latency (slimprobe rr), connection setup (slimprobe crr), and the
-whole machine's CPU time per GB and per transaction (/proc/stat). Each run
-measures every test in the three modes one after another (host, overlay,
-slim), so that all modes see the same machine state; every figure is the
-median of the runs with min and max, and its ratios to host and to overlay.
-The goals for slim (throughput >= 0.95x host, latency and CPU per operation
-<= 1.05x host, connection setup rate >= 0.8x overlay) are marked met or not
-met.
+response latency (slimprobe rr), connection setup (slimprobe crr), the
+whole machine's CPU time per GB and per transaction (/proc/stat), and
+applications as in the Slim paper: memcached (slimprobe's load generator),
+nginx with wrk (keep-alive, and one request per connection), PostgreSQL with
+pgbench -S, and Redis with redis-benchmark. Each run measures every test in
+the three modes one after another (host, overlay, slim), so that all modes
+see the same machine state; every figure is the median of the runs with min
+and max, and its ratios to host and to overlay. The goals for slim
+(throughput >= 0.95x host, latency and CPU per operation <= 1.05x host,
+memcached and Redis throughput >= 1.3x overlay, connection setup rate
+>= 0.8x overlay) are marked met or not met.
 
 The lab: by default the benchmark builds its own at --state-dir and tears it
 down at the end, also on failure and on Ctrl-C; it refuses to start when a
 lab exists. --keep leaves the lab it built up. --reuse benchmarks the running
 lab at --state-dir (its hosts h1 and h2) and leaves it up. Either way the
-benchmark's containers (bench-*) and servers are removed at the end. It holds
-the machine-wide lab lock (` + bench.LockPath + `) meanwhile, as lab tests do.
+benchmark's containers (bench-*), servers and their temporary files are
+removed at the end. It holds the machine-wide lab lock (` + bench.LockPath + `)
+meanwhile, as lab tests do.
 
-Needs root, iperf3 (Debian's), and slimprobe built static next to slimctl or
-in PATH (or --probe):
+Needs root, iperf3, and slimprobe built static next to slimctl or in PATH
+(or --probe):
   CGO_ENABLED=0 go build -o <dir of slimctl>/ ./test/slimprobe
+The applications need Debian's memcached, nginx-light, wrk, postgresql,
+redis-server and redis-tools (scripts/deps.sh installs them all); an
+application whose tools are missing is left out with a warning, unless
+--tests names it. --no-apps leaves the applications out; --tests runs only
+the tests named.
 
 The Markdown table goes to stdout (-o json or --format json: the report as
 JSON, every sample included; fields are added, never renamed); one progress
-line per step goes to stderr, unless -q. The full run takes about 7 minutes
-on 2 cores, --quick (3 runs, 2 s tests) under 2.
+line per step goes to stderr, unless -q. --charts DIR also draws one PNG bar
+chart per figure group (throughput, latency, setup, cpu, apps). --from FILE
+renders a report saved with -o json again (table, JSON or charts) without
+running anything. The full run takes about 11 minutes on 2 cores (about 7
+with --no-apps), --quick (3 runs, 1-2 s tests) about 2.
 
 Exit codes: 0 ok, 1 failed (also when some measurements failed: the report
 is printed, with warnings), 2 usage.`,
@@ -73,8 +91,21 @@ is printed, with warnings), 2 usage.`,
 			default:
 				return &usageError{fmt.Errorf("unknown output format %q: want markdown (table) or json", out)}
 			}
+			if from != "" {
+				return renderSaved(g, from, out, chartsDir)
+			}
 			if cfg.Keep && cfg.Reuse {
 				return &usageError{errors.New("--keep and --reuse: a reused lab is always kept")}
+			}
+			if cmd.Flags().Changed("apps") && cmd.Flags().Changed("no-apps") && apps == noApps {
+				return &usageError{errors.New("--apps and --no-apps disagree")}
+			}
+			cfg.NoApps = noApps || !apps
+			if len(tests) > 0 {
+				if cmd.Flags().Changed("apps") || cmd.Flags().Changed("no-apps") {
+					return &usageError{errors.New("--tests names the tests: --apps and --no-apps do not go with it")}
+				}
+				cfg.Tests = tests
 			}
 			lc, err := lf.config(g)
 			if err != nil {
@@ -104,13 +135,7 @@ is printed, with warnings), 2 usage.`,
 				err = fmt.Errorf("interrupted: %w", err)
 			}
 			if rep != nil {
-				var werr error
-				if out == "json" {
-					werr = rep.WriteJSON(g.stdout)
-				} else {
-					werr = rep.WriteMarkdown(g.stdout)
-				}
-				err = errors.Join(err, werr)
+				err = errors.Join(err, writeReport(g, rep, out, chartsDir))
 			}
 			return err
 		},
@@ -120,8 +145,8 @@ is printed, with warnings), 2 usage.`,
 	pf.StringVar(&lf.binDir, "bin-dir", "", "directory holding slimd and slim-cni (default: slimctl's own)")
 	pf.StringVar(&format, "format", "markdown", "output format: markdown or json (same as -o table|json)")
 	pf.IntVar(&cfg.Runs, "runs", 0, fmt.Sprintf("runs; every figure is their median (default %d, --quick %d)", bench.DefaultRuns, bench.QuickRuns))
-	pf.BoolVar(&cfg.Quick, "quick", false, fmt.Sprintf("%d runs of %v tests instead of %d of %v-%v", bench.QuickRuns, bench.QuickTCPTime,
-		bench.DefaultRuns, bench.DefaultRRTime, bench.DefaultTCPTime))
+	pf.BoolVar(&cfg.Quick, "quick", false, fmt.Sprintf("%d runs of %v-%v tests instead of %d of %v-%v", bench.QuickRuns, bench.QuickAppTime,
+		bench.QuickTCPTime, bench.DefaultRuns, bench.DefaultAppTime, bench.DefaultTCPTime))
 	pf.BoolVar(&cfg.Keep, "keep", false, "leave the lab the benchmark built up afterwards")
 	pf.BoolVar(&cfg.Reuse, "reuse", false, "benchmark the running lab at --state-dir instead of building one; leave it up")
 	pf.StringVar(&cfg.Probe, "probe", "", "slimprobe binary (default: next to slimctl, then PATH)")
@@ -130,7 +155,48 @@ is printed, with warnings), 2 usage.`,
 	pf.DurationVar(&cfg.CRRTime, "crr-time", 0, fmt.Sprintf("each crr test's duration (default %v)", bench.DefaultCRRTime))
 	pf.IntVar(&cfg.RRSize, "rr-size", 0, fmt.Sprintf("rr message size in bytes (default %d)", bench.DefaultRRSize))
 	pf.IntVar(&cfg.CRRWorkers, "crr-workers", 0, fmt.Sprintf("crr clients at once (default %d)", bench.DefaultCRRWorkers))
+	pf.DurationVar(&cfg.AppTime, "app-time", 0, fmt.Sprintf("each application test's duration, whole seconds (default %v, --quick %v)",
+		bench.DefaultAppTime, bench.QuickAppTime))
+	pf.BoolVar(&apps, "apps", true, "run the application tests (memcached, nginx, PostgreSQL, Redis)")
+	pf.BoolVar(&noApps, "no-apps", false, "leave out the application tests: same as --apps=false")
+	pf.StringSliceVar(&tests, "tests", nil, "run only these tests, comma-separated: "+strings.Join(bench.Tests, ","))
+	pf.StringVar(&chartsDir, "charts", "", "also draw the figures as PNG bar charts into this directory, one per group")
+	pf.StringVar(&from, "from", "", "render a report saved with -o json (table, JSON, --charts) instead of running the benchmark")
 	return cmd
+}
+
+// writeReport prints rep in format out and draws its charts into dir.
+func writeReport(g *globals, rep *bench.Report, out, dir string) error {
+	var err error
+	if out == "json" {
+		err = rep.WriteJSON(g.stdout)
+	} else {
+		err = rep.WriteMarkdown(g.stdout)
+	}
+	if dir != "" {
+		files, cerr := bench.WriteCharts(rep, dir)
+		err = errors.Join(err, cerr)
+		if !g.quiet {
+			for _, f := range files {
+				fmt.Fprintf(g.stderr, "chart: %s\n", f)
+			}
+		}
+	}
+	return err
+}
+
+// renderSaved renders a report that -o json saved.
+func renderSaved(g *globals, path, out, chartsDir string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rep, err := bench.ReadJSON(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return writeReport(g, rep, out, chartsDir)
 }
 
 // findProbe looks for slimprobe next to slimctl (or in --bin-dir), then

@@ -10,15 +10,21 @@
 //	slim     container to container on the fast path: connections to a
 //	         virtual IP with a listener are swapped onto host sockets.
 //
-// Four tests, each run in every mode, the modes interleaved within each run
+// Nine tests, each run in every mode, the modes interleaved within each run
 // (run 1: host, overlay, slim; run 2: ...) so that all of them see the same
-// machine state:
+// machine state. Four network tests:
 //
 //	tcp1, tcp4  iperf3 bulk TCP throughput, 1 and 4 streams;
 //	rr          request/response ping-pong on one connection
 //	            (slimprobe rr): latency p50/p99 and transactions per second;
 //	crr         connect, 1-byte request, 1-byte response, close
 //	            (slimprobe crr): connections per second and connect latency.
+//
+// and five application tests, as in the Slim paper (see apps.go): memcached
+// (slimprobe's memcached load generator), nginx with wrk, keep-alive and
+// one request per connection (nginx, nginx-close), PostgreSQL with
+// pgbench -S (pgbench), and Redis with redis-benchmark (redis). Their
+// servers run in each mode's server namespace for the whole benchmark.
 //
 // Every test also measures the whole machine's CPU time over its window
 // (user, nice, system, irq and softirq from /proc/stat), expressed per GB
@@ -33,10 +39,12 @@
 // whatever happens to the benchmark.
 //
 // The Report's JSON form is a contract: fields are added, never renamed.
-// It carries every sample, so that charts (for example PNGs drawn with
-// gonum/plot) can be made from it without running again.
+// It carries every sample, so that it can be rendered again (ReadJSON)
+// and charted (WriteCharts: PNG bar charts drawn with gonum/plot, one per
+// figure group) without running again.
 //
 // What the package leaves to others: building the lab (package lab) and
-// the binaries; iperf3 is Debian's (scripts/deps.sh installs it) and
-// slimprobe is test/slimprobe, built with CGO_ENABLED=0.
+// the binaries; iperf3, memcached, nginx, wrk, PostgreSQL and Redis are
+// Debian's (scripts/deps.sh installs them) and slimprobe is test/slimprobe,
+// built with CGO_ENABLED=0.
 package bench

@@ -136,3 +136,45 @@ func ParseNetDev(r io.Reader, iface string) (IfaceCounters, error) {
 	}
 	return IfaceCounters{}, fmt.Errorf("%s: %w", iface, ErrNoIface)
 }
+
+// MemcachedResult is `slimprobe memcached`'s report: the memcached load
+// generator's operations and their latencies.
+type MemcachedResult struct {
+	Mode       string  `json:"mode"`
+	Addr       string  `json:"addr"`
+	Conns      int     `json:"conns"`
+	Keys       int     `json:"keys"`
+	ValueSize  int     `json:"valueSize"`
+	Ratio      string  `json:"ratio"`
+	Ops        int     `json:"ops"`
+	Sets       int     `json:"sets"`
+	Gets       int     `json:"gets"`
+	Hits       int     `json:"hits"`
+	Misses     int     `json:"misses"`
+	Errors     int     `json:"errors"`
+	FirstError string  `json:"firstError"`
+	Seconds    float64 `json:"seconds"`
+	OpsPerSec  float64 `json:"opsPerSec"`
+	Latencies
+	// CPUStatStart and CPUStatEnd: as in RRResult.
+	CPUStatStart string `json:"cpuStatStart"`
+	CPUStatEnd   string `json:"cpuStatEnd"`
+}
+
+// ParseMemcached reads slimprobe memcached's JSON report. A report whose
+// connections failed is returned with an error: its figures cover only
+// part of the time.
+func ParseMemcached(b []byte) (MemcachedResult, error) {
+	var r MemcachedResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("parse slimprobe memcached output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
+	}
+	if r.Mode != "memcached" || r.Ops <= 0 || r.Seconds <= 0 {
+		return r, fmt.Errorf("parse slimprobe memcached output: mode %q, %d operations in %gs (first error: %s)",
+			r.Mode, r.Ops, r.Seconds, r.FirstError)
+	}
+	if r.Errors > 0 {
+		return r, fmt.Errorf("slimprobe memcached: %d of %d connections failed (first: %s)", r.Errors, r.Conns, r.FirstError)
+	}
+	return r, nil
+}

@@ -20,11 +20,16 @@ type proc struct {
 	stderr *tail
 	code   int
 	err    error
+	// interrupt, if set, asks the server to stop by itself (a server of
+	// several processes, that would leave children when killed).
+	interrupt func() error
 }
 
-// start runs command in target until it exits or is stopped.
+// start runs command in target until it exits or is stopped. Cancelling
+// ctx does not stop it: stop does (teardown stops every server), so that a
+// server that must be asked to stop (interrupt) is asked also on Ctrl-C.
 func (r *runner) start(ctx context.Context, target string, command ...string) *proc {
-	pctx, cancel := context.WithCancel(ctx)
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &proc{name: target + ": " + strings.Join(command, " "), cancel: cancel, done: make(chan struct{}), stderr: &tail{max: 2048}}
 	go func() {
 		defer close(p.done)
@@ -42,8 +47,19 @@ func (p *proc) exited() bool {
 	}
 }
 
-// stop kills the process and waits for it.
+// stop stops the process and waits for it: interrupt first, if set,
+// giving it serverExitWait; then it is killed.
 func (p *proc) stop() {
+	if p.interrupt != nil && !p.exited() {
+		if p.interrupt() == nil {
+			t := time.NewTimer(serverExitWait)
+			select {
+			case <-p.done:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
 	p.cancel()
 	<-p.done
 }

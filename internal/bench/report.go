@@ -60,16 +60,48 @@ type Settings struct {
 	RRSize     int     `json:"rrSize"`
 	CRRSeconds float64 `json:"crrSeconds"`
 	CRRWorkers int     `json:"crrWorkers"`
+	// Tests are the tests that were run, in run order (absent in
+	// reports from before the application tests: the four core tests).
+	Tests []string `json:"tests,omitempty"`
+	// Apps are the application tests' parameters, when any ran.
+	Apps *AppSettings `json:"apps,omitempty"`
+}
+
+// AppSettings are the application tests' parameters.
+type AppSettings struct {
+	// Seconds is each application test's duration (redis-benchmark's
+	// request count is sized to take about as long in host mode).
+	Seconds int `json:"seconds"`
+	// memcached: slimprobe memcached's connections, keys, value size
+	// and sets:gets ratio.
+	MemcachedConns     int    `json:"memcachedConns"`
+	MemcachedKeys      int    `json:"memcachedKeys"`
+	MemcachedValueSize int    `json:"memcachedValueSize"`
+	MemcachedRatio     string `json:"memcachedRatio"`
+	// wrk's threads and connections, for both nginx tests.
+	WrkThreads int `json:"wrkThreads"`
+	WrkConns   int `json:"wrkConns"`
+	// pgbench's clients and threads (-c, -j) and scale (-s).
+	PgbenchClients int `json:"pgbenchClients"`
+	PgbenchThreads int `json:"pgbenchThreads"`
+	PgbenchScale   int `json:"pgbenchScale"`
+	// redis-benchmark's clients (-c) and requests per test (-n).
+	RedisClients  int `json:"redisClients"`
+	RedisRequests int `json:"redisRequests"`
 }
 
 // Figure is one measured quantity in every mode.
 type Figure struct {
 	// ID names the figure (see figureDefs); stable across versions.
 	ID string `json:"id"`
-	// Test is the test that produced it: tcp1, tcp4, rr or crr.
+	// Test is the test that produced it: tcp1, tcp4, rr, crr, or an
+	// application test (memcached, nginx, nginx-close, pgbench, redis).
 	Test string `json:"test"`
-	Name string `json:"name"`
-	Unit string `json:"unit"`
+	// Group is the chart the figure is drawn in: throughput, latency,
+	// setup, cpu or apps.
+	Group string `json:"group"`
+	Name  string `json:"name"`
+	Unit  string `json:"unit"`
 	// Better is "higher" or "lower".
 	Better string `json:"better"`
 	// Results holds one summary per mode.
@@ -79,6 +111,17 @@ type Figure struct {
 	Ratios map[string]float64 `json:"ratios"`
 	// Goal is the design's goal for slim, if the figure has one.
 	Goal *GoalResult `json:"goal,omitempty"`
+	// MoreGoals are the figure's further goals, if it has more than one
+	// (memcached's throughput: against host and against overlay).
+	MoreGoals []*GoalResult `json:"moreGoals,omitempty"`
+}
+
+// Goals lists all of f's goals: Goal, then MoreGoals.
+func (f Figure) Goals() []*GoalResult {
+	if f.Goal == nil {
+		return nil
+	}
+	return append([]*GoalResult{f.Goal}, f.MoreGoals...)
 }
 
 // GoalResult is a goal and whether it was met.
@@ -153,6 +196,13 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "%d %s%s, the modes interleaved in each; every cell is the median (min–max). ", s.Runs, runs, quick)
 	fmt.Fprintf(&b, "tcp: iperf3, %d s; rr: slimprobe ping-pong, %d-byte messages, %s s; crr: slimprobe connect/request/response/close, %d workers, %s s. ",
 		s.TCPSeconds, s.RRSize, formatBound(s.RRSeconds), s.CRRWorkers, formatBound(s.CRRSeconds))
+	if a := s.Apps; a != nil {
+		fmt.Fprintf(&b, "Applications, %d s each: memcached with slimprobe's load generator (%d connections, %s sets:gets, %d keys of %d bytes); "+
+			"nginx with wrk (%d threads, %d connections, keep-alive and `Connection: close`); PostgreSQL with pgbench -S (%d clients, scale %d); "+
+			"Redis with redis-benchmark SET and GET (%d clients, %d requests each). ",
+			a.Seconds, a.MemcachedConns, a.MemcachedRatio, a.MemcachedKeys, a.MemcachedValueSize, a.WrkThreads, a.WrkConns,
+			a.PgbenchClients, a.PgbenchScale, a.RedisClients, a.RedisRequests)
+	}
 	fmt.Fprintf(&b, "CPU: the whole machine's busy time (/proc/stat), per GB received or per transaction.\n\n")
 
 	b.WriteString("| Figure | Unit |")
@@ -183,14 +233,20 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			}
 		}
 		goal, met := "-", "-"
-		if g := f.Goal; g != nil {
-			goal = goalText(g)
-			if g.Evaluated {
-				met = "met"
-				if !g.Met {
-					met = "**not met**"
+		if gs := f.Goals(); len(gs) > 0 {
+			var gt, mt []string
+			for _, g := range gs {
+				gt = append(gt, goalText(g))
+				switch {
+				case !g.Evaluated:
+					mt = append(mt, "-")
+				case g.Met:
+					mt = append(mt, "met")
+				default:
+					mt = append(mt, "**not met**")
 				}
 			}
+			goal, met = strings.Join(gt, "; "), strings.Join(mt, "; ")
 		}
 		fmt.Fprintf(&b, " %s | %s |\n", goal, met)
 	}
@@ -257,4 +313,20 @@ func FormatBytes(n uint64) string {
 		return fmt.Sprintf("%d B", n)
 	}
 	return FormatValue(v) + " " + units[i]
+}
+
+// ReadJSON reads a report that WriteJSON wrote (slimctl bench -o json),
+// to render it again without running the benchmark.
+func ReadJSON(rd io.Reader) (*Report, error) {
+	var r Report
+	if err := json.NewDecoder(rd).Decode(&r); err != nil {
+		return nil, fmt.Errorf("read report: %w", err)
+	}
+	if r.Schema != SchemaVersion {
+		return nil, fmt.Errorf("read report: schema %d, want %d", r.Schema, SchemaVersion)
+	}
+	if len(r.Modes) == 0 {
+		r.Modes = Modes
+	}
+	return &r, nil
 }

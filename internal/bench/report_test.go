@@ -58,15 +58,38 @@ func sampleReport() *Report {
 	add(FigRRCPU, []float64{58, 57, 60}, []float64{83, 80, 85}, []float64{61, 62})
 	add(FigCRRCPU, []float64{190, 185, 200}, []float64{205, 200, 210}, []float64{560, 540, 600})
 	add(FigCRRSlimdCPU, []float64{0, 0, 0.01}, []float64{0, 0.02, 0}, []float64{310, 300, 330})
+	add(FigMemcachedRate, []float64{41000, 40200, 42100}, []float64{30500, 29900, 31000}, []float64{40100, 39000, 41500})
+	add(FigMemcachedP50, []float64{27.1, 26.5, 28}, []float64{39.8, 38, 41}, []float64{28.3, 27.5, 29})
+	add(FigMemcachedP99, []float64{250, 240, 300}, []float64{320, 300, 350}, []float64{260, 255, 290})
+	add(FigMemcachedCPU, []float64{45, 44, 47}, []float64{64, 62, 66}, []float64{46, 45, 48})
+	add(FigNginxRate, []float64{24000, 23500, 25000}, []float64{18000, 17500, 18600}, []float64{23200, 22800, 24100})
+	add(FigNginxP50, []float64{1110, 1090, 1200}, []float64{1500, 1450, 1580}, []float64{1150, 1100, 1200})
+	add(FigNginxP99, []float64{5250, 5000, 5600}, []float64{6100, 6000, 6400}, []float64{5400, 5100, 5900})
+	add(FigNginxCPU, []float64{80, 78, 83}, []float64{105, 101, 108}, []float64{82, 80, 85})
+	add(FigNginxCloseRate, []float64{12100, 11800, 12400}, []float64{9800, 9500, 10100}, []float64{3100, 3000, 3250})
+	add(FigNginxCloseP50, []float64{2080, 2000, 2150}, []float64{2600, 2500, 2700}, []float64{9800, 9500, 10200})
+	add(FigNginxCloseP99, []float64{14670, 14000, 15000}, []float64{16000, 15500, 17000}, []float64{30000, 28000, 33000})
+	add(FigNginxCloseCPU, []float64{160, 155, 166}, []float64{200, 195, 210}, []float64{620, 600, 650})
+	add(FigNginxCloseSlimd, []float64{0, 0, 0}, []float64{0, 0.01, 0}, []float64{330, 320, 345})
+	add(FigPgbenchRate, []float64{27000, 26500, 27500}, []float64{21000, 20500, 21800}, []float64{26300, 26000, 27100})
+	add(FigPgbenchLatency, []float64{147, 145, 150}, []float64{190, 183, 195}, []float64{152, 148, 154})
+	add(FigPgbenchCPU, []float64{73, 72, 75}, []float64{95, 93, 98}, []float64{75, 74, 77})
+	add(FigRedisSetRate, []float64{44583, 44000, 45000}, []float64{32000, 31000, 33000}, []float64{43000, 42000, 44500})
+	add(FigRedisGetRate, []float64{46189, 45500, 47000}, []float64{33000, 32500, 34000}, []float64{44800, 44000, 46000})
+	add(FigRedisGetP50, []float64{519, 500, 530}, []float64{700, 690, 720}, []float64{535, 520, 550})
+	add(FigRedisGetP99, []float64{1623, 1500, 1700}, []float64{2000, 1900, 2100}, []float64{1680, 1600, 1800})
+	add(FigRedisCPU, []float64{44, 43, 45}, []float64{61, 60, 63}, []float64{45, 44, 46})
 	figs, goals := s.Figures(Tests)
 	r := &Report{
-		Schema:   SchemaVersion,
-		Started:  time.Date(2026, 11, 27, 13, 0, 0, 0, time.UTC),
-		Seconds:  431.5,
-		Machine:  Machine{Kernel: "6.18.44-fc-v782", CPUModel: "AMD EPYC", CPUs: 2, Hosts: 2},
-		Settings: Settings{Runs: 3, TCPSeconds: 8, RRSeconds: 5, RRSize: 1, CRRSeconds: 5, CRRWorkers: 4},
-		Modes:    Modes,
-		Figures:  figs,
+		Schema:  SchemaVersion,
+		Started: time.Date(2026, 11, 27, 13, 0, 0, 0, time.UTC),
+		Seconds: 431.5,
+		Machine: Machine{Kernel: "6.18.44-fc-v782", CPUModel: "AMD EPYC", CPUs: 2, Hosts: 2},
+		Settings: Settings{Runs: 3, TCPSeconds: 8, RRSeconds: 5, RRSize: 1, CRRSeconds: 5, CRRWorkers: 4, Tests: Tests,
+			Apps: &AppSettings{Seconds: 3, MemcachedConns: 2, MemcachedKeys: 1000, MemcachedValueSize: 64, MemcachedRatio: "1:10",
+				WrkThreads: 2, WrkConns: 32, PgbenchClients: 4, PgbenchThreads: 2, PgbenchScale: 1, RedisClients: 50, RedisRequests: 66000}},
+		Modes:   Modes,
+		Figures: figs,
 		FastPath: FastPath{Iface: "slim-vxlan", Checked: true,
 			OverlayBytes: map[string]uint64{ModeHost: 0, ModeOverlay: 9_812_345_678, ModeSlim: 12_345}},
 		Goals:    goals,
@@ -99,6 +122,21 @@ func TestJSONGolden(t *testing.T) {
 		if _, ok := m[k]; !ok {
 			t.Errorf("JSON lost key %q", k)
 		}
+	}
+	// ReadJSON gives the same report back (slimctl bench --from).
+	back, err := ReadJSON(bytes.NewReader(b.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again bytes.Buffer
+	if err := back.WriteJSON(&again); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again.Bytes(), b.Bytes()) {
+		t.Error("ReadJSON then WriteJSON changed the report")
+	}
+	if _, err := ReadJSON(strings.NewReader(`{"schema":2}`)); err == nil {
+		t.Error("ReadJSON took schema 2")
 	}
 }
 
@@ -141,8 +179,18 @@ func TestFiguresAndGoals(t *testing.T) {
 	if got := byID[FigRRP50].Results[ModeSlim]; got.Runs != 2 || got.Median != 22.35 {
 		t.Errorf("slim rr p50 summary %+v", got)
 	}
-	if r.Goals.Total != 9 || r.Goals.Evaluated != 9 {
+	// 9 on the core figures, 24 on the applications' (4 of them second
+	// goals: memcached's and redis's rates against overlay, nginx's
+	// connection-per-request rate against overlay's).
+	if r.Goals.Total != 33 || r.Goals.Evaluated != 33 || r.Goals.Met != 23 {
 		t.Errorf("goals %+v", r.Goals)
+	}
+	mc := byID[FigMemcachedRate]
+	if mc.Goal == nil || len(mc.MoreGoals) != 1 || mc.MoreGoals[0].Base != ModeOverlay || !mc.MoreGoals[0].Met {
+		t.Errorf("memcached rate goals: %+v %+v", mc.Goal, mc.MoreGoals)
+	}
+	if nc := byID[FigNginxCloseRate]; len(nc.Goals()) != 2 || nc.Goals()[1].Met {
+		t.Errorf("nginx conn/request goals: %+v", nc.Goals())
 	}
 	if !r.FastPath.OnFastPath {
 		t.Errorf("fast path check: %+v", r.FastPath)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
@@ -26,14 +27,18 @@ const (
 	QuickRuns         = 3
 	DefaultRRSize     = 1 // as netperf's TCP_RR
 	DefaultCRRWorkers = 4 // two per core: the broker's work overlaps
-	// Full run: 15 mode-runs of ~28 s, about 7.5 minutes on 2 cores.
+	// Full run: 15 mode-runs of the core tests (~27 s each) and of the
+	// applications (~16 s): about 11 minutes on 2 cores.
 	DefaultTCPTime = 8 * time.Second
 	DefaultRRTime  = 5 * time.Second
 	DefaultCRRTime = 5 * time.Second
-	// --quick: 9 mode-runs of ~9 s, under 2 minutes.
+	DefaultAppTime = 3 * time.Second
+	// --quick: 9 mode-runs of ~7 s and of ~5.5 s, about 2 minutes with
+	// the lab's and the servers' setup (measured: 1m56s).
 	QuickTCPTime = 2 * time.Second
-	QuickRRTime  = 2 * time.Second
-	QuickCRRTime = 2 * time.Second
+	QuickRRTime  = time.Second
+	QuickCRRTime = time.Second
+	QuickAppTime = time.Second
 )
 
 // Ports of the benchmark's servers, the same in every mode's server
@@ -90,6 +95,15 @@ type Config struct {
 	RRSize int
 	// CRRWorkers is the number of crr clients at once.
 	CRRWorkers int
+	// Tests are the tests to run (see Tests); they run in Tests' order.
+	// Nil runs all, or CoreTests with NoApps.
+	Tests []string
+	// NoApps leaves out the application tests (AppTests) when Tests is
+	// nil.
+	NoApps bool
+	// AppTime is each application test's duration (whole seconds, at
+	// least 1: wrk and pgbench take seconds).
+	AppTime time.Duration
 	// Progress receives one line per step with the elapsed time; nil is
 	// silent.
 	Progress io.Writer
@@ -114,6 +128,7 @@ func (c Config) withDefaults() Config {
 	pick(&c.TCPTime, DefaultTCPTime, QuickTCPTime)
 	pick(&c.RRTime, DefaultRRTime, QuickRRTime)
 	pick(&c.CRRTime, DefaultCRRTime, QuickCRRTime)
+	pick(&c.AppTime, DefaultAppTime, QuickAppTime)
 	if c.RRSize == 0 {
 		c.RRSize = DefaultRRSize
 	}
@@ -127,7 +142,7 @@ func (c Config) validate() error {
 	switch {
 	case c.Runs < 1 || c.Runs > maxRuns:
 		return fmt.Errorf("runs %d: want 1 to %d", c.Runs, maxRuns)
-	case c.TCPTime < 0 || c.RRTime <= 0 || c.CRRTime <= 0:
+	case c.TCPTime < 0 || c.RRTime <= 0 || c.CRRTime <= 0 || c.AppTime < 0:
 		return errors.New("test durations must be positive")
 	case c.RRSize < 1 || c.RRSize > 1<<20:
 		return fmt.Errorf("rr size %d: want 1 to %d bytes", c.RRSize, 1<<20)
@@ -135,25 +150,77 @@ func (c Config) validate() error {
 		return fmt.Errorf("crr workers %d: want 1 to 256", c.CRRWorkers)
 	case c.Probe == "":
 		return errors.New("no slimprobe binary")
+	case c.Tests != nil && len(c.Tests) == 0:
+		return errors.New("no tests")
+	}
+	seen := map[string]bool{}
+	for _, t := range c.Tests {
+		if !slices.Contains(Tests, t) {
+			return fmt.Errorf("unknown test %q: want some of %s", t, strings.Join(Tests, ", "))
+		}
+		if seen[t] {
+			return fmt.Errorf("test %q given twice", t)
+		}
+		seen[t] = true
 	}
 	return nil
+}
+
+// tests are the tests to run, in run order.
+func (c Config) tests() []string {
+	switch {
+	case c.Tests != nil:
+		var ts []string
+		for _, t := range Tests {
+			if slices.Contains(c.Tests, t) {
+				ts = append(ts, t)
+			}
+		}
+		return ts
+	case c.NoApps:
+		return slices.Clone(CoreTests)
+	}
+	return slices.Clone(Tests)
 }
 
 // tcpSeconds is iperf3's -t: whole seconds, rounded up, at least 1.
 func (c Config) tcpSeconds() int { return max(1, int(math.Ceil(c.TCPTime.Seconds()))) }
 
+// appSeconds is the application tests' duration: whole seconds, rounded
+// up, at least 1.
+func (c Config) appSeconds() int { return max(1, int(math.Ceil(c.AppTime.Seconds()))) }
+
 // Settings is what the report records of c (with defaults applied).
 func (c Config) settings() Settings {
-	return Settings{Runs: c.Runs, Quick: c.Quick, TCPSeconds: c.tcpSeconds(), RRSeconds: c.RRTime.Seconds(),
-		RRSize: c.RRSize, CRRSeconds: c.CRRTime.Seconds(), CRRWorkers: c.CRRWorkers}
+	s := Settings{Runs: c.Runs, Quick: c.Quick, TCPSeconds: c.tcpSeconds(), RRSeconds: c.RRTime.Seconds(),
+		RRSize: c.RRSize, CRRSeconds: c.CRRTime.Seconds(), CRRWorkers: c.CRRWorkers, Tests: c.tests()}
+	if len(appTestsIn(s.Tests)) > 0 {
+		a := c.appSettings()
+		s.Apps = &a
+	}
+	return s
 }
 
 // Estimate is roughly how long Run takes with c, lab setup excluded.
 func (c Config) Estimate() time.Duration {
 	c = c.withDefaults()
-	// Per mode and run: the tests plus ~0.4 s of process starts and
-	// readiness checks each.
-	per := 2*time.Duration(c.tcpSeconds())*time.Second + c.RRTime + c.CRRTime + 1600*time.Millisecond
+	// Per mode and run: the tests plus ~0.2 s of process starts and
+	// readiness checks each (measured: 0.1-0.15 s).
+	const overhead = 200 * time.Millisecond
+	per := time.Duration(0)
+	for _, t := range c.tests() {
+		switch t {
+		case TestTCP1, TestTCP4:
+			per += time.Duration(c.tcpSeconds()) * time.Second
+		case TestRR:
+			per += c.RRTime
+		case TestCRR:
+			per += c.CRRTime
+		default:
+			per += time.Duration(c.appSeconds()) * time.Second
+		}
+		per += overhead
+	}
 	return time.Duration(c.Runs*len(Modes)) * per
 }
 
@@ -202,6 +269,11 @@ type runner struct {
 	envs    []*env
 	samples Samples
 	report  Report
+	// tests are the tests to run; an application whose setup failed is
+	// taken out.
+	tests []string
+	// apps is the application tests' state; nil without them.
+	apps *apps
 	// vxlanPID is the process whose /proc/PID/net/dev shows the client
 	// host's namespace: h2's slimd.
 	vxlanPID   int
@@ -229,7 +301,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		return nil, fmt.Errorf("iperf3 not found (install Debian's iperf3; scripts/deps.sh does): %w", err)
 	}
-	r := &runner{cfg: cfg, lab: cfg.Lab, pr: newProgress(cfg.Progress), samples: Samples{}}
+	r := &runner{cfg: cfg, lab: cfg.Lab, pr: newProgress(cfg.Progress), samples: Samples{}, tests: cfg.tests()}
 	r.lab.Progress = nil
 	if cfg.Progress != nil {
 		r.lab.Progress = &labProgress{pr: r.pr}
@@ -238,6 +310,16 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		Settings: cfg.settings(), Machine: machine(), Warnings: []string{},
 		FastPath: FastPath{OverlayBytes: map[string]uint64{}}}
 
+	if err := r.checkTools(); err != nil {
+		return nil, err
+	}
+	r.report.Settings.Tests = slices.Clone(r.tests)
+	if len(appTestsIn(r.tests)) == 0 {
+		r.report.Settings.Apps = nil
+	}
+	if len(r.tests) == 0 {
+		return nil, errors.New("no test left to run")
+	}
 	if !cfg.Reuse {
 		if names := existingLab(); len(names) > 0 {
 			return nil, fmt.Errorf("%w (%s): benchmark it with --reuse, or remove it with slimctl lab down", ErrLabExists, strings.Join(names, ", "))
@@ -249,9 +331,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if err := r.setup(ctx); err != nil {
 		return nil, err
 	}
-	r.pr.step("%d runs of %s, about %s", cfg.Runs, strings.Join(Tests, ", "), cfg.Estimate().Round(10*time.Second))
+	est := cfg
+	est.Tests = r.tests
+	r.pr.step("%d runs of %s, about %s", cfg.Runs, strings.Join(r.tests, ", "), est.Estimate().Round(10*time.Second))
 	for run := 1; run <= cfg.Runs; run++ {
-		for _, test := range Tests {
+		for _, test := range slices.Clone(r.tests) {
 			for _, e := range r.envs {
 				if err := ctx.Err(); err != nil {
 					return nil, err
@@ -368,7 +452,7 @@ func (r *runner) setup(ctx context.Context) error {
 		r.report.FastPath.Checked = true
 	}
 	r.pr.step("servers ready: host %s, overlay %s, slim %s", r.envs[0].addr, r.envs[1].addr, r.envs[2].addr)
-	return nil
+	return r.setupApps(ctx)
 }
 
 func (r *runner) dst(e *env, port int) string {
@@ -447,6 +531,13 @@ func (r *runner) measure(ctx context.Context, run int, test string, e *env) {
 		d = time.Duration(r.cfg.tcpSeconds()) * time.Second
 	case TestCRR:
 		d = r.cfg.CRRTime
+	case TestRedis:
+		// redis-benchmark counts requests: slower modes take longer.
+		d = 4 * time.Duration(r.cfg.appSeconds()) * time.Second
+	default:
+		if isAppTest(test) {
+			d = time.Duration(r.cfg.appSeconds()) * time.Second
+		}
 	}
 	mctx, cancel := context.WithTimeout(ctx, d+measureSlack)
 	var vals []value
@@ -460,6 +551,8 @@ func (r *runner) measure(ctx context.Context, run int, test string, e *env) {
 		vals, err = r.rr(mctx, e)
 	case TestCRR:
 		vals, err = r.crr(mctx, e)
+	default:
+		vals, err = r.measureApp(mctx, test, e)
 	}
 	cancel()
 	r.done++
@@ -487,7 +580,7 @@ func (r *runner) measure(ctx context.Context, run int, test string, e *env) {
 			parts = append(parts, FormatValue(v.v)+" "+v.show)
 		}
 	}
-	r.pr.step("run %d/%d  %-4s  %-7s  %s", run, r.cfg.Runs, test, e.mode, strings.Join(parts, ", "))
+	r.pr.step("run %d/%d  %-11s  %-7s  %s", run, r.cfg.Runs, test, e.mode, strings.Join(parts, ", "))
 }
 
 // value is one figure's value from one test; show is its unit in the
@@ -507,7 +600,13 @@ func (r *runner) tcp(ctx context.Context, e *env, streams int) ([]value, error) 
 	port := e.nextPort
 	e.nextPort++
 	srv := r.start(ctx, e.server, "iperf3", "-s", "-1", "-p", strconv.Itoa(port))
-	defer srv.finish(serverExitWait)
+	defer func() {
+		if ctx.Err() != nil {
+			srv.stop() // interrupted or out of time: no test to finish
+			return
+		}
+		srv.finish(serverExitWait)
+	}()
 	if e.mode == ModeSlim {
 		if err := r.waitListeners(ctx, e.addr, port); err != nil {
 			return nil, err
@@ -642,7 +741,7 @@ func (r *runner) warn(format string, args ...any) {
 // finish builds the report from the samples.
 func (r *runner) finish() *Report {
 	rep := r.report
-	rep.Figures, rep.Goals = r.samples.Figures(Tests)
+	rep.Figures, rep.Goals = r.samples.Figures(rep.Settings.Tests)
 	rep.FastPath.judge()
 	if rep.FastPath.Checked && !rep.FastPath.OnFastPath {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("slim mode's traffic crossed %s (%s, overlay mode: %s): not the fast path",
@@ -663,20 +762,27 @@ func (r *runner) failed() error {
 // whole lab if it built it (unless Keep), else its containers. It runs
 // also when ctx is cancelled.
 func (r *runner) teardown(ctx context.Context) error {
+	// Stopped in parallel: a server that must be asked to stop may take
+	// a moment.
+	var wg sync.WaitGroup
 	for _, e := range r.envs {
 		for _, p := range e.servers {
-			p.stop()
+			wg.Go(p.stop)
 		}
+	}
+	wg.Wait()
+	var errs []error
+	if err := r.removeApps(); err != nil {
+		errs = append(errs, err)
 	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 	defer cancel()
 	if !r.cfg.Reuse && !r.cfg.Keep {
 		if err := lab.Down(tctx, r.lab); err != nil {
-			return fmt.Errorf("lab down: %w", err)
+			errs = append(errs, fmt.Errorf("lab down: %w", err))
 		}
-		return nil
+		return errors.Join(errs...)
 	}
-	var errs []error
 	for _, name := range r.created {
 		if err := lab.Remove(tctx, r.lab, name); err != nil {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", name, err))
