@@ -16,7 +16,6 @@ import (
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/keeper"
 	"github.com/slimnet/slim/internal/seccomp"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -418,17 +417,6 @@ func (b *Broker) Published() []api.Listener {
 
 // OpenListenPorts returns the host ports with a listening TCP socket.
 func OpenListenPorts() (map[uint16]bool, error) {
-	open := map[uint16]bool{}
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := netlink.SocketDiagTCP(fam)
-		if err != nil {
-			return nil, err
-		}
-		for _, sk := range socks {
-			if sk.State == tcpListen {
-				open[sk.ID.SourcePort] = true
-			}
-		}
-	}
-	return open, nil
+	open, _, err := hostTCPSockets()
+	return open, err
 }

@@ -217,21 +217,10 @@ func (b *Broker) reapListeners(ctx context.Context) {
 	if idle {
 		return
 	}
-	open := map[uint16]bool{}
-	live := map[ConnKey]bool{}
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := netlink.SocketDiagTCP(fam)
-		if err != nil {
-			b.cfg.Log.Debug("broker: sock_diag failed", "err", err)
-			return // unknown: withdraw nothing
-		}
-		for _, sk := range socks {
-			if sk.State == tcpListen {
-				open[sk.ID.SourcePort] = true
-				continue
-			}
-			live[diagKey(sk)] = true
-		}
+	open, live, err := hostTCPSockets()
+	if err != nil {
+		b.cfg.Log.Debug("broker: sock_diag failed", "err", err)
+		return // unknown: withdraw nothing
 	}
 	var gone []*listenerGroup
 	b.mu.Lock()
@@ -257,6 +246,27 @@ func (b *Broker) reapListeners(ctx context.Context) {
 		b.cfg.Ports.ReleaseListenerPort(g.hostPort)
 		b.cfg.Log.Debug("broker: listener closed", "vips", g.vips, "hostPort", g.hostPort)
 	}
+}
+
+// hostTCPSockets dumps the host namespace's TCP sockets (one sock_diag
+// dump per family): the ports with a listener, and the 4-tuples of the
+// others.
+func hostTCPSockets() (open map[uint16]bool, live map[ConnKey]bool, err error) {
+	open, live = map[uint16]bool{}, map[ConnKey]bool{}
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := netlink.SocketDiagTCP(fam)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, sk := range socks {
+			if sk.State == tcpListen {
+				open[sk.ID.SourcePort] = true
+				continue
+			}
+			live[diagKey(sk)] = true
+		}
+	}
+	return open, live, nil
 }
 
 // diagKey is a sock_diag entry's 4-tuple, v4-mapped addresses unmapped.

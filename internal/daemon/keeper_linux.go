@@ -59,34 +59,28 @@ func (k *keeperLink) reset(c *keeper.Client) {
 	k.mu.Unlock()
 }
 
-// Put implements broker.Keeper.
-func (k *keeperLink) Put(key string, meta []byte, fd int) error {
+// do runs op on the keeper connection; a lost keeper drops the
+// connection, so the next call (or watch) starts a new one.
+func (k *keeperLink) do(op func(*keeper.Client) error) error {
 	c, err := k.client()
 	if err != nil {
 		return err
 	}
-	if err := c.Put(key, meta, fd); errors.Is(err, keeper.ErrNoKeeper) {
+	err = op(c)
+	if errors.Is(err, keeper.ErrNoKeeper) {
 		k.reset(c)
-		return err
-	} else if err != nil {
-		return err
 	}
-	return nil
+	return err
+}
+
+// Put implements broker.Keeper.
+func (k *keeperLink) Put(key string, meta []byte, fd int) error {
+	return k.do(func(c *keeper.Client) error { return c.Put(key, meta, fd) })
 }
 
 // Drop implements broker.Keeper.
 func (k *keeperLink) Drop(key string) error {
-	c, err := k.client()
-	if err != nil {
-		return err
-	}
-	if err := c.Drop(key); errors.Is(err, keeper.ErrNoKeeper) {
-		k.reset(c)
-		return err
-	} else if err != nil {
-		return err
-	}
-	return nil
+	return k.do(func(c *keeper.Client) error { return c.Drop(key) })
 }
 
 // watch pings the keeper; if it died, it starts a new one and hands it
