@@ -402,23 +402,8 @@ func (r *runner) memcached(ctx context.Context, e *env, d time.Duration) ([]valu
 		{id: FigMemcachedRate, v: res.OpsPerSec, show: "ops/s"},
 		{id: FigMemcachedP50, v: res.P50, show: "µs p50"},
 		{id: FigMemcachedP99, v: res.P99, show: "µs p99"},
-		{id: FigMemcachedCPU, v: float64(cpu.Microseconds()) / float64(res.Ops), show: "CPU µs/op"},
+		{id: FigMemcachedCPU, v: float64(cpu.Microseconds()) / float64(res.Ops), show: "CPU µs/op", work: float64(res.Ops)},
 	}, nil
-}
-
-// clientRun runs command in e's client and measures the machine's CPU
-// time over it.
-func (r *runner) clientRun(ctx context.Context, e *env, command ...string) ([]byte, time.Duration, error) {
-	c0, err := ReadCPUTimes()
-	if err != nil {
-		return nil, 0, err
-	}
-	out, err := lab.Output(ctx, r.lab, e.client, command...)
-	c1, cerr := ReadCPUTimes()
-	if err == nil {
-		err = cerr
-	}
-	return out, c1.BusySince(c0), err
 }
 
 func (r *runner) wrk(ctx context.Context, e *env, closeConns bool) ([]value, error) {
@@ -428,9 +413,7 @@ func (r *runner) wrk(ctx context.Context, e *env, closeConns bool) ([]value, err
 		args = append(args, "-H", "Connection: close")
 	}
 	args = append(args, "http://"+r.dst(e, nginxPort)+"/")
-	s0, serr := cgroupsCPU(r.slimdCgroups)
-	out, cpu, err := r.clientRun(ctx, e, args...)
-	s1, serr2 := cgroupsCPU(r.slimdCgroups)
+	out, cpu, err := r.clientCommand(ctx, e, args...)
 	res, perr := ParseWrk(out)
 	if perr != nil && (errors.Is(perr, ErrWrk) || err == nil) {
 		err = perr
@@ -446,20 +429,12 @@ func (r *runner) wrk(ctx context.Context, e *env, closeConns bool) ([]value, err
 		r.warn("%s %s: %d errors in %d requests (socket errors: connect %d, read %d, write %d, timeout %d; non-2xx responses %d)",
 			e.mode, test, n, res.Requests, res.ConnectErrors, res.ReadErrors, res.WriteErrors, res.Timeouts, res.Non2xx)
 	}
-	vals := []value{
+	return []value{
 		{id: rate, v: res.RPS, show: "requests/s"},
 		{id: p50, v: res.Latency.P50, show: "µs p50"},
 		{id: p99, v: res.Latency.P99, show: "µs p99"},
-		{id: cpuFig, v: float64(cpu.Microseconds()) / float64(res.Requests), show: "CPU µs/op"},
-	}
-	if closeConns {
-		if err := errors.Join(serr, serr2); err != nil {
-			r.warn("%s %s: slimd CPU not measured: %v", e.mode, test, err)
-		} else {
-			vals = append(vals, value{id: FigNginxCloseSlimd, v: float64((s1 - s0).Microseconds()) / float64(res.Requests), show: "slimd CPU µs/op"})
-		}
-	}
-	return vals, nil
+		{id: cpuFig, v: float64(cpu.Microseconds()) / float64(res.Requests), show: "CPU µs/op", work: float64(res.Requests)},
+	}, nil
 }
 
 // writeNginxFiles writes each mode's nginx configuration and the page.
@@ -608,7 +583,7 @@ func (r *runner) pgbenchInit(ctx context.Context, e *env) error {
 }
 
 func (r *runner) pgbench(ctx context.Context, e *env) ([]value, error) {
-	out, cpu, err := r.clientRun(ctx, e, "pgbench", "-n", "-S", "-c", strconv.Itoa(pgbenchClients), "-j", strconv.Itoa(pgbenchThreads),
+	out, cpu, err := r.clientCommand(ctx, e, "pgbench", "-n", "-S", "-c", strconv.Itoa(pgbenchClients), "-j", strconv.Itoa(pgbenchThreads),
 		"-T", strconv.Itoa(r.cfg.appSeconds()), "-h", e.addr.String(), "-p", strconv.Itoa(postgresPort), "-U", "postgres", "postgres")
 	res, perr := ParsePgbench(out)
 	if perr != nil && (errors.Is(perr, ErrPgbench) || err == nil) {
@@ -623,7 +598,7 @@ func (r *runner) pgbench(ctx context.Context, e *env) ([]value, error) {
 	return []value{
 		{id: FigPgbenchRate, v: res.TPS, show: "tps"},
 		{id: FigPgbenchLatency, v: res.LatencyAvg, show: "µs avg"},
-		{id: FigPgbenchCPU, v: float64(cpu.Microseconds()) / float64(res.Transactions), show: "CPU µs/op"},
+		{id: FigPgbenchCPU, v: float64(cpu.Microseconds()) / float64(res.Transactions), show: "CPU µs/op", work: float64(res.Transactions)},
 	}, nil
 }
 
@@ -635,7 +610,7 @@ func (r *runner) redisBenchmark(e *env, requests int) []string {
 
 func (r *runner) redis(ctx context.Context, e *env) ([]value, error) {
 	n := r.apps.redisRequests
-	out, cpu, err := r.clientRun(ctx, e, r.redisBenchmark(e, n)...)
+	out, cpu, err := r.clientCommand(ctx, e, r.redisBenchmark(e, n)...)
 	res, perr := ParseRedisBenchmark(out)
 	if err = errors.Join(err, perr); err != nil {
 		return nil, err
@@ -652,7 +627,7 @@ func (r *runner) redis(ctx context.Context, e *env) ([]value, error) {
 	if get.HasPercentiles {
 		vals = append(vals, value{id: FigRedisGetP50, v: get.P50Us, show: "µs p50"}, value{id: FigRedisGetP99, v: get.P99Us, show: "µs p99"})
 	}
-	return append(vals, value{id: FigRedisCPU, v: float64(cpu.Microseconds()) / float64(2*n), show: "CPU µs/op"}), nil
+	return append(vals, value{id: FigRedisCPU, v: float64(cpu.Microseconds()) / float64(2*n), show: "CPU µs/op", work: float64(2 * n)}), nil
 }
 
 // removeApps removes the applications' directory; the servers must be

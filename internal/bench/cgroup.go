@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/cgroupfs"
+	"github.com/slimnet/slim/internal/lab"
 )
 
 // ParseCgroupCPUStat reads usage_usec, the CPU time of a cgroup and its
@@ -36,17 +37,52 @@ func ParseCgroupCPUStat(r io.Reader) (time.Duration, error) {
 	return 0, errors.New("parse cpu.stat: no usage_usec")
 }
 
-// slimdCgroups are the cgroups of the lab's slimds on the benchmark's
-// hosts, as package lab lays them out (<cgroup2>/slimlab/h<i>/slimd).
-func slimdCgroups() ([]string, error) {
+// sides are the cgroups of one mode's two sides: the client's and the
+// server's (a lab host's exec cgroup in host mode, the containers' in the
+// others), and the slimds of both hosts. The lab enables no controllers,
+// but cpu.stat's usage_usec exists in every cgroup v2 cgroup.
+type sides struct {
+	client, server string
+	slimd          []string
+}
+
+// sidesOf returns the cgroups of a mode whose client and server are lab
+// targets: a host name (h1, h2), or a container on clientHost and
+// serverHost respectively.
+func sidesOf(client, server string) (sides, error) {
 	root, err := cgroupfs.Mount()
 	if err != nil {
-		return nil, err
+		return sides{}, err
 	}
-	return []string{
-		filepath.Join(root, "slimlab", serverHost, "slimd"),
-		filepath.Join(root, "slimlab", clientHost, "slimd"),
+	cg := func(host, target string) string {
+		if target == host {
+			return lab.HostCgroup(root, host)
+		}
+		return lab.ContainerCgroup(root, host, target)
+	}
+	return sides{
+		client: cg(clientHost, client),
+		server: cg(serverHost, server),
+		slimd:  []string{lab.SlimdCgroup(root, serverHost), lab.SlimdCgroup(root, clientHost)},
 	}, nil
+}
+
+// sideCPU is CPU time per side.
+type sideCPU struct{ client, server, slimd time.Duration }
+
+// read returns the sides' CPU time so far.
+func (s sides) read() (sideCPU, error) {
+	var c sideCPU
+	var errs [3]error
+	c.client, errs[0] = cgroupsCPU([]string{s.client})
+	c.server, errs[1] = cgroupsCPU([]string{s.server})
+	c.slimd, errs[2] = cgroupsCPU(s.slimd)
+	return c, errors.Join(errs[:]...)
+}
+
+// since is the CPU time each side used since start.
+func (c sideCPU) since(start sideCPU) sideCPU {
+	return sideCPU{client: c.client - start.client, server: c.server - start.server, slimd: c.slimd - start.slimd}
 }
 
 // cgroupsCPU sums the CPU time of the cgroups.

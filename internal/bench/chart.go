@@ -46,6 +46,7 @@ var groupTitles = map[string]string{
 	GroupSetup:      "Connection setup",
 	GroupCPU:        "CPU time per unit of work (whole machine)",
 	GroupApps:       "Applications",
+	GroupCPUSides:   "CPU time per unit of work, per side (cgroups)",
 }
 
 // WriteCharts draws r's figures as PNG bar charts into dir (made if

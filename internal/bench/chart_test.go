@@ -21,7 +21,7 @@ func TestWriteCharts(t *testing.T) {
 	for _, f := range files {
 		names = append(names, filepath.Base(f))
 	}
-	want := []string{"bench-throughput.png", "bench-latency.png", "bench-setup.png", "bench-cpu.png", "bench-apps.png"}
+	want := []string{"bench-throughput.png", "bench-latency.png", "bench-setup.png", "bench-cpu.png", "bench-apps.png", "bench-cpuSides.png"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("files %v, want %v", names, want)
 	}

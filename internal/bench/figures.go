@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Tests, in the order they run within a run.
@@ -36,10 +37,12 @@ const (
 	GroupSetup      = "setup"
 	GroupCPU        = "cpu"
 	GroupApps       = "apps"
+	// GroupCPUSides holds the per-side CPU figures.
+	GroupCPUSides = "cpuSides"
 )
 
 // Groups lists the figure groups in the order they are charted.
-var Groups = []string{GroupThroughput, GroupLatency, GroupSetup, GroupCPU, GroupApps}
+var Groups = []string{GroupThroughput, GroupLatency, GroupSetup, GroupCPU, GroupApps, GroupCPUSides}
 
 // Figure IDs (Figure.ID). They are part of the JSON contract.
 const (
@@ -55,29 +58,27 @@ const (
 	FigTCP4CPU        = "tcp4.cpuPerGB"
 	FigRRCPU          = "rr.cpuPerTransaction"
 	FigCRRCPU         = "crr.cpuPerConnection"
-	FigCRRSlimdCPU    = "crr.slimdCPUPerConnection"
 
-	FigMemcachedRate   = "memcached.rate"
-	FigMemcachedP50    = "memcached.p50"
-	FigMemcachedP99    = "memcached.p99"
-	FigMemcachedCPU    = "memcached.cpuPerOp"
-	FigNginxRate       = "nginx.rate"
-	FigNginxP50        = "nginx.p50"
-	FigNginxP99        = "nginx.p99"
-	FigNginxCPU        = "nginx.cpuPerRequest"
-	FigNginxCloseRate  = "nginxClose.rate"
-	FigNginxCloseP50   = "nginxClose.p50"
-	FigNginxCloseP99   = "nginxClose.p99"
-	FigNginxCloseCPU   = "nginxClose.cpuPerRequest"
-	FigNginxCloseSlimd = "nginxClose.slimdCPUPerRequest"
-	FigPgbenchRate     = "pgbench.tps"
-	FigPgbenchLatency  = "pgbench.latency"
-	FigPgbenchCPU      = "pgbench.cpuPerTransaction"
-	FigRedisSetRate    = "redis.setRate"
-	FigRedisGetRate    = "redis.getRate"
-	FigRedisGetP50     = "redis.getP50"
-	FigRedisGetP99     = "redis.getP99"
-	FigRedisCPU        = "redis.cpuPerOp"
+	FigMemcachedRate  = "memcached.rate"
+	FigMemcachedP50   = "memcached.p50"
+	FigMemcachedP99   = "memcached.p99"
+	FigMemcachedCPU   = "memcached.cpuPerOp"
+	FigNginxRate      = "nginx.rate"
+	FigNginxP50       = "nginx.p50"
+	FigNginxP99       = "nginx.p99"
+	FigNginxCPU       = "nginx.cpuPerRequest"
+	FigNginxCloseRate = "nginxClose.rate"
+	FigNginxCloseP50  = "nginxClose.p50"
+	FigNginxCloseP99  = "nginxClose.p99"
+	FigNginxCloseCPU  = "nginxClose.cpuPerRequest"
+	FigPgbenchRate    = "pgbench.tps"
+	FigPgbenchLatency = "pgbench.latency"
+	FigPgbenchCPU     = "pgbench.cpuPerTransaction"
+	FigRedisSetRate   = "redis.setRate"
+	FigRedisGetRate   = "redis.getRate"
+	FigRedisGetP50    = "redis.getP50"
+	FigRedisGetP99    = "redis.getP99"
+	FigRedisCPU       = "redis.cpuPerOp"
 
 	higher, lower       = "higher", "lower"
 	unitCPUPerGB        = "CPU s/GB"
@@ -122,7 +123,7 @@ func goals(g ...*goal) []*goal { return g }
 // also carries the setup goal. Application latencies under load are
 // mostly queueing behind the other connections' requests, so their goal
 // follows throughput's.
-var figureDefs = []figureDef{
+var figureDefs = withSides([]figureDef{
 	{FigTCP1Throughput, TestTCP1, GroupThroughput, "TCP throughput, 1 stream", "Gbit/s", higher, goals(goalThroughput)},
 	{FigTCP4Throughput, TestTCP4, GroupThroughput, "TCP throughput, 4 streams", "Gbit/s", higher, goals(goalThroughput)},
 	{FigRRP50, TestRR, GroupLatency, "Request/response latency p50", "µs", lower, goals(goalLatency)},
@@ -135,10 +136,6 @@ var figureDefs = []figureDef{
 	{FigTCP4CPU, TestTCP4, GroupCPU, "CPU per GB, 4 streams", unitCPUPerGB, lower, goals(goalCPU)},
 	{FigRRCPU, TestRR, GroupCPU, "CPU per request/response", unitCPUPerOperation, lower, goals(goalCPU)},
 	{FigCRRCPU, TestCRR, GroupCPU, "CPU per connection", unitCPUPerOperation, lower, goals(goalCPU)},
-	// Where slim's connection setup cost goes: the part spent in the
-	// slimds (broker), from their cgroups' cpu.stat. Host and overlay
-	// connections do not involve slimd: about zero.
-	{FigCRRSlimdCPU, TestCRR, GroupCPU, "slimd CPU per connection", unitCPUPerOperation, lower, nil},
 
 	{FigMemcachedRate, TestMemcached, GroupApps, "memcached throughput", "ops/s", higher, goals(goalThroughput, goalAppOverOverlay)},
 	{FigMemcachedP50, TestMemcached, GroupApps, "memcached latency p50", "µs", lower, goals(goalLatency)},
@@ -152,7 +149,6 @@ var figureDefs = []figureDef{
 	{FigNginxCloseP50, TestNginxClose, GroupApps, "nginx conn/request latency p50", "µs", lower, goals(goalLatency)},
 	{FigNginxCloseP99, TestNginxClose, GroupApps, "nginx conn/request latency p99", "µs", lower, goals(goalLatency)},
 	{FigNginxCloseCPU, TestNginxClose, GroupApps, "nginx conn/request CPU per request", unitCPUPerOperation, lower, goals(goalCPU)},
-	{FigNginxCloseSlimd, TestNginxClose, GroupApps, "nginx conn/request slimd CPU per request", unitCPUPerOperation, lower, nil},
 	{FigPgbenchRate, TestPgbench, GroupApps, "PostgreSQL select-only rate", "transactions/s", higher, goals(goalThroughput)},
 	{FigPgbenchLatency, TestPgbench, GroupApps, "PostgreSQL latency average", "µs", lower, goals(goalLatency)},
 	{FigPgbenchCPU, TestPgbench, GroupApps, "PostgreSQL CPU per transaction", unitCPUPerOperation, lower, goals(goalCPU)},
@@ -161,6 +157,74 @@ var figureDefs = []figureDef{
 	{FigRedisGetP50, TestRedis, GroupApps, "Redis GET latency p50", "µs", lower, goals(goalLatency)},
 	{FigRedisGetP99, TestRedis, GroupApps, "Redis GET latency p99", "µs", lower, goals(goalLatency)},
 	{FigRedisCPU, TestRedis, GroupApps, "Redis CPU per request", unitCPUPerOperation, lower, goals(goalCPU)},
+})
+
+// The sides of a per-side CPU figure: the client's cgroup, the server's
+// (a lab host's exec cgroup in host mode, the container's otherwise), and
+// both hosts' slimds. Host and overlay connections do not involve slimd,
+// so its share there is its background work (and h1's embedded etcd).
+const (
+	sideClient = "client"
+	sideServer = "server"
+	sideSlimd  = "slimd"
+)
+
+var sideNames = map[string]string{sideClient: "client side", sideServer: "server side", sideSlimd: "slimds"}
+
+// The slimd shares that had figures of their own before the other sides
+// were measured keep their IDs.
+const (
+	FigCRRSlimdCPU     = "crr.slimdCPUPerConnection"
+	FigNginxCloseSlimd = "nginxClose.slimdCPUPerRequest"
+)
+
+// sideFigureID is the ID of side's share of the CPU figure cpuID:
+// cpuID + "." + side ("rr.cpuPerTransaction.server").
+func sideFigureID(cpuID, side string) string {
+	switch {
+	case cpuID == FigCRRCPU && side == sideSlimd:
+		return FigCRRSlimdCPU
+	case cpuID == FigNginxCloseCPU && side == sideSlimd:
+		return FigNginxCloseSlimd
+	}
+	return cpuID + "." + side
+}
+
+func isCPUUnit(unit string) bool { return unit == unitCPUPerGB || unit == unitCPUPerOperation }
+
+// cpuIn is d in a CPU unit's time unit: seconds per GB, µs per operation.
+func cpuIn(unit string, d time.Duration) float64 {
+	if unit == unitCPUPerGB {
+		return d.Seconds()
+	}
+	return float64(d.Nanoseconds()) / 1e3
+}
+
+// figureUnit is the unit of figure id.
+func figureUnit(id string) string {
+	for _, d := range figureDefs {
+		if d.id == id {
+			return d.unit
+		}
+	}
+	return ""
+}
+
+// withSides appends to defs, for each CPU figure, its three per-side
+// figures, in the same order. They carry no goals: the goal is for the
+// whole machine.
+func withSides(defs []figureDef) []figureDef {
+	out := slices.Clone(defs)
+	for _, d := range defs {
+		if !isCPUUnit(d.unit) {
+			continue
+		}
+		for _, side := range []string{sideClient, sideServer, sideSlimd} {
+			out = append(out, figureDef{id: sideFigureID(d.id, side), test: d.test, group: GroupCPUSides,
+				name: d.name + ", " + sideNames[side], unit: d.unit, better: lower})
+		}
+	}
+	return out
 }
 
 // Samples collects the values measured, per figure and mode, in run

@@ -205,32 +205,67 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "CPU: the whole machine's busy time (/proc/stat), per GB received or per transaction.\n\n")
 
+	var main, sides []Figure
+	for _, f := range r.Figures {
+		if figureGroup(f) == GroupCPUSides {
+			sides = append(sides, f)
+		} else {
+			main = append(main, f)
+		}
+	}
+	r.writeTable(&b, main, true)
+	if len(sides) > 0 {
+		b.WriteString("CPU per side: each cgroup's usage_usec (cpu.stat) over the client's command, per the same unit of work: " +
+			"the client's and the server's (a lab host's cgroup in host mode, the container's otherwise) and both slimds'. " +
+			"All hosts share one kernel, so softirq work is charged to whichever task the CPU was running: " +
+			"much of the receiver's stack runs in the sender's context, and the sides do not add up to the whole machine.\n\n")
+		r.writeTable(&b, sides, false)
+	}
+
+	r.writeMarkdownEnd(&b)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeTable writes figs as a Markdown table, with the goal columns if
+// goals.
+func (r *Report) writeTable(b *strings.Builder, figs []Figure, goals bool) {
 	b.WriteString("| Figure | Unit |")
 	for _, mode := range r.Modes {
-		fmt.Fprintf(&b, " %s |", mode)
+		fmt.Fprintf(b, " %s |", mode)
 	}
 	for _, p := range ratioPairs {
-		fmt.Fprintf(&b, " %s/%s |", p[0], p[1])
+		fmt.Fprintf(b, " %s/%s |", p[0], p[1])
 	}
-	b.WriteString(" Goal for slim | Met |\n|---|---|")
+	if goals {
+		b.WriteString(" Goal for slim | Met |")
+	}
+	b.WriteString("\n|---|---|")
 	for range r.Modes {
 		b.WriteString("--:|")
 	}
 	for range ratioPairs {
 		b.WriteString("--:|")
 	}
-	b.WriteString("---|---|\n")
-	for _, f := range r.Figures {
-		fmt.Fprintf(&b, "| %s | %s |", f.Name, f.Unit)
+	if goals {
+		b.WriteString("---|---|")
+	}
+	b.WriteString("\n")
+	for _, f := range figs {
+		fmt.Fprintf(b, "| %s | %s |", f.Name, f.Unit)
 		for _, mode := range r.Modes {
-			fmt.Fprintf(&b, " %s |", cell(f.Results[mode]))
+			fmt.Fprintf(b, " %s |", cell(f.Results[mode]))
 		}
 		for _, p := range ratioPairs {
 			if v, ok := f.Ratios[p[0]+"/"+p[1]]; ok {
-				fmt.Fprintf(&b, " %s |", FormatValue(v))
+				fmt.Fprintf(b, " %s |", FormatValue(v))
 			} else {
 				b.WriteString(" - |")
 			}
+		}
+		if !goals {
+			b.WriteString("\n")
+			continue
 		}
 		goal, met := "-", "-"
 		if gs := f.Goals(); len(gs) > 0 {
@@ -248,35 +283,36 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			}
 			goal, met = strings.Join(gt, "; "), strings.Join(mt, "; ")
 		}
-		fmt.Fprintf(&b, " %s | %s |\n", goal, met)
+		fmt.Fprintf(b, " %s | %s |\n", goal, met)
 	}
 	b.WriteString("\n")
+}
 
+// writeMarkdownEnd writes the fast-path check, the goals and the warnings.
+func (r *Report) writeMarkdownEnd(b *strings.Builder) {
 	fp := r.FastPath
 	switch {
 	case !fp.Checked:
-		fmt.Fprintf(&b, "Fast path: not checked (the %s counters could not be read).\n", fp.Iface)
+		fmt.Fprintf(b, "Fast path: not checked (the %s counters could not be read).\n", fp.Iface)
 	default:
 		verdict := "slim's traffic took the fast path"
 		if !fp.OnFastPath {
 			verdict = "**slim's traffic was NOT on the fast path**"
 		}
-		fmt.Fprintf(&b, "Fast path: %s carried %s during the slim tests and %s during the overlay tests: %s.\n",
+		fmt.Fprintf(b, "Fast path: %s carried %s during the slim tests and %s during the overlay tests: %s.\n",
 			fp.Iface, FormatBytes(fp.OverlayBytes[ModeSlim]), FormatBytes(fp.OverlayBytes[ModeOverlay]), verdict)
 	}
-	fmt.Fprintf(&b, "Goals for slim: %d of %d met", r.Goals.Met, r.Goals.Total)
+	fmt.Fprintf(b, "Goals for slim: %d of %d met", r.Goals.Met, r.Goals.Total)
 	if r.Goals.Evaluated < r.Goals.Total {
-		fmt.Fprintf(&b, " (%d could not be evaluated)", r.Goals.Total-r.Goals.Evaluated)
+		fmt.Fprintf(b, " (%d could not be evaluated)", r.Goals.Total-r.Goals.Evaluated)
 	}
 	b.WriteString(".\n")
 	if len(r.Warnings) > 0 {
 		b.WriteString("\nWarnings:\n\n")
 		for _, w := range r.Warnings {
-			fmt.Fprintf(&b, "- %s\n", w)
+			fmt.Fprintf(b, "- %s\n", w)
 		}
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // cell prints "median (min–max)", or "-" without values.

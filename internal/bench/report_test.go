@@ -3,7 +3,9 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +60,11 @@ func sampleReport() *Report {
 	add(FigRRCPU, []float64{58, 57, 60}, []float64{83, 80, 85}, []float64{61, 62})
 	add(FigCRRCPU, []float64{190, 185, 200}, []float64{205, 200, 210}, []float64{560, 540, 600})
 	add(FigCRRSlimdCPU, []float64{0, 0, 0.01}, []float64{0, 0.02, 0}, []float64{310, 300, 330})
+	add(sideFigureID(FigCRRCPU, sideClient), []float64{80, 78, 85}, []float64{95, 90, 99}, []float64{120, 118, 125})
+	add(sideFigureID(FigCRRCPU, sideServer), []float64{60, 58, 66}, []float64{70, 69, 72}, []float64{95, 90, 99})
+	add(sideFigureID(FigTCP1CPU, sideClient), []float64{0.05, 0.05, 0.06}, []float64{0.11, 0.1, 0.12}, []float64{0.05, 0.05, 0.06})
+	add(sideFigureID(FigTCP1CPU, sideServer), []float64{0.09, 0.08, 0.1}, []float64{0.2, 0.19, 0.21}, []float64{0.09, 0.09, 0.1})
+	add(sideFigureID(FigTCP1CPU, sideSlimd), []float64{0, 0, 0}, []float64{0, 0, 0}, []float64{0.0001, 0, 0.0002})
 	add(FigMemcachedRate, []float64{41000, 40200, 42100}, []float64{30500, 29900, 31000}, []float64{40100, 39000, 41500})
 	add(FigMemcachedP50, []float64{27.1, 26.5, 28}, []float64{39.8, 38, 41}, []float64{28.3, 27.5, 29})
 	add(FigMemcachedP99, []float64{250, 240, 300}, []float64{320, 300, 350}, []float64{260, 255, 290})
@@ -231,7 +238,8 @@ func TestFiguresSubset(t *testing.T) {
 			t.Errorf("figure %s of test %s in an rr-only run", f.ID, f.Test)
 		}
 	}
-	if len(figs) != 4 || gc.Total != 3 || gc.Evaluated != 0 {
+	// rr's four figures and its CPU figure's three sides.
+	if len(figs) != 7 || gc.Total != 3 || gc.Evaluated != 0 {
 		t.Errorf("%d figures, goals %+v", len(figs), gc)
 	}
 	var b strings.Builder
@@ -249,5 +257,82 @@ func TestFormatBytes(t *testing.T) {
 		if got := FormatBytes(in); got != want {
 			t.Errorf("FormatBytes(%d) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestSideFigures(t *testing.T) {
+	want := map[string]string{
+		sideFigureID(FigRRCPU, sideServer):   "rr.cpuPerTransaction.server",
+		sideFigureID(FigTCP4CPU, sideClient): "tcp4.cpuPerGB.client",
+		// The slimd shares measured before the other sides keep their IDs.
+		sideFigureID(FigCRRCPU, sideSlimd):        FigCRRSlimdCPU,
+		sideFigureID(FigNginxCloseCPU, sideSlimd): FigNginxCloseSlimd,
+	}
+	for got, w := range want {
+		if got != w {
+			t.Errorf("side figure ID %q, want %q", got, w)
+		}
+	}
+	seen := map[string]bool{}
+	cpuFigs := 0
+	for _, d := range figureDefs {
+		if seen[d.id] {
+			t.Errorf("figure ID %s twice", d.id)
+		}
+		seen[d.id] = true
+		if isCPUUnit(d.unit) && d.group != GroupCPUSides {
+			cpuFigs++
+		}
+		if d.group == GroupCPUSides && (len(d.goals) > 0 || d.better != lower) {
+			t.Errorf("side figure %s: goals %v, better %s", d.id, d.goals, d.better)
+		}
+	}
+	for _, d := range figureDefs {
+		if isCPUUnit(d.unit) && d.group != GroupCPUSides {
+			for _, s := range []string{sideClient, sideServer, sideSlimd} {
+				if !seen[sideFigureID(d.id, s)] {
+					t.Errorf("%s has no %s side", d.id, s)
+				}
+			}
+		}
+	}
+	if cpuFigs != 9 {
+		t.Errorf("%d whole-machine CPU figures, want one per test (9)", cpuFigs)
+	}
+}
+
+func TestAddSides(t *testing.T) {
+	r := &runner{pr: newProgress(nil)}
+	vals := []value{{id: FigRRP50, v: 20}, {id: FigRRCPU, v: 40, work: 1000}}
+	r.sides = &sideCPU{client: 20 * time.Millisecond, server: 10 * time.Millisecond, slimd: time.Millisecond}
+	got := map[string]float64{}
+	for _, v := range r.addSides(TestRR, &env{mode: ModeSlim}, vals) {
+		got[v.id] = v.v
+	}
+	// 20 ms over 1000 transactions: 20 µs each.
+	for id, w := range map[string]float64{FigRRP50: 20, FigRRCPU: 40, "rr.cpuPerTransaction.client": 20,
+		"rr.cpuPerTransaction.server": 10, "rr.cpuPerTransaction.slimd": 1} {
+		if math.Abs(got[id]-w) > 1e-9 {
+			t.Errorf("%s = %v, want %v", id, got[id], w)
+		}
+	}
+	if len(got) != 5 {
+		t.Errorf("values %v", got)
+	}
+
+	// Per GB: seconds.
+	r.sides = &sideCPU{client: 500 * time.Millisecond, server: 2 * time.Second}
+	got = map[string]float64{}
+	for _, v := range r.addSides(TestTCP1, &env{mode: ModeHost}, []value{{id: FigTCP1CPU, v: 0.2, work: 10}}) {
+		got[v.id] = v.v
+	}
+	if got["tcp1.cpuPerGB.client"] != 0.05 || got["tcp1.cpuPerGB.server"] != 0.2 {
+		t.Errorf("tcp1 sides %v", got)
+	}
+
+	// Not measured: a warning, no side figures.
+	r.sides, r.sidesErr = nil, errors.New("no cgroup")
+	if out := r.addSides(TestRR, &env{mode: ModeSlim}, vals); len(out) != 2 || len(r.report.Warnings) != 1 {
+		t.Errorf("values %v, warnings %v", out, r.report.Warnings)
 	}
 }

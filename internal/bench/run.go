@@ -256,6 +256,8 @@ type env struct {
 	// addr is the address the client dials: h1's underlay address or the
 	// server container's virtual IP.
 	addr netip.Addr
+	// cgroups are the cgroups of its client, server and slimds.
+	cgroups sides
 	// nextPort is the next iperf3 port.
 	nextPort int
 	servers  []*proc
@@ -278,8 +280,10 @@ type runner struct {
 	// host's namespace: h2's slimd.
 	vxlanPID   int
 	vxlanIface string
-	// slimdCgroups are the slimds' cgroups (their CPU time).
-	slimdCgroups []string
+	// sides is the CPU time per side over the last client command, nil
+	// if it could not be read (sidesErr says why).
+	sides    *sideCPU
+	sidesErr error
 	// created are the containers Run made, to remove when the lab stays.
 	created  []string
 	failures int
@@ -381,9 +385,6 @@ func (r *runner) setup(ctx context.Context) error {
 		}
 	}
 	r.report.Machine.Hosts = 2
-	if r.slimdCgroups, err = slimdCgroups(); err != nil {
-		return err
-	}
 	r.vxlanPID = hosts[clientHost].PID
 	// Leftovers of an interrupted benchmark on a reused lab.
 	for _, c := range l.Containers {
@@ -424,6 +425,11 @@ func (r *runner) setup(ctx context.Context) error {
 			}
 		}
 		r.envs = append(r.envs, e)
+	}
+	for _, e := range r.envs {
+		if e.cgroups, err = sidesOf(e.client, e.server); err != nil {
+			return err
+		}
 	}
 	r.pr.step("containers: overlay %s -> %s, slim %s -> %s", overlayClient, overlayServer, slimClient, slimServer)
 	for _, e := range r.envs {
@@ -508,13 +514,37 @@ func (r *runner) waitListeners(ctx context.Context, vip netip.Addr, ports ...int
 	}
 }
 
-// probe runs slimprobe in e's client and returns its stdout.
+// probe runs slimprobe in e's client and returns its stdout. slimprobe
+// measures the machine's CPU time itself, over its measurement only.
 func (r *runner) probe(ctx context.Context, e *env, args ...string) ([]byte, error) {
-	out, err := lab.Output(ctx, r.lab, e.client, append([]string{r.cfg.Probe}, args...)...)
+	out, _, err := r.clientCommand(ctx, e, append([]string{r.cfg.Probe}, args...)...)
 	if err != nil {
 		return out, fmt.Errorf("slimprobe %s: %w", args[0], err)
 	}
 	return out, nil
+}
+
+// clientCommand runs command in e's client. It returns the machine's CPU
+// time over the command (/proc/stat), and keeps each side's (the cgroups'
+// cpu.stat) in r.sides for measure.
+func (r *runner) clientCommand(ctx context.Context, e *env, command ...string) ([]byte, time.Duration, error) {
+	r.sides, r.sidesErr = nil, nil
+	c0, err := ReadCPUTimes()
+	if err != nil {
+		return nil, 0, err
+	}
+	s0, serr := e.cgroups.read()
+	out, err := lab.Output(ctx, r.lab, e.client, command...)
+	s1, serr2 := e.cgroups.read()
+	c1, cerr := ReadCPUTimes()
+	if r.sidesErr = errors.Join(serr, serr2); r.sidesErr == nil {
+		d := s1.since(s0)
+		r.sides = &d
+	}
+	if err == nil {
+		err = cerr
+	}
+	return out, c1.BusySince(c0), err
 }
 
 // measure runs one test in one mode and records its figures; a failure is
@@ -573,6 +603,7 @@ func (r *runner) measure(ctx context.Context, run int, test string, e *env) {
 			r.report.FastPath.OverlayBytes[e.mode] += after - before
 		}
 	}
+	vals = r.addSides(test, e, vals)
 	var parts []string
 	for _, v := range vals {
 		r.samples.Add(v.id, e.mode, v.v)
@@ -589,6 +620,32 @@ type value struct {
 	id   string
 	v    float64
 	show string
+	// work is what a CPU figure divides the CPU time by (GB or
+	// operations); addSides divides each side's CPU time by it too.
+	work float64
+}
+
+// addSides adds the per-side CPU figures of the test's CPU figure, from
+// the CPU time each side's cgroup used during the test's client command.
+func (r *runner) addSides(test string, e *env, vals []value) []value {
+	for _, v := range vals {
+		if v.work <= 0 {
+			continue
+		}
+		if r.sides == nil {
+			r.warn("%s %s: CPU per side not measured: %v", e.mode, test, r.sidesErr)
+			return vals
+		}
+		unit := figureUnit(v.id)
+		for _, s := range []struct {
+			side string
+			cpu  time.Duration
+		}{{sideClient, r.sides.client}, {sideServer, r.sides.server}, {sideSlimd, r.sides.slimd}} {
+			vals = append(vals, value{id: sideFigureID(v.id, s.side), v: cpuIn(unit, s.cpu) / v.work})
+		}
+		return vals
+	}
+	return vals
 }
 
 // tcp runs iperf3 with streams streams, against a one-off server on a
@@ -618,25 +675,17 @@ func (r *runner) tcp(ctx context.Context, e *env, streams int) ([]value, error) 
 		if srv.exited() {
 			return nil, fmt.Errorf("iperf3 server: %s", srv.failure())
 		}
-		c0, err := ReadCPUTimes()
-		if err != nil {
-			return nil, err
-		}
-		out, err := lab.Output(ctx, r.lab, e.client, "iperf3", "-c", e.addr.String(), "-p", strconv.Itoa(port),
+		out, cpu, err := r.clientCommand(ctx, e, "iperf3", "-c", e.addr.String(), "-p", strconv.Itoa(port),
 			"-t", secs, "-P", strconv.Itoa(streams), "-J")
-		c1, cerr := ReadCPUTimes()
 		res, perr := ParseIperf3(out)
 		if perr != nil && (errors.Is(perr, ErrIperf3) || err == nil) {
 			err = perr // iperf3's own message says more than its exit code
-		}
-		if err == nil && cerr != nil {
-			err = cerr
 		}
 		if err == nil {
 			gb := float64(res.Bytes) / 1e9
 			return []value{
 				{id: throughputFig(streams), v: res.BitsPerSecond / 1e9, show: "Gbit/s"},
-				{id: tcpCPUFig(streams), v: c1.BusySince(c0).Seconds() / gb, show: unitCPUPerGB},
+				{id: tcpCPUFig(streams), v: cpu.Seconds() / gb, show: unitCPUPerGB, work: gb},
 			}, nil
 		}
 		if !iperf3Retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
@@ -678,20 +727,16 @@ func (r *runner) rr(ctx context.Context, e *env) ([]value, error) {
 		{id: FigRRP50, v: res.P50, show: "µs p50"},
 		{id: FigRRP99, v: res.P99, show: "µs p99"},
 		{id: FigRRRate, v: res.TPS, show: "/s"},
-		{id: FigRRCPU, v: float64(cpu.Microseconds()) / float64(res.Transactions), show: "CPU µs/op"},
+		{id: FigRRCPU, v: float64(cpu.Microseconds()) / float64(res.Transactions), show: "CPU µs/op", work: float64(res.Transactions)},
 	}, nil
 }
 
 func (r *runner) crr(ctx context.Context, e *env) ([]value, error) {
-	// slimd's share, over the probe's whole life (its start costs slimd
-	// a little in slim mode: the launcher hands over the seccomp fd).
-	s0, serr := cgroupsCPU(r.slimdCgroups)
 	out, err := r.probe(ctx, e, "crr", "-addr", r.dst(e, crrPort), "-workers", strconv.Itoa(r.cfg.CRRWorkers),
 		"-duration", r.cfg.CRRTime.String())
 	if err != nil {
 		return nil, err
 	}
-	s1, serr2 := cgroupsCPU(r.slimdCgroups)
 	res, err := ParseCRR(out)
 	if err != nil {
 		return nil, err
@@ -703,18 +748,12 @@ func (r *runner) crr(ctx context.Context, e *env) ([]value, error) {
 	if err != nil {
 		return nil, err
 	}
-	vals := []value{
+	return []value{
 		{id: FigCRRRate, v: res.CPS, show: "conn/s"},
 		{id: FigCRRConnectP50, v: res.Connect.P50, show: "µs p50"},
 		{id: FigCRRConnectP99, v: res.Connect.P99, show: "µs p99"},
-		{id: FigCRRCPU, v: float64(cpu.Microseconds()) / float64(res.Connections), show: "CPU µs/op"},
-	}
-	if err := errors.Join(serr, serr2); err != nil {
-		r.warn("%s crr: slimd CPU not measured: %v", e.mode, err)
-	} else {
-		vals = append(vals, value{id: FigCRRSlimdCPU, v: float64((s1 - s0).Microseconds()) / float64(res.Connections), show: "slimd CPU µs/op"})
-	}
-	return vals, nil
+		{id: FigCRRCPU, v: float64(cpu.Microseconds()) / float64(res.Connections), show: "CPU µs/op", work: float64(res.Connections)},
+	}, nil
 }
 
 // vxlanBytes reads the client host's vxlan counters from the namespace of

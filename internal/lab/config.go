@@ -240,17 +240,27 @@ const MetricsAddr = "127.0.0.1:9612"
 // Down removes it, which detaches the programs.
 const BPFPinRoot = "/sys/fs/bpf/slimlab"
 
-func agentPath(dir, host string) string       { return filepath.Join(dir, host, "agent.sock") }
-func slimdLogPath(dir, host string) string    { return filepath.Join(dir, host, "slimd.log") }
-func slimdPIDPath(dir, host string) string    { return filepath.Join(dir, host, "slimd.pid") }
-func slimdDataPath(dir, host string) string   { return filepath.Join(dir, host, "data") }
-func containersDir(dir string) string         { return filepath.Join(dir, "containers") }
-func containerFile(dir, name string) string   { return filepath.Join(dir, "containers", name+".json") }
-func containerLog(dir, name string) string    { return filepath.Join(dir, "containers", name+".log") }
-func cniCacheDir(dir string) string           { return filepath.Join(dir, "cni") }
-func slimdCgroup(root, host string) string    { return filepath.Join(root, cgroupDir, host, "slimd") }
-func hostExecCgroup(root, host string) string { return filepath.Join(root, cgroupDir, host, "host") }
-func containerCgroup(root, host, name string) string {
+func agentPath(dir, host string) string     { return filepath.Join(dir, host, "agent.sock") }
+func slimdLogPath(dir, host string) string  { return filepath.Join(dir, host, "slimd.log") }
+func slimdPIDPath(dir, host string) string  { return filepath.Join(dir, host, "slimd.pid") }
+func slimdDataPath(dir, host string) string { return filepath.Join(dir, host, "data") }
+func containersDir(dir string) string       { return filepath.Join(dir, "containers") }
+func containerFile(dir, name string) string { return filepath.Join(dir, "containers", name+".json") }
+func containerLog(dir, name string) string  { return filepath.Join(dir, "containers", name+".log") }
+func cniCacheDir(dir string) string         { return filepath.Join(dir, "cni") }
+
+// The lab's cgroups under the cgroup2 mount root: per host one for its
+// slimd, one for commands run on the host itself (lab exec hN), and one
+// per container.
+
+// SlimdCgroup is the cgroup of host's slimd.
+func SlimdCgroup(root, host string) string { return filepath.Join(root, cgroupDir, host, "slimd") }
+
+// HostCgroup is the cgroup of commands run on host itself.
+func HostCgroup(root, host string) string { return filepath.Join(root, cgroupDir, host, "host") }
+
+// ContainerCgroup is the cgroup of container name on host.
+func ContainerCgroup(root, host, name string) string {
 	return filepath.Join(root, cgroupDir, host, "c-"+name)
 }
 

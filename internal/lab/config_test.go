@@ -86,10 +86,10 @@ func TestNames(t *testing.T) {
 	if got := ContainerID("web"); got != "slimlab-web" {
 		t.Errorf("container id %q", got)
 	}
-	if got := containerCgroup("/sys/fs/cgroup/unified", "h2", "web"); got != "/sys/fs/cgroup/unified/slimlab/h2/c-web" {
+	if got := ContainerCgroup("/sys/fs/cgroup/unified", "h2", "web"); got != "/sys/fs/cgroup/unified/slimlab/h2/c-web" {
 		t.Errorf("container cgroup %q", got)
 	}
-	if got := slimdCgroup("/sys/fs/cgroup", "h1"); got != "/sys/fs/cgroup/slimlab/h1/slimd" {
+	if got := SlimdCgroup("/sys/fs/cgroup", "h1"); got != "/sys/fs/cgroup/slimlab/h1/slimd" {
 		t.Errorf("slimd cgroup %q", got)
 	}
 }

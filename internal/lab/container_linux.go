@@ -57,7 +57,7 @@ func Run(ctx context.Context, cfg Config, spec RunSpec) (c Container, err error)
 		Host:        spec.Host,
 		ContainerID: ContainerID(spec.Name),
 		Netns:       NetnsPath(ContainerNetns(spec.Name)),
-		Cgroup:      containerCgroup(cgRoot, spec.Host, spec.Name),
+		Cgroup:      ContainerCgroup(cgRoot, spec.Host, spec.Name),
 		Labels:      spec.Labels,
 		NoSlim:      spec.NoSlim,
 		Command:     spec.Command,
@@ -167,7 +167,7 @@ func Remove(ctx context.Context, cfg Config, name string) error {
 		return err
 	}
 	if c.Cgroup == "" {
-		c.Cgroup = containerCgroup(cgRoot, c.Host, name)
+		c.Cgroup = ContainerCgroup(cgRoot, c.Host, name)
 	}
 	var errs []error
 	if err := stopCgroups(ctx, []string{c.Cgroup}, containerGrace); err != nil {
@@ -222,7 +222,7 @@ func ExecLaunchSpec(cfg Config, target string, command []string) (LaunchSpec, er
 		if err != nil {
 			return LaunchSpec{}, err
 		}
-		cg := hostExecCgroup(cgRoot, target)
+		cg := HostCgroup(cgRoot, target)
 		if err := ensureCgroup(cg); err != nil {
 			return LaunchSpec{}, err
 		}

@@ -10,6 +10,6 @@ var (
 	StartDetached  = startDetached
 	RunForeground  = runForeground
 	ListLabNetns   = listLabNetns
-	HostExecCgroup = hostExecCgroup
+	HostExecCgroup = HostCgroup
 	CgroupDir      = cgroupDir
 )

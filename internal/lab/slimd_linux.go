@@ -22,7 +22,7 @@ import (
 // keeper, which outlives slimd on purpose, so a non-empty cgroup alone
 // does not mean slimd runs.
 func slimdPID(cgRoot, dir, host string) (int, bool) {
-	pids, err := cgroupPIDs(slimdCgroup(cgRoot, host))
+	pids, err := cgroupPIDs(SlimdCgroup(cgRoot, host))
 	if err != nil || len(pids) == 0 {
 		return 0, false
 	}
@@ -41,7 +41,7 @@ func startSlimd(ctx context.Context, dir, binDir, launcher, cgRoot string, p pla
 	if err := os.MkdirAll(slimdDataPath(dir, host), 0o700); err != nil {
 		return 0, err
 	}
-	cg := slimdCgroup(cgRoot, host)
+	cg := SlimdCgroup(cgRoot, host)
 	if err := ensureCgroup(cg); err != nil {
 		return 0, err
 	}
