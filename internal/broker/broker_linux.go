@@ -199,7 +199,7 @@ func (b *Broker) newSession(id uint64, pid, fd int) *session {
 	// cross-CPU wake-up per round trip is pure cost. Older kernels refuse;
 	// nothing depends on it.
 	_ = l.SetSyncWakeUp()
-	return &session{b: b, id: id, l: l, pid: pid, log: b.cfg.Log.With("pid", pid)}
+	return &session{b: b, id: id, l: l, pid: pid, log: b.cfg.Log.With("pid", pid), pidfds: map[int]int{}}
 }
 
 func (b *Broker) start(ctx context.Context, s *session, leftovers []keeper.Entry) {
@@ -285,13 +285,13 @@ func netnsCookie(path string) (uint64, error) {
 // Run reaps closed listeners until ctx ends, then waits for the sessions.
 // Their notification fds are closed on return.
 func (b *Broker) Run(ctx context.Context) error {
-	go b.pool.run(ctx)
 	t := time.NewTicker(b.cfg.ReapInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			b.wg.Wait()
+			b.pool.close()
 			return nil
 		case <-t.C:
 			b.reapListeners(ctx)
@@ -310,12 +310,20 @@ type session struct {
 	idMu     sync.Mutex
 	netnsIno uint64 // 0 until identify
 	cookie   uint64
+
+	pidMu  sync.Mutex
+	pidfds map[int]int // thread id -> pidfd (see getFD)
 }
 
 // run receives and handles notifications until every supervised process
 // is gone (true) or ctx ends (false).
 func (s *session) run(ctx context.Context) bool {
 	defer s.l.Close()
+	defer func() {
+		s.pidMu.Lock()
+		s.closePidFDsLocked()
+		s.pidMu.Unlock()
+	}()
 	var wg sync.WaitGroup
 	var gone atomic.Bool
 	for range s.b.cfg.Workers {
@@ -331,6 +339,7 @@ func (s *session) run(ctx context.Context) bool {
 					return
 				}
 				s.handle(ctx, n, false)
+				s.b.pool.refill() // after the answer: off the critical path
 			}
 		})
 	}

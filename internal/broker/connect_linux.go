@@ -21,6 +21,7 @@ type appSocket struct {
 	fd       int // our copy
 	family   int
 	nonblock bool
+	cloexec  bool // the target's fd has close-on-exec
 	ours     bool // a host socket slimd installed earlier
 }
 
@@ -39,14 +40,16 @@ func (t *timer) step(name string) {
 // fetch duplicates the target's socket fd and reads what the decisions
 // need. eligible is false (with a reason) for sockets that are not TCP or
 // belong to another namespace.
+//
+// Its ID_VALID check also vouches for whatever the handler read from the
+// target before (the sockaddr): the notification still pending means the
+// thread was blocked in the call, with its tid not reused, all along.
 func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
-	pidfd, err := seccomp.PidFD(int(n.PID))
+	cfd, err := s.getFD(int(n.PID), fd)
 	if err != nil {
-		return appSocket{}, ReasonError, fmt.Errorf("pidfd: %w", err)
-	}
-	cfd, err := seccomp.GetFD(pidfd, fd)
-	unix.Close(pidfd)
-	if err != nil {
+		if errors.Is(err, seccomp.ErrGone) {
+			return appSocket{}, ReasonError, fmt.Errorf("pidfd: %w", err)
+		}
 		// EBADF: not an fd of the process; the kernel will say so.
 		return appSocket{}, ReasonNotTCP, nil
 	}
@@ -76,13 +79,64 @@ func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
 		a.close()
 		return appSocket{}, ReasonForeignNetns, nil
 	}
-	fl, err := unix.FcntlInt(uintptr(cfd), unix.F_GETFL, 0)
+	fl, err := seccomp.FDFlags(int(n.PID), fd)
 	if err != nil {
 		a.close()
 		return appSocket{}, ReasonError, err
 	}
-	a.nonblock = fl&unix.O_NONBLOCK != 0
+	a.nonblock, a.cloexec = fl&unix.O_NONBLOCK != 0, fl&unix.O_CLOEXEC != 0
 	return a, "", nil
+}
+
+// maxPidFDs bounds the session's cache of thread pidfds.
+const maxPidFDs = 256
+
+// getFD copies the target thread's fd (pidfd_getfd) through a cached
+// pidfd of the thread: threads connect many times, and each pidfd_open and
+// close is a system call on the connect path. A cached pidfd of a thread
+// that has exited fails with ESRCH, also if its tid was reused: it is
+// replaced and the copy tried once more.
+func (s *session) getFD(tid, fd int) (int, error) {
+	for try := 0; ; try++ {
+		s.pidMu.Lock()
+		pidfd, ok := s.pidfds[tid]
+		s.pidMu.Unlock()
+		if !ok {
+			var err error
+			if pidfd, err = seccomp.PidFD(tid); err != nil {
+				return -1, err
+			}
+			s.pidMu.Lock()
+			if len(s.pidfds) >= maxPidFDs {
+				s.closePidFDsLocked()
+			}
+			if old, ok := s.pidfds[tid]; ok {
+				unix.Close(pidfd) // another worker was faster
+				pidfd = old
+			} else {
+				s.pidfds[tid] = pidfd
+			}
+			s.pidMu.Unlock()
+		}
+		cfd, err := seccomp.GetFD(pidfd, fd)
+		if err == nil || try > 0 || !errors.Is(err, seccomp.ErrGone) || !ok {
+			return cfd, err
+		}
+		s.pidMu.Lock()
+		if s.pidfds[tid] == pidfd {
+			delete(s.pidfds, tid)
+			unix.Close(pidfd)
+		}
+		s.pidMu.Unlock()
+	}
+}
+
+// closePidFDsLocked empties the pidfd cache; pidMu is held.
+func (s *session) closePidFDsLocked() {
+	for tid, pidfd := range s.pidfds {
+		unix.Close(pidfd)
+		delete(s.pidfds, tid)
+	}
 }
 
 func (a appSocket) close() {
@@ -105,7 +159,9 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 	if addrLen < 2 || addrLen > 128 {
 		return s.fallback("connect", n, ReasonNotInet)
 	}
-	raw, err := s.l.ReadMem(n, n.Args[1], min(addrLen, sockaddrMax))
+	// Not validated here: only fetch's ID_VALID lets the handler act
+	// on it (see fetch); falling back to the kernel is safe regardless.
+	raw, err := seccomp.ReadMem(int(n.PID), n.Args[1], min(addrLen, sockaddrMax))
 	if err != nil {
 		if errors.Is(err, seccomp.ErrGone) {
 			return err
@@ -194,12 +250,7 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 		}
 	}
 	tm.step("tag")
-	cloexec, err := seccomp.CloexecOf(int(n.PID), fd)
-	if err != nil {
-		return s.fallback("connect", n, ReasonError)
-	}
-	tm.step("cloexec")
-	if _, err := s.l.AddFD(n.ID, hfd, fd, true, false, cloexec); err != nil {
+	if _, err := s.l.AddFD(n.ID, hfd, fd, true, false, a.cloexec); err != nil {
 		if errors.Is(err, seccomp.ErrGone) {
 			return err
 		}

@@ -1,7 +1,7 @@
 package broker
 
 import (
-	"context"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,17 +14,17 @@ const poolSize = 32
 // socketPool keeps client host sockets prepared ahead of need (socket()
 // and SO_REUSEADDR done), so a connect handler saves those system calls on
 // its critical path. Sockets are made in slimd's own cgroup and network
-// namespace, like every host socket.
+// namespace, like every host socket. The handlers refill it after they
+// answered, on their own thread: a refilling goroutine would cost a
+// cross-thread wake-up per connection.
 type socketPool struct {
-	ready map[int]chan int // by family
-	want  chan struct{}
+	mu     sync.Mutex
+	ready  map[int][]int // by family
+	closed bool
 }
 
 func newSocketPool() *socketPool {
-	return &socketPool{
-		ready: map[int]chan int{unix.AF_INET: make(chan int, poolSize), unix.AF_INET6: make(chan int, poolSize)},
-		want:  make(chan struct{}, 1),
-	}
+	return &socketPool{ready: map[int][]int{unix.AF_INET: nil, unix.AF_INET6: nil}}
 }
 
 func newClientSocket(family int) (int, error) {
@@ -41,45 +41,53 @@ func newClientSocket(family int) (int, error) {
 
 // get returns a prepared socket, or makes one if the pool is empty.
 func (p *socketPool) get(family int) (int, error) {
-	select {
-	case fd := <-p.ready[family]:
-		select {
-		case p.want <- struct{}{}:
-		default:
-		}
+	p.mu.Lock()
+	if q := p.ready[family]; len(q) > 0 {
+		fd := q[len(q)-1]
+		p.ready[family] = q[:len(q)-1]
+		p.mu.Unlock()
 		return fd, nil
-	default:
 	}
-	select {
-	case p.want <- struct{}{}:
-	default:
-	}
+	p.mu.Unlock()
 	return newClientSocket(family)
 }
 
-// run refills the pool until ctx ends, then closes what is left.
-func (p *socketPool) run(ctx context.Context) {
-	defer func() {
-		for _, ch := range p.ready {
-			for len(ch) > 0 {
-				unix.Close(<-ch)
+// refill tops the pool up. Out of fds or memory, it stops: handlers then
+// make their own sockets.
+func (p *socketPool) refill() {
+	for fam := range p.ready {
+		for {
+			p.mu.Lock()
+			full := p.closed || len(p.ready[fam]) >= poolSize
+			p.mu.Unlock()
+			if full {
+				break
 			}
-		}
-	}()
-	for {
-		for fam, ch := range p.ready {
-			for len(ch) < cap(ch) {
-				fd, err := newClientSocket(fam)
-				if err != nil {
-					break // out of fds or memory: handlers make their own
-				}
-				ch <- fd
+			fd, err := newClientSocket(fam)
+			if err != nil {
+				return
 			}
+			p.mu.Lock()
+			if p.closed {
+				p.mu.Unlock()
+				unix.Close(fd)
+				return
+			}
+			p.ready[fam] = append(p.ready[fam], fd)
+			p.mu.Unlock()
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.want:
+	}
+}
+
+// close closes the pooled sockets; later refills make none.
+func (p *socketPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for fam, q := range p.ready {
+		for _, fd := range q {
+			unix.Close(fd)
 		}
+		p.ready[fam] = nil
 	}
 }

@@ -81,6 +81,15 @@ func GetFD(pidfd int, fd int) (int, error) {
 // at most 256 bytes; the line comes second, after "pos:"). A thread that is
 // gone is ErrGone, an fd that is not open EBADF.
 func CloexecOf(tid int, fd int) (bool, error) {
+	flags, err := FDFlags(tid, fd)
+	return flags&unix.O_CLOEXEC != 0, err
+}
+
+// FDFlags returns the target's fd's file status flags (O_NONBLOCK, ...)
+// together with its close-on-exec flag as O_CLOEXEC: the "flags:" line of
+// /proc/TID/fdinfo/FD. One read answers both, where a copy of the fd would
+// need an fcntl and still not know close-on-exec.
+func FDFlags(tid int, fd int) (uint64, error) {
 	var pathBuf [64]byte
 	p := append(pathBuf[:0], "/proc/"...)
 	p = strconv.AppendInt(p, int64(tid), 10)
@@ -91,19 +100,19 @@ func CloexecOf(tid int, fd int) (bool, error) {
 	f, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(&p[0])),
 		unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0)
 	if e != 0 {
-		return false, fdinfoError(p[:len(p)-1], tid, fd, e)
+		return 0, fdinfoError(p[:len(p)-1], tid, fd, e)
 	}
 	var buf [256]byte
 	n, err := unix.Read(int(f), buf[:])
 	unix.Close(int(f))
 	if err != nil {
-		return false, fmt.Errorf("read fdinfo of thread %d fd %d: %w", tid, fd, err)
+		return 0, fmt.Errorf("read fdinfo of thread %d fd %d: %w", tid, fd, err)
 	}
 	flags, err := fdinfoFlags(buf[:n])
 	if err != nil {
-		return false, fmt.Errorf("fdinfo of thread %d fd %d: %w", tid, fd, err)
+		return 0, fmt.Errorf("fdinfo of thread %d fd %d: %w", tid, fd, err)
 	}
-	return flags&unix.O_CLOEXEC != 0, nil
+	return flags, nil
 }
 
 // fdinfoError tells a gone thread (ErrGone) from a closed fd (EBADF) when
