@@ -37,7 +37,7 @@ const (
 )
 
 // mapNames are the pinned maps, for Unpin.
-var mapNames = []string{slimMapSlimConfig, slimMapSlimSockets, slimMapSlimBlocks, slimMapSlimListeners}
+var mapNames = []string{slimMapSlimConfig, slimMapSlimSockets, slimMapSlimBlocks, slimMapSlimListeners, slimMapSlimAppsocks}
 
 // attachTypes maps each program to its cgroup hook.
 var attachTypes = map[string]ebpf.AttachType{
@@ -81,6 +81,7 @@ type Programs struct {
 	objs      slimObjects
 	links     []link.Link
 	blockBits int
+	gen       uint32 // this load's cfg.gen (see AppSocket)
 }
 
 // PortBlock is one published port block: source ports
@@ -185,7 +186,10 @@ func (p *Programs) configure(cgID uint64, blockBits int) error {
 			return fmt.Errorf("clear port blocks after block size change: %w", err)
 		}
 	}
-	c := slimCfg{SlimdCgroup: cgID, BlockBits: uint32(blockBits)}
+	// A new generation: sockets the recorders saw born before are no
+	// longer known to have every setsockopt recorded.
+	p.gen = old.Gen + 1
+	c := slimCfg{SlimdCgroup: cgID, BlockBits: uint32(blockBits), Gen: p.gen}
 	if err := p.objs.SlimConfig.Update(uint32(0), &c, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write bpf config: %w", err)
 	}
@@ -386,6 +390,53 @@ func (p *Programs) SetSocket(fd int, local, peer netip.AddrPort) error {
 		return fmt.Errorf("set socket %d: %w", fd, err)
 	}
 	return nil
+}
+
+// AppSocket returns the record of socket fd (a copy of an application's
+// socket) if the recorders saw it born under this load, so that none of
+// its setsockopt calls can have been missed. A socket from before, from
+// outside a recorded cgroup, or not TCP has none (ok false).
+func (p *Programs) AppSocket(fd int) (a AppSocket, ok bool, err error) {
+	var v slimAppsock
+	if err := p.objs.SlimAppsocks.Lookup(int32(fd), &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return AppSocket{}, false, nil
+		}
+		return AppSocket{}, false, fmt.Errorf("app socket %d: %w", fd, err)
+	}
+	if v.Gen != p.gen {
+		return AppSocket{}, false, nil
+	}
+	return AppSocket{Family: int(v.Family), Protocol: int(v.Protocol), NetnsCookie: v.NetnsCookie, Opts: v.Opts}, true, nil
+}
+
+// Record attaches the recorders to a container's cgroup until the returned
+// Closer is closed. The links are not pinned: when slimd goes, recording
+// stops, and the next load's generation disowns what was recorded.
+func (p *Programs) Record(cgroup string) (io.Closer, error) {
+	var ls recorders
+	for _, r := range []struct {
+		prog *ebpf.Program
+		at   ebpf.AttachType
+	}{{p.objs.SlimRecordCreate, ebpf.AttachCGroupInetSockCreate}, {p.objs.SlimRecordSetsockopt, ebpf.AttachCGroupSetsockopt}} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: r.at, Program: r.prog})
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("attach recorder to %s: %w", cgroup, notSupported(err)), ls.Close())
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+// recorders are one cgroup's recorder links.
+type recorders []link.Link
+
+func (r recorders) Close() error {
+	var errs []error
+	for _, l := range r {
+		errs = append(errs, l.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // DeleteSocket removes the entry SetSocket made; a socket without one is

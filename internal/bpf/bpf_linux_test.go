@@ -439,3 +439,74 @@ func check(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// The recorders on a container's cgroup note each TCP socket born there
+// and every option set on it, for this load's generation only.
+func TestRecorder(t *testing.T) {
+	e := newEnv(t)
+	p := e.load(t)
+	app := newCgroup(t)
+	rec, err := p.Record(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	c := startChild(t, app)
+
+	for _, v6 := range []bool{false, true} {
+		fd := c.fd(t, "socket %d", map[bool]int{false: 4, true: 6}[v6])
+		a, ok, err := p.AppSocket(fd)
+		if err != nil || !ok {
+			t.Fatalf("v6 %v: no record (%v)", v6, err)
+		}
+		cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fam := map[bool]int{false: unix.AF_INET, true: unix.AF_INET6}[v6]
+		if a.Family != fam || a.Protocol != unix.IPPROTO_TCP || a.NetnsCookie != cookie || a.Opts != 0 {
+			t.Errorf("v6 %v: record %+v, want family %d, TCP, cookie %d, no options", v6, a, fam, cookie)
+		}
+		// The socket's cgroup decides, not the caller's: setting the
+		// options from here is recorded too.
+		opts := []struct{ level, name, val int }{
+			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			{unix.SOL_SOCKET, unix.SO_RCVBUF, 65536},
+			{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 30},
+		}
+		var want uint64
+		for _, o := range opts {
+			if err := unix.SetsockoptInt(fd, o.level, o.name, o.val); err != nil {
+				t.Fatal(err)
+			}
+			want |= OptBit(o.level, o.name)
+		}
+		if err := unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, "reno"); err != nil {
+			t.Fatal(err)
+		}
+		want |= OptBit(unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+		if a, _, _ := p.AppSocket(fd); a.Opts != want {
+			t.Errorf("v6 %v: options %#x, want %#x", v6, a.Opts, want)
+		}
+	}
+
+	// slimd's own sockets (its cgroup has no recorders) have no record.
+	slimd := startChild(t, e.cgroup)
+	if _, ok, err := p.AppSocket(slimd.fd(t, "socket 4")); ok || err != nil {
+		t.Errorf("socket in slimd's cgroup: recorded %v (%v)", ok, err)
+	}
+
+	// A later load (a restarted slimd) disowns the records: setsockopt
+	// calls made while no recorder was attached would be missing.
+	fd := c.fd(t, "socket 4")
+	rec.Close()
+	p2 := e.load(t)
+	if _, ok, _ := p2.AppSocket(fd); ok {
+		t.Error("record of the previous generation trusted")
+	}
+	// Detached: new sockets are not recorded.
+	if _, ok, _ := p2.AppSocket(c.fd(t, "socket 4")); ok {
+		t.Error("socket recorded after the recorders were closed")
+	}
+}

@@ -48,7 +48,19 @@ enum {
 		__u64 : 64;      \
 	} __attribute__((aligned(8)))
 
-struct bpf_sock;
+// The head of struct bpf_sock: the fields the programs read.
+struct bpf_sock {
+	__u32 bound_dev_if;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+};
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+#define BPF_SK_STORAGE_GET_F_CREATE (1ULL << 0)
 
 struct bpf_sock_addr {
 	__u32 user_family;
@@ -143,7 +155,7 @@ struct bpf_sockopt {
 struct cfg {
 	__u64 slimd_cgroup; // cgroup v2 id of slimd: the only trusted caller
 	__u32 block_bits;   // log2 of the port block size
-	__u32 pad;
+	__u32 gen;          // bumped by every load: see struct appsock
 };
 
 // Key of slim_blocks (port = first port of the block) and slim_listeners
@@ -209,6 +221,27 @@ struct {
 	__type(value, struct vaddr);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } slim_listeners SEC(".maps");
+
+// Per application TCP socket, made when the socket is created in a
+// container's cgroup (slim_record_create) and updated by its setsockopt
+// calls (slim_record_setsockopt): what slimd would otherwise ask the socket
+// it fetches on connect, one system call per question.
+struct appsock {
+	__u64 netns_cookie; // of the netns the socket was created in
+	__u64 opts;         // optbit() of every option the application set
+	__u32 gen;          // cfg.gen at creation: a later slimd's recorders
+	                    // missed the calls made while none was attached
+	__u16 family;
+	__u16 protocol;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct appsock);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} slim_appsocks SEC(".maps");
 
 static __always_inline struct cfg *config(void)
 {
@@ -507,6 +540,54 @@ int slim_setsockopt(struct bpf_sockopt *ctx)
 	// kernel copied must be handed back as "use the caller's buffer".
 	if (ctx->optlen > SOCKOPT_PAGE)
 		ctx->optlen = 0;
+	return ALLOW;
+}
+
+// ---------------------------------------------------------------------------
+// Recorders, attached to containers' cgroups (not slimd's): they only
+// observe, and always allow.
+
+// optbit folds an option into one of 64 bits. Collisions only make slimd
+// read an option the application did not set; the broker computes the same
+// function (internal/broker/sockopt_linux.go).
+static __always_inline __u64 optbit(int level, int optname)
+{
+	return 1ULL << ((__u32)(optname * 7 + level) & 63);
+}
+
+SEC("cgroup/sock_create")
+int slim_record_create(struct bpf_sock *ctx)
+{
+	struct cfg *cfg = config();
+	struct appsock *a;
+
+	if (!cfg || ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP ||
+	    (ctx->family != AF_INET && ctx->family != AF_INET6))
+		return ALLOW;
+	a = bpf_sk_storage_get(&slim_appsocks, ctx, 0,
+			       BPF_SK_STORAGE_GET_F_CREATE);
+	if (a) {
+		a->netns_cookie = bpf_get_netns_cookie(ctx);
+		a->opts = 0;
+		a->gen = cfg->gen;
+		a->family = ctx->family;
+		a->protocol = ctx->protocol;
+	}
+	return ALLOW;
+}
+
+SEC("cgroup/setsockopt")
+int slim_record_setsockopt(struct bpf_sockopt *ctx)
+{
+	struct appsock *a;
+
+	if (ctx->optlen > SOCKOPT_PAGE)
+		ctx->optlen = 0;
+	if (!ctx->sk)
+		return ALLOW;
+	a = bpf_sk_storage_get(&slim_appsocks, ctx->sk, 0, 0);
+	if (a)
+		__sync_fetch_and_or(&a->opts, optbit(ctx->level, ctx->optname));
 	return ALLOW;
 }
 

@@ -13,11 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type slimAppsock struct {
+	_           structs.HostLayout
+	NetnsCookie uint64
+	Opts        uint64
+	Gen         uint32
+	Family      uint16
+	Protocol    uint16
+}
+
 type slimCfg struct {
 	_           structs.HostLayout
 	SlimdCgroup uint64
 	BlockBits   uint32
-	Pad         uint32
+	Gen         uint32
 }
 
 type slimHostport struct {
@@ -49,19 +58,22 @@ type slimVip struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	slimMapSlimBlocks        = "slim_blocks"
-	slimMapSlimConfig        = "slim_config"
-	slimMapSlimListeners     = "slim_listeners"
-	slimMapSlimSockets       = "slim_sockets"
-	slimProgSlimBind4        = "slim_bind4"
-	slimProgSlimBind6        = "slim_bind6"
-	slimProgSlimConnect4     = "slim_connect4"
-	slimProgSlimConnect6     = "slim_connect6"
-	slimProgSlimGetpeername4 = "slim_getpeername4"
-	slimProgSlimGetpeername6 = "slim_getpeername6"
-	slimProgSlimGetsockname4 = "slim_getsockname4"
-	slimProgSlimGetsockname6 = "slim_getsockname6"
-	slimProgSlimSetsockopt   = "slim_setsockopt"
+	slimMapSlimAppsocks          = "slim_appsocks"
+	slimMapSlimBlocks            = "slim_blocks"
+	slimMapSlimConfig            = "slim_config"
+	slimMapSlimListeners         = "slim_listeners"
+	slimMapSlimSockets           = "slim_sockets"
+	slimProgSlimBind4            = "slim_bind4"
+	slimProgSlimBind6            = "slim_bind6"
+	slimProgSlimConnect4         = "slim_connect4"
+	slimProgSlimConnect6         = "slim_connect6"
+	slimProgSlimGetpeername4     = "slim_getpeername4"
+	slimProgSlimGetpeername6     = "slim_getpeername6"
+	slimProgSlimGetsockname4     = "slim_getsockname4"
+	slimProgSlimGetsockname6     = "slim_getsockname6"
+	slimProgSlimRecordCreate     = "slim_record_create"
+	slimProgSlimRecordSetsockopt = "slim_record_setsockopt"
+	slimProgSlimSetsockopt       = "slim_setsockopt"
 )
 
 // loadSlim returns the embedded CollectionSpec for slim.
@@ -106,21 +118,24 @@ type slimSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type slimProgramSpecs struct {
-	SlimBind4        *ebpf.ProgramSpec `ebpf:"slim_bind4"`
-	SlimBind6        *ebpf.ProgramSpec `ebpf:"slim_bind6"`
-	SlimConnect4     *ebpf.ProgramSpec `ebpf:"slim_connect4"`
-	SlimConnect6     *ebpf.ProgramSpec `ebpf:"slim_connect6"`
-	SlimGetpeername4 *ebpf.ProgramSpec `ebpf:"slim_getpeername4"`
-	SlimGetpeername6 *ebpf.ProgramSpec `ebpf:"slim_getpeername6"`
-	SlimGetsockname4 *ebpf.ProgramSpec `ebpf:"slim_getsockname4"`
-	SlimGetsockname6 *ebpf.ProgramSpec `ebpf:"slim_getsockname6"`
-	SlimSetsockopt   *ebpf.ProgramSpec `ebpf:"slim_setsockopt"`
+	SlimBind4            *ebpf.ProgramSpec `ebpf:"slim_bind4"`
+	SlimBind6            *ebpf.ProgramSpec `ebpf:"slim_bind6"`
+	SlimConnect4         *ebpf.ProgramSpec `ebpf:"slim_connect4"`
+	SlimConnect6         *ebpf.ProgramSpec `ebpf:"slim_connect6"`
+	SlimGetpeername4     *ebpf.ProgramSpec `ebpf:"slim_getpeername4"`
+	SlimGetpeername6     *ebpf.ProgramSpec `ebpf:"slim_getpeername6"`
+	SlimGetsockname4     *ebpf.ProgramSpec `ebpf:"slim_getsockname4"`
+	SlimGetsockname6     *ebpf.ProgramSpec `ebpf:"slim_getsockname6"`
+	SlimRecordCreate     *ebpf.ProgramSpec `ebpf:"slim_record_create"`
+	SlimRecordSetsockopt *ebpf.ProgramSpec `ebpf:"slim_record_setsockopt"`
+	SlimSetsockopt       *ebpf.ProgramSpec `ebpf:"slim_setsockopt"`
 }
 
 // slimMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type slimMapSpecs struct {
+	SlimAppsocks  *ebpf.MapSpec `ebpf:"slim_appsocks"`
 	SlimBlocks    *ebpf.MapSpec `ebpf:"slim_blocks"`
 	SlimConfig    *ebpf.MapSpec `ebpf:"slim_config"`
 	SlimListeners *ebpf.MapSpec `ebpf:"slim_listeners"`
@@ -153,6 +168,7 @@ func (o *slimObjects) Close() error {
 //
 // It can be passed to loadSlimObjects or ebpf.CollectionSpec.LoadAndAssign.
 type slimMaps struct {
+	SlimAppsocks  *ebpf.Map `ebpf:"slim_appsocks"`
 	SlimBlocks    *ebpf.Map `ebpf:"slim_blocks"`
 	SlimConfig    *ebpf.Map `ebpf:"slim_config"`
 	SlimListeners *ebpf.Map `ebpf:"slim_listeners"`
@@ -161,6 +177,7 @@ type slimMaps struct {
 
 func (m *slimMaps) Close() error {
 	return _SlimClose(
+		m.SlimAppsocks,
 		m.SlimBlocks,
 		m.SlimConfig,
 		m.SlimListeners,
@@ -178,15 +195,17 @@ type slimVariables struct {
 //
 // It can be passed to loadSlimObjects or ebpf.CollectionSpec.LoadAndAssign.
 type slimPrograms struct {
-	SlimBind4        *ebpf.Program `ebpf:"slim_bind4"`
-	SlimBind6        *ebpf.Program `ebpf:"slim_bind6"`
-	SlimConnect4     *ebpf.Program `ebpf:"slim_connect4"`
-	SlimConnect6     *ebpf.Program `ebpf:"slim_connect6"`
-	SlimGetpeername4 *ebpf.Program `ebpf:"slim_getpeername4"`
-	SlimGetpeername6 *ebpf.Program `ebpf:"slim_getpeername6"`
-	SlimGetsockname4 *ebpf.Program `ebpf:"slim_getsockname4"`
-	SlimGetsockname6 *ebpf.Program `ebpf:"slim_getsockname6"`
-	SlimSetsockopt   *ebpf.Program `ebpf:"slim_setsockopt"`
+	SlimBind4            *ebpf.Program `ebpf:"slim_bind4"`
+	SlimBind6            *ebpf.Program `ebpf:"slim_bind6"`
+	SlimConnect4         *ebpf.Program `ebpf:"slim_connect4"`
+	SlimConnect6         *ebpf.Program `ebpf:"slim_connect6"`
+	SlimGetpeername4     *ebpf.Program `ebpf:"slim_getpeername4"`
+	SlimGetpeername6     *ebpf.Program `ebpf:"slim_getpeername6"`
+	SlimGetsockname4     *ebpf.Program `ebpf:"slim_getsockname4"`
+	SlimGetsockname6     *ebpf.Program `ebpf:"slim_getsockname6"`
+	SlimRecordCreate     *ebpf.Program `ebpf:"slim_record_create"`
+	SlimRecordSetsockopt *ebpf.Program `ebpf:"slim_record_setsockopt"`
+	SlimSetsockopt       *ebpf.Program `ebpf:"slim_setsockopt"`
 }
 
 func (p *slimPrograms) Close() error {
@@ -199,6 +218,8 @@ func (p *slimPrograms) Close() error {
 		p.SlimGetpeername6,
 		p.SlimGetsockname4,
 		p.SlimGetsockname6,
+		p.SlimRecordCreate,
+		p.SlimRecordSetsockopt,
 		p.SlimSetsockopt,
 	)
 }

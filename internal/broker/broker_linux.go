@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/cgroupfs"
 	"github.com/slimnet/slim/internal/keeper"
 	"github.com/slimnet/slim/internal/seccomp"
 	"golang.org/x/sys/unix"
@@ -26,9 +28,10 @@ type Config struct {
 	Resolver  Resolver
 	Ports     Ports
 	Publisher Publisher
-	Tagger    Tagger  // nil: no address rewriting
-	Keeper    Keeper  // nil: fds die with slimd
-	Journal   Journal // nil: no journal
+	Tagger    Tagger   // nil: no address rewriting
+	Recorder  Recorder // nil: every option of a socket is read
+	Keeper    Keeper   // nil: fds die with slimd
+	Journal   Journal  // nil: no journal
 	Log       *slog.Logger
 	Metrics   *Metrics
 	// Workers is how many notifications of one supervised process tree
@@ -57,7 +60,14 @@ type Broker struct {
 	conns     map[ConnKey]time.Time             // swapped client sockets: when
 	nextID    uint64                            // session numbers
 	pool      *socketPool
+	recorded  map[string]*recording // by cgroup directory
 	wg        sync.WaitGroup
+}
+
+// recording is the recorders on one cgroup, shared by its sessions.
+type recording struct {
+	c        io.Closer
+	sessions int
 }
 
 // listenerGroup is one host listener port and the virtual addresses it
@@ -96,15 +106,16 @@ func New(cfg Config) (*Broker, error) {
 		// Session numbers survive in the keeper's metadata and the
 		// journal; starting from the clock keeps a successor's new ones
 		// apart from its predecessor's.
-		nextID: uint64(time.Now().UnixNano()),
-		pool:   newSocketPool(),
+		nextID:   uint64(time.Now().UnixNano()),
+		pool:     newSocketPool(),
+		recorded: map[string]*recording{},
 	}
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
 		fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 		if err != nil {
 			return nil, fmt.Errorf("broker: probe socket: %w", err)
 		}
-		b.defaults[fam] = readOpts(fd, fam, true)
+		b.defaults[fam] = readOpts(fd, fam, true, allOpts)
 		if fam == unix.AF_INET {
 			b.hostCookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 		}
@@ -210,6 +221,7 @@ func (b *Broker) start(ctx context.Context, s *session, leftovers []keeper.Entry
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
+		defer b.record(s)()
 		for _, e := range leftovers {
 			n := seccomp.Notif{ID: e.ID, PID: e.PID, Nr: e.Nr, Arch: e.Arch, Args: e.Args}
 			if s.l.IDValid(n.ID) != nil {
@@ -229,6 +241,41 @@ func (b *Broker) start(ctx context.Context, s *session, leftovers []keeper.Entry
 			}
 		}
 	}()
+}
+
+// record puts the recorders on the cgroup of the session's first process
+// (shared with other sessions there) and returns their release. Without
+// them every option of a socket is read: slower, as correct.
+func (b *Broker) record(s *session) (release func()) {
+	if b.cfg.Recorder == nil {
+		return func() {}
+	}
+	cg, err := cgroupfs.Of(s.pid)
+	if err != nil {
+		s.log.Debug("broker: no cgroup to record socket options in", "err", err)
+		return func() {}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.recorded[cg]
+	if r == nil {
+		c, err := b.cfg.Recorder.Record(cg)
+		if err != nil {
+			s.log.Warn("broker: socket option recorders not attached; connects read every option", "cgroup", cg, "err", err)
+			return func() {}
+		}
+		r = &recording{c: c}
+		b.recorded[cg] = r
+	}
+	r.sessions++
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if r.sessions--; r.sessions == 0 {
+			r.c.Close()
+			delete(b.recorded, cg)
+		}
+	}
 }
 
 func (s *session) key() string { return strconv.FormatUint(s.id, 10) }

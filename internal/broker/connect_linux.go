@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/seccomp"
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +24,9 @@ type appSocket struct {
 	nonblock bool
 	cloexec  bool // the target's fd has close-on-exec
 	ours     bool // a host socket slimd installed earlier
+	// opts has bpf.OptBit set for the options the application may have
+	// set: all of them unless the recorders saw every setsockopt.
+	opts uint64
 }
 
 // timer records handler steps.
@@ -58,18 +62,30 @@ func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
 		a.close()
 		return appSocket{}, "", err
 	}
-	// IPPROTO_TCP implies SOCK_STREAM (MPTCP has its own protocol
-	// number), so the type needs no read of its own.
-	proto, err1 := unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	a.family, _ = unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err1 != nil || proto != unix.IPPROTO_TCP || (a.family != unix.AF_INET && a.family != unix.AF_INET6) {
+	var proto int
+	var cookie uint64
+	if rec, ok := s.b.appRecord(cfd); ok {
+		// One map lookup instead of three getsockopts here and one
+		// per copied option later.
+		proto, a.family, cookie, a.opts = rec.Protocol, rec.Family, rec.NetnsCookie, rec.Opts
+	} else {
+		// IPPROTO_TCP implies SOCK_STREAM (MPTCP has its own protocol
+		// number), so the type needs no read of its own.
+		var err1, err2 error
+		proto, err1 = unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		a.family, _ = unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+		if err1 == nil {
+			cookie, err2 = unix.GetsockoptUint64(cfd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		}
+		if err2 != nil {
+			a.close()
+			return appSocket{}, ReasonError, fmt.Errorf("netns cookie: %w", err2)
+		}
+		a.opts = allOpts
+	}
+	if proto != unix.IPPROTO_TCP || (a.family != unix.AF_INET && a.family != unix.AF_INET6) {
 		a.close()
 		return appSocket{}, ReasonNotTCP, nil
-	}
-	cookie, err := unix.GetsockoptUint64(cfd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-	if err != nil {
-		a.close()
-		return appSocket{}, ReasonError, fmt.Errorf("netns cookie: %w", err)
 	}
 	switch cookie {
 	case s.cookie:
@@ -86,6 +102,22 @@ func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
 	}
 	a.nonblock, a.cloexec = fl&unix.O_NONBLOCK != 0, fl&unix.O_CLOEXEC != 0
 	return a, "", nil
+}
+
+// appRecord returns the recorders' record of socket fd, counting which way
+// its options are read.
+func (b *Broker) appRecord(fd int) (bpf.AppSocket, bool) {
+	if b.cfg.Recorder == nil {
+		b.cfg.Metrics.OptionReads.WithLabelValues("all").Inc()
+		return bpf.AppSocket{}, false
+	}
+	rec, ok, err := b.cfg.Recorder.AppSocket(fd)
+	if err != nil || !ok {
+		b.cfg.Metrics.OptionReads.WithLabelValues("all").Inc()
+		return bpf.AppSocket{}, false
+	}
+	b.cfg.Metrics.OptionReads.WithLabelValues("recorded").Inc()
+	return rec, true
 }
 
 // maxPidFDs bounds the session's cache of thread pidfds.
@@ -214,7 +246,7 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 		// Already connected in the container: the kernel says EISCONN.
 		return s.fallback("connect", n, ReasonNoListener)
 	}
-	opts := readOpts(a.fd, a.family, false)
+	opts := readOpts(a.fd, a.family, false, a.opts)
 	tm.step("read_options")
 	hfd, local, err := s.dial(ctx, c, a.family, opts, lst)
 	tm.step("host_connect")

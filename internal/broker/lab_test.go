@@ -11,15 +11,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/lab/labtest"
@@ -89,7 +93,46 @@ func overlayBytes(t *testing.T, hosts ...string) uint64 {
 type report struct {
 	Local, Peer, Accept string
 	Bytes               int64
+	KeepIdle            int
 	Err                 string
+}
+
+// metric returns the sum of a slimd counter's samples whose labels contain
+// match, scraped from the host's metrics endpoint inside its namespace.
+func metric(t *testing.T, host, name, match string) float64 {
+	t.Helper()
+	var body []byte
+	err := ns.WithNetNSPath(lab.NetnsPath(lab.HostNetns(host)), func(ns.NetNS) error {
+		// The socket is made on this (namespaced) thread; an
+		// http.Client would dial from another one.
+		c, err := net.DialTimeout("tcp", lab.MetricsAddr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\n\r\n"); err != nil {
+			return err
+		}
+		body, err = io.ReadAll(c)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("scrape %s metrics: %v", host, err)
+	}
+	sum := 0.0
+	for line := range strings.Lines(string(body)) {
+		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, match) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
 }
 
 type result struct {
@@ -230,6 +273,25 @@ func TestFastPath(t *testing.T) {
 			out := l.Output(ctx, "cli", probe, "connect", "-blocking", "-addr", dst, "-bytes", fmt.Sprint(10<<20))
 			checkVirtual(t, parseResults(t, out)[0], cli.IPv4, srv.IPv4, 7100)
 		})
+	})
+	t.Run("options-recorded-and-copied", func(t *testing.T) {
+		// The recorders in the client's cgroup saw the options set
+		// before connect: the broker reads only those, and copies
+		// them to the host socket, where the application reads them
+		// back.
+		before := metric(t, "h2", "slim_broker_option_reads_total", `how="recorded"`)
+		for _, mode := range [][]string{{"-conns", "3"}, {"-blocking"}} {
+			args := append([]string{probe, "connect", "-addr", dst, "-bytes", "1000", "-keepidle", "17"}, mode...)
+			for _, r := range parseResults(t, l.Output(ctx, "cli", args...)) {
+				checkVirtual(t, r, cli.IPv4, srv.IPv4, 7100)
+				if r.Client.KeepIdle != 17 {
+					t.Errorf("%v: TCP_KEEPIDLE after connect %d, want 17 (copied to the host socket)", mode, r.Client.KeepIdle)
+				}
+			}
+		}
+		if got := metric(t, "h2", "slim_broker_option_reads_total", `how="recorded"`) - before; got < 4 {
+			t.Errorf("%v connects read recorded options, want 4", got)
+		}
 	})
 	t.Run("blocking-with-signals", func(t *testing.T) {
 		out := l.Output(ctx, "cli", probe, "connect", "-blocking", "-signals", "-addr", dst, "-bytes", "1000", "-conns", "300", "-parallel", "8")

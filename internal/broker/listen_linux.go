@@ -165,7 +165,7 @@ func (s *session) hostListener(a appSocket, port uint16, backlog int) (int, erro
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return -1, err
 	}
-	if _, err := readOpts(a.fd, a.family, true).applyDiff(fd, s.b.defaults[a.family]); err != nil {
+	if _, err := readOpts(a.fd, a.family, true, a.opts).applyDiff(fd, s.b.defaults[a.family]); err != nil {
 		s.log.Debug("broker: some listener options not copied", "err", err)
 	}
 	if a.family == unix.AF_INET6 {

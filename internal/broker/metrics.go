@@ -10,6 +10,10 @@ type Metrics struct {
 	Setup     *prometheus.HistogramVec // op: handler time of a swap
 	Steps     *prometheus.HistogramVec // step: handler time by step
 	Sessions  prometheus.Gauge         // supervised notification fds
+	// OptionReads counts fetched application sockets by how their
+	// options were read: "recorded" (only those the recorders saw
+	// set) or "all".
+	OptionReads *prometheus.CounterVec
 }
 
 // NewMetrics builds the collectors (not registered).
@@ -35,10 +39,13 @@ func NewMetrics() *Metrics {
 		Sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "slim_broker_sessions", Help: "Notification fds (supervised process trees) held.",
 		}),
+		OptionReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_broker_option_reads_total", Help: "Application sockets fetched, by how their options were read: recorded or all.",
+		}, []string{"how"}),
 	}
 }
 
 // Collectors lists the collectors for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Swaps, m.Fallbacks, m.Errors, m.Setup, m.Steps, m.Sessions}
+	return []prometheus.Collector{m.Swaps, m.Fallbacks, m.Errors, m.Setup, m.Steps, m.Sessions, m.OptionReads}
 }

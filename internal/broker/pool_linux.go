@@ -19,12 +19,19 @@ const poolSize = 32
 // cross-thread wake-up per connection.
 type socketPool struct {
 	mu     sync.Mutex
-	ready  map[int][]int // by family
+	ready  [2][]int // by poolFamilies' index
 	closed bool
 }
 
-func newSocketPool() *socketPool {
-	return &socketPool{ready: map[int][]int{unix.AF_INET: nil, unix.AF_INET6: nil}}
+var poolFamilies = [2]int{unix.AF_INET, unix.AF_INET6}
+
+func newSocketPool() *socketPool { return &socketPool{} }
+
+func poolIndex(family int) int {
+	if family == unix.AF_INET6 {
+		return 1
+	}
+	return 0
 }
 
 func newClientSocket(family int) (int, error) {
@@ -41,10 +48,11 @@ func newClientSocket(family int) (int, error) {
 
 // get returns a prepared socket, or makes one if the pool is empty.
 func (p *socketPool) get(family int) (int, error) {
+	i := poolIndex(family)
 	p.mu.Lock()
-	if q := p.ready[family]; len(q) > 0 {
+	if q := p.ready[i]; len(q) > 0 {
 		fd := q[len(q)-1]
-		p.ready[family] = q[:len(q)-1]
+		p.ready[i] = q[:len(q)-1]
 		p.mu.Unlock()
 		return fd, nil
 	}
@@ -55,10 +63,10 @@ func (p *socketPool) get(family int) (int, error) {
 // refill tops the pool up. Out of fds or memory, it stops: handlers then
 // make their own sockets.
 func (p *socketPool) refill() {
-	for fam := range p.ready {
+	for i, fam := range poolFamilies {
 		for {
 			p.mu.Lock()
-			full := p.closed || len(p.ready[fam]) >= poolSize
+			full := p.closed || len(p.ready[i]) >= poolSize
 			p.mu.Unlock()
 			if full {
 				break
@@ -73,7 +81,7 @@ func (p *socketPool) refill() {
 				unix.Close(fd)
 				return
 			}
-			p.ready[fam] = append(p.ready[fam], fd)
+			p.ready[i] = append(p.ready[i], fd)
 			p.mu.Unlock()
 		}
 	}
@@ -84,10 +92,10 @@ func (p *socketPool) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	for fam, q := range p.ready {
+	for i, q := range p.ready {
 		for _, fd := range q {
 			unix.Close(fd)
 		}
-		p.ready[fam] = nil
+		p.ready[i] = nil
 	}
 }

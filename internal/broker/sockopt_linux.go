@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/slimnet/slim/internal/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,13 +74,18 @@ type sockOpts struct {
 	ok     [32]bool
 }
 
-// readOpts reads the options of fd; forListen includes those that only
-// matter to listeners (each read is a system call, and they add up on the
-// connect path).
-func readOpts(fd, family int, forListen bool) sockOpts {
+// allOpts selects every option in readOpts.
+const allOpts = ^uint64(0)
+
+// readOpts reads the options of fd whose bpf.OptBit is in mask (allOpts,
+// or what the recorders saw the application set); forListen includes those
+// that only matter to listeners. Each read is a system call, and they add
+// up on the connect path. Options not read are left out of the copy.
+func readOpts(fd, family int, forListen bool, mask uint64) sockOpts {
 	o := sockOpts{family: family}
 	for i, spec := range copiedOpts {
-		if (spec.v6 && family != unix.AF_INET6) || (spec.v4 && family != unix.AF_INET) || (spec.listenOnly && !forListen) {
+		if (spec.v6 && family != unix.AF_INET6) || (spec.v4 && family != unix.AF_INET) || (spec.listenOnly && !forListen) ||
+			mask&bpf.OptBit(spec.level, spec.name) == 0 {
 			continue
 		}
 		var v optValue

@@ -35,8 +35,8 @@ func TestCopyOptions(t *testing.T) {
 		if family == unix.AF_INET6 {
 			must(unix.SetsockoptInt(app, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1))
 		}
-		defaults := readOpts(tcpSocket(t, family), family, true)
-		want := readOpts(app, family, true)
+		defaults := readOpts(tcpSocket(t, family), family, true, allOpts)
+		want := readOpts(app, family, true, allOpts)
 		host := tcpSocket(t, family)
 		n, err := want.applyDiff(host, defaults)
 		if err != nil {
@@ -49,7 +49,7 @@ func TestCopyOptions(t *testing.T) {
 		if n != wantN {
 			t.Errorf("family %d: copied %d options, want %d (only those that differ)", family, n, wantN)
 		}
-		got := readOpts(host, family, true)
+		got := readOpts(host, family, true, allOpts)
 		for i := range copiedOpts {
 			if got.ok[i] != want.ok[i] || got.vals[i] != want.vals[i] {
 				t.Errorf("family %d option %d/%d: host %+v, app %+v", family, copiedOpts[i].level, copiedOpts[i].name, got.vals[i], want.vals[i])

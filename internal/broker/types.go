@@ -2,9 +2,11 @@ package broker
 
 import (
 	"context"
+	"io"
 	"net/netip"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/keeper"
 )
 
@@ -31,6 +33,18 @@ type Publisher interface {
 // programs that rewrite getsockname/getpeername.
 type Tagger interface {
 	SetSocket(fd int, local, peer netip.AddrPort) error
+}
+
+// Recorder is BPF programs in the containers' cgroups that note what an
+// application socket is and which options the application set on it, so
+// that the connect path need not ask the socket (a system call per
+// question).
+type Recorder interface {
+	// Record attaches the recorders to a cgroup until the Closer closes.
+	Record(cgroup string) (io.Closer, error)
+	// AppSocket returns the record of a socket, if there is a complete
+	// one.
+	AppSocket(fd int) (bpf.AppSocket, bool, error)
 }
 
 // Resolver finds the container behind a network namespace (by inode).

@@ -105,12 +105,17 @@ func ParseSelf(r io.Reader) (string, error) {
 }
 
 // Self returns the directory of the calling process's cgroup v2.
-func Self() (string, error) {
+func Self() (string, error) { return of("self") }
+
+// Of returns the directory of process pid's cgroup v2.
+func Of(pid int) (string, error) { return of(strconv.Itoa(pid)) }
+
+func of(proc string) (string, error) {
 	root, err := Mount()
 	if err != nil {
 		return "", err
 	}
-	f, err := os.Open("/proc/self/cgroup")
+	f, err := os.Open("/proc/" + proc + "/cgroup")
 	if err != nil {
 		return "", err
 	}

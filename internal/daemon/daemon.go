@@ -256,6 +256,15 @@ func (d *Daemon) tagger() broker.Tagger {
 	return d.bpf
 }
 
+// recorder is the BPF programs as the broker's Recorder, or nil without
+// them.
+func (d *Daemon) recorder() broker.Recorder {
+	if d.bpf == nil {
+		return nil
+	}
+	return d.bpf
+}
+
 // setupFastPath prepares the broker: reserved ports, the DNAT table, and
 // the broker itself (it starts serving in serve).
 func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
@@ -308,6 +317,7 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 		Ports:     d.fp,
 		Publisher: d.fp,
 		Tagger:    d.tagger(),
+		Recorder:  d.recorder(),
 		Keeper:    d.keeper,
 		Journal:   d.journal,
 		Log:       d.log.With("component", "broker"),

@@ -45,7 +45,10 @@ type Report struct {
 	Peer   string `json:"peer"`   // getpeername
 	Accept string `json:"accept"` // accept()'s address (server side)
 	Bytes  int64  `json:"bytes"`
-	Err    string `json:"err,omitempty"`
+	// KeepIdle is TCP_KEEPIDLE read back after connect (client, with
+	// -keepidle): the socket's value whichever socket is behind the fd.
+	KeepIdle int    `json:"keepIdle,omitempty"`
+	Err      string `json:"err,omitempty"`
 }
 
 func main() {
@@ -158,6 +161,7 @@ func connect(args []string) error {
 	blocking := fs.Bool("blocking", false, "blocking connect(2) instead of Go's non-blocking connect + epoll")
 	signals := fs.Bool("signals", false, "send ourselves SIGUSR1 every 100us while connecting (interrupted connects)")
 	summary := fs.Bool("summary", false, "print one summary line instead of a line per connection")
+	keepIdle := fs.Int("keepidle", 0, "set SO_KEEPALIVE and this TCP_KEEPIDLE before connect, and report TCP_KEEPIDLE after (0: leave alone)")
 	fs.Parse(args)
 	if *signals {
 		stop := interrupter()
@@ -181,7 +185,7 @@ func connect(args []string) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cl, sv := one(ap, *n, *blocking)
+			cl, sv := one(ap, *n, *blocking, *keepIdle)
 			out <- result{cl, sv}
 		}()
 	}
@@ -209,13 +213,37 @@ func connect(args []string) error {
 	return nil
 }
 
-func one(ap netip.AddrPort, n int64, blocking bool) (cl, sv Report) {
+func one(ap netip.AddrPort, n int64, blocking bool, keepIdle int) (cl, sv Report) {
+	// setOpts runs on the socket before connect.
+	setOpts := func(fd int) error {
+		if keepIdle == 0 {
+			return nil
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
+			return err
+		}
+		return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepIdle)
+	}
+	// readOpts runs on the connected socket before Go sees it
+	// (net.FileConn turns keepalive on with its own idle time).
+	readOpts := func(fd int) {
+		if keepIdle != 0 {
+			cl.KeepIdle, _ = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+		}
+	}
 	var c net.Conn
 	var err error
 	if blocking {
-		c, err = blockingDial(ap)
+		c, err = blockingDial(ap, setOpts, readOpts)
 	} else {
-		c, err = net.DialTimeout("tcp", ap.String(), 10*time.Second)
+		d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = setOpts(int(fd)) }); err != nil {
+				return err
+			}
+			return serr
+		}}
+		c, err = d.Dial("tcp", ap.String())
 	}
 	if err != nil {
 		cl.Err = err.Error()
@@ -226,6 +254,9 @@ func one(ap netip.AddrPort, n int64, blocking bool) (cl, sv Report) {
 	sc.Control(func(fd uintptr) {
 		cl.Local = sockname(int(fd), unix.Getsockname)
 		cl.Peer = sockname(int(fd), unix.Getpeername)
+		if !blocking {
+			readOpts(int(fd))
+		}
 	})
 	c.SetDeadline(time.Now().Add(60 * time.Second))
 	rd := bufio.NewReader(c)
@@ -278,11 +309,16 @@ func interrupter() func() {
 }
 
 // blockingDial connects with a blocking connect(2) on the calling thread,
-// then hands the socket to the Go runtime.
-func blockingDial(ap netip.AddrPort) (net.Conn, error) {
+// after setOpts, then calls connected and hands the socket to the Go
+// runtime.
+func blockingDial(ap netip.AddrPort, setOpts func(fd int) error, connected func(fd int)) (net.Conn, error) {
 	family, sa := sockaddrOf(ap)
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		return nil, err
+	}
+	if err := setOpts(fd); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
 	for {
@@ -295,6 +331,7 @@ func blockingDial(ap netip.AddrPort) (net.Conn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("connect: %w", err)
 	}
+	connected(fd)
 	f := os.NewFile(uintptr(fd), "conn")
 	defer f.Close()
 	return net.FileConn(f)
