@@ -264,7 +264,7 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 	}
 	defer unix.Close(hfd)
 	if !a.nonblock {
-		if err := setNonblock(hfd, false); err != nil {
+		if err := makeBlocking(hfd); err != nil {
 			return s.fallback("connect", n, ReasonError)
 		}
 	}
@@ -414,17 +414,11 @@ func sockaddrOf(family int, a netip.Addr, port uint16) unix.Sockaddr {
 	return &unix.SockaddrInet4{Port: int(port), Addr: a.As4()}
 }
 
-func setNonblock(fd int, on bool) error {
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return err
-	}
-	if on {
-		fl |= unix.O_NONBLOCK
-	} else {
-		fl &^= unix.O_NONBLOCK
-	}
-	_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+// makeBlocking clears O_NONBLOCK on a host socket slimd made, with one
+// fcntl: it carries no other status flag that F_SETFL could change, so
+// there is nothing to read first.
+func makeBlocking(fd int) error {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, 0)
 	return err
 }
 
