@@ -30,6 +30,31 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "keeper" {
 		return runKeeper(args[1:])
 	}
+	cfg, err := config(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		if !errors.Is(err, errReported) {
+			fmt.Fprintf(os.Stderr, "slimd: %v\n", err)
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+	defer stop()
+	if err := daemon.Run(ctx, cfg); err != nil {
+		cfg.Log.Error("slimd failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// errReported: the flag package has printed the problem already.
+var errReported = errors.New("usage error")
+
+// config turns slimd's command line into its configuration; an error is a
+// usage error.
+func config(args []string) (daemon.Config, error) {
 	fs := flag.NewFlagSet("slimd", flag.ContinueOnError)
 	host, _ := os.Hostname()
 	cfg := daemon.Config{Version: version}
@@ -61,41 +86,27 @@ func run(args []string) int {
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return cfg, err
 		}
-		return 2
+		return cfg, errReported
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "slimd: unexpected arguments %q\n", fs.Args())
-		return 2
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "slimd: bad --log-level %q\n", logLevel)
-		return 2
+		return cfg, fmt.Errorf("bad --log-level %q", logLevel)
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("host", cfg.NodeName)
 	var err error
 	if blockSize > 1<<15 {
-		fmt.Fprintf(os.Stderr, "slimd: --port-block-size %d is too large\n", blockSize)
-		return 2
+		return cfg, fmt.Errorf("--port-block-size %d is too large", blockSize)
 	}
 	cfg.PortBlockSize = uint16(blockSize)
 	if cfg.PortFirst, cfg.PortLast, err = daemon.ParsePortRange(portRange); err != nil {
-		fmt.Fprintf(os.Stderr, "slimd: --port-range: %v\n", err)
-		return 2
+		return cfg, fmt.Errorf("--port-range: %w", err)
 	}
-	if err = parseFlags(&cfg, etcdEndpoints, cluster4, cluster6, underlayIP); err != nil {
-		fmt.Fprintf(os.Stderr, "slimd: %v\n", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
-	defer stop()
-	if err := daemon.Run(ctx, cfg); err != nil {
-		cfg.Log.Error("slimd failed", "err", err)
-		return 1
-	}
-	return 0
+	return cfg, parseFlags(&cfg, etcdEndpoints, cluster4, cluster6, underlayIP)
 }
 
 func parseFlags(cfg *daemon.Config, etcdEndpoints, cluster4, cluster6, underlayIP string) error {
