@@ -402,7 +402,7 @@ func (r *runner) memcached(ctx context.Context, e *env, d time.Duration) ([]valu
 		{id: FigMemcachedRate, v: res.OpsPerSec, show: "ops/s"},
 		{id: FigMemcachedP50, v: res.P50, show: "µs p50"},
 		{id: FigMemcachedP99, v: res.P99, show: "µs p99"},
-		{id: FigMemcachedCPU, v: float64(cpu.Microseconds()) / float64(res.Ops), show: "CPU µs/op", work: float64(res.Ops)},
+		perOp(FigMemcachedCPU, cpu, float64(res.Ops)),
 	}, nil
 }
 
@@ -433,7 +433,7 @@ func (r *runner) wrk(ctx context.Context, e *env, closeConns bool) ([]value, err
 		{id: rate, v: res.RPS, show: "requests/s"},
 		{id: p50, v: res.Latency.P50, show: "µs p50"},
 		{id: p99, v: res.Latency.P99, show: "µs p99"},
-		{id: cpuFig, v: float64(cpu.Microseconds()) / float64(res.Requests), show: "CPU µs/op", work: float64(res.Requests)},
+		perOp(cpuFig, cpu, float64(res.Requests)),
 	}, nil
 }
 
@@ -598,7 +598,7 @@ func (r *runner) pgbench(ctx context.Context, e *env) ([]value, error) {
 	return []value{
 		{id: FigPgbenchRate, v: res.TPS, show: "tps"},
 		{id: FigPgbenchLatency, v: res.LatencyAvg, show: "µs avg"},
-		{id: FigPgbenchCPU, v: float64(cpu.Microseconds()) / float64(res.Transactions), show: "CPU µs/op", work: float64(res.Transactions)},
+		perOp(FigPgbenchCPU, cpu, float64(res.Transactions)),
 	}, nil
 }
 
@@ -627,7 +627,7 @@ func (r *runner) redis(ctx context.Context, e *env) ([]value, error) {
 	if get.HasPercentiles {
 		vals = append(vals, value{id: FigRedisGetP50, v: get.P50Us, show: "µs p50"}, value{id: FigRedisGetP99, v: get.P99Us, show: "µs p99"})
 	}
-	return append(vals, value{id: FigRedisCPU, v: float64(cpu.Microseconds()) / float64(2*n), show: "CPU µs/op", work: float64(2 * n)}), nil
+	return append(vals, perOp(FigRedisCPU, cpu, float64(2*n))), nil
 }
 
 // removeApps removes the applications' directory; the servers must be

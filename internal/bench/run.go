@@ -625,6 +625,12 @@ type value struct {
 	work float64
 }
 
+// perOp is a CPU-per-operation figure: cpu over ops, in µs, with ops as
+// the work its per-side figures divide by.
+func perOp(id string, cpu time.Duration, ops float64) value {
+	return value{id: id, v: float64(cpu.Microseconds()) / ops, show: "CPU µs/op", work: ops}
+}
+
 // addSides adds the per-side CPU figures of the test's CPU figure, from
 // the CPU time each side's cgroup used during the test's client command.
 func (r *runner) addSides(test string, e *env, vals []value) []value {
@@ -727,7 +733,7 @@ func (r *runner) rr(ctx context.Context, e *env) ([]value, error) {
 		{id: FigRRP50, v: res.P50, show: "µs p50"},
 		{id: FigRRP99, v: res.P99, show: "µs p99"},
 		{id: FigRRRate, v: res.TPS, show: "/s"},
-		{id: FigRRCPU, v: float64(cpu.Microseconds()) / float64(res.Transactions), show: "CPU µs/op", work: float64(res.Transactions)},
+		perOp(FigRRCPU, cpu, float64(res.Transactions)),
 	}, nil
 }
 
@@ -752,7 +758,7 @@ func (r *runner) crr(ctx context.Context, e *env) ([]value, error) {
 		{id: FigCRRRate, v: res.CPS, show: "conn/s"},
 		{id: FigCRRConnectP50, v: res.Connect.P50, show: "µs p50"},
 		{id: FigCRRConnectP99, v: res.Connect.P99, show: "µs p99"},
-		{id: FigCRRCPU, v: float64(cpu.Microseconds()) / float64(res.Connections), show: "CPU µs/op", work: float64(res.Connections)},
+		perOp(FigCRRCPU, cpu, float64(res.Connections)),
 	}, nil
 }
 
