@@ -754,3 +754,42 @@ func TestFastPathIPv6(t *testing.T) {
 		t.Errorf("overlay carried %d bytes of an IPv6 fast-path connection", d)
 	}
 }
+
+// A client that closes first leaves its host sockets' 4-tuples in
+// TIME_WAIT on its own host, and its 256-port block cycles through them in
+// well under TIME_WAIT's minute. The broker binds each host socket to its
+// port explicitly, and for an explicitly bound socket the kernel reuses a
+// TIME_WAIT 4-tuple when TCP timestamps show it is safe (tcp_twsk_unique,
+// whatever net.ipv4.tcp_tw_reuse says): connections stay on the fast path
+// and the container needs no more blocks.
+func TestClientClosesFirst(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(2))
+	probe := buildProbe(t)
+	ctx := t.Context()
+	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "crrserve", "-wait-eof", "-addr", "0.0.0.0:7300"}})
+	l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
+	waitListener(t, l.Config, "h1", srv.IPv4, 7300, true)
+	fallbacks := func() float64 { return metric(t, "h2", "slim_broker_fallbacks_total", `op="connect"`) }
+	swaps := func() float64 { return metric(t, "h2", "slim_broker_swaps_total", `op="connect"`) }
+	f0, s0, b0 := fallbacks(), swaps(), statsOf(t, l.Config, "h2").blocks
+	const conns = 3000 // about 12 uses of each port of the block
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	out := l.Output(cctx, "cli", probe, "crr", "-close-first", "-addr", netip.AddrPortFrom(srv.IPv4, 7300).String(), "-workers", "4", "-n", fmt.Sprint(conns/4))
+	var res struct{ Connections, Errors int }
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Connections != conns || res.Errors != 0 {
+		t.Fatalf("crr: %s (%v)", out, err)
+	}
+	if f, s := fallbacks()-f0, swaps()-s0; f != 0 || s < conns {
+		t.Errorf("%v fallbacks and %v swaps; want none and %d", f, s, conns)
+	}
+	// The TIME_WAIT 4-tuples are on the client's host, as intended.
+	tw := strings.Count(l.Output(ctx, "h2", "ss", "-Htan", "state", "time-wait"), "\n")
+	if tw < 100 {
+		t.Errorf("%d TIME_WAIT sockets on h2; the test wants the client to close first", tw)
+	}
+	if b := statsOf(t, l.Config, "h2").blocks; b != b0 {
+		t.Errorf("the client holds %d port blocks, had %d", b, b0)
+	}
+	t.Logf("%d connections, %d in TIME_WAIT on the client's host, %d port blocks", conns, tw, b0)
+}

@@ -76,10 +76,11 @@ func (p *socketPool) refill() {
 				return
 			}
 			p.mu.Lock()
-			if p.closed {
+			if p.closed || len(p.ready[i]) >= poolSize {
+				// Closed, or filled by another handler meanwhile.
 				p.mu.Unlock()
 				unix.Close(fd)
-				return
+				break
 			}
 			p.ready[i] = append(p.ready[i], fd)
 			p.mu.Unlock()

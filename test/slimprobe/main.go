@@ -475,6 +475,7 @@ func crrServe(args []string) error {
 	fs := flag.NewFlagSet("crrserve", flag.ExitOnError)
 	addr := fs.String("addr", "0.0.0.0:7202", "listen address")
 	acceptors := fs.Int("acceptors", 4, "threads blocked in accept(2)")
+	waitEOF := fs.Bool("wait-eof", false, "close only after the client has: the client's side keeps TIME_WAIT")
 	fs.Parse(args)
 	fd, err := listenBlocking(*addr)
 	if err != nil {
@@ -484,6 +485,9 @@ func crrServe(args []string) error {
 		var b [1]byte
 		if n, err := readRetry(cfd, b[:]); err == nil && n == 1 {
 			writeAll(cfd, b[:])
+			if *waitEOF {
+				readRetry(cfd, b[:])
+			}
 		}
 		unix.Close(cfd)
 	})
@@ -656,6 +660,7 @@ func crr(args []string) error {
 	workers := fs.Int("workers", 1, "connections at once")
 	n := fs.Int("n", 0, "connections per worker (0: until -duration)")
 	duration := fs.Duration("duration", 0, "time to run (0: until -n)")
+	closeFirst := fs.Bool("close-first", false, "close without waiting for the server's FIN (against crrserve -wait-eof): TIME_WAIT stays on this side")
 	fs.Parse(args)
 	if *n <= 0 && *duration <= 0 {
 		return fmt.Errorf("crr: set -n or -duration")
@@ -685,7 +690,7 @@ func crr(args []string) error {
 			<-startGate
 			for *n <= 0 || len(r.txn) < *n {
 				t0 := time.Now()
-				tc, err := crrOne(ap)
+				tc, err := crrOne(ap, *closeFirst)
 				now := time.Now()
 				if err != nil {
 					r.errors++
@@ -735,7 +740,7 @@ func crr(args []string) error {
 }
 
 // crrOne is one crr transaction; it returns connect(2)'s duration.
-func crrOne(ap netip.AddrPort) (time.Duration, error) {
+func crrOne(ap netip.AddrPort, closeFirst bool) (time.Duration, error) {
 	t := time.Now()
 	fd, err := dialBlocking(ap)
 	if err != nil {
@@ -749,6 +754,9 @@ func crrOne(ap netip.AddrPort) (time.Duration, error) {
 	}
 	if err := readFull(fd, b[:]); err != nil {
 		return 0, fmt.Errorf("receive: %w", err)
+	}
+	if closeFirst {
+		return tc, nil // this side's 4-tuple stays in TIME_WAIT
 	}
 	// Wait for the server's FIN before closing, so that this side closes
 	// passively and keeps no TIME_WAIT.
