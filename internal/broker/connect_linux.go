@@ -37,7 +37,7 @@ type timer struct {
 
 func (t *timer) step(name string) {
 	now := time.Now()
-	t.m.Steps.WithLabelValues(name).Observe(now.Sub(t.last).Seconds())
+	t.m.step(name).Observe(now.Sub(t.last).Seconds())
 	t.last = now
 }
 

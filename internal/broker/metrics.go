@@ -1,6 +1,10 @@
 package broker
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the broker's Prometheus collectors.
 type Metrics struct {
@@ -14,6 +18,20 @@ type Metrics struct {
 	// options were read: "recorded" (only those the recorders saw
 	// set) or "all".
 	OptionReads *prometheus.CounterVec
+
+	// stepObs caches Steps' observers by step name: WithLabelValues
+	// hashes the label on every call, seven times per connect.
+	stepObs sync.Map
+}
+
+// step returns the Steps observer of one step.
+func (m *Metrics) step(name string) prometheus.Observer {
+	if o, ok := m.stepObs.Load(name); ok {
+		return o.(prometheus.Observer)
+	}
+	o := m.Steps.WithLabelValues(name)
+	m.stepObs.Store(name, o)
+	return o
 }
 
 // NewMetrics builds the collectors (not registered).
