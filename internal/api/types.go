@@ -47,6 +47,10 @@ type Endpoint struct {
 type PortBlock struct {
 	Start uint16 `json:"start"`
 	Size  uint16 `json:"size"`
+	// IPv6: the block serves the endpoint's connections to IPv6 virtual
+	// addresses, and its ports map back to the endpoint's IPv6 address
+	// (a server then sees the client's IPv6 address, not its IPv4 one).
+	IPv6 bool `json:"ipv6,omitempty"`
 }
 
 // Contains reports whether port is in the block.

@@ -1,5 +1,11 @@
 package bpf
 
+import "net/netip"
+
+// IsIPv6 reports whether a is an IPv6 address proper (not v4-mapped):
+// which family's listener map holds a virtual address.
+func IsIPv6(a netip.Addr) bool { return a.Is6() && !a.Is4In6() }
+
 // AppSocket is what the recorders know of an application's TCP socket.
 type AppSocket struct {
 	Family, Protocol int

@@ -37,7 +37,7 @@ const (
 )
 
 // mapNames are the pinned maps, for Unpin.
-var mapNames = []string{slimMapSlimConfig, slimMapSlimSockets, slimMapSlimBlocks, slimMapSlimListeners, slimMapSlimAppsocks}
+var mapNames = []string{slimMapSlimConfig, slimMapSlimSockets, slimMapSlimBlocks, slimMapSlimListeners, slimMapSlimListeners6, slimMapSlimAppsocks}
 
 // attachTypes maps each program to its cgroup hook.
 var attachTypes = map[string]ebpf.AttachType{
@@ -485,16 +485,26 @@ func (p *Programs) PutListener(hostIP netip.Addr, hostPort uint16, vip netip.Add
 	}
 	k := hostport(hostIP, hostPort)
 	v := vaddr(vip)
-	if err := p.objs.SlimListeners.Update(&k, &v, ebpf.UpdateAny); err != nil {
+	if err := p.listenerMap(IsIPv6(vip.Addr())).Update(&k, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("put listener %s: %w", netip.AddrPortFrom(hostIP, hostPort), err)
 	}
 	return nil
 }
 
+// listenerMap is the listener map of one family of virtual address: a
+// host listener serving both of a container's addresses has an entry in
+// each, and an accepted socket shows the one of its client's family.
+func (p *Programs) listenerMap(ipv6 bool) *ebpf.Map {
+	if ipv6 {
+		return p.objs.SlimListeners6
+	}
+	return p.objs.SlimListeners
+}
+
 // DeleteListener withdraws a listener; a missing one is success.
-func (p *Programs) DeleteListener(hostIP netip.Addr, hostPort uint16) error {
+func (p *Programs) DeleteListener(hostIP netip.Addr, hostPort uint16, ipv6 bool) error {
 	k := hostport(hostIP, hostPort)
-	err := p.objs.SlimListeners.Delete(&k)
+	err := p.listenerMap(ipv6).Delete(&k)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete listener %s: %w", netip.AddrPortFrom(hostIP, hostPort), err)
 	}
@@ -522,21 +532,23 @@ func (p *Programs) PortBlocks() ([]PortBlock, error) {
 // Listeners returns the published listeners, sorted by host address.
 func (p *Programs) Listeners() ([]Listener, error) {
 	var out []Listener
-	var k slimHostport
-	var v slimVaddr
-	it := p.objs.SlimListeners.Iterate()
-	for it.Next(&k, &v) {
-		out = append(out, Listener{
-			HostIP:   addr(k.Addr),
-			HostPort: k.Port,
-			VIP:      netip.AddrPortFrom(addr(v.Addr), v.Port),
-		})
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("dump listeners: %w", err)
+	for _, m := range []*ebpf.Map{p.objs.SlimListeners, p.objs.SlimListeners6} {
+		var k slimHostport
+		var v slimVaddr
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			out = append(out, Listener{
+				HostIP:   addr(k.Addr),
+				HostPort: k.Port,
+				VIP:      netip.AddrPortFrom(addr(v.Addr), v.Port),
+			})
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("dump listeners: %w", err)
+		}
 	}
 	slices.SortFunc(out, func(a, b Listener) int {
-		return cmp.Or(a.HostIP.Compare(b.HostIP), cmp.Compare(a.HostPort, b.HostPort))
+		return cmp.Or(a.HostIP.Compare(b.HostIP), cmp.Compare(a.HostPort, b.HostPort), a.VIP.Compare(b.VIP))
 	})
 	return out, nil
 }

@@ -115,8 +115,8 @@ func TestRewrite(t *testing.T) {
 			check(t, p.DeleteSocket(cl))
 			check(t, p.DeleteSocket(ln))
 			check(t, p.DeletePortBlock(hostIP, blockStart))
-			check(t, p.DeleteListener(hostIP, hPort))
-			check(t, p.DeleteListener(hostIP, hPort)) // idempotent
+			check(t, p.DeleteListener(hostIP, hPort, IsIPv6(vipServer)))
+			check(t, p.DeleteListener(hostIP, hPort, IsIPv6(vipServer))) // idempotent
 			want(t, "client local", getsockname(t, cl), host(clientPort))
 			want(t, "client peer", getpeername(t, cl), host(hPort))
 			want(t, "accepted local", getsockname(t, acc), host(hPort))

@@ -54,6 +54,14 @@ struct bpf_sock {
 	__u32 family;
 	__u32 type;
 	__u32 protocol;
+	__u32 mark;
+	__u32 priority;
+	__u32 src_ip4;
+	__u32 src_ip6[4];
+	__u32 src_port;
+	__be16 dst_port;
+	__u16 : 16;
+	__u32 dst_ip4;
 };
 
 #define AF_INET 2
@@ -212,7 +220,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } slim_blocks SEC(".maps");
 
-// (host IP, host port) -> (virtual IP, virtual port) of a published listener.
+// (host IP, host port) -> (virtual IP, virtual port) of a published listener:
+// its IPv4 virtual address here, its IPv6 one in slim_listeners6.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -221,6 +230,15 @@ struct {
 	__type(value, struct vaddr);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } slim_listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct hostport);
+	__type(value, struct vaddr);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} slim_listeners6 SEC(".maps");
 
 // Per application TCP socket, made when the socket is created in a
 // container's cgroup (slim_record_create) and updated by its setsockopt
@@ -287,9 +305,10 @@ static __always_inline void show(struct bpf_sock_addr *ctx,
 }
 
 static __always_inline int lookup_listener(struct hostport *k,
-					   struct vaddr *out)
+					   struct vaddr *out, int v6)
 {
-	struct vaddr *v = bpf_map_lookup_elem(&slim_listeners, k);
+	struct vaddr *v = bpf_map_lookup_elem(v6 ? (void *)&slim_listeners6 :
+						   (void *)&slim_listeners, k);
 
 	if (!v)
 		return 0;
@@ -321,6 +340,26 @@ static __always_inline int lookup_block(struct hostport *k,
 	out->addr[3] = vip->addr[3];
 	out->port = port; // a client keeps its port: only the IP is virtual
 	return 1;
+}
+
+// peer_v6 reports whether an accepted socket's client connected from an
+// IPv6 port block, i.e. to the server's IPv6 virtual address: then the
+// server's side shows its IPv6 address, else its IPv4 one.
+static __always_inline int peer_v6(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct hostport k = {};
+	struct vaddr v = {};
+
+	if (!sk)
+		return 0;
+	// Host connections are IPv4 (also those of a dual-stack socket,
+	// whose dst_ip4 is set for a v4-mapped peer). An IPv6 host address
+	// is not looked up here; the listener lookups below try both maps.
+	k.addr[2] = bpf_htonl(0x0000ffff);
+	k.addr[3] = sk->dst_ip4;
+	k.port = bpf_ntohs(sk->dst_port);
+	return lookup_block(&k, &v) && !is_v4mapped(v.addr);
 }
 
 // rewrite shows the virtual local (peer=0) or peer (peer=1) address of the
@@ -357,9 +396,14 @@ static __always_inline int rewrite(struct bpf_sock_addr *ctx, int peer, int v6)
 	// Try first what an accepted socket has on that side: the listener's
 	// host port locally, a client's port block on the peer side.
 	if (peer)
-		found = lookup_block(&k, &v) || lookup_listener(&k, &v);
+		found = lookup_block(&k, &v) || lookup_listener(&k, &v, 0) ||
+			lookup_listener(&k, &v, 1);
 	else
-		found = lookup_listener(&k, &v) || lookup_block(&k, &v);
+		found = (peer_v6(ctx) ? lookup_listener(&k, &v, 1) ||
+						lookup_listener(&k, &v, 0) :
+					lookup_listener(&k, &v, 0) ||
+						lookup_listener(&k, &v, 1)) ||
+			lookup_block(&k, &v);
 	if (found)
 		show(ctx, &v, v6);
 	return ALLOW;

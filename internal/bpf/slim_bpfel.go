@@ -62,6 +62,7 @@ const (
 	slimMapSlimBlocks            = "slim_blocks"
 	slimMapSlimConfig            = "slim_config"
 	slimMapSlimListeners         = "slim_listeners"
+	slimMapSlimListeners6        = "slim_listeners6"
 	slimMapSlimSockets           = "slim_sockets"
 	slimProgSlimBind4            = "slim_bind4"
 	slimProgSlimBind6            = "slim_bind6"
@@ -135,11 +136,12 @@ type slimProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type slimMapSpecs struct {
-	SlimAppsocks  *ebpf.MapSpec `ebpf:"slim_appsocks"`
-	SlimBlocks    *ebpf.MapSpec `ebpf:"slim_blocks"`
-	SlimConfig    *ebpf.MapSpec `ebpf:"slim_config"`
-	SlimListeners *ebpf.MapSpec `ebpf:"slim_listeners"`
-	SlimSockets   *ebpf.MapSpec `ebpf:"slim_sockets"`
+	SlimAppsocks   *ebpf.MapSpec `ebpf:"slim_appsocks"`
+	SlimBlocks     *ebpf.MapSpec `ebpf:"slim_blocks"`
+	SlimConfig     *ebpf.MapSpec `ebpf:"slim_config"`
+	SlimListeners  *ebpf.MapSpec `ebpf:"slim_listeners"`
+	SlimListeners6 *ebpf.MapSpec `ebpf:"slim_listeners6"`
+	SlimSockets    *ebpf.MapSpec `ebpf:"slim_sockets"`
 }
 
 // slimVariableSpecs contains global variables before they are loaded into the kernel.
@@ -168,11 +170,12 @@ func (o *slimObjects) Close() error {
 //
 // It can be passed to loadSlimObjects or ebpf.CollectionSpec.LoadAndAssign.
 type slimMaps struct {
-	SlimAppsocks  *ebpf.Map `ebpf:"slim_appsocks"`
-	SlimBlocks    *ebpf.Map `ebpf:"slim_blocks"`
-	SlimConfig    *ebpf.Map `ebpf:"slim_config"`
-	SlimListeners *ebpf.Map `ebpf:"slim_listeners"`
-	SlimSockets   *ebpf.Map `ebpf:"slim_sockets"`
+	SlimAppsocks   *ebpf.Map `ebpf:"slim_appsocks"`
+	SlimBlocks     *ebpf.Map `ebpf:"slim_blocks"`
+	SlimConfig     *ebpf.Map `ebpf:"slim_config"`
+	SlimListeners  *ebpf.Map `ebpf:"slim_listeners"`
+	SlimListeners6 *ebpf.Map `ebpf:"slim_listeners6"`
+	SlimSockets    *ebpf.Map `ebpf:"slim_sockets"`
 }
 
 func (m *slimMaps) Close() error {
@@ -181,6 +184,7 @@ func (m *slimMaps) Close() error {
 		m.SlimBlocks,
 		m.SlimConfig,
 		m.SlimListeners,
+		m.SlimListeners6,
 		m.SlimSockets,
 	)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
@@ -248,7 +249,10 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 	}
 	opts := readOpts(a.fd, a.family, false, a.opts)
 	tm.step("read_options")
-	hfd, local, err := s.dial(ctx, c, a.family, opts, lst)
+	// A connection to an IPv6 virtual address comes from an IPv6 port
+	// block: the server sees the client's IPv6 address.
+	v6 := dst.Addr().Is6() && !dst.Addr().Is4In6() && c.VIP6.IsValid()
+	hfd, local, err := s.dial(ctx, c, a.family, v6, opts, lst)
 	tm.step("host_connect")
 	if err != nil {
 		var errno unix.Errno
@@ -269,7 +273,7 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 		}
 	}
 	vlocal := netip.AddrPortFrom(c.VIP4, local.Port())
-	if dst.Addr().Is6() && c.VIP6.IsValid() {
+	if v6 {
 		vlocal = netip.AddrPortFrom(c.VIP6, local.Port())
 	}
 	if dst.Addr().IsLoopback() {
@@ -337,16 +341,19 @@ func (s *session) reconnect(n seccomp.Notif, a appSocket, dst netip.AddrPort, in
 
 // dial creates the host socket for c, bound to a port of c's blocks, and
 // starts connecting it to the listener. The socket is non-blocking.
-func (s *session) dial(ctx context.Context, c *Container, family int, opts sockOpts, lst api.Listener) (int, netip.AddrPort, error) {
+//
+// ipv6 picks the container's IPv6 port blocks: their ports map back to its
+// IPv6 address on the server's side.
+func (s *session) dial(ctx context.Context, c *Container, family int, ipv6 bool, opts sockOpts, lst api.Listener) (int, netip.AddrPort, error) {
 	target := sockaddrOf(family, lst.HostIP, lst.HostPort)
 	grown := false
 	for try := 0; try < maxPortTries; try++ {
-		port, ok := s.b.nextPort(c)
+		port, ok := s.b.nextPort(c, ipv6)
 		if !ok {
 			if grown {
 				break
 			}
-			if err := s.b.cfg.Ports.Grow(ctx, c); err != nil {
+			if err := s.b.cfg.Ports.Grow(ctx, c, ipv6); err != nil {
 				return -1, netip.AddrPort{}, fmt.Errorf("grow port blocks: %w", err)
 			}
 			grown = true
@@ -383,8 +390,8 @@ func (s *session) dial(ctx context.Context, c *Container, family int, opts sockO
 
 // nextPort returns the next source port of c's blocks, round robin, so
 // consecutive connections to one listener use different 4-tuples.
-func (b *Broker) nextPort(c *Container) (uint16, bool) {
-	blocks := b.cfg.Ports.Blocks(c)
+func (b *Broker) nextPort(c *Container, ipv6 bool) (uint16, bool) {
+	blocks := slices.DeleteFunc(slices.Clone(b.cfg.Ports.Blocks(c)), func(bl api.PortBlock) bool { return bl.IPv6 != ipv6 })
 	total := 0
 	for _, bl := range blocks {
 		total += int(bl.Size)
@@ -392,9 +399,13 @@ func (b *Broker) nextPort(c *Container) (uint16, bool) {
 	if total == 0 {
 		return 0, false
 	}
+	key := c.ID
+	if ipv6 {
+		key += "/6"
+	}
 	b.mu.Lock()
-	i := b.cursors[c.ID] % total
-	b.cursors[c.ID] = i + 1
+	i := b.cursors[key] % total
+	b.cursors[key] = i + 1
 	b.mu.Unlock()
 	for _, bl := range blocks {
 		if i < int(bl.Size) {

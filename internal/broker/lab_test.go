@@ -747,11 +747,54 @@ func TestFastPathIPv6(t *testing.T) {
 	if cl.Addr() != cli.IPv6 || cp != netip.AddrPortFrom(srv.IPv6, 7100) {
 		t.Errorf("client saw local %v peer %v; want %v:* and [%v]:7100", cl, cp, cli.IPv6, srv.IPv6)
 	}
-	if sp := addrOf(t, r.Server.Peer); sp.Port() != cl.Port() || (sp.Addr() != cli.IPv6 && sp.Addr() != cli.IPv4) {
-		t.Errorf("server saw peer %v; want the client's virtual address and port %d", sp, cl.Port())
+	// The dual-stack server sees the client's IPv6 address (its IPv6 port
+	// block) and shows its own IPv6 address on the accepted socket.
+	if sp := addrOf(t, r.Server.Peer); sp != netip.AddrPortFrom(cli.IPv6, cl.Port()) {
+		t.Errorf("server saw peer %v; want [%v]:%d", sp, cli.IPv6, cl.Port())
+	}
+	if sl := addrOf(t, r.Server.Local); sl != netip.AddrPortFrom(srv.IPv6, 7100) {
+		t.Errorf("server's accepted socket shows local %v; want [%v]:7100", sl, srv.IPv6)
 	}
 	if d := overlayBytes(t, "h1", "h2") - before; d > 40000 {
 		t.Errorf("overlay carried %d bytes of an IPv6 fast-path connection", d)
+	}
+	// An IPv4 client of the same server: IPv4 on both of its sides
+	// (v4-mapped, as a dual-stack socket shows IPv4 peers).
+	r = parseResults(t, l.Output(ctx, "cli", probe, "connect", "-addr", netip.AddrPortFrom(srv.IPv4, 7100).String(), "-bytes", "1000"))[0]
+	if r.Client.Err != "" {
+		t.Fatal(r.Client.Err)
+	}
+	cl = addrOf(t, r.Client.Local)
+	if sp := addrOf(t, r.Server.Peer); netip.AddrPortFrom(sp.Addr().Unmap(), sp.Port()) != netip.AddrPortFrom(cli.IPv4, cl.Port()) {
+		t.Errorf("server saw IPv4 client as %v; want %v:%d", sp, cli.IPv4, cl.Port())
+	}
+	if sl := addrOf(t, r.Server.Local); netip.AddrPortFrom(sl.Addr().Unmap(), sl.Port()) != netip.AddrPortFrom(srv.IPv4, 7100) {
+		t.Errorf("server's socket for an IPv4 client shows local %v; want %v:7100", sl, srv.IPv4)
+	}
+	// slimctl connections shows the IPv6 addresses on both hosts.
+	dst6 := netip.AddrPortFrom(srv.IPv6, 7100)
+	holder := l.Run(lab.RunSpec{Host: "h2", Name: "holder6", Command: []string{"sh", "-c", "sleep 30 | socat -u - TCP:" + dst6.String()}})
+	for _, side := range []struct {
+		host, role  string
+		local, peer func(api.Connection) bool
+	}{
+		{"h2", "client", func(c api.Connection) bool { return c.VirtualLocal.Addr() == holder.IPv6 },
+			func(c api.Connection) bool { return c.VirtualRemote == dst6 }},
+		{"h1", "server", func(c api.Connection) bool { return c.VirtualLocal == dst6 },
+			func(c api.Connection) bool { return c.VirtualRemote.Addr() == holder.IPv6 }},
+	} {
+		waitFor(t, 10*time.Second, func() error {
+			conns, err := api.NewClient(lab.SocketPath(l.Config, side.host)).Connections(ctx)
+			if err != nil {
+				return err
+			}
+			for _, c := range conns {
+				if c.Role == side.role && side.local(c) && side.peer(c) {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: %s side of the IPv6 connection not listed: %+v", side.host, side.role, conns)
+		})
 	}
 }
 

@@ -15,8 +15,9 @@ import (
 type Ports interface {
 	// Blocks returns the container's source port blocks.
 	Blocks(c *Container) []api.PortBlock
-	// Grow claims one more block for the container (its blocks ran out).
-	Grow(ctx context.Context, c *Container) error
+	// Grow claims one more block for the container's connections of one
+	// family (its blocks of that family ran out, or it has none).
+	Grow(ctx context.Context, c *Container, ipv6 bool) error
 	// ListenerPort reserves a free host port for a new listener.
 	ListenerPort(ctx context.Context) (uint16, error)
 	// ReleaseListenerPort returns a listener port.

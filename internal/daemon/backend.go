@@ -94,7 +94,7 @@ func (b *backend) AddEndpoint(ctx context.Context, r api.EndpointRequest) (api.E
 		// The endpoint's first source port block, published with it so
 		// every host can map (host IP, port) back to this container.
 		att := api.Attachment{ContainerID: r.ContainerID, IfName: r.IfName}
-		ep, err = d.store.AddEndpointBlock(ctx, d.self.Name, att, d.cfg.PortFirst, d.cfg.PortLast, d.cfg.PortBlockSize)
+		ep, err = d.store.AddEndpointBlock(ctx, d.self.Name, att, d.cfg.PortFirst, d.cfg.PortLast, d.cfg.PortBlockSize, false)
 		if err != nil {
 			// Without a block the container still works on the overlay.
 			d.log.Warn("no port block for endpoint", "container", r.ContainerID, "err", err)

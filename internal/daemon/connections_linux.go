@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/broker"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -32,19 +33,43 @@ func (f *fastPath) connections() ([]api.Connection, error) {
 		block uint16
 	}
 	mask := ^(f.d.cfg.PortBlockSize - 1)
-	blocks := map[hp]api.Endpoint{}
+	// A client's port block says which of its addresses it shows (IPv6
+	// blocks serve connections to IPv6 addresses), and so which of a host
+	// listener's two virtual addresses the connection is to.
+	type block struct {
+		ep api.Endpoint
+		v6 bool
+	}
+	vip := func(b block) netip.Addr {
+		if b.v6 {
+			return b.ep.IPv6
+		}
+		return b.ep.IPv4
+	}
+	blocks := map[hp]block{}
 	for _, ep := range eps {
 		h, ok := hosts[ep.Host]
 		if !ok {
 			continue
 		}
 		for _, b := range ep.PortBlocks {
-			blocks[hp{h.UnderlayIP, b.Start}] = ep
+			blocks[hp{h.UnderlayIP, b.Start}] = block{ep, b.IPv6}
 		}
 	}
-	lst := map[netip.AddrPort]api.Listener{}
+	type lk struct {
+		host netip.AddrPort
+		v6   bool
+	}
+	lst := map[lk]api.Listener{}
 	for _, l := range ls {
-		lst[netip.AddrPortFrom(l.HostIP, l.HostPort)] = l
+		lst[lk{netip.AddrPortFrom(l.HostIP, l.HostPort), bpf.IsIPv6(l.VIP)}] = l
+	}
+	listener := func(host netip.AddrPort, v6 bool) (api.Listener, bool) {
+		if l, ok := lst[lk{host, v6}]; ok {
+			return l, true
+		}
+		l, ok := lst[lk{host, !v6}]
+		return l, ok
 	}
 	var out []api.Connection
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
@@ -61,19 +86,20 @@ func (f *fastPath) connections() ([]api.Connection, error) {
 				continue
 			}
 			c := api.Connection{HostLocal: k.Local, HostRemote: k.Remote, State: tcpStates[sk.State]}
-			if ep, ok := blocks[hp{k.Local.Addr(), k.Local.Port() & mask}]; ok {
-				c.Role, c.Container = "client", ep.ContainerID
-				c.VirtualLocal = netip.AddrPortFrom(ep.IPv4, k.Local.Port())
-				if l, ok := lst[k.Remote]; ok {
+			peer, fromBlock := blocks[hp{k.Remote.Addr(), k.Remote.Port() & mask}]
+			if b, ok := blocks[hp{k.Local.Addr(), k.Local.Port() & mask}]; ok {
+				c.Role, c.Container = "client", b.ep.ContainerID
+				c.VirtualLocal = netip.AddrPortFrom(vip(b), k.Local.Port())
+				if l, ok := listener(k.Remote, b.v6); ok {
 					c.VirtualRemote = netip.AddrPortFrom(l.VIP, l.Port)
 				}
 				c.Since = f.d.broker.Since(k)
-			} else if l, ok := lst[k.Local]; ok {
+			} else if l, ok := listener(k.Local, fromBlock && peer.v6); ok {
 				c.Role, c.Container = "server", l.ContainerID
 				c.VirtualLocal = netip.AddrPortFrom(l.VIP, l.Port)
 				c.VirtualRemote = k.Remote // an overlay client (DNAT) shows its own address
-				if ep, ok := blocks[hp{k.Remote.Addr(), k.Remote.Port() & mask}]; ok {
-					c.VirtualRemote = netip.AddrPortFrom(ep.IPv4, k.Remote.Port())
+				if fromBlock {
+					c.VirtualRemote = netip.AddrPortFrom(vip(peer), k.Remote.Port())
 				}
 			} else {
 				continue

@@ -115,10 +115,10 @@ func (f *fastPath) Blocks(c *broker.Container) []api.PortBlock {
 }
 
 // Grow implements broker.Ports.
-func (f *fastPath) Grow(ctx context.Context, c *broker.Container) error {
+func (f *fastPath) Grow(ctx context.Context, c *broker.Container, ipv6 bool) error {
 	cfg := f.d.cfg
 	_, err := f.d.store.AddEndpointBlock(ctx, f.d.self.Name, api.Attachment{ContainerID: c.ID, IfName: c.IfName},
-		cfg.PortFirst, cfg.PortLast, cfg.PortBlockSize)
+		cfg.PortFirst, cfg.PortLast, cfg.PortBlockSize, ipv6)
 	if err != nil {
 		return err
 	}
@@ -351,12 +351,24 @@ func (f *fastPath) syncBPF() error {
 			continue
 		}
 		for _, b := range ep.PortBlocks {
-			wantB[bk{h.UnderlayIP, b.Start}] = ep.IPv4
+			vip := ep.IPv4
+			if b.IPv6 {
+				vip = ep.IPv6
+			}
+			if vip.IsValid() {
+				wantB[bk{h.UnderlayIP, b.Start}] = vip
+			}
 		}
 	}
-	wantL := map[bk]netip.AddrPort{}
+	// A host listener serves a container's IPv4 and IPv6 addresses: one
+	// entry in each family's map.
+	type lk struct {
+		bk
+		v6 bool
+	}
+	wantL := map[lk]netip.AddrPort{}
 	for _, l := range ls {
-		wantL[bk{l.HostIP, l.HostPort}] = netip.AddrPortFrom(l.VIP, l.Port)
+		wantL[lk{bk{l.HostIP, l.HostPort}, bpf.IsIPv6(l.VIP)}] = netip.AddrPortFrom(l.VIP, l.Port)
 	}
 	var errs []error
 	haveB, err := p.PortBlocks()
@@ -381,13 +393,13 @@ func (f *fastPath) syncBPF() error {
 		return err
 	}
 	for _, l := range haveL {
-		k := bk{l.HostIP, l.HostPort}
+		k := lk{bk{l.HostIP, l.HostPort}, bpf.IsIPv6(l.VIP.Addr())}
 		if v, ok := wantL[k]; ok && v == l.VIP {
 			delete(wantL, k)
 			continue
 		}
 		if _, ok := wantL[k]; !ok {
-			errs = append(errs, p.DeleteListener(l.HostIP, l.HostPort))
+			errs = append(errs, p.DeleteListener(l.HostIP, l.HostPort, k.v6))
 		}
 	}
 	for k, v := range wantL {

@@ -168,7 +168,7 @@ func EndpointOwner(a api.Attachment) string { return a.ContainerID + "/" + a.IfN
 // AddEndpointBlock claims one more source port block in [first, last] for
 // the endpoint and records it in the endpoint. If the endpoint changed or
 // vanished meanwhile, the claim is released again.
-func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachment, first, last, size uint16) (api.Endpoint, error) {
+func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachment, first, last, size uint16, ipv6 bool) (api.Endpoint, error) {
 	ek := s.endpointKey(host, a)
 	resp, err := s.cli.Get(ctx, ek)
 	if err != nil {
@@ -185,6 +185,7 @@ func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachm
 	if err != nil {
 		return ep, err
 	}
+	b.IPv6 = ipv6
 	ep.PortBlocks = append(ep.PortBlocks, b)
 	v, err := json.Marshal(ep)
 	if err != nil {

@@ -119,7 +119,7 @@ func TestEndpointBlocks(t *testing.T) {
 	}
 	att := api.Attachment{ContainerID: "c1", IfName: "eth0"}
 	for i := range 2 {
-		ep, err := s.AddEndpointBlock(ctx, "h1", att, 20480, 32767, 256)
+		ep, err := s.AddEndpointBlock(ctx, "h1", att, 20480, 32767, 256, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +130,7 @@ func TestEndpointBlocks(t *testing.T) {
 	if got, _ := s.Endpoint(ctx, "h1", att); len(got.PortBlocks) != 2 {
 		t.Fatalf("stored endpoint has %+v", got.PortBlocks)
 	}
-	if _, err := s.AddEndpointBlock(ctx, "h1", api.Attachment{ContainerID: "nope", IfName: "eth0"}, 20480, 32767, 256); !errors.Is(err, ErrNotFound) {
+	if _, err := s.AddEndpointBlock(ctx, "h1", api.Attachment{ContainerID: "nope", IfName: "eth0"}, 20480, 32767, 256, false); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("block for absent endpoint: %v", err)
 	}
 	if err := s.DelEndpoint(ctx, "h1", att); err != nil {
