@@ -98,6 +98,10 @@ type Listener struct {
 	HostIP   netip.Addr
 	HostPort uint16
 	VIP      netip.AddrPort
+	// InMap6: the entry is in the IPv6 listener map (where PutListener
+	// puts IPv6 virtual addresses; a map from an older version may hold
+	// an entry in the other one).
+	InMap6 bool
 }
 
 // Load loads the programs, attaches them to cfg.Cgroup and pins maps and
@@ -532,15 +536,16 @@ func (p *Programs) PortBlocks() ([]PortBlock, error) {
 // Listeners returns the published listeners, sorted by host address.
 func (p *Programs) Listeners() ([]Listener, error) {
 	var out []Listener
-	for _, m := range []*ebpf.Map{p.objs.SlimListeners, p.objs.SlimListeners6} {
+	for _, v6 := range []bool{false, true} {
 		var k slimHostport
 		var v slimVaddr
-		it := m.Iterate()
+		it := p.listenerMap(v6).Iterate()
 		for it.Next(&k, &v) {
 			out = append(out, Listener{
 				HostIP:   addr(k.Addr),
 				HostPort: k.Port,
 				VIP:      netip.AddrPortFrom(addr(v.Addr), v.Port),
+				InMap6:   v6,
 			})
 		}
 		if err := it.Err(); err != nil {

@@ -251,7 +251,7 @@ func TestPinning(t *testing.T) {
 	defer p2.Close()
 	ls, err := p2.Listeners()
 	check(t, err)
-	if wantLs := []Listener{{hostIP, hostPort, netip.AddrPortFrom(vip, virtPort)}}; !slices.Equal(ls, wantLs) {
+	if wantLs := []Listener{{HostIP: hostIP, HostPort: hostPort, VIP: netip.AddrPortFrom(vip, virtPort), InMap6: IsIPv6(vip)}}; !slices.Equal(ls, wantLs) {
 		t.Errorf("listeners after reload: %v, want %v", ls, wantLs)
 	}
 	bs, err := p2.PortBlocks()

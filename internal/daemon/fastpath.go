@@ -393,7 +393,7 @@ func (f *fastPath) syncBPF() error {
 		return err
 	}
 	for _, l := range haveL {
-		k := lk{bk{l.HostIP, l.HostPort}, bpf.IsIPv6(l.VIP.Addr())}
+		k := lk{bk{l.HostIP, l.HostPort}, l.InMap6}
 		if v, ok := wantL[k]; ok && v == l.VIP {
 			delete(wantL, k)
 			continue
