@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
@@ -391,10 +390,12 @@ func (s *session) dial(ctx context.Context, c *Container, family int, ipv6 bool,
 // nextPort returns the next source port of c's blocks, round robin, so
 // consecutive connections to one listener use different 4-tuples.
 func (b *Broker) nextPort(c *Container, ipv6 bool) (uint16, bool) {
-	blocks := slices.DeleteFunc(slices.Clone(b.cfg.Ports.Blocks(c)), func(bl api.PortBlock) bool { return bl.IPv6 != ipv6 })
+	blocks := b.cfg.Ports.Blocks(c)
 	total := 0
 	for _, bl := range blocks {
-		total += int(bl.Size)
+		if bl.IPv6 == ipv6 {
+			total += int(bl.Size)
+		}
 	}
 	if total == 0 {
 		return 0, false
@@ -408,6 +409,9 @@ func (b *Broker) nextPort(c *Container, ipv6 bool) (uint16, bool) {
 	b.cursors[key] = i + 1
 	b.mu.Unlock()
 	for _, bl := range blocks {
+		if bl.IPv6 != ipv6 {
+			continue
+		}
 		if i < int(bl.Size) {
 			return bl.Start + uint16(i), true
 		}
