@@ -387,6 +387,9 @@ func (s *session) dial(ctx context.Context, c *Container, family int, ipv6 bool,
 	return -1, netip.AddrPort{}, fmt.Errorf("no free source port for %s after %d tries", c.ID, maxPortTries)
 }
 
+// maxCursors bounds the per-container port cursors kept.
+const maxCursors = 4096
+
 // nextPort returns the next source port of c's blocks, round robin, so
 // consecutive connections to one listener use different 4-tuples.
 func (b *Broker) nextPort(c *Container, ipv6 bool) (uint16, bool) {
@@ -405,6 +408,12 @@ func (b *Broker) nextPort(c *Container, ipv6 bool) (uint16, bool) {
 		key += "/6"
 	}
 	b.mu.Lock()
+	if _, ok := b.cursors[key]; !ok && len(b.cursors) >= maxCursors {
+		// Containers come and go and nothing tells the broker: forget
+		// them all now and then. A cursor only spreads ports; starting
+		// over at a block's first port is harmless.
+		clear(b.cursors)
+	}
 	i := b.cursors[key] % total
 	b.cursors[key] = i + 1
 	b.mu.Unlock()
