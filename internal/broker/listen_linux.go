@@ -110,10 +110,8 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 			return fail("publish")
 		}
 	}
-	cloexec, err := seccomp.CloexecOf(int(n.PID), fd)
-	if err == nil {
-		_, err = s.l.AddFD(n.ID, hfd, fd, true, false, cloexec)
-	}
+	// fetch read the fd's close-on-exec flag already.
+	_, err = s.l.AddFD(n.ID, hfd, fd, true, false, a.cloexec)
 	if err != nil {
 		if newGroup {
 			s.withdraw(vips)
