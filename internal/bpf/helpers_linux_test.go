@@ -205,8 +205,14 @@ func startChild(t testing.TB, cgroup string) *child {
 // (-1 if none).
 func (c *child) do(format string, args ...any) (string, int, error) {
 	req := fmt.Sprintf(format, args...)
-	if err := unix.Sendmsg(c.conn, []byte(req), nil, nil, 0); err != nil {
-		return "", -1, err
+	for {
+		err := unix.Sendmsg(c.conn, []byte(req), nil, nil, 0)
+		if err == nil {
+			break
+		}
+		if err != unix.EINTR {
+			return "", -1, err
+		}
 	}
 	tv := unix.NsecToTimeval(childTimeout.Nanoseconds())
 	if err := unix.SetsockoptTimeval(c.conn, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
@@ -214,7 +220,15 @@ func (c *child) do(format string, args ...any) (string, int, error) {
 	}
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := unix.Recvmsg(c.conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	var n, oobn int
+	var err error
+	for {
+		// The runtime's signals (preemption, -race) interrupt the wait.
+		n, oobn, _, _, err = unix.Recvmsg(c.conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != unix.EINTR {
+			break
+		}
+	}
 	if err != nil {
 		return "", -1, fmt.Errorf("%s: %w", req, err)
 	}
@@ -265,6 +279,9 @@ func childMain() int {
 	buf := make([]byte, 4096)
 	for {
 		n, _, _, _, err := unix.Recvmsg(conn, buf, nil, 0)
+		if err == unix.EINTR {
+			continue
+		}
 		if err != nil || n == 0 {
 			return 0
 		}
