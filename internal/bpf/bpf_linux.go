@@ -37,7 +37,14 @@ const (
 )
 
 // mapNames are the pinned maps, for Unpin.
-var mapNames = []string{slimMapSlimConfig, slimMapSlimSockets, slimMapSlimBlocks, slimMapSlimListeners, slimMapSlimListeners6, slimMapSlimAppsocks}
+var mapNames = []string{slimMapSlimConfig, slimMapSlimSockets, slimMapSlimBlocks, slimMapSlimListeners, slimMapSlimListeners6,
+	slimMapSlimApps, slimMapSlimConns, slimMapSlimPorts}
+
+// staleMaps are pins of maps earlier versions had and this one does not
+// use. A load removes them: slim_appsocks (records without flags) only
+// served the recorders of the slimd that made it, whose records a new load
+// disowns anyway.
+var staleMaps = []string{"slim_appsocks"}
 
 // attachTypes maps each program to its cgroup hook.
 var attachTypes = map[string]ebpf.AttachType{
@@ -50,6 +57,7 @@ var attachTypes = map[string]ebpf.AttachType{
 	slimProgSlimBind4:        ebpf.AttachCGroupInet4Bind,
 	slimProgSlimBind6:        ebpf.AttachCGroupInet6Bind,
 	slimProgSlimSetsockopt:   ebpf.AttachCGroupSetsockopt,
+	slimProgSlimRelease:      ebpf.AttachCgroupInetSockRelease,
 }
 
 // Config says where the programs attach and where their state is pinned.
@@ -81,7 +89,8 @@ type Programs struct {
 	objs      slimObjects
 	links     []link.Link
 	blockBits int
-	gen       uint32 // this load's cfg.gen (see AppSocket)
+	gen       uint32       // this load's cfg.gen (see AppSocket)
+	ports     *ebpf.Memory // slim_ports, memory-mapped: read without system calls
 }
 
 // PortBlock is one published port block: source ports
@@ -142,6 +151,11 @@ func Load(cfg Config) (p *Programs, err error) {
 	}
 	defer unlock()
 
+	for _, name := range staleMaps {
+		if err := os.Remove(filepath.Join(cfg.PinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale map pin: %w", err)
+		}
+	}
 	spec, err := loadSlim()
 	if err != nil {
 		return nil, err
@@ -169,6 +183,9 @@ func Load(cfg Config) (p *Programs, err error) {
 	// nobody, not even slimd.
 	if err := p.configure(cgID, cfg.BlockBits); err != nil {
 		return nil, err
+	}
+	if p.ports, err = p.objs.SlimPorts.Memory(); err != nil {
+		return nil, fmt.Errorf("map slim_ports: %w", err)
 	}
 	if err := p.attach(cfg.Cgroup, cgID, cfg.PinDir); err != nil {
 		return nil, err
@@ -240,6 +257,7 @@ func (p *Programs) programs() map[string]*ebpf.Program {
 		slimProgSlimBind4:        o.SlimBind4,
 		slimProgSlimBind6:        o.SlimBind6,
 		slimProgSlimSetsockopt:   o.SlimSetsockopt,
+		slimProgSlimRelease:      o.SlimRelease,
 	}
 }
 
@@ -345,6 +363,7 @@ func (p *Programs) Close() error {
 	}
 	p.links = nil
 	errs = append(errs, p.objs.Close())
+	p.ports = nil // unmapped with the map's last reference
 	return errors.Join(errs...)
 }
 
@@ -402,7 +421,7 @@ func (p *Programs) SetSocket(fd int, local, peer netip.AddrPort) error {
 // outside a recorded cgroup, or not TCP has none (ok false).
 func (p *Programs) AppSocket(fd int) (a AppSocket, ok bool, err error) {
 	var v slimAppsock
-	if err := p.objs.SlimAppsocks.Lookup(int32(fd), &v); err != nil {
+	if err := p.objs.SlimApps.Lookup(int32(fd), &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return AppSocket{}, false, nil
 		}
@@ -411,7 +430,33 @@ func (p *Programs) AppSocket(fd int) (a AppSocket, ok bool, err error) {
 	if v.Gen != p.gen {
 		return AppSocket{}, false, nil
 	}
-	return AppSocket{Family: int(v.Family), Protocol: int(v.Protocol), NetnsCookie: v.NetnsCookie, Opts: v.Opts}, true, nil
+	return AppSocket{Family: int(v.Family), Protocol: int(v.Protocol), NetnsCookie: v.NetnsCookie, Opts: v.Opts,
+		Connected: v.Flags&appsockConnected != 0, Listened: v.Flags&appsockListened != 0}, true, nil
+}
+
+// appsock flags (APPSOCK_* in slim.c).
+const (
+	appsockConnected = 1
+	appsockListened  = 2
+)
+
+// MarkListened notes in the record of socket fd (a copy of an
+// application's socket) that slimd left a listen() on it to the kernel,
+// so that a later connect() on it is left to the kernel too. A socket
+// without a record is success: its connects read the socket itself.
+func (p *Programs) MarkListened(fd int) error {
+	var v slimAppsock
+	if err := p.objs.SlimApps.Lookup(int32(fd), &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		return fmt.Errorf("app socket %d: %w", fd, err)
+	}
+	v.Flags |= appsockListened
+	if err := p.objs.SlimApps.Update(int32(fd), &v, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("app socket %d: %w", fd, err)
+	}
+	return nil
 }
 
 // Record attaches the recorders to a container's cgroup until the returned
@@ -422,7 +467,12 @@ func (p *Programs) Record(cgroup string) (io.Closer, error) {
 	for _, r := range []struct {
 		prog *ebpf.Program
 		at   ebpf.AttachType
-	}{{p.objs.SlimRecordCreate, ebpf.AttachCGroupInetSockCreate}, {p.objs.SlimRecordSetsockopt, ebpf.AttachCGroupSetsockopt}} {
+	}{
+		{p.objs.SlimRecordCreate, ebpf.AttachCGroupInetSockCreate},
+		{p.objs.SlimRecordSetsockopt, ebpf.AttachCGroupSetsockopt},
+		{p.objs.SlimRecordConnect4, ebpf.AttachCGroupInet4Connect},
+		{p.objs.SlimRecordConnect6, ebpf.AttachCGroupInet6Connect},
+	} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: r.at, Program: r.prog})
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("attach recorder to %s: %w", cgroup, notSupported(err)), ls.Close())
@@ -441,6 +491,60 @@ func (r recorders) Close() error {
 		errs = append(errs, l.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// ArmConn gives a client host socket slimd made for a container its
+// connect permit: the application's next connect() on it, naming exactly
+// c.Want, binds it to c.Src and a free port of c.Blocks and goes to c.Dst
+// (slim_connect4/6); no other connect or bind by anyone but slimd ever
+// passes. getsockname then shows c.Local with the port chosen, and
+// getpeername c.Peer. fd is a descriptor of the socket in the calling
+// process.
+func (p *Programs) ArmConn(fd int, c Conn) error {
+	if c.NBlocks < 1 || c.NBlocks > MaxBlocks {
+		return fmt.Errorf("arm socket %d: %d port blocks, want 1..%d", fd, c.NBlocks, MaxBlocks)
+	}
+	v := slimConn{
+		Local:    slimVaddr{Addr: words(c.Local)},
+		Peer:     vaddr(c.Peer),
+		Want:     words(c.Want.Addr()),
+		Dst:      words(c.Dst.Addr()),
+		Src:      words(c.Src),
+		WantPort: c.Want.Port(),
+		DstPort:  c.Dst.Port(),
+		Blocks:   c.Blocks,
+		Nblocks:  uint16(c.NBlocks),
+		State:    connArmed,
+	}
+	if err := p.objs.SlimConns.Update(int32(fd), &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("arm socket %d: %w", fd, err)
+	}
+	return nil
+}
+
+// ConnState returns the permit state of a host socket (ConnNone if it has
+// no permit record).
+func (p *Programs) ConnState(fd int) (ConnState, error) {
+	var v slimConn
+	if err := p.objs.SlimConns.Lookup(int32(fd), &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return ConnNone, nil
+		}
+		return ConnNone, fmt.Errorf("socket %d permit: %w", fd, err)
+	}
+	return ConnState(v.State), nil
+}
+
+// PortsInUse returns how many client host sockets are bound to ports of
+// the local port block starting at start and not yet released. It reads
+// memory shared with the programs: no system call.
+func (p *Programs) PortsInUse(start uint16) uint32 {
+	var b [8]byte
+	off := int64(start>>p.blockBits) * 8
+	if _, err := p.ports.ReadAt(b[:], off); err != nil {
+		return 0
+	}
+	return binary.NativeEndian.Uint32(b[4:])
 }
 
 // DeleteSocket removes the entry SetSocket made; a socket without one is

@@ -486,8 +486,19 @@ func TestRecorder(t *testing.T) {
 			t.Fatal(err)
 		}
 		want |= OptBit(unix.IPPROTO_TCP, unix.TCP_CONGESTION)
-		if a, _, _ := p.AppSocket(fd); a.Opts != want {
-			t.Errorf("v6 %v: options %#x, want %#x", v6, a.Opts, want)
+		if a, _, _ := p.AppSocket(fd); a.Opts != want || a.Connected || a.Listened {
+			t.Errorf("v6 %v: record %+v, want options %#x, not connected or listened", v6, a, want)
+		}
+		check(t, p.MarkListened(fd))
+		if a, _, _ := p.AppSocket(fd); !a.Listened || a.Connected {
+			t.Errorf("v6 %v: after MarkListened: record %+v", v6, a)
+		}
+		// A connect the kernel runs, even a failed one, marks the socket.
+		conn := c.fd(t, "socket %d", map[bool]int{false: 4, true: 6}[v6])
+		lo := map[bool]string{false: "127.0.0.1", true: "::1"}[v6]
+		unix.Connect(conn, sockaddr(addrport(lo, 9), v6)) // refused: nothing listens
+		if a, _, _ := p.AppSocket(conn); !a.Connected {
+			t.Errorf("v6 %v: after connect: record %+v, want connected", v6, a)
 		}
 	}
 

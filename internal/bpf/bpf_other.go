@@ -5,6 +5,7 @@ package bpf
 import (
 	"log/slog"
 	"net/netip"
+	"time"
 )
 
 // Config: see the Linux implementation.
@@ -67,3 +68,18 @@ func (*Programs) Listeners() ([]Listener, error) { return nil, ErrNotSupported }
 
 // Close does nothing.
 func (*Programs) Close() error { return nil }
+
+// ArmConn returns ErrNotSupported.
+func (*Programs) ArmConn(int, Conn) error { return ErrNotSupported }
+
+// ConnState returns ErrNotSupported.
+func (*Programs) ConnState(int) (ConnState, error) { return ConnNone, ErrNotSupported }
+
+// PortsInUse finds nothing.
+func (*Programs) PortsInUse(uint16) uint32 { return 0 }
+
+// ConnKey: see the Linux implementation.
+type ConnKey struct{ Local, Remote netip.AddrPort }
+
+// ConnsSince returns ErrNotSupported.
+func (*Programs) ConnsSince() (map[ConnKey]time.Time, error) { return nil, ErrNotSupported }

@@ -5,4 +5,5 @@ package bpf
 // bpf2go pinned in go.mod (clang and libbpf-dev's bpf/bpf_helpers.h needed).
 // bpfel is the object for little-endian targets: amd64 and arm64.
 
-//go:generate go tool bpf2go -tags linux -target bpfel -cflags "-O2 -g -Wall -Werror" slim slim.c
+// -mcpu=v3: the connect programs use atomic fetch-and-add (Linux 5.12).
+//go:generate go tool bpf2go -tags linux -target bpfel -cflags "-O2 -mcpu=v3 -g -Wall -Werror" slim slim.c

@@ -41,6 +41,7 @@ enum {
 	BPF_MAP_TYPE_SK_STORAGE = 24,
 };
 #define BPF_F_NO_PREALLOC (1U << 0)
+#define BPF_F_MMAPABLE (1U << 10)
 
 #define __bpf_md_ptr(type, name) \
 	union {                  \
@@ -62,12 +63,53 @@ struct bpf_sock {
 	__be16 dst_port;
 	__u16 : 16;
 	__u32 dst_ip4;
+	__u32 dst_ip6[4];
+	__u32 state;
 };
+
+// struct bpf_sock_tuple: the 4-tuple of a socket lookup, as a packet
+// arriving at the socket would carry it (saddr is the peer).
+struct bpf_sock_tuple {
+	union {
+		struct {
+			__be32 saddr;
+			__be32 daddr;
+			__be16 sport;
+			__be16 dport;
+		} ipv4;
+		struct {
+			__be32 saddr[4];
+			__be32 daddr[4];
+			__be16 sport;
+			__be16 dport;
+		} ipv6;
+	};
+};
+
+struct sockaddr_in {
+	__u16 sin_family;
+	__be16 sin_port;
+	__be32 sin_addr;
+	__u8 sin_zero[8];
+};
+
+struct sockaddr_in6 {
+	__u16 sin6_family;
+	__be16 sin6_port;
+	__be32 sin6_flowinfo;
+	__u32 sin6_addr[4];
+	__u32 sin6_scope_id;
+};
+
+#define BPF_F_CURRENT_NETNS (-1L)
+#define BPF_TCP_TIME_WAIT 6
+#define EADDRNOTAVAIL 99
 
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
 #define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262
 #define BPF_SK_STORAGE_GET_F_CREATE (1ULL << 0)
 
 struct bpf_sock_addr {
@@ -100,6 +142,7 @@ struct bpf_sockopt {
 #define SOL_TCP 6
 #define SOL_IPV6 41
 
+#define SO_REUSEADDR 2
 #define SO_PRIORITY 12
 #define SO_REUSEPORT 15
 #define SO_BINDTODEVICE 25
@@ -240,10 +283,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } slim_listeners6 SEC(".maps");
 
-// Per application TCP socket, made when the socket is created in a
-// container's cgroup (slim_record_create) and updated by its setsockopt
-// calls (slim_record_setsockopt): what slimd would otherwise ask the socket
-// it fetches on connect, one system call per question.
+// Per application TCP (or MPTCP) socket, made when the socket is created in
+// a container's cgroup (slim_record_create) and updated by its setsockopt
+// and connect calls: what slimd would otherwise ask the socket it fetches
+// on connect, one system call per question. (slim_appsocks, the map of
+// earlier versions, had no flags.)
 struct appsock {
 	__u64 netns_cookie; // of the netns the socket was created in
 	__u64 opts;         // optbit() of every option the application set
@@ -251,7 +295,13 @@ struct appsock {
 	                    // missed the calls made while none was attached
 	__u16 family;
 	__u16 protocol;
+	__u32 flags; // APPSOCK_*
+	__u32 pad;
 };
+
+// appsock flags.
+#define APPSOCK_CONNECTED 1 // the kernel ran a connect on it (in the container)
+#define APPSOCK_LISTENED 2  // slimd left a listen() on it to the kernel
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -259,7 +309,68 @@ struct {
 	__type(key, int);
 	__type(value, struct appsock);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} slim_appsocks SEC(".maps");
+} slim_apps SEC(".maps");
+
+// The most port blocks a connect permit names.
+#define MAX_BLOCKS 4
+
+// conn states.
+#define CONN_ARMED 1 // slimd installed the socket: one connect may use it
+#define CONN_USED 2  // that connect ran: no other, ever (sticky)
+
+// Value of slim_conns: a client host socket slimd made for a container and
+// its connect permit. slimd fills it (state CONN_ARMED) before installing
+// the socket over the application's fd and answering CONTINUE; the
+// application's own connect() then runs slim_connect4/6, which checks the
+// destination against want, picks a free source port of the container's
+// blocks, binds, rewrites the destination to the host listener and sets
+// CONN_USED. So slimd makes no bind or connect of its own, the handshake
+// runs in the application's thread (its errno, timeout and signal
+// semantics), and a thread that changed the sockaddr after slimd read it
+// gets EPERM.
+struct conn {
+	__u64 since;        // bpf_ktime_get_boot_ns at connect
+	struct vaddr local; // getsockname: the container's address and the port chosen
+	struct vaddr peer;  // getpeername: the destination the application named
+	__u32 want[4];      // the destination the application's connect must name
+	__u32 dst[4];       // the host listener: where the connect goes (IPv4, v4-mapped)
+	__u32 src[4];       // this host's underlay address, bound with a port of the blocks
+	__u16 want_port;
+	__u16 dst_port;
+	__u16 blocks[MAX_BLOCKS]; // first ports of the container's blocks to use
+	__u16 nblocks;
+	__u16 state;
+	__u16 port; // the source port bound, counted in slim_ports until release
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} slim_conns SEC(".maps");
+
+// Value of slim_ports, indexed by (port >> block_bits): a local port block's
+// cursor (the next port to try, shared by every connect from the block's
+// container, so that concurrent connects try different ports) and the number
+// of client host sockets bound to its ports and not yet released (slimd
+// reads it, memory-mapped, to claim another block before these run out).
+struct portuse {
+	__u32 cursor;
+	__u32 inuse;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 32768); // 65536 ports >> block_bits (>= 1)
+	__type(key, __u32);
+	__type(value, struct portuse);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} slim_ports SEC(".maps");
 
 static __always_inline struct cfg *config(void)
 {
@@ -371,8 +482,17 @@ static __always_inline int rewrite(struct bpf_sock_addr *ctx, int peer, int v6)
 	struct hostport k = {};
 	struct vaddr v = {};
 	struct sockaddrs *s;
+	struct conn *c;
 	int found;
 
+	c = bpf_sk_storage_get(&slim_conns, ctx->sk, 0, 0);
+	if (c) {
+		struct vaddr *cv = peer ? &c->peer : &c->local;
+
+		if (cv->flags & VADDR_SET)
+			show(ctx, cv, v6);
+		return ALLOW;
+	}
 	s = bpf_sk_storage_get(&slim_sockets, ctx->sk, 0, 0);
 	if (s) {
 		struct vaddr *sv = peer ? &s->peer : &s->local;
@@ -434,22 +554,171 @@ int slim_getpeername6(struct bpf_sock_addr *ctx)
 }
 
 // ---------------------------------------------------------------------------
-// The guard. Only slimd may connect or bind its sockets. The connect hooks
-// also run for sendto/sendmsg with MSG_FASTOPEN (tcp_sendmsg_fastopen goes
-// through __inet_stream_connect) and for io_uring connect; the bind hooks for
+// The guard. Only slimd may connect or bind its sockets, except for the one
+// connect a permit allows (slim_conns). The connect hooks also run for
+// sendto/sendmsg with MSG_FASTOPEN (tcp_sendmsg_fastopen goes through
+// __inet_stream_connect) and for io_uring connect; the bind hooks for
 // io_uring bind. They do not run for listen() nor for connect(AF_UNSPEC):
-// seccomp traps listen() instead.
+// seccomp traps listen() instead, and a disconnected socket stays
+// CONN_USED, so it can never connect again.
+
+// How many source ports one connect tries before it gives up with
+// EADDRNOTAVAIL: every port tried has a live connection to the same
+// listener. slimd claims another block long before (see slim_ports).
+#define SCAN_TRIES 64
+
+// port_busy reports whether the 4-tuple (src:port, dst) is taken by a live
+// socket. A TIME_WAIT one is not: a connect from an explicitly bound port
+// reuses it when TCP timestamps make that safe (tcp_twsk_unique).
+static __always_inline int port_busy(struct bpf_sock_addr *ctx,
+				     struct conn *c, __u16 port)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	int busy;
+
+	t.ipv4.saddr = c->dst[3];
+	t.ipv4.daddr = c->src[3];
+	t.ipv4.sport = bpf_htons(c->dst_port);
+	t.ipv4.dport = bpf_htons(port);
+	sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	busy = sk->state != BPF_TCP_TIME_WAIT;
+	bpf_sk_release(sk);
+	return busy;
+}
+
+// bind_port binds the socket to src:port; nonzero on failure.
+static __always_inline int bind_port(struct bpf_sock_addr *ctx,
+				     struct conn *c, __u16 port, int v6)
+{
+	if (v6) {
+		struct sockaddr_in6 sa = {};
+
+		sa.sin6_family = AF_INET6;
+		sa.sin6_port = bpf_htons(port);
+		sa.sin6_addr[0] = c->src[0];
+		sa.sin6_addr[1] = c->src[1];
+		sa.sin6_addr[2] = c->src[2];
+		sa.sin6_addr[3] = c->src[3];
+		return bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	struct sockaddr_in sa = {};
+
+	sa.sin_family = AF_INET;
+	sa.sin_port = bpf_htons(port);
+	sa.sin_addr = c->src[3];
+	return bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+}
+
+static __always_inline int wanted(struct bpf_sock_addr *ctx, struct conn *c,
+				  int v6)
+{
+	if (ctx->user_port != bpf_htons(c->want_port))
+		return 0;
+	if (v6)
+		return ctx->user_ip6[0] == c->want[0] &&
+		       ctx->user_ip6[1] == c->want[1] &&
+		       ctx->user_ip6[2] == c->want[2] &&
+		       ctx->user_ip6[3] == c->want[3];
+	return is_v4mapped(c->want) && ctx->user_ip4 == c->want[3];
+}
+
+// use_permit runs the one connect a container may make on a host socket:
+// to the destination slimd approved, from a free port of its blocks.
+static __always_inline int use_permit(struct bpf_sock_addr *ctx, int v6)
+{
+	struct cfg *cfg = config();
+	struct portuse *pu;
+	struct conn *c;
+	__u32 bits, n, key, idx, b;
+	__u16 port = 0;
+	int one = 1, i;
+
+	if (!cfg || !ctx->sk)
+		return DENY;
+	c = bpf_sk_storage_get(&slim_conns, ctx->sk, 0, 0);
+	if (!c || c->state != CONN_ARMED || !wanted(ctx, c, v6))
+		return DENY;
+	// Whatever happens next, this was the one try.
+	c->state = CONN_USED;
+	bits = cfg->block_bits;
+	n = c->nblocks;
+	if (bits < 1 || bits > 15 || n < 1 || n > MAX_BLOCKS)
+		return DENY;
+	key = c->blocks[0] >> bits;
+	pu = bpf_map_lookup_elem(&slim_ports, &key);
+	if (!pu)
+		return DENY;
+	// One port serves many destinations: SO_REUSEADDR lets the explicit
+	// binds of different connections share it.
+	if (bpf_setsockopt(ctx, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)))
+		return DENY;
+	for (i = 0; i < SCAN_TRIES; i++) {
+		idx = __sync_fetch_and_add(&pu->cursor, 1);
+		// b < n <= MAX_BLOCKS; the mask is for the verifier.
+		b = ((idx >> bits) % n) & (MAX_BLOCKS - 1);
+		port = c->blocks[b] + (idx & ((1U << bits) - 1));
+		if (!port_busy(ctx, c, port) && !bind_port(ctx, c, port, v6))
+			goto bound;
+	}
+	bpf_set_retval(-EADDRNOTAVAIL);
+	return DENY;
+bound:
+	key = port >> bits;
+	pu = bpf_map_lookup_elem(&slim_ports, &key);
+	if (pu) {
+		__sync_fetch_and_add(&pu->inuse, 1);
+		c->port = port;
+	}
+	c->local.port = port;
+	c->local.flags |= VADDR_SET;
+	c->since = bpf_ktime_get_boot_ns();
+	if (v6) {
+		ctx->user_ip6[0] = c->dst[0];
+		ctx->user_ip6[1] = c->dst[1];
+		ctx->user_ip6[2] = c->dst[2];
+		ctx->user_ip6[3] = c->dst[3];
+	} else {
+		ctx->user_ip4 = c->dst[3];
+	}
+	ctx->user_port = bpf_htons(c->dst_port);
+	return ALLOW;
+}
 
 SEC("cgroup/connect4")
 int slim_connect4(struct bpf_sock_addr *ctx)
 {
-	return caller_is_slimd() ? ALLOW : DENY;
+	return caller_is_slimd() ? ALLOW : use_permit(ctx, 0);
 }
 
 SEC("cgroup/connect6")
 int slim_connect6(struct bpf_sock_addr *ctx)
 {
-	return caller_is_slimd() ? ALLOW : DENY;
+	return caller_is_slimd() ? ALLOW : use_permit(ctx, 1);
+}
+
+// slim_release gives back a client host socket's source port.
+SEC("cgroup/sock_release")
+int slim_release(struct bpf_sock *ctx)
+{
+	struct cfg *cfg = config();
+	struct portuse *pu;
+	struct conn *c;
+	__u32 key;
+
+	if (!cfg || cfg->block_bits < 1 || cfg->block_bits > 15)
+		return ALLOW;
+	c = bpf_sk_storage_get(&slim_conns, ctx, 0, 0);
+	if (!c || !c->port)
+		return ALLOW;
+	key = c->port >> cfg->block_bits;
+	c->port = 0;
+	pu = bpf_map_lookup_elem(&slim_ports, &key);
+	if (pu)
+		__sync_fetch_and_sub(&pu->inuse, 1);
+	return ALLOW;
 }
 
 SEC("cgroup/bind4")
@@ -605,10 +874,11 @@ int slim_record_create(struct bpf_sock *ctx)
 	struct cfg *cfg = config();
 	struct appsock *a;
 
-	if (!cfg || ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP ||
+	if (!cfg || ctx->type != SOCK_STREAM ||
+	    (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_MPTCP) ||
 	    (ctx->family != AF_INET && ctx->family != AF_INET6))
 		return ALLOW;
-	a = bpf_sk_storage_get(&slim_appsocks, ctx, 0,
+	a = bpf_sk_storage_get(&slim_apps, ctx, 0,
 			       BPF_SK_STORAGE_GET_F_CREATE);
 	if (a) {
 		a->netns_cookie = bpf_get_netns_cookie(ctx);
@@ -616,6 +886,7 @@ int slim_record_create(struct bpf_sock *ctx)
 		a->gen = cfg->gen;
 		a->family = ctx->family;
 		a->protocol = ctx->protocol;
+		a->flags = 0;
 	}
 	return ALLOW;
 }
@@ -629,10 +900,36 @@ int slim_record_setsockopt(struct bpf_sockopt *ctx)
 		ctx->optlen = 0;
 	if (!ctx->sk)
 		return ALLOW;
-	a = bpf_sk_storage_get(&slim_appsocks, ctx->sk, 0, 0);
+	a = bpf_sk_storage_get(&slim_apps, ctx->sk, 0, 0);
 	if (a)
 		__sync_fetch_and_or(&a->opts, optbit(ctx->level, ctx->optname));
 	return ALLOW;
+}
+
+// record_connect notes that a container socket went to the kernel's
+// connect (the overlay): swapping it later would drop that connection.
+static __always_inline int record_connect(struct bpf_sock_addr *ctx)
+{
+	struct appsock *a;
+
+	if (!ctx->sk)
+		return ALLOW;
+	a = bpf_sk_storage_get(&slim_apps, ctx->sk, 0, 0);
+	if (a)
+		__sync_fetch_and_or(&a->flags, APPSOCK_CONNECTED);
+	return ALLOW;
+}
+
+SEC("cgroup/connect4")
+int slim_record_connect4(struct bpf_sock_addr *ctx)
+{
+	return record_connect(ctx);
+}
+
+SEC("cgroup/connect6")
+int slim_record_connect6(struct bpf_sock_addr *ctx)
+{
+	return record_connect(ctx);
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";

@@ -20,6 +20,8 @@ type slimAppsock struct {
 	Gen         uint32
 	Family      uint16
 	Protocol    uint16
+	Flags       uint32
+	Pad         uint32
 }
 
 type slimCfg struct {
@@ -29,11 +31,35 @@ type slimCfg struct {
 	Gen         uint32
 }
 
+type slimConn struct {
+	_        structs.HostLayout
+	Since    uint64
+	Local    slimVaddr
+	Peer     slimVaddr
+	Want     [4]uint32
+	Dst      [4]uint32
+	Src      [4]uint32
+	WantPort uint16
+	DstPort  uint16
+	Blocks   [4]uint16
+	Nblocks  uint16
+	State    uint16
+	Port     uint16
+	Pad      uint16
+	Pad2     uint32
+}
+
 type slimHostport struct {
 	_    structs.HostLayout
 	Addr [4]uint32
 	Port uint16
 	Pad  uint16
+}
+
+type slimPortuse struct {
+	_      structs.HostLayout
+	Cursor uint32
+	Inuse  uint32
 }
 
 type slimSockaddrs struct {
@@ -58,11 +84,13 @@ type slimVip struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	slimMapSlimAppsocks          = "slim_appsocks"
+	slimMapSlimApps              = "slim_apps"
 	slimMapSlimBlocks            = "slim_blocks"
 	slimMapSlimConfig            = "slim_config"
+	slimMapSlimConns             = "slim_conns"
 	slimMapSlimListeners         = "slim_listeners"
 	slimMapSlimListeners6        = "slim_listeners6"
+	slimMapSlimPorts             = "slim_ports"
 	slimMapSlimSockets           = "slim_sockets"
 	slimProgSlimBind4            = "slim_bind4"
 	slimProgSlimBind6            = "slim_bind6"
@@ -72,8 +100,11 @@ const (
 	slimProgSlimGetpeername6     = "slim_getpeername6"
 	slimProgSlimGetsockname4     = "slim_getsockname4"
 	slimProgSlimGetsockname6     = "slim_getsockname6"
+	slimProgSlimRecordConnect4   = "slim_record_connect4"
+	slimProgSlimRecordConnect6   = "slim_record_connect6"
 	slimProgSlimRecordCreate     = "slim_record_create"
 	slimProgSlimRecordSetsockopt = "slim_record_setsockopt"
+	slimProgSlimRelease          = "slim_release"
 	slimProgSlimSetsockopt       = "slim_setsockopt"
 )
 
@@ -127,8 +158,11 @@ type slimProgramSpecs struct {
 	SlimGetpeername6     *ebpf.ProgramSpec `ebpf:"slim_getpeername6"`
 	SlimGetsockname4     *ebpf.ProgramSpec `ebpf:"slim_getsockname4"`
 	SlimGetsockname6     *ebpf.ProgramSpec `ebpf:"slim_getsockname6"`
+	SlimRecordConnect4   *ebpf.ProgramSpec `ebpf:"slim_record_connect4"`
+	SlimRecordConnect6   *ebpf.ProgramSpec `ebpf:"slim_record_connect6"`
 	SlimRecordCreate     *ebpf.ProgramSpec `ebpf:"slim_record_create"`
 	SlimRecordSetsockopt *ebpf.ProgramSpec `ebpf:"slim_record_setsockopt"`
+	SlimRelease          *ebpf.ProgramSpec `ebpf:"slim_release"`
 	SlimSetsockopt       *ebpf.ProgramSpec `ebpf:"slim_setsockopt"`
 }
 
@@ -136,11 +170,13 @@ type slimProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type slimMapSpecs struct {
-	SlimAppsocks   *ebpf.MapSpec `ebpf:"slim_appsocks"`
+	SlimApps       *ebpf.MapSpec `ebpf:"slim_apps"`
 	SlimBlocks     *ebpf.MapSpec `ebpf:"slim_blocks"`
 	SlimConfig     *ebpf.MapSpec `ebpf:"slim_config"`
+	SlimConns      *ebpf.MapSpec `ebpf:"slim_conns"`
 	SlimListeners  *ebpf.MapSpec `ebpf:"slim_listeners"`
 	SlimListeners6 *ebpf.MapSpec `ebpf:"slim_listeners6"`
+	SlimPorts      *ebpf.MapSpec `ebpf:"slim_ports"`
 	SlimSockets    *ebpf.MapSpec `ebpf:"slim_sockets"`
 }
 
@@ -170,21 +206,25 @@ func (o *slimObjects) Close() error {
 //
 // It can be passed to loadSlimObjects or ebpf.CollectionSpec.LoadAndAssign.
 type slimMaps struct {
-	SlimAppsocks   *ebpf.Map `ebpf:"slim_appsocks"`
+	SlimApps       *ebpf.Map `ebpf:"slim_apps"`
 	SlimBlocks     *ebpf.Map `ebpf:"slim_blocks"`
 	SlimConfig     *ebpf.Map `ebpf:"slim_config"`
+	SlimConns      *ebpf.Map `ebpf:"slim_conns"`
 	SlimListeners  *ebpf.Map `ebpf:"slim_listeners"`
 	SlimListeners6 *ebpf.Map `ebpf:"slim_listeners6"`
+	SlimPorts      *ebpf.Map `ebpf:"slim_ports"`
 	SlimSockets    *ebpf.Map `ebpf:"slim_sockets"`
 }
 
 func (m *slimMaps) Close() error {
 	return _SlimClose(
-		m.SlimAppsocks,
+		m.SlimApps,
 		m.SlimBlocks,
 		m.SlimConfig,
+		m.SlimConns,
 		m.SlimListeners,
 		m.SlimListeners6,
+		m.SlimPorts,
 		m.SlimSockets,
 	)
 }
@@ -207,8 +247,11 @@ type slimPrograms struct {
 	SlimGetpeername6     *ebpf.Program `ebpf:"slim_getpeername6"`
 	SlimGetsockname4     *ebpf.Program `ebpf:"slim_getsockname4"`
 	SlimGetsockname6     *ebpf.Program `ebpf:"slim_getsockname6"`
+	SlimRecordConnect4   *ebpf.Program `ebpf:"slim_record_connect4"`
+	SlimRecordConnect6   *ebpf.Program `ebpf:"slim_record_connect6"`
 	SlimRecordCreate     *ebpf.Program `ebpf:"slim_record_create"`
 	SlimRecordSetsockopt *ebpf.Program `ebpf:"slim_record_setsockopt"`
+	SlimRelease          *ebpf.Program `ebpf:"slim_release"`
 	SlimSetsockopt       *ebpf.Program `ebpf:"slim_setsockopt"`
 }
 
@@ -222,8 +265,11 @@ func (p *slimPrograms) Close() error {
 		p.SlimGetpeername6,
 		p.SlimGetsockname4,
 		p.SlimGetsockname6,
+		p.SlimRecordConnect4,
+		p.SlimRecordConnect6,
 		p.SlimRecordCreate,
 		p.SlimRecordSetsockopt,
+		p.SlimRelease,
 		p.SlimSetsockopt,
 	)
 }

@@ -29,6 +29,7 @@ type Config struct {
 	Ports     Ports
 	Publisher Publisher
 	Tagger    Tagger   // nil: no address rewriting
+	Permits   Permits  // nil: connects are left to the kernel (the overlay)
 	Recorder  Recorder // nil: every option of a socket is read
 	Keeper    Keeper   // nil: fds die with slimd
 	Journal   Journal  // nil: no journal
@@ -62,8 +63,7 @@ type Broker struct {
 	sessions  map[*session]struct{}
 	listeners map[netip.AddrPort]*listenerGroup // by virtual address
 	byPort    map[uint16]*listenerGroup         // by host port
-	cursors   map[string]int                    // container id -> next source port index
-	conns     map[ConnKey]time.Time             // swapped client sockets: when
+	growing   map[growKey]bool                  // port block claims in flight
 	nextID    uint64                            // session numbers
 	pool      *socketPool
 	recorded  map[string]*recording // by cgroup directory
@@ -107,8 +107,7 @@ func New(cfg Config) (*Broker, error) {
 		sessions:  map[*session]struct{}{},
 		listeners: map[netip.AddrPort]*listenerGroup{},
 		byPort:    map[uint16]*listenerGroup{},
-		cursors:   map[string]int{},
-		conns:     map[ConnKey]time.Time{},
+		growing:   map[growKey]bool{},
 		// Session numbers survive in the keeper's metadata and the
 		// journal; starting from the clock keeps a successor's new ones
 		// apart from its predecessor's.
@@ -135,14 +134,6 @@ func New(cfg Config) (*Broker, error) {
 
 // ConnKey is a host socket's 4-tuple on the wire.
 type ConnKey struct{ Local, Remote netip.AddrPort }
-
-// Since returns when the broker swapped in the client socket with this
-// 4-tuple (zero if it did not, or does not remember).
-func (b *Broker) Since(k ConnKey) time.Time {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.conns[k]
-}
 
 // Sessions is the number of supervised notification fds.
 func (b *Broker) Sessions() int {
@@ -216,7 +207,9 @@ func (b *Broker) newSession(id uint64, pid, fd int) *session {
 	// cross-CPU wake-up per round trip is pure cost. Older kernels refuse;
 	// nothing depends on it.
 	_ = l.SetSyncWakeUp()
-	return &session{b: b, id: id, l: l, pid: pid, log: b.cfg.Log.With("pid", pid), pidfds: map[int]int{}}
+	log := b.cfg.Log.With("pid", pid)
+	return &session{b: b, id: id, l: l, pid: pid, log: log, debug: log.Enabled(context.Background(), slog.LevelDebug),
+		pidfds: map[int]int{}}
 }
 
 func (b *Broker) start(ctx context.Context, s *session, leftovers []keeper.Entry) {
@@ -366,6 +359,11 @@ type session struct {
 
 	pidMu  sync.Mutex
 	pidfds map[int]int // thread id -> pidfd (see getFD)
+
+	// Owned by the receiving goroutine (connect runs on it).
+	sabuf    [sockaddrMax]byte // the sockaddr being read
+	connects uint64            // connect notifications handled, for sampling
+	debug    bool              // debug logging on: per-call detail is logged
 }
 
 // run receives and handles notifications until every supervised process
@@ -397,7 +395,6 @@ func (s *session) run(ctx context.Context) bool {
 					continue
 				}
 				s.handle(ctx, n, false)
-				s.b.pool.refill() // after the answer: off the critical path
 			}
 		})
 	}

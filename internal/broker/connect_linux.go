@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -13,68 +14,90 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxPortTries bounds the search for a free 4-tuple: each try is one
-// bind+connect; past this many busy ports the block is considered full.
-const maxPortTries = 64
+// storeCallTimeout bounds a store call made while an application thread
+// waits in a trapped system call (claiming a port block): past it the call
+// goes to the overlay rather than hang the application.
+const storeCallTimeout = 3 * time.Second
 
 // appSocket is the application's socket, duplicated into slimd.
 type appSocket struct {
 	fd       int // our copy
 	family   int
-	nonblock bool
+	protocol int  // IPPROTO_TCP or IPPROTO_MPTCP
+	nonblock bool // O_NONBLOCK, shared by the copy
 	cloexec  bool // the target's fd has close-on-exec
 	ours     bool // a host socket slimd installed earlier
+	// recorded: the recorders' record was trusted; connected and listened
+	// come from it. Without one they are unknown (false) and the connect
+	// path asks the socket.
+	recorded  bool
+	connected bool
+	listened  bool
 	// opts has bpf.OptBit set for the options the application may have
 	// set: all of them unless the recorders saw every setsockopt.
 	opts uint64
 }
 
-// timer records handler steps.
+// stepSample: one connect in this many records its per-step times (the
+// clock reads and histogram updates are not free on the hot path).
+const stepSample = 64
+
+// timer records handler steps of sampled calls.
 type timer struct {
 	m    *Metrics
+	on   bool
 	last time.Time
 }
 
 func (t *timer) step(name string) {
+	if !t.on {
+		return
+	}
 	now := time.Now()
 	t.m.step(name).Observe(now.Sub(t.last).Seconds())
 	t.last = now
 }
 
 // fetch duplicates the target's socket fd and reads what the decisions
-// need. eligible is false (with a reason) for sockets that are not TCP or
-// belong to another namespace.
+// need. eligible is false (with a reason) for sockets that are not TCP (or
+// MPTCP) or belong to another namespace.
 //
-// Its ID_VALID check also vouches for whatever the handler read from the
-// target before (the sockaddr): the notification still pending means the
-// thread was blocked in the call, with its tid not reused, all along.
+// Whatever the handler read from the target before (the sockaddr) and the
+// copy itself are vouched for by the answer that follows: ADDFD and SEND
+// fail once the notification is gone, and while it is pending the thread
+// is blocked in the call, its tid not reused. A handler that answers from
+// what it read without ADDFD or CONTINUE checks validity itself.
 func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
 	cfd, err := s.getFD(int(n.PID), fd)
 	if err != nil {
-		if errors.Is(err, seccomp.ErrGone) {
+		switch {
+		case errors.Is(err, seccomp.ErrGone):
 			return appSocket{}, ReasonError, fmt.Errorf("pidfd: %w", err)
+		case errors.Is(err, unix.EBADF):
+			// Not an fd of the process: the kernel will say so.
+			return appSocket{}, ReasonNotTCP, nil
+		case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+			// No CAP_SYS_PTRACE over the target (a user namespace, an
+			// LSM): nothing can be swapped in this container.
+			return appSocket{}, ReasonPermission, nil
+		default:
+			// pidfd_open or pidfd_getfd missing (ENOSYS, EINVAL on
+			// kernels without PIDFD_THREAD).
+			return appSocket{}, ReasonUnsupported, nil
 		}
-		// EBADF: not an fd of the process; the kernel will say so.
-		return appSocket{}, ReasonNotTCP, nil
 	}
 	a := appSocket{fd: cfd}
-	if err := s.l.IDValid(n.ID); err != nil {
-		a.close()
-		return appSocket{}, "", err
-	}
-	var proto int
 	var cookie uint64
 	if rec, ok := s.b.appRecord(cfd); ok {
 		// One map lookup instead of three getsockopts here and one
 		// per copied option later.
-		proto, a.family, cookie, a.opts = rec.Protocol, rec.Family, rec.NetnsCookie, rec.Opts
+		a.protocol, a.family, cookie, a.opts = rec.Protocol, rec.Family, rec.NetnsCookie, rec.Opts
+		a.recorded, a.connected, a.listened = true, rec.Connected, rec.Listened
 	} else {
-		// IPPROTO_TCP implies SOCK_STREAM (MPTCP has its own protocol
-		// number), so the type needs no read of its own.
 		var err1, err2 error
-		proto, err1 = unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		a.protocol, err1 = unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 		a.family, _ = unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-		if err1 == nil {
+		if err1 == nil && isStream(a.protocol) {
 			cookie, err2 = unix.GetsockoptUint64(cfd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 		}
 		if err2 != nil {
@@ -83,7 +106,9 @@ func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
 		}
 		a.opts = allOpts
 	}
-	if proto != unix.IPPROTO_TCP || (a.family != unix.AF_INET && a.family != unix.AF_INET6) {
+	// IPPROTO_TCP and IPPROTO_MPTCP imply SOCK_STREAM, so the type needs
+	// no read of its own.
+	if !isStream(a.protocol) || (a.family != unix.AF_INET && a.family != unix.AF_INET6) {
 		a.close()
 		return appSocket{}, ReasonNotTCP, nil
 	}
@@ -104,19 +129,27 @@ func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
 	return a, "", nil
 }
 
+// isStream reports whether protocol is one the fast path swaps: TCP, and
+// MPTCP, which Go (1.24 and later) listens with by default. A container
+// has one path to its peers, so MPTCP gains nothing there; its socket is
+// swapped for a plain TCP host socket.
+func isStream(protocol int) bool {
+	return protocol == unix.IPPROTO_TCP || protocol == unix.IPPROTO_MPTCP
+}
+
 // appRecord returns the recorders' record of socket fd, counting which way
 // its options are read.
 func (b *Broker) appRecord(fd int) (bpf.AppSocket, bool) {
 	if b.cfg.Recorder == nil {
-		b.cfg.Metrics.OptionReads.WithLabelValues("all").Inc()
+		b.cfg.Metrics.readsAll.Inc()
 		return bpf.AppSocket{}, false
 	}
 	rec, ok, err := b.cfg.Recorder.AppSocket(fd)
 	if err != nil || !ok {
-		b.cfg.Metrics.OptionReads.WithLabelValues("all").Inc()
+		b.cfg.Metrics.readsAll.Inc()
 		return bpf.AppSocket{}, false
 	}
-	b.cfg.Metrics.OptionReads.WithLabelValues("recorded").Inc()
+	b.cfg.Metrics.readsRecorded.Inc()
 	return rec, true
 }
 
@@ -178,23 +211,32 @@ func (a appSocket) close() {
 }
 
 func (s *session) fallback(op string, n seccomp.Notif, r Reason) error {
-	s.b.cfg.Metrics.Fallbacks.WithLabelValues(op, string(r)).Inc()
-	s.log.Debug("broker: left to the kernel", "op", op, "reason", r, "tid", n.PID)
+	s.b.cfg.Metrics.fallback(op, r).Inc()
+	if s.debug {
+		s.log.Debug("broker: left to the kernel", "op", op, "reason", r, "tid", n.PID)
+	}
 	return s.l.Continue(n.ID)
 }
 
+// connect swaps the application's socket for a host socket slimd made and
+// armed (a permit in the BPF map slim_conns), then lets the kernel run the
+// application's connect() on it, in the application's thread: the connect
+// program on slimd's cgroup checks the destination against the permit,
+// binds a free port of the container's blocks and sends the connection to
+// the listener's host address. slimd makes no bind or connect itself; the
+// errno, EINPROGRESS, SO_SNDTIMEO and signals are the kernel's own.
 func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) error {
+	m := s.b.cfg.Metrics
 	start := time.Now()
-	tm := timer{m: s.b.cfg.Metrics, last: start}
+	s.connects++
+	tm := timer{m: m, on: s.connects%stepSample == 0, last: start}
 	fd := int(int32(n.Args[0]))
 	addrLen := int(uint32(n.Args[2]))
 	if addrLen < 2 || addrLen > 128 {
 		return s.fallback("connect", n, ReasonNotInet)
 	}
-	// Not validated here: only fetch's ID_VALID lets the handler act
-	// on it (see fetch); falling back to the kernel is safe regardless.
-	raw, err := seccomp.ReadMem(int(n.PID), n.Args[1], min(addrLen, sockaddrMax))
-	if err != nil {
+	raw := s.sabuf[:min(addrLen, sockaddrMax)]
+	if err := seccomp.ReadMemInto(int(n.PID), n.Args[1], raw); err != nil {
 		if errors.Is(err, seccomp.ErrGone) {
 			return err
 		}
@@ -207,12 +249,17 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 	var reason Reason
 	if perr == nil {
 		lst, reason = routeConnect(dst, c, s.b.cfg.View)
+		if reason == "" && s.b.cfg.Permits == nil {
+			reason = ReasonDisabled
+		}
 	}
 	if perr != nil {
 		// A disconnect (AF_UNSPEC) on one of our host sockets must not
 		// reach the kernel: it would free the socket for a connect
 		// anywhere from the host namespace (the BPF guard does not see
-		// disconnects). Checking costs a pidfd_getfd, paid only here.
+		// disconnects, though the socket's sticky permit state refuses
+		// any later connect). Checking costs a pidfd_getfd, paid only
+		// here.
 		if len(raw) >= 2 && raw[0] == 0 && raw[1] == 0 {
 			a, r, err := s.fetch(n, fd)
 			if err != nil {
@@ -220,7 +267,7 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 			}
 			defer a.close()
 			if r == "" && a.ours {
-				return s.reconnect(n, a, dst, false, resumed)
+				return s.reconnect(n, a, false, resumed)
 			}
 		}
 		return s.fallback("connect", n, ReasonNotInet)
@@ -240,80 +287,82 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 		return s.fallback("connect", n, r)
 	}
 	if a.ours {
-		return s.reconnect(n, a, dst, true, resumed)
+		return s.reconnect(n, a, true, resumed)
 	}
-	if _, err := unix.Getpeername(a.fd); err == nil {
-		// Already connected in the container: the kernel says EISCONN.
-		return s.fallback("connect", n, ReasonNoListener)
+	if int(binary.LittleEndian.Uint16(raw)) != a.family {
+		// An address of the other family: the kernel refuses it.
+		return s.fallback("connect", n, ReasonNotInet)
 	}
-	opts := readOpts(a.fd, a.family, false, a.opts)
-	tm.step("read_options")
+	if !a.recorded || a.protocol == unix.IPPROTO_MPTCP {
+		// No record says what the socket went through (MPTCP's connect
+		// runs on its subflow, which the recorders do not see).
+		if _, err := unix.Getpeername(a.fd); err == nil {
+			a.connected = true
+		} else if v, err := unix.GetsockoptInt(a.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && v == 1 {
+			a.listened = true
+		}
+	}
+	if a.connected || a.listened {
+		// Connected (or connecting) over the overlay, or listening: the
+		// kernel answers EISCONN, EALREADY or the like; a swap would drop
+		// what the socket has.
+		return s.fallback("connect", n, ReasonInUse)
+	}
 	// A connection to an IPv6 virtual address comes from an IPv6 port
 	// block: the server sees the client's IPv6 address.
-	v6 := dst.Addr().Is6() && !dst.Addr().Is4In6() && c.VIP6.IsValid()
-	hfd, local, err := s.dial(ctx, c, a.family, v6, opts, lst)
-	tm.step("host_connect")
+	v6 := dst.Addr().Is6() && c.VIP6.IsValid()
+	conn := bpf.Conn{Peer: dst, Want: dst, Dst: netip.AddrPortFrom(lst.HostIP, lst.HostPort), Src: s.b.cfg.HostIP}
+	if r := s.b.pickBlocks(ctx, c, v6, &conn); r != "" {
+		return s.fallback("connect", n, r)
+	}
+	tm.step("blocks")
+	switch {
+	case dst.Addr().IsLoopback():
+		conn.Local = dst.Addr()
+	case v6:
+		conn.Local = c.VIP6
+	default:
+		conn.Local = c.VIP4
+	}
+	hfd, err := s.b.pool.get(a.family, a.nonblock)
 	if err != nil {
-		var errno unix.Errno
-		if errors.As(err, &errno) && (errno == unix.ECONNREFUSED || errno == unix.ENETUNREACH || errno == unix.EHOSTUNREACH) {
-			// The peer said no right away: tell the application what
-			// the overlay would have told it.
-			s.b.cfg.Metrics.Errors.WithLabelValues("connect", "refused").Inc()
-			return s.l.Return(n.ID, 0, errno)
-		}
-		s.b.cfg.Metrics.Errors.WithLabelValues("connect", "dial").Inc()
-		s.log.Debug("broker: host connect failed, using the overlay", "dst", dst, "err", err)
+		m.Errors.WithLabelValues("connect", "socket").Inc()
 		return s.fallback("connect", n, ReasonError)
 	}
 	defer unix.Close(hfd)
-	if !a.nonblock {
-		if err := makeBlocking(hfd); err != nil {
-			return s.fallback("connect", n, ReasonError)
+	if a.opts != 0 {
+		if _, err := readOpts(a.fd, a.family, false, a.opts).applyDiff(hfd, s.b.defaults[a.family]); err != nil && s.debug {
+			s.log.Debug("broker: some socket options not copied", "err", err)
 		}
+		tm.step("options")
 	}
-	vlocal := netip.AddrPortFrom(c.VIP4, local.Port())
-	if v6 {
-		vlocal = netip.AddrPortFrom(c.VIP6, local.Port())
+	if err := s.b.cfg.Permits.ArmConn(hfd, conn); err != nil {
+		m.Errors.WithLabelValues("connect", "arm").Inc()
+		return s.fallback("connect", n, ReasonError)
 	}
-	if dst.Addr().IsLoopback() {
-		vlocal = netip.AddrPortFrom(dst.Addr(), local.Port())
-	}
-	if s.b.cfg.Tagger != nil {
-		if err := s.b.cfg.Tagger.SetSocket(hfd, vlocal, dst); err != nil {
-			s.b.cfg.Metrics.Errors.WithLabelValues("connect", "tag").Inc()
-			return s.fallback("connect", n, ReasonError)
-		}
-	}
-	tm.step("tag")
+	tm.step("arm")
 	if _, err := s.l.AddFD(n.ID, hfd, fd, true, false, a.cloexec); err != nil {
 		if errors.Is(err, seccomp.ErrGone) {
 			return err
 		}
-		s.b.cfg.Metrics.Errors.WithLabelValues("connect", "addfd").Inc()
+		m.Errors.WithLabelValues("connect", "addfd").Inc()
 		return s.fallback("connect", n, ReasonError)
 	}
 	tm.step("addfd")
-	s.b.cfg.Metrics.Swaps.WithLabelValues("connect").Inc()
-	s.b.mu.Lock()
-	s.b.conns[ConnKey{Local: local, Remote: netip.AddrPortFrom(lst.HostIP, lst.HostPort)}] = start
-	s.b.mu.Unlock()
-	if a.nonblock {
-		err = s.l.Return(n.ID, 0, unix.EINPROGRESS)
-	} else {
-		// The kernel re-runs connect on the installed, connecting host
-		// socket and waits for it natively (SS_CONNECTING), in the
-		// application's thread.
-		err = s.l.Continue(n.ID)
-	}
+	// The kernel re-runs connect on the installed host socket, in the
+	// application's thread: the permit's program takes it from there.
+	err = s.l.Continue(n.ID)
 	tm.step("answer")
-	s.b.cfg.Metrics.Setup.WithLabelValues("connect").Observe(time.Since(start).Seconds())
+	m.swapsConnect.Inc()
+	m.setupConnect.Observe(time.Since(start).Seconds())
+	s.b.pool.refill(a.family, a.nonblock) // after the answer: off the critical path
 	return err
 }
 
 // reconnect answers connect() on a host socket slimd installed earlier: a
 // restarted call after a signal, an application connecting twice, or
-// (resumed) the very call a predecessor swapped but died before answering.
-func (s *session) reconnect(n seccomp.Notif, a appSocket, dst netip.AddrPort, inet, resumed bool) error {
+// (resumed) the very call a predecessor armed but died before answering.
+func (s *session) reconnect(n seccomp.Notif, a appSocket, inet, resumed bool) error {
 	if !inet {
 		// Disconnecting would free a host socket for reuse: refuse.
 		return s.l.Return(n.ID, 0, unix.EOPNOTSUPP)
@@ -334,116 +383,18 @@ func (s *session) reconnect(n seccomp.Notif, a appSocket, dst netip.AddrPort, in
 	case unix.BPF_TCP_ESTABLISHED:
 		// The restarted call of a connect we completed: success.
 		return s.l.Return(n.ID, 0, 0)
+	case unix.BPF_TCP_CLOSE:
+		// Armed and not yet connected: a predecessor installed it and
+		// died before answering, or another thread reached the fd
+		// first. The permit's program lets one connect through, to the
+		// approved destination only.
+		if p := s.b.cfg.Permits; p != nil {
+			if st, err := p.ConnState(a.fd); err == nil && st == bpf.ConnArmed {
+				return s.l.Continue(n.ID)
+			}
+		}
 	}
 	return s.l.Return(n.ID, 0, unix.EISCONN)
-}
-
-// dial creates the host socket for c, bound to a port of c's blocks, and
-// starts connecting it to the listener. The socket is non-blocking.
-//
-// ipv6 picks the container's IPv6 port blocks: their ports map back to its
-// IPv6 address on the server's side.
-func (s *session) dial(ctx context.Context, c *Container, family int, ipv6 bool, opts sockOpts, lst api.Listener) (int, netip.AddrPort, error) {
-	target := sockaddrOf(family, lst.HostIP, lst.HostPort)
-	grown := false
-	for try := 0; try < maxPortTries; try++ {
-		port, ok := s.b.nextPort(c, ipv6)
-		if !ok {
-			if grown {
-				break
-			}
-			if err := s.b.cfg.Ports.Grow(ctx, c, ipv6); err != nil {
-				return -1, netip.AddrPort{}, fmt.Errorf("grow port blocks: %w", err)
-			}
-			grown = true
-			continue
-		}
-		fd, err := s.b.pool.get(family)
-		if err != nil {
-			return -1, netip.AddrPort{}, err
-		}
-		if _, err := opts.applyDiff(fd, s.b.defaults[family]); err != nil {
-			s.log.Debug("broker: some socket options not copied", "err", err)
-		}
-		if err := unix.Bind(fd, sockaddrOf(family, s.b.cfg.HostIP, port)); err != nil {
-			unix.Close(fd)
-			if err == unix.EADDRINUSE {
-				continue
-			}
-			return -1, netip.AddrPort{}, fmt.Errorf("bind port %d: %w", port, err)
-		}
-		err = unix.Connect(fd, target)
-		switch err {
-		case nil, unix.EINPROGRESS:
-			return fd, netip.AddrPortFrom(s.b.cfg.HostIP, port), nil
-		case unix.EADDRNOTAVAIL, unix.EADDRINUSE:
-			unix.Close(fd) // this 4-tuple is taken: next port
-			continue
-		default:
-			unix.Close(fd)
-			return -1, netip.AddrPort{}, err
-		}
-	}
-	return -1, netip.AddrPort{}, fmt.Errorf("no free source port for %s after %d tries", c.ID, maxPortTries)
-}
-
-// maxCursors bounds the per-container port cursors kept.
-const maxCursors = 4096
-
-// nextPort returns the next source port of c's blocks, round robin, so
-// consecutive connections to one listener use different 4-tuples.
-func (b *Broker) nextPort(c *Container, ipv6 bool) (uint16, bool) {
-	blocks := b.cfg.Ports.Blocks(c)
-	total := 0
-	for _, bl := range blocks {
-		if bl.IPv6 == ipv6 {
-			total += int(bl.Size)
-		}
-	}
-	if total == 0 {
-		return 0, false
-	}
-	key := c.ID
-	if ipv6 {
-		key += "/6"
-	}
-	b.mu.Lock()
-	if _, ok := b.cursors[key]; !ok && len(b.cursors) >= maxCursors {
-		// Containers come and go and nothing tells the broker: forget
-		// them all now and then. A cursor only spreads ports; starting
-		// over at a block's first port is harmless.
-		clear(b.cursors)
-	}
-	i := b.cursors[key] % total
-	b.cursors[key] = i + 1
-	b.mu.Unlock()
-	for _, bl := range blocks {
-		if bl.IPv6 != ipv6 {
-			continue
-		}
-		if i < int(bl.Size) {
-			return bl.Start + uint16(i), true
-		}
-		i -= int(bl.Size)
-	}
-	return 0, false
-}
-
-// sockaddrOf builds a sockaddr of family for an IPv4 address: an IPv6
-// socket gets the v4-mapped form (the underlay is IPv4).
-func sockaddrOf(family int, a netip.Addr, port uint16) unix.Sockaddr {
-	if family == unix.AF_INET6 {
-		return &unix.SockaddrInet6{Port: int(port), Addr: a.As16()}
-	}
-	return &unix.SockaddrInet4{Port: int(port), Addr: a.As4()}
-}
-
-// makeBlocking clears O_NONBLOCK on a host socket slimd made, with one
-// fcntl: it carries no other status flag that F_SETFL could change, so
-// there is nothing to read first.
-func makeBlocking(fd int) error {
-	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, 0)
-	return err
 }
 
 // guardOnly answers bind and MSG_FASTOPEN sends: the kernel runs them on

@@ -2,45 +2,116 @@ package broker
 
 import (
 	"context"
-	"fmt"
+	"log/slog"
+	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bpf"
 )
 
-// fakePorts serves fixed blocks.
-type fakePorts struct{ blocks []api.PortBlock }
+// chooseBlocks takes one family's least used blocks, at most four, in
+// order of their first port, and sums what they hold.
+func TestChooseBlocks(t *testing.T) {
+	blocks := []api.PortBlock{
+		{Start: 512, Size: 256}, {Start: 256, Size: 256}, {Start: 1024, Size: 256, IPv6: true},
+		{Start: 768, Size: 256}, {Start: 1280, Size: 256}, {Start: 1536, Size: 256}, {Start: 0, Size: 0},
+	}
+	use := map[uint16]uint32{512: 10, 256: 200, 768: 0, 1280: 5, 1536: 300, 1024: 7}
+	inUse := func(s uint16) uint32 { return use[s] }
+	for _, tc := range []struct {
+		name           string
+		blocks         []api.PortBlock
+		ipv6           bool
+		want           []uint16
+		used, capacity uint32
+	}{
+		{"least used four, sorted", blocks, false, []uint16{256, 512, 768, 1280}, 215, 1024},
+		{"ipv6", blocks, true, []uint16{1024}, 7, 256},
+		{"none", nil, false, nil, 0, 0},
+		{"in use capped at the size", []api.PortBlock{{Start: 1536, Size: 256}}, false, []uint16{1536}, 256, 256},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			starts, n, used, capacity := chooseBlocks(tc.blocks, tc.ipv6, inUse)
+			if got := starts[:n]; !slices.Equal(got, tc.want) || used != tc.used || capacity != tc.capacity {
+				t.Errorf("got %v used %d of %d, want %v used %d of %d", got, used, capacity, tc.want, tc.used, tc.capacity)
+			}
+		})
+	}
+	if testing.AllocsPerRun(100, func() { chooseBlocks(blocks, false, inUse) }) != 0 {
+		t.Error("chooseBlocks allocates")
+	}
+}
 
-func (f fakePorts) Blocks(*Container) []api.PortBlock            { return f.blocks }
-func (f fakePorts) Grow(context.Context, *Container, bool) error { return nil }
-func (f fakePorts) ListenerPort(context.Context) (uint16, error) { return 0, nil }
-func (f fakePorts) ReleaseListenerPort(uint16)                   {}
+// growingPorts hands out a new block per Grow and counts the calls.
+type growingPorts struct {
+	mu     sync.Mutex
+	blocks []api.PortBlock
+	grows  int
+}
 
-// nextPort round-robins over one family's blocks, and its cursors stay
-// bounded however many containers pass.
-func TestNextPort(t *testing.T) {
-	b := &Broker{cfg: Config{Ports: fakePorts{[]api.PortBlock{
-		{Start: 100, Size: 2}, {Start: 200, Size: 2, IPv6: true}, {Start: 300, Size: 1},
-	}}}, cursors: map[string]int{}}
+func (g *growingPorts) Blocks(*Container) []api.PortBlock {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.blocks)
+}
+
+func (g *growingPorts) Grow(_ context.Context, _ *Container, ipv6 bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.grows++
+	g.blocks = append(g.blocks, api.PortBlock{Start: uint16(256 * (len(g.blocks) + 1)), Size: 256, IPv6: ipv6})
+	return nil
+}
+
+func (g *growingPorts) ListenerPort(context.Context) (uint16, error) { return 0, nil }
+func (g *growingPorts) ReleaseListenerPort(uint16)                   {}
+
+// fakePermits reports fixed ports in use per block.
+type fakePermits map[uint16]uint32
+
+func (f fakePermits) ArmConn(int, bpf.Conn) error          { return nil }
+func (f fakePermits) ConnState(int) (bpf.ConnState, error) { return bpf.ConnNone, nil }
+func (f fakePermits) PortsInUse(start uint16) uint32       { return f[start] }
+
+// pickBlocks claims a first block synchronously, another in the background
+// when the blocks fill up, and leaves a connect to the overlay when they are
+// full.
+func TestPickBlocks(t *testing.T) {
+	ports := &growingPorts{}
+	inUse := fakePermits{}
+	b, err := New(Config{HostIP: netip.MustParseAddr("192.0.2.1"), Ports: ports, Permits: inUse,
+		Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := &Container{ID: "c1"}
-	var v4, v6 []uint16
-	for range 4 {
-		p, _ := b.nextPort(c, false)
-		v4 = append(v4, p)
-		p, _ = b.nextPort(c, true)
-		v6 = append(v6, p)
+	var conn bpf.Conn
+	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" || conn.NBlocks != 1 || conn.Blocks[0] != 256 || ports.grows != 1 {
+		t.Fatalf("first connect: reason %q, blocks %v, grows %d", r, conn.Blocks[:conn.NBlocks], ports.grows)
 	}
-	if !slices.Equal(v4, []uint16{100, 101, 300, 100}) || !slices.Equal(v6, []uint16{200, 201, 200, 201}) {
-		t.Errorf("ports v4 %v, v6 %v", v4, v6)
+	// 3/4 in use: still fine, and one more block is claimed meanwhile.
+	inUse[256] = 192
+	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" {
+		t.Fatalf("blocks filling up: reason %q", r)
 	}
-	if _, ok := (&Broker{cfg: Config{Ports: fakePorts{}}, cursors: map[string]int{}}).nextPort(c, false); ok {
-		t.Error("a port without blocks")
+	b.wg.Wait()
+	if ports.grows != 2 {
+		t.Errorf("blocks filling up: %d grows, want 2", ports.grows)
 	}
-	for i := range 3 * maxCursors {
-		b.nextPort(&Container{ID: fmt.Sprint(i)}, false)
+	// Both blocks full: the overlay, and another claim.
+	inUse[256], inUse[512] = 256, 256
+	if r := b.pickBlocks(t.Context(), c, false, &conn); r != ReasonNoPorts {
+		t.Errorf("blocks full: reason %q, want %q", r, ReasonNoPorts)
 	}
-	if len(b.cursors) > maxCursors {
-		t.Errorf("%d cursors kept, bound %d", len(b.cursors), maxCursors)
+	b.wg.Wait()
+	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" || conn.NBlocks != 3 {
+		t.Errorf("after the claim: reason %q, %d blocks", r, conn.NBlocks)
+	}
+	// IPv6 blocks are claimed apart.
+	if r := b.pickBlocks(t.Context(), c, true, &conn); r != "" || conn.NBlocks != 1 {
+		t.Errorf("ipv6: reason %q, %d blocks", r, conn.NBlocks)
 	}
 }

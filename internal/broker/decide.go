@@ -15,10 +15,14 @@ const (
 	ReasonDisabled     Reason = "disabled"      // cluster-wide switch off
 	ReasonNotSlim      Reason = "not_slim"      // container has no Slim endpoint or opted out
 	ReasonNotInet      Reason = "not_inet"      // not an IPv4/IPv6 address
-	ReasonNotTCP       Reason = "not_tcp"       // UDP, raw, unix, ...
+	ReasonNotTCP       Reason = "not_tcp"       // UDP, raw, unix, ... (TCP and MPTCP are swapped)
 	ReasonForeignNetns Reason = "foreign_netns" // socket of another (nested) namespace
 	ReasonNoListener   Reason = "no_listener"   // no published listener at the destination
 	ReasonLocalOnly    Reason = "local_only"    // listener bound to loopback or port 0
+	ReasonInUse        Reason = "in_use"        // the socket is connected, connecting or listening already
+	ReasonNoPorts      Reason = "no_ports"      // the container's source port blocks are full or cannot be claimed
+	ReasonPermission   Reason = "permission"    // slimd may not take the socket (no CAP_SYS_PTRACE over the process)
+	ReasonUnsupported  Reason = "unsupported"   // the kernel lacks what a swap needs (pidfd_getfd, PIDFD_THREAD)
 	ReasonError        Reason = "error"         // the swap failed; the kernel does it instead
 )
 

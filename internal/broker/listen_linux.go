@@ -55,7 +55,7 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	}
 	vips, reason := listenVIPs(bound, v6only, c, s.b.cfg.View)
 	if reason != "" {
-		return s.fallback("listen", n, reason)
+		return s.leaveListen(n, a, reason)
 	}
 	b := s.b
 	b.mu.Lock()
@@ -76,7 +76,7 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 		if newGroup {
 			b.cfg.Ports.ReleaseListenerPort(hostPort)
 		}
-		return s.fallback("listen", n, ReasonError)
+		return s.leaveListen(n, a, ReasonError)
 	}
 	hfd, err := s.hostListener(a, hostPort, backlog)
 	if errors.Is(err, unix.EADDRINUSE) && !newGroup {
@@ -144,6 +144,28 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	return err
 }
 
+// leaveListen leaves a listen() on the container socket a to the kernel,
+// noting it in the socket's record first: a connect() on a listening
+// socket must not be swapped (the kernel refuses it; a swap would drop the
+// listener).
+func (s *session) leaveListen(n seccomp.Notif, a appSocket, r Reason) error {
+	if a.recorded && s.b.cfg.Recorder != nil {
+		if err := s.b.cfg.Recorder.MarkListened(a.fd); err != nil && s.debug {
+			s.log.Debug("broker: marking a listening socket failed", "err", err)
+		}
+	}
+	return s.fallback("listen", n, r)
+}
+
+// sockaddrOf builds a sockaddr of family for an IPv4 address: an IPv6
+// socket gets the v4-mapped form (the underlay is IPv4).
+func sockaddrOf(family int, a netip.Addr, port uint16) unix.Sockaddr {
+	if family == unix.AF_INET6 {
+		return &unix.SockaddrInet6{Port: int(port), Addr: a.As16()}
+	}
+	return &unix.SockaddrInet4{Port: int(port), Addr: a.As4()}
+}
+
 // hostListener creates the host listener for the application socket a.
 func (s *session) hostListener(a appSocket, port uint16, backlog int) (int, error) {
 	flags := unix.SOCK_STREAM | unix.SOCK_CLOEXEC
@@ -206,27 +228,21 @@ func (b *Broker) withdraw(vips []netip.AddrPort) {
 }
 
 // reapListeners withdraws listeners whose host sockets are all closed (the
-// application closed them or exited), and forgets closed client
-// connections. One sock_diag dump per family.
+// application closed them or exited). One sock_diag dump per family.
 func (b *Broker) reapListeners(ctx context.Context) {
 	b.mu.Lock()
-	idle := len(b.byPort) == 0 && len(b.conns) == 0
+	idle := len(b.byPort) == 0
 	b.mu.Unlock()
 	if idle {
 		return
 	}
-	open, live, err := hostTCPSockets()
+	open, _, err := hostTCPSockets()
 	if err != nil {
 		b.cfg.Log.Debug("broker: sock_diag failed", "err", err)
 		return // unknown: withdraw nothing
 	}
 	var gone []*listenerGroup
 	b.mu.Lock()
-	for k := range b.conns {
-		if !live[k] {
-			delete(b.conns, k)
-		}
-	}
 	for port, g := range b.byPort {
 		if !open[port] && time.Since(g.created) > b.cfg.ReapInterval {
 			gone = append(gone, g)

@@ -22,6 +22,25 @@ type Metrics struct {
 	// stepObs caches Steps' observers by step name: WithLabelValues
 	// hashes the label on every call, seven times per connect.
 	stepObs sync.Map
+	// fallbacks caches Fallbacks' counters by op and reason.
+	fallbacks sync.Map
+
+	// Resolved once: the connect path's own series.
+	swapsConnect  prometheus.Counter
+	setupConnect  prometheus.Observer
+	readsAll      prometheus.Counter
+	readsRecorded prometheus.Counter
+}
+
+// fallback returns the Fallbacks counter of one op and reason.
+func (m *Metrics) fallback(op string, r Reason) prometheus.Counter {
+	k := op + "/" + string(r)
+	if c, ok := m.fallbacks.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.Fallbacks.WithLabelValues(op, string(r))
+	m.fallbacks.Store(k, c)
+	return c
 }
 
 // step returns the Steps observer of one step.
@@ -36,9 +55,11 @@ func (m *Metrics) step(name string) prometheus.Observer {
 
 // NewMetrics builds the collectors (not registered).
 func NewMetrics() *Metrics {
-	// Handler times are tens of microseconds; buckets from 5 us to 10 ms.
-	buckets := prometheus.ExponentialBuckets(5e-6, 2, 12)
-	return &Metrics{
+	// Handler times are microseconds to tens of microseconds: buckets
+	// from 2 us, 25% apart up to 100 us (where the goals for p50 and p99
+	// lie), then doubling up to about 13 ms.
+	buckets := append(prometheus.ExponentialBucketsRange(2e-6, 100e-6, 19), prometheus.ExponentialBuckets(200e-6, 2, 7)...)
+	m := &Metrics{
 		Swaps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "slim_broker_swaps_total", Help: "Sockets swapped onto the fast path, by syscall.",
 		}, []string{"op"}),
@@ -61,6 +82,11 @@ func NewMetrics() *Metrics {
 			Name: "slim_broker_option_reads_total", Help: "Application sockets fetched, by how their options were read: recorded or all.",
 		}, []string{"how"}),
 	}
+	m.swapsConnect = m.Swaps.WithLabelValues("connect")
+	m.setupConnect = m.Setup.WithLabelValues("connect")
+	m.readsAll = m.OptionReads.WithLabelValues("all")
+	m.readsRecorded = m.OptionReads.WithLabelValues("recorded")
+	return m
 }
 
 // Collectors lists the collectors for registration.

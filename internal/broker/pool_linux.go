@@ -6,49 +6,55 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// poolSize is how many client host sockets per family wait ready-made:
+// poolSize is how many client host sockets of each kind wait ready-made:
 // enough for a burst of connects between refills, few enough that the fds
 // do not matter.
 const poolSize = 32
 
-// socketPool keeps client host sockets prepared ahead of need (socket()
-// and SO_REUSEADDR done), so a connect handler saves those system calls on
-// its critical path. Sockets are made in slimd's own cgroup and network
-// namespace, like every host socket. The handlers refill it after they
-// answered, on their own thread: a refilling goroutine would cost a
-// cross-thread wake-up per connection.
+// socketPool keeps client host sockets made ahead of need, by family and
+// by O_NONBLOCK (the flag belongs to the file that ADDFD installs, so a
+// socket must be made the way the application made its own). Nothing else
+// is prepared: the connect program on slimd's cgroup sets SO_REUSEADDR and
+// binds. Sockets are made in slimd's own cgroup and network namespace,
+// like every host socket. The handlers refill it after they answered, on
+// their own thread: a refilling goroutine would cost a cross-thread
+// wake-up per connection.
 type socketPool struct {
 	mu     sync.Mutex
-	ready  [2][]int // by poolFamilies' index
+	ready  [4][]int // by poolIndex
 	closed bool
 }
 
-var poolFamilies = [2]int{unix.AF_INET, unix.AF_INET6}
-
 func newSocketPool() *socketPool { return &socketPool{} }
 
-func poolIndex(family int) int {
+// poolKinds are the kinds of pooled socket, in poolIndex order.
+var poolKinds = [4]struct {
+	family   int
+	nonblock bool
+}{{unix.AF_INET, false}, {unix.AF_INET, true}, {unix.AF_INET6, false}, {unix.AF_INET6, true}}
+
+func poolIndex(family int, nonblock bool) int {
+	i := 0
 	if family == unix.AF_INET6 {
-		return 1
+		i = 2
 	}
-	return 0
+	if nonblock {
+		i++
+	}
+	return i
 }
 
-func newClientSocket(family int) (int, error) {
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
-	if err != nil {
-		return -1, err
+func newClientSocket(family int, nonblock bool) (int, error) {
+	flags := unix.SOCK_STREAM | unix.SOCK_CLOEXEC
+	if nonblock {
+		flags |= unix.SOCK_NONBLOCK
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
+	return unix.Socket(family, flags, unix.IPPROTO_TCP)
 }
 
 // get returns a prepared socket, or makes one if the pool is empty.
-func (p *socketPool) get(family int) (int, error) {
-	i := poolIndex(family)
+func (p *socketPool) get(family int, nonblock bool) (int, error) {
+	i := poolIndex(family, nonblock)
 	p.mu.Lock()
 	if q := p.ready[i]; len(q) > 0 {
 		fd := q[len(q)-1]
@@ -57,34 +63,34 @@ func (p *socketPool) get(family int) (int, error) {
 		return fd, nil
 	}
 	p.mu.Unlock()
-	return newClientSocket(family)
+	return newClientSocket(family, nonblock)
 }
 
-// refill tops the pool up. Out of fds or memory, it stops: handlers then
+// refill tops up the kind of socket that was just taken (the others wait
+// until they are used). Out of fds or memory, it stops: handlers then
 // make their own sockets.
-func (p *socketPool) refill() {
-	for i, fam := range poolFamilies {
-		for {
-			p.mu.Lock()
-			full := p.closed || len(p.ready[i]) >= poolSize
-			p.mu.Unlock()
-			if full {
-				break
-			}
-			fd, err := newClientSocket(fam)
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.closed || len(p.ready[i]) >= poolSize {
-				// Closed, or filled by another handler meanwhile.
-				p.mu.Unlock()
-				unix.Close(fd)
-				break
-			}
-			p.ready[i] = append(p.ready[i], fd)
-			p.mu.Unlock()
+func (p *socketPool) refill(family int, nonblock bool) {
+	i := poolIndex(family, nonblock)
+	for {
+		p.mu.Lock()
+		full := p.closed || len(p.ready[i]) >= poolSize
+		p.mu.Unlock()
+		if full {
+			return
 		}
+		fd, err := newClientSocket(family, nonblock)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.closed || len(p.ready[i]) >= poolSize {
+			// Closed, or filled by another handler meanwhile.
+			p.mu.Unlock()
+			unix.Close(fd)
+			return
+		}
+		p.ready[i] = append(p.ready[i], fd)
+		p.mu.Unlock()
 	}
 }
 

@@ -30,10 +30,21 @@ type Publisher interface {
 	Withdraw(ctx context.Context, vip netip.Addr, port uint16) error
 }
 
-// Tagger records the virtual addresses of a host socket for the BPF
+// Tagger records the virtual addresses of a host listener for the BPF
 // programs that rewrite getsockname/getpeername.
 type Tagger interface {
 	SetSocket(fd int, local, peer netip.AddrPort) error
+}
+
+// Permits is the BPF side of a swapped connect (*bpf.Programs): the
+// permit that lets the application's own connect() on a host socket
+// through, once, to the approved destination, and the port blocks' use.
+type Permits interface {
+	ArmConn(fd int, c bpf.Conn) error
+	ConnState(fd int) (bpf.ConnState, error)
+	// PortsInUse is how many live client host sockets are bound to ports
+	// of the local block starting at start.
+	PortsInUse(start uint16) uint32
 }
 
 // Recorder is BPF programs in the containers' cgroups that note what an
@@ -46,6 +57,9 @@ type Recorder interface {
 	// AppSocket returns the record of a socket, if there is a complete
 	// one.
 	AppSocket(fd int) (bpf.AppSocket, bool, error)
+	// MarkListened notes in a socket's record that its listen() was
+	// left to the kernel.
+	MarkListened(fd int) error
 }
 
 // Resolver finds the container behind a network namespace (by inode).

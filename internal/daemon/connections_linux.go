@@ -71,6 +71,13 @@ func (f *fastPath) connections() ([]api.Connection, error) {
 		l, ok := lst[lk{host, !v6}]
 		return l, ok
 	}
+	var since map[bpf.ConnKey]time.Time
+	if f.d.bpf != nil {
+		var err error
+		if since, err = f.d.bpf.ConnsSince(); err != nil {
+			f.d.log.Debug("connections: no connect times", "err", err)
+		}
+	}
 	var out []api.Connection
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		socks, err := netlink.SocketDiagTCP(fam)
@@ -93,7 +100,7 @@ func (f *fastPath) connections() ([]api.Connection, error) {
 				if l, ok := listener(k.Remote, b.v6); ok {
 					c.VirtualRemote = netip.AddrPortFrom(l.VIP, l.Port)
 				}
-				c.Since = f.d.broker.Since(k)
+				c.Since = since[bpf.ConnKey(k)]
 			} else if l, ok := listener(k.Local, fromBlock && peer.v6); ok {
 				c.Role, c.Container = "server", l.ContainerID
 				c.VirtualLocal = netip.AddrPortFrom(l.VIP, l.Port)

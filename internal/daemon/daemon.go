@@ -256,6 +256,15 @@ func (d *Daemon) tagger() broker.Tagger {
 	return d.bpf
 }
 
+// permits is the BPF programs as the broker's Permits, or nil without
+// them.
+func (d *Daemon) permits() broker.Permits {
+	if d.bpf == nil {
+		return nil
+	}
+	return d.bpf
+}
+
 // recorder is the BPF programs as the broker's Recorder, or nil without
 // them.
 func (d *Daemon) recorder() broker.Recorder {
@@ -317,6 +326,7 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 		Ports:     d.fp,
 		Publisher: d.fp,
 		Tagger:    d.tagger(),
+		Permits:   d.permits(),
 		Recorder:  d.recorder(),
 		Keeper:    d.keeper,
 		Journal:   d.journal,

@@ -28,20 +28,35 @@ func ReadMem(tid int, addr uint64, n int) ([]byte, error) {
 		return nil, fmt.Errorf("read %d bytes from thread %d: size out of range 1..%d", n, tid, MaxReadMem)
 	}
 	buf := make([]byte, n)
-	local := []unix.Iovec{{Base: &buf[0]}}
-	local[0].SetLen(n)
-	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: n}}
-	got, err := unix.ProcessVMReadv(tid, local, remote, 0)
-	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return nil, fmt.Errorf("read thread %d at %#x: %w (%w)", tid, addr, ErrGone, err)
-		}
-		return nil, fmt.Errorf("read thread %d at %#x: %w", tid, addr, err)
-	}
-	if got != n {
-		return nil, fmt.Errorf("read thread %d at %#x: %d of %d bytes: %w", tid, addr, got, n, io.ErrUnexpectedEOF)
+	if err := ReadMemInto(tid, addr, buf); err != nil {
+		return nil, err
 	}
 	return buf, nil
+}
+
+// ReadMemInto is ReadMem into buf (1..MaxReadMem bytes): the connect path
+// reads every sockaddr into one buffer instead of allocating.
+func ReadMemInto(tid int, addr uint64, buf []byte) error {
+	n := len(buf)
+	if n <= 0 || n > MaxReadMem {
+		return fmt.Errorf("read %d bytes from thread %d: size out of range 1..%d", n, tid, MaxReadMem)
+	}
+	local := unix.Iovec{Base: &buf[0]}
+	local.SetLen(n)
+	remote := unix.RemoteIovec{Base: uintptr(addr), Len: n}
+	// The raw call: unix.ProcessVMReadv takes slices, which escape.
+	got, _, e := unix.Syscall6(unix.SYS_PROCESS_VM_READV, uintptr(tid), uintptr(unsafe.Pointer(&local)), 1,
+		uintptr(unsafe.Pointer(&remote)), 1, 0)
+	if e != 0 {
+		if e == unix.ESRCH {
+			return fmt.Errorf("read thread %d at %#x: %w (%w)", tid, addr, ErrGone, e)
+		}
+		return fmt.Errorf("read thread %d at %#x: %w", tid, addr, e)
+	}
+	if int(got) != n {
+		return fmt.Errorf("read thread %d at %#x: %d of %d bytes: %w", tid, addr, got, n, io.ErrUnexpectedEOF)
+	}
+	return nil
 }
 
 // PidFD opens a pidfd for thread tid (pidfd_open with PIDFD_THREAD, Linux
