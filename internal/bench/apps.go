@@ -103,9 +103,9 @@ func (c Config) appSettings() AppSettings {
 
 // apps is the state of the application tests during a run.
 type apps struct {
-	// dir is a temporary directory for the servers' files: nginx's
-	// configuration and page, PostgreSQL's data directories, Redis's
-	// working directory. Removed at the end.
+	// dir is the benchmark's temporary directory (runner.tempDir), for
+	// the servers' files: nginx's configuration and page, PostgreSQL's
+	// data directories, Redis's working directory.
 	dir string
 	// pgBin holds initdb and postgres.
 	pgBin string
@@ -113,11 +113,12 @@ type apps struct {
 	redisRequests int
 }
 
-// checkTools finds the applications' tools before anything is built.
-// A missing tool is an error when the test was asked for by name
-// (Config.Tests); otherwise the test is left out with a warning.
-func (r *runner) checkTools() error {
-	var errs []error
+// checkTools finds the applications' tools, and builds crr1's client,
+// before anything else is built. A missing tool is an error when the test
+// was asked for by name (Config.Tests); otherwise the test is left out
+// with a warning.
+func (r *runner) checkTools(ctx context.Context) error {
+	errs := []error{r.checkCRR1(ctx)}
 	for _, test := range slices.Clone(r.tests) {
 		if !isAppTest(test) {
 			continue
@@ -187,8 +188,8 @@ func appTestsIn(tests []string) []string {
 	return a
 }
 
-// dropApp leaves test out of the rest of the run: its setup failed.
-func (r *runner) dropApp(test string, err error) {
+// dropTest leaves test out of the rest of the run: its setup failed.
+func (r *runner) dropTest(test string, err error) {
 	if !slices.Contains(r.tests, test) {
 		return
 	}
@@ -207,20 +208,16 @@ func (r *runner) setupApps(ctx context.Context) error {
 	if len(tests) == 0 {
 		return nil
 	}
-	dir, err := os.MkdirTemp("", "slim-bench-")
+	dir, err := r.tempDir()
 	if err != nil {
 		return err
 	}
 	r.apps = &apps{dir: dir}
-	// The postgres user must reach its data directories.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return err
-	}
 	has := func(t string) bool { return slices.Contains(r.tests, t) }
 	nginx := has(TestNginx) || has(TestNginxClose)
 	dropNginx := func(err error) {
-		r.dropApp(TestNginx, err)
-		r.dropApp(TestNginxClose, err)
+		r.dropTest(TestNginx, err)
+		r.dropTest(TestNginxClose, err)
 	}
 	if nginx {
 		if err := r.writeNginxFiles(); err != nil {
@@ -230,7 +227,7 @@ func (r *runner) setupApps(ctx context.Context) error {
 	}
 	if has(TestPgbench) {
 		if err := r.initdb(ctx); err != nil {
-			r.dropApp(TestPgbench, err)
+			r.dropTest(TestPgbench, err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -300,7 +297,7 @@ func (r *runner) setupApps(ctx context.Context) error {
 		if s.test == TestNginx {
 			dropNginx(err)
 		} else {
-			r.dropApp(s.test, err)
+			r.dropTest(s.test, err)
 		}
 	}
 	if has(TestRedis) && r.apps.redisRequests == 0 {
@@ -630,11 +627,27 @@ func (r *runner) redis(ctx context.Context, e *env) ([]value, error) {
 	return append(vals, perOp(FigRedisCPU, cpu, float64(2*n))), nil
 }
 
-// removeApps removes the applications' directory; the servers must be
+// tempDir is the benchmark's temporary directory, made on first use.
+// Others may read it: the postgres user must reach its data directories.
+func (r *runner) tempDir() (string, error) {
+	if r.dir != "" {
+		return r.dir, nil
+	}
+	dir, err := os.MkdirTemp("", "slim-bench-")
+	if err != nil {
+		return "", err
+	}
+	r.dir = dir
+	return dir, os.Chmod(dir, 0o755)
+}
+
+// removeDir removes the temporary directory; the servers must be
 // stopped.
-func (r *runner) removeApps() error {
-	if r.apps == nil || r.apps.dir == "" {
+func (r *runner) removeDir() error {
+	if r.dir == "" {
 		return nil
 	}
-	return os.RemoveAll(r.apps.dir)
+	err := os.RemoveAll(r.dir)
+	r.dir = ""
+	return err
 }

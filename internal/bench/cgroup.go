@@ -39,11 +39,13 @@ func ParseCgroupCPUStat(r io.Reader) (time.Duration, error) {
 
 // sides are the cgroups of one mode's two sides: the client's and the
 // server's (a lab host's exec cgroup in host mode, the containers' in the
-// others), and the slimds of both hosts. The lab enables no controllers,
-// but cpu.stat's usage_usec exists in every cgroup v2 cgroup.
+// others), and the slimds of both hosts; clientSlimd is the client host's
+// alone (its broker handles the client's connects). The lab enables no
+// controllers, but cpu.stat's usage_usec exists in every cgroup v2 cgroup.
 type sides struct {
 	client, server string
 	slimd          []string
+	clientSlimd    string
 }
 
 // sidesOf returns the cgroups of a mode whose client and server are lab
@@ -61,28 +63,33 @@ func sidesOf(client, server string) (sides, error) {
 		return lab.ContainerCgroup(root, host, target)
 	}
 	return sides{
-		client: cg(clientHost, client),
-		server: cg(serverHost, server),
-		slimd:  []string{lab.SlimdCgroup(root, serverHost), lab.SlimdCgroup(root, clientHost)},
+		client:      cg(clientHost, client),
+		server:      cg(serverHost, server),
+		slimd:       []string{lab.SlimdCgroup(root, serverHost), lab.SlimdCgroup(root, clientHost)},
+		clientSlimd: lab.SlimdCgroup(root, clientHost),
 	}, nil
 }
 
-// sideCPU is CPU time per side.
-type sideCPU struct{ client, server, slimd time.Duration }
+// sideCPU is CPU time per side; clientSlimd is part of slimd.
+type sideCPU struct{ client, server, slimd, clientSlimd time.Duration }
 
 // read returns the sides' CPU time so far.
 func (s sides) read() (sideCPU, error) {
 	var c sideCPU
-	var errs [3]error
+	var errs [4]error
 	c.client, errs[0] = cgroupsCPU([]string{s.client})
 	c.server, errs[1] = cgroupsCPU([]string{s.server})
 	c.slimd, errs[2] = cgroupsCPU(s.slimd)
+	if s.clientSlimd != "" {
+		c.clientSlimd, errs[3] = cgroupsCPU([]string{s.clientSlimd})
+	}
 	return c, errors.Join(errs[:]...)
 }
 
 // since is the CPU time each side used since start.
 func (c sideCPU) since(start sideCPU) sideCPU {
-	return sideCPU{client: c.client - start.client, server: c.server - start.server, slimd: c.slimd - start.slimd}
+	return sideCPU{client: c.client - start.client, server: c.server - start.server, slimd: c.slimd - start.slimd,
+		clientSlimd: c.clientSlimd - start.clientSlimd}
 }
 
 // cgroupsCPU sums the CPU time of the cgroups.

@@ -10,15 +10,20 @@
 //	slim     container to container on the fast path: connections to a
 //	         virtual IP with a listener are swapped onto host sockets.
 //
-// Nine tests, each run in every mode, the modes interleaved within each run
+// Ten tests, each run in every mode, the modes interleaved within each run
 // (run 1: host, overlay, slim; run 2: ...) so that all of them see the same
-// machine state. Four network tests:
+// machine state. Five network tests:
 //
 //	tcp1, tcp4  iperf3 bulk TCP throughput, 1 and 4 streams;
 //	rr          request/response ping-pong on one connection
 //	            (slimprobe rr): latency p50/p99 and transactions per second;
 //	crr         connect, 1-byte request, 1-byte response, close
-//	            (slimprobe crr): connections per second and connect latency.
+//	            (slimprobe crr): connections per second and connect latency;
+//	crr1        the same from a C client (crr1.c, compiled at run time),
+//	            one connection at a time, the client closing first, as
+//	            netperf's TCP_CRR: connections per second, connect-to-close
+//	            latency, and in slim mode the broker's connect handler time
+//	            (the client host's slimd metrics).
 //
 // and five application tests, as in the Slim paper (see apps.go): memcached
 // (slimprobe's memcached load generator), nginx with wrk, keep-alive and
@@ -45,6 +50,7 @@
 //
 // What the package leaves to others: building the lab (package lab) and
 // the binaries; iperf3, memcached, nginx, wrk, PostgreSQL and Redis are
-// Debian's (scripts/deps.sh installs them) and slimprobe is test/slimprobe,
-// built with CGO_ENABLED=0.
+// Debian's (scripts/deps.sh installs them), so is the C compiler crr1
+// needs (gcc, libc6-dev), and slimprobe is test/slimprobe, built with
+// CGO_ENABLED=0.
 package bench

@@ -96,6 +96,19 @@ func TestBenchOnLab(t *testing.T) {
 		t.Logf("application tests left out: %v not installed", missing)
 		cfg.NoApps = true
 	}
+	// crr1 needs a C compiler; the benchmark leaves it out without one.
+	crr1 := false
+	for _, cc := range []string{"cc", "gcc", "clang"} {
+		if _, err := exec.LookPath(cc); err == nil {
+			crr1 = true
+		}
+	}
+	if !crr1 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no C compiler under CI (scripts/deps.sh installs gcc and libc6-dev)")
+		}
+		t.Log("crr1 left out: no C compiler")
+	}
 
 	t.Run("quick", func(t *testing.T) {
 		rep, err := bench.Run(t.Context(), cfg)
@@ -106,12 +119,27 @@ func TestBenchOnLab(t *testing.T) {
 		// Every test's whole-machine CPU figure has three per-side ones.
 		wantFigs, wantGoals := 12+4*3, 9
 		if apps {
-			wantFigs, wantGoals = 32+9*3, 33
+			wantFigs, wantGoals = wantFigs+20+5*3, wantGoals+24
+		}
+		if crr1 {
+			// 7 figures (one CPU figure), 5 goals.
+			wantFigs, wantGoals = wantFigs+7+3, wantGoals+5
 		}
 		if len(rep.Figures) != wantFigs {
 			t.Fatalf("%d figures, want %d", len(rep.Figures), wantFigs)
 		}
+		byID := map[string]bench.Figure{}
 		for _, f := range rep.Figures {
+			byID[f.ID] = f
+		}
+		if crr1 {
+			checkCRR1(t, rep, byID)
+		}
+		for _, f := range rep.Figures {
+			switch f.ID {
+			case bench.FigCRR1HandlerP50, bench.FigCRR1HandlerP99, bench.FigCRR1SlimdCPU:
+				continue // checkCRR1
+			}
 			if f.Group == bench.GroupCPUSides && (strings.HasSuffix(f.ID, ".slimd") ||
 				f.ID == bench.FigCRRSlimdCPU || f.ID == bench.FigNginxCloseSlimd) {
 				// Only slim's connections involve slimd: the others
@@ -121,7 +149,7 @@ func TestBenchOnLab(t *testing.T) {
 						t.Errorf("%s %s: %+v", f.ID, m, s)
 					}
 				}
-				if f.Test == bench.TestCRR || f.Test == bench.TestNginxClose {
+				if f.Test == bench.TestCRR || f.Test == bench.TestCRR1 || f.Test == bench.TestNginxClose {
 					if s := f.Results[bench.ModeSlim]; s.Median <= 0 {
 						t.Errorf("%s slim: slimd did no work for new connections: %+v", f.ID, s)
 					}
@@ -174,6 +202,53 @@ func TestBenchOnLab(t *testing.T) {
 		}
 		assertClean(t, l.Config)
 	})
+}
+
+// checkCRR1 checks crr1's figures beyond what every figure must have: the
+// broker's handler times exist in slim mode only, slimd works for slim's
+// connections, and the percentiles are in order.
+func checkCRR1(t *testing.T, rep *bench.Report, byID map[string]bench.Figure) {
+	t.Helper()
+	if s := rep.Settings.CRR1; s == nil || !s.TWReuse || s.Compiler == "" {
+		t.Errorf("crr1 settings %+v", s)
+	}
+	for _, id := range []string{bench.FigCRR1HandlerP50, bench.FigCRR1HandlerP99} {
+		f := byID[id]
+		if s := f.Results[bench.ModeSlim]; s.Runs != 1 || s.Median <= 0 || s.Median > 1e6 {
+			t.Errorf("%s slim: %+v", id, s)
+		}
+		for _, m := range []string{bench.ModeHost, bench.ModeOverlay} {
+			if s := f.Results[m]; s.Runs != 0 {
+				t.Errorf("%s %s: %+v: the broker handles slim's connects only", id, m, s)
+			}
+		}
+		if f.Goal == nil || !f.Goal.Evaluated || f.Goal.Base != "" {
+			t.Errorf("%s: goal %+v", id, f.Goal)
+		}
+	}
+	slimd := byID[bench.FigCRR1SlimdCPU]
+	for _, m := range bench.Modes {
+		// Host's and overlay's connections do not involve slimd: its
+		// background work, which may be none.
+		if s := slimd.Results[m]; s.Runs != 1 || s.Median < 0 {
+			t.Errorf("%s %s: %+v", slimd.ID, m, s)
+		}
+	}
+	if s := slimd.Results[bench.ModeSlim]; s.Median <= 0 {
+		t.Errorf("%s slim: slimd did no work for new connections: %+v", slimd.ID, s)
+	}
+	for _, p := range [][2]string{{bench.FigCRR1P50, bench.FigCRR1P99}, {bench.FigCRR1HandlerP50, bench.FigCRR1HandlerP99}} {
+		for _, m := range bench.Modes {
+			if p50, p99 := byID[p[0]].Results[m], byID[p[1]].Results[m]; p99.Median < p50.Median {
+				t.Errorf("%s: %s p99 %v below p50 %v", m, p[0], p99.Median, p50.Median)
+			}
+		}
+	}
+	for _, w := range rep.Warnings {
+		if strings.Contains(w, "crr1") && !strings.Contains(w, "linked dynamically") {
+			t.Errorf("warning: %s", w)
+		}
+	}
 }
 
 // cancelOn cancels when a line containing substr is written.

@@ -55,6 +55,16 @@ func sampleReport() *Report {
 	add(FigCRRRate, []float64{9379, 9500, 9100}, []float64{9751, 9600, 9900}, []float64{3197, 3300, 3000})
 	add(FigCRRConnectP50, []float64{20.3, 21, 19.5}, []float64{33.6, 34, 33}, []float64{897, 850, 920})
 	add(FigCRRConnectP99, []float64{622}, []float64{720}, []float64{3677})
+	add(FigCRR1Rate, []float64{5200, 5100, 5350}, []float64{4300, 4100, 4400}, []float64{3500, 3450, 3600})
+	add(FigCRR1P50, []float64{150, 148, 160}, []float64{190, 185, 200}, []float64{240, 236, 251})
+	add(FigCRR1P99, []float64{410, 400, 450}, []float64{520, 500, 530}, []float64{650, 600, 700})
+	add(FigCRR1CPU, []float64{330, 320, 340}, []float64{400, 390, 420}, []float64{520, 510, 540})
+	add(FigCRR1SlimdCPU, []float64{3, 2.5, 3.5}, []float64{3.2, 3, 3.3}, []float64{40, 38, 43})
+	add(sideFigureID(FigCRR1CPU, sideClient), []float64{150, 148, 155}, []float64{170, 165, 175}, []float64{190, 185, 200})
+	add(sideFigureID(FigCRR1CPU, sideServer), []float64{120, 118, 125}, []float64{140, 135, 150}, []float64{160, 150, 170})
+	add(sideFigureID(FigCRR1CPU, sideSlimd), []float64{6, 5, 7}, []float64{6.5, 6, 7}, []float64{45, 43, 48})
+	add(FigCRR1HandlerP50, nil, nil, []float64{12.5, 12.1, 13.4})
+	add(FigCRR1HandlerP99, nil, nil, []float64{140, 120, 180})
 	add(FigTCP1CPU, []float64{0.171, 0.18, 0.165}, []float64{0.42, 0.45, 0.41}, []float64{0.174, 0.17, 0.18})
 	add(FigTCP4CPU, []float64{0.16, 0.15, 0.17}, []float64{0.39, 0.4, 0.38}, []float64{0.162, 0.158, 0.17})
 	add(FigRRCPU, []float64{58, 57, 60}, []float64{83, 80, 85}, []float64{61, 62})
@@ -93,6 +103,7 @@ func sampleReport() *Report {
 		Seconds: 431.5,
 		Machine: Machine{Kernel: "6.18.44-fc-v782", CPUModel: "AMD EPYC", CPUs: 2, Hosts: 2},
 		Settings: Settings{Runs: 3, TCPSeconds: 8, RRSeconds: 5, RRSize: 1, CRRSeconds: 5, CRRWorkers: 4, Tests: Tests,
+			CRR1: &CRR1Settings{Seconds: 5, Compiler: "cc (Debian 12.2.0-14+deb12u1) 12.2.0", Static: true, TWReuse: true},
 			Apps: &AppSettings{Seconds: 3, MemcachedConns: 2, MemcachedKeys: 1000, MemcachedValueSize: 64, MemcachedRatio: "1:10",
 				WrkThreads: 2, WrkConns: 32, PgbenchClients: 4, PgbenchThreads: 2, PgbenchScale: 1, RedisClients: 50, RedisRequests: 66000}},
 		Modes:   Modes,
@@ -170,6 +181,12 @@ func TestFiguresAndGoals(t *testing.T) {
 		{FigCRRRate, false, true, true}, // 3197/9751 = 0.33
 		{FigTCP1CPU, true, true, true},  // 0.174/0.171 = 1.018
 		{FigCRRCPU, false, true, true},
+		{FigCRR1Rate, false, true, true},       // 3500/4300 = 0.81
+		{FigCRR1P50, false, true, true},        // 240/190 = 1.26
+		{FigCRR1P99, false, false, false},      //
+		{FigCRR1SlimdCPU, false, true, true},   // 40 µs
+		{FigCRR1HandlerP50, true, true, true},  // 12.5 µs
+		{FigCRR1HandlerP99, false, true, true}, // 140 µs
 	} {
 		f := byID[tc.id]
 		if (f.Goal != nil) != tc.hasGoal {
@@ -186,11 +203,21 @@ func TestFiguresAndGoals(t *testing.T) {
 	if got := byID[FigRRP50].Results[ModeSlim]; got.Runs != 2 || got.Median != 22.35 {
 		t.Errorf("slim rr p50 summary %+v", got)
 	}
-	// 9 on the core figures, 24 on the applications' (4 of them second
-	// goals: memcached's and redis's rates against overlay, nginx's
-	// connection-per-request rate against overlay's).
-	if r.Goals.Total != 33 || r.Goals.Evaluated != 33 || r.Goals.Met != 23 {
+	// 14 on the core figures (5 of them crr1's), 24 on the
+	// applications' (4 of them second goals: memcached's and redis's rates
+	// against overlay, nginx's connection-per-request rate against
+	// overlay's).
+	if r.Goals.Total != 38 || r.Goals.Evaluated != 38 || r.Goals.Met != 24 {
 		t.Errorf("goals %+v", r.Goals)
+	}
+	// A bound on slim's value, not a ratio: the handler exists only in
+	// slim mode.
+	hp := byID[FigCRR1HandlerP50]
+	if g := hp.Goal; g.Base != "" || g.Value != 12.5 || g.Unit != "µs" || g.Text != "slim <= 15 µs" || len(hp.Ratios) != 0 {
+		t.Errorf("handler p50: goal %+v, ratios %v", g, hp.Ratios)
+	}
+	if g := byID[FigCRR1SlimdCPU].Goal; g.Text != "slim <= 15 CPU µs/op" || g.Value != 40 {
+		t.Errorf("slimd CPU goal %+v", g)
 	}
 	mc := byID[FigMemcachedRate]
 	if mc.Goal == nil || len(mc.MoreGoals) != 1 || mc.MoreGoals[0].Base != ModeOverlay || !mc.MoreGoals[0].Met {
@@ -217,6 +244,11 @@ func TestGoalBounds(t *testing.T) {
 		{"at most, exactly", goalLatency, 105, true, true},
 		{"at most, above", goalLatency, 105.1, false, true},
 		{"no value", goalLatency, -1, false, false},
+		// Bounds on slim's own value: 100 is host's.
+		{"absolute at most, exactly", &goal{mode: ModeSlim, atMost: 15}, 15, true, true},
+		{"absolute at most, above", &goal{mode: ModeSlim, atMost: 15}, 15.01, false, true},
+		{"absolute at least, below", &goal{mode: ModeSlim, atLeast: 20}, 19, false, true},
+		{"absolute, no value", &goal{mode: ModeSlim, atMost: 15}, -1, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := Figure{Results: map[string]Summary{ModeHost: Summarize(one(100)), ModeOverlay: Summarize(one(100))}}
@@ -280,7 +312,7 @@ func TestSideFigures(t *testing.T) {
 			t.Errorf("figure ID %s twice", d.id)
 		}
 		seen[d.id] = true
-		if isCPUUnit(d.unit) && d.group != GroupCPUSides {
+		if isCPUUnit(d.unit) && d.group != GroupCPUSides && !shareFigures[d.id] {
 			cpuFigs++
 		}
 		if d.group == GroupCPUSides && (len(d.goals) > 0 || d.better != lower) {
@@ -288,6 +320,14 @@ func TestSideFigures(t *testing.T) {
 		}
 	}
 	for _, d := range figureDefs {
+		if shareFigures[d.id] {
+			for _, s := range []string{sideClient, sideServer, sideSlimd} {
+				if seen[sideFigureID(d.id, s)] {
+					t.Errorf("%s, a side's share, has a %s side", d.id, s)
+				}
+			}
+			continue
+		}
 		if isCPUUnit(d.unit) && d.group != GroupCPUSides {
 			for _, s := range []string{sideClient, sideServer, sideSlimd} {
 				if !seen[sideFigureID(d.id, s)] {
@@ -296,8 +336,8 @@ func TestSideFigures(t *testing.T) {
 			}
 		}
 	}
-	if cpuFigs != 9 {
-		t.Errorf("%d whole-machine CPU figures, want one per test (9)", cpuFigs)
+	if cpuFigs != 10 {
+		t.Errorf("%d whole-machine CPU figures, want one per test (10)", cpuFigs)
 	}
 }
 

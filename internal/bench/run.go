@@ -27,14 +27,16 @@ const (
 	QuickRuns         = 3
 	DefaultRRSize     = 1 // as netperf's TCP_RR
 	DefaultCRRWorkers = 4 // two per core: the broker's work overlaps
-	// Full run: 15 mode-runs of the core tests (~27 s each) and of the
-	// applications (~16 s): about 11 minutes on 2 cores.
+	// Full run: 15 mode-runs of the core tests (~32 s each, crr1 taking
+	// crr's duration) and of the applications (~16 s): about 12 minutes
+	// on 2 cores.
 	DefaultTCPTime = 8 * time.Second
 	DefaultRRTime  = 5 * time.Second
 	DefaultCRRTime = 5 * time.Second
 	DefaultAppTime = 3 * time.Second
-	// --quick: 9 mode-runs of ~7 s and of ~5.5 s, about 2 minutes with
-	// the lab's and the servers' setup (measured: 1m56s).
+	// --quick: 9 mode-runs of ~8 s and of ~5.5 s, a little over 2
+	// minutes with the lab's and the servers' setup (measured before crr1
+	// was added: 1m56s).
 	QuickTCPTime = 2 * time.Second
 	QuickRRTime  = time.Second
 	QuickCRRTime = time.Second
@@ -89,7 +91,8 @@ type Config struct {
 	Quick bool
 	// TCPTime is each iperf3 test's duration (whole seconds, at least 1).
 	TCPTime time.Duration
-	// RRTime and CRRTime are the rr and crr tests' durations.
+	// RRTime and CRRTime are the rr and crr tests' durations (crr1
+	// takes crr's).
 	RRTime, CRRTime time.Duration
 	// RRSize is rr's message size in bytes.
 	RRSize int
@@ -214,7 +217,7 @@ func (c Config) Estimate() time.Duration {
 			per += time.Duration(c.tcpSeconds()) * time.Second
 		case TestRR:
 			per += c.RRTime
-		case TestCRR:
+		case TestCRR, TestCRR1:
 			per += c.CRRTime
 		default:
 			per += time.Duration(c.appSeconds()) * time.Second
@@ -276,6 +279,12 @@ type runner struct {
 	tests []string
 	// apps is the application tests' state; nil without them.
 	apps *apps
+	// dir is a temporary directory for the tests' files (crr1's client,
+	// the applications' configuration and data), made when a test needs
+	// it and removed at the end; see tempDir.
+	dir string
+	// crr1Bin is crr1's compiled client.
+	crr1Bin string
 	// vxlanPID is the process whose /proc/PID/net/dev shows the client
 	// host's namespace: h2's slimd.
 	vxlanPID   int
@@ -314,7 +323,12 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		Settings: cfg.settings(), Machine: machine(), Warnings: []string{},
 		FastPath: FastPath{OverlayBytes: map[string]uint64{}}}
 
-	if err := r.checkTools(); err != nil {
+	defer func() {
+		// After teardown (deferred later, so run earlier): the servers
+		// using the files are gone.
+		err = errors.Join(err, r.removeDir())
+	}()
+	if err := r.checkTools(ctx); err != nil {
 		return nil, err
 	}
 	r.report.Settings.Tests = slices.Clone(r.tests)
@@ -432,15 +446,25 @@ func (r *runner) setup(ctx context.Context) error {
 		}
 	}
 	r.pr.step("containers: overlay %s -> %s, slim %s -> %s", overlayClient, overlayServer, slimClient, slimServer)
+	ports := []int{rrPort, crrPort}
+	crr1 := slices.Contains(r.tests, TestCRR1)
+	if crr1 {
+		ports = append(ports, crr1Port)
+	}
 	for _, e := range r.envs {
 		e.nextPort = iperfBasePort
 		e.servers = append(e.servers,
 			r.start(ctx, e.server, r.cfg.Probe, "rrserve", "-addr", fmt.Sprintf("0.0.0.0:%d", rrPort)),
 			r.start(ctx, e.server, r.cfg.Probe, "crrserve", "-addr", fmt.Sprintf("0.0.0.0:%d", crrPort),
 				"-acceptors", strconv.Itoa(r.cfg.CRRWorkers)))
+		if crr1 {
+			// crr1's client closes first: the server waits for its FIN.
+			e.servers = append(e.servers, r.start(ctx, e.server, r.cfg.Probe, "crrserve", "-addr", fmt.Sprintf("0.0.0.0:%d", crr1Port),
+				"-acceptors", strconv.Itoa(crr1Acceptors), "-wait-eof"))
+		}
 	}
 	for _, e := range r.envs {
-		if err := r.ready(ctx, e, rrPort, crrPort); err != nil {
+		if err := r.ready(ctx, e, ports...); err != nil {
 			return err
 		}
 		// Warm up: caches, neighbour entries, and a check that the
@@ -458,6 +482,9 @@ func (r *runner) setup(ctx context.Context) error {
 		r.report.FastPath.Checked = true
 	}
 	r.pr.step("servers ready: host %s, overlay %s, slim %s", r.envs[0].addr, r.envs[1].addr, r.envs[2].addr)
+	if err := r.setupCRR1(ctx); err != nil {
+		return err
+	}
 	return r.setupApps(ctx)
 }
 
@@ -559,7 +586,7 @@ func (r *runner) measure(ctx context.Context, run int, test string, e *env) {
 	switch test {
 	case TestTCP1, TestTCP4:
 		d = time.Duration(r.cfg.tcpSeconds()) * time.Second
-	case TestCRR:
+	case TestCRR, TestCRR1:
 		d = r.cfg.CRRTime
 	case TestRedis:
 		// redis-benchmark counts requests: slower modes take longer.
@@ -581,6 +608,8 @@ func (r *runner) measure(ctx context.Context, run int, test string, e *env) {
 		vals, err = r.rr(mctx, e)
 	case TestCRR:
 		vals, err = r.crr(mctx, e)
+	case TestCRR1:
+		vals, err = r.crr1(mctx, e)
 	default:
 		vals, err = r.measureApp(mctx, test, e)
 	}
@@ -817,9 +846,6 @@ func (r *runner) teardown(ctx context.Context) error {
 	}
 	wg.Wait()
 	var errs []error
-	if err := r.removeApps(); err != nil {
-		errs = append(errs, err)
-	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 	defer cancel()
 	if !r.cfg.Reuse && !r.cfg.Keep {

@@ -11,6 +11,8 @@
 //	crrserve, crr         connect, 1-byte request, 1-byte response, close
 //	wait                  connect until a server answers (readiness)
 //	memcached             memcached load generator (text protocol)
+//	get                   fetch a URL and print the body (a lab slimd's
+//	                      metrics, from inside its host's namespace)
 //
 // rr, crr and memcached print one JSON object (see rrResult, crrResult and
 // mcResult) that slimctl bench reads.
@@ -25,6 +27,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -53,7 +56,7 @@ type Report struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: slimprobe serve|connect|rrserve|rr|crrserve|crr|wait|memcached [flags]")
+		fmt.Fprintln(os.Stderr, "usage: slimprobe serve|connect|rrserve|rr|crrserve|crr|wait|memcached|get [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -74,6 +77,8 @@ func main() {
 		err = waitFor(os.Args[2:])
 	case "memcached":
 		err = memcached(os.Args[2:])
+	case "get":
+		err = get(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -784,6 +789,32 @@ func waitFor(args []string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// get fetches a URL and copies the body to stdout; a status other than
+// 200 is an error. slimctl bench reads the client host's slimd metrics
+// with it: they are served on loopback inside the lab host's namespace.
+func get(args []string) error {
+	fs := flag.NewFlagSet("get", flag.ExitOnError)
+	url := fs.String("url", "", "URL to fetch")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after")
+	fs.Parse(args)
+	if *url == "" {
+		return fmt.Errorf("get: set -url")
+	}
+	c := &http.Client{Timeout: *timeout}
+	resp, err := c.Get(*url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("get %s: %s", *url, resp.Status)
+	}
+	if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
+		return fmt.Errorf("get %s: %w", *url, err)
+	}
+	return nil
 }
 
 // mcResult is what memcached prints: one JSON object. A contract with

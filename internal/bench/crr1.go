@@ -1,0 +1,352 @@
+package bench
+
+// crr1: connection setup as netperf's TCP_CRR measures it, from a C
+// client, one connection at a time. The client (crr1.c) is compiled at run
+// time with the machine's C compiler, static if it can be, so it is one
+// more kind of binary on the fast path (a libc's connect(), not Go's).
+// Its server is slimprobe crrserve -wait-eof on crr1Port, in every mode's
+// server namespace: it answers the 1-byte request and closes once the
+// client has, so the client closes first and TIME_WAIT stays on the
+// client's side, as in TCP_CRR. With thousands of connections a second
+// from one address to one port, the client's namespaces get
+// net.ipv4.tcp_tw_reuse=1, so that ports in TIME_WAIT are reused instead of
+// connect() failing with EADDRNOTAVAIL; in slim mode the client's sockets
+// are host sockets in the client host's namespace, which is host mode's
+// client namespace, so that one is set as well.
+//
+// In slim mode the run also yields the broker's handler time per connect:
+// the client host's slimd histogram slim_broker_handler_seconds{op=
+// "connect"}, scraped from its metrics endpoint (inside the lab host's
+// namespace, with slimprobe get) before and after the client's run.
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/slimnet/slim/internal/lab"
+)
+
+//go:embed crr1.c
+var crr1Source []byte
+
+// crr1Port is crr1's server, apart from crr's: crr's server closes first.
+const crr1Port = 7203
+
+const (
+	// crr1Acceptors: the server's thread handling one connection waits
+	// for the client's FIN while the client connects again; a second
+	// thread is already blocked in accept for it.
+	crr1Acceptors = 2
+	// crr1Warmup is the warm-up run per mode (also checks that the
+	// client works there).
+	crr1Warmup = 50 * time.Millisecond
+	// compileTimeout bounds the C compiler: seconds on an idle machine,
+	// more on a 2-core one busy with Go builds.
+	compileTimeout = 2 * time.Minute
+	// handlerMetric is the broker's handler time histogram, by op.
+	handlerMetric = "slim_broker_handler_seconds"
+	// twReuseSysctl is net.ipv4.tcp_tw_reuse, in the namespace of the
+	// process that opens it.
+	twReuseSysctl = "/proc/sys/net/ipv4/tcp_tw_reuse"
+	// minBrokerShare: fewer of the client's connects than this share
+	// observed by the broker means some of them fell back to the overlay.
+	minBrokerShare = 0.9
+)
+
+// ccNames are the C compilers tried, after $CC.
+var ccNames = []string{"cc", "gcc", "clang"}
+
+// CRR1Result is the crr1 client's report (see crr1.c).
+type CRR1Result struct {
+	Mode        string  `json:"mode"`
+	Addr        string  `json:"addr"`
+	Connections int     `json:"connections"`
+	Errors      int     `json:"errors"`
+	FirstError  string  `json:"firstError"`
+	Seconds     float64 `json:"seconds"`
+	CPS         float64 `json:"cps"`
+	// Latencies are connect-to-close: from before socket() to after
+	// close().
+	Latencies
+	// UserSeconds and SystemSeconds are the client's own CPU time
+	// (getrusage).
+	UserSeconds   float64 `json:"userSeconds"`
+	SystemSeconds float64 `json:"systemSeconds"`
+	// CPUStatStart and CPUStatEnd: as in RRResult.
+	CPUStatStart string `json:"cpuStatStart"`
+	CPUStatEnd   string `json:"cpuStatEnd"`
+}
+
+// ParseCRR1 reads the crr1 client's JSON report. A report without any
+// successful connection is an error.
+func ParseCRR1(b []byte) (CRR1Result, error) {
+	var r CRR1Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("parse crr1 output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
+	}
+	if r.Mode != "crr1" || r.Connections <= 0 || r.Seconds <= 0 {
+		return r, fmt.Errorf("parse crr1 output: mode %q, %d connections in %gs (first error: %s)",
+			r.Mode, r.Connections, r.Seconds, r.FirstError)
+	}
+	return r, nil
+}
+
+// findCC finds a C compiler: $CC if it names one, else the first of
+// ccNames in PATH.
+func findCC() (string, error) {
+	names := ccNames
+	if cc := os.Getenv("CC"); cc != "" {
+		names = append([]string{cc}, names...)
+	}
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no C compiler (%s) in PATH", strings.Join(ccNames, ", "))
+}
+
+// compileCRR1 writes crr1.c into dir and compiles it with cc: static, or
+// dynamic if static linking fails (no static libc). It returns the
+// binary, whether it is static, and the compiler's version line.
+func compileCRR1(ctx context.Context, cc, dir string) (bin string, static bool, version string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
+	defer cancel()
+	src := filepath.Join(dir, "crr1.c")
+	if err := os.WriteFile(src, crr1Source, 0o644); err != nil {
+		return "", false, "", err
+	}
+	bin = filepath.Join(dir, "crr1")
+	build := func(extra ...string) error {
+		args := append([]string{"-O2"}, extra...)
+		args = append(args, "-o", bin, src)
+		out, err := exec.CommandContext(ctx, cc, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s %s: %w: %s", filepath.Base(cc), strings.Join(args, " "), err, trim(strings.TrimSpace(string(out)), 400))
+		}
+		return nil
+	}
+	static = true
+	if serr := build("-static"); serr != nil {
+		if ctx.Err() != nil {
+			return "", false, "", serr
+		}
+		static = false
+		if err := build(); err != nil {
+			return "", false, "", errors.Join(err, serr)
+		}
+	}
+	version = filepath.Base(cc)
+	if out, err := exec.CommandContext(ctx, cc, "--version").Output(); err == nil {
+		if line, _, _ := strings.Cut(string(out), "\n"); strings.TrimSpace(line) != "" {
+			version = strings.TrimSpace(line)
+		}
+	}
+	return bin, static, version, nil
+}
+
+// checkCRR1 finds a C compiler and builds crr1's client into the
+// benchmark's directory. Without a compiler, or when the build fails, the
+// test is left out with a warning, unless Config.Tests names it.
+func (r *runner) checkCRR1(ctx context.Context) error {
+	if !slices.Contains(r.tests, TestCRR1) {
+		return nil
+	}
+	err := func() error {
+		cc, err := findCC()
+		if err != nil {
+			return fmt.Errorf("%w (Debian packages gcc and libc6-dev; scripts/deps.sh installs them)", err)
+		}
+		dir, err := r.tempDir()
+		if err != nil {
+			return err
+		}
+		bin, static, version, err := compileCRR1(ctx, cc, dir)
+		if err != nil {
+			return err
+		}
+		r.crr1Bin = bin
+		r.report.Settings.CRR1 = &CRR1Settings{Seconds: r.cfg.CRRTime.Seconds(), Compiler: version, Static: static}
+		if !static {
+			r.warn("crr1: the C client is linked dynamically: static linking failed (Debian's libc6-dev has the static libc)")
+		}
+		return nil
+	}()
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case r.cfg.Tests != nil:
+		return fmt.Errorf("%s: %w", TestCRR1, err)
+	}
+	r.warn("%s: %v; the test is left out", TestCRR1, err)
+	r.tests = slices.DeleteFunc(r.tests, func(t string) bool { return t == TestCRR1 })
+	return nil
+}
+
+// setupCRR1 readies crr1 in every mode once the servers answer: sets
+// tcp_tw_reuse in the client's namespace and runs the client briefly. A
+// failure leaves the test out (a warning, counted as a failed
+// measurement).
+func (r *runner) setupCRR1(ctx context.Context) error {
+	if !slices.Contains(r.tests, TestCRR1) {
+		return nil
+	}
+	for _, e := range r.envs {
+		err := r.setTWReuse(ctx, e.client)
+		if err == nil {
+			_, err = r.runCRR1(ctx, e, crr1Warmup)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			r.dropTest(TestCRR1, fmt.Errorf("%s: %w", e.mode, err))
+			return nil
+		}
+	}
+	r.report.Settings.CRR1.TWReuse = true
+	return nil
+}
+
+// setTWReuse sets net.ipv4.tcp_tw_reuse=1 in target's network namespace:
+// /proc/sys/net shows the namespace of the process that opens it, so the
+// write runs there, as a lab process. It stays set: the namespaces are
+// the lab's, and the benchmark's tests are all that run in them.
+func (r *runner) setTWReuse(ctx context.Context, target string) error {
+	out, err := lab.Output(ctx, r.lab, target, "sh", "-c", "echo 1 >"+twReuseSysctl+" && cat "+twReuseSysctl)
+	if err != nil {
+		return fmt.Errorf("set tcp_tw_reuse in %s: %w", target, err)
+	}
+	if v := strings.TrimSpace(string(out)); v != "1" {
+		return fmt.Errorf("set tcp_tw_reuse in %s: it reads %q", target, v)
+	}
+	return nil
+}
+
+// runCRR1 runs the crr1 client in e's client for d.
+func (r *runner) runCRR1(ctx context.Context, e *env, d time.Duration) (CRR1Result, error) {
+	out, _, err := r.clientCommand(ctx, e, r.crr1Bin, r.dst(e, crr1Port), strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
+	res, perr := ParseCRR1(out)
+	if perr != nil && (len(out) > 0 || err == nil) {
+		err = perr // the report says more than the exit status
+	}
+	if err != nil {
+		return res, fmt.Errorf("crr1 client: %w", err)
+	}
+	return res, nil
+}
+
+// crr1 measures crr1 in e.
+func (r *runner) crr1(ctx context.Context, e *env) ([]value, error) {
+	var before Histogram
+	var beforeErr error
+	if e.mode == ModeSlim {
+		before, beforeErr = r.handlerHistogram(ctx)
+	}
+	res, err := r.runCRR1(ctx, e, r.cfg.CRRTime)
+	if err != nil {
+		return nil, err
+	}
+	var slimd *time.Duration
+	if r.sides != nil {
+		slimd = &r.sides.clientSlimd
+	}
+	if res.Errors > 0 {
+		r.warn("%s crr1: %d of %d connections failed (first: %s)", e.mode, res.Errors, res.Errors+res.Connections, res.FirstError)
+	}
+	cpu, err := probeCPU(res.CPUStatStart, res.CPUStatEnd)
+	if err != nil {
+		return nil, err
+	}
+	var handler *Histogram
+	if e.mode == ModeSlim {
+		after, err := r.handlerHistogram(ctx)
+		h, err := handlerRun(before, after, errors.Join(beforeErr, err))
+		switch {
+		case err != nil:
+			r.warn("slim crr1: broker handler times not measured: %v", err)
+		case h.Total() < minBrokerShare*float64(res.Connections):
+			r.warn("slim crr1: the broker handled %.0f of the client's %d connects: the others fell back to the overlay",
+				h.Total(), res.Connections)
+		}
+		if err == nil {
+			handler = &h
+		}
+	}
+	return crr1Values(res, cpu, slimd, handler), nil
+}
+
+// crr1Values are crr1's figures: from the client's report, the machine's
+// CPU time over its loop, the client host's slimd CPU time over the
+// client's command (nil if not measured) and, in slim mode, the broker's
+// connect handler histogram of the run (nil without; its quantiles are
+// in seconds, the figures in µs).
+func crr1Values(res CRR1Result, cpu time.Duration, slimd *time.Duration, handler *Histogram) []value {
+	n := float64(res.Connections)
+	vals := []value{
+		{id: FigCRR1Rate, v: res.CPS, show: "conn/s"},
+		{id: FigCRR1P50, v: res.P50, show: "µs p50"},
+		{id: FigCRR1P99, v: res.P99, show: "µs p99"},
+		perOp(FigCRR1CPU, cpu, n),
+	}
+	if slimd != nil {
+		vals = append(vals, value{id: FigCRR1SlimdCPU, v: cpuIn(unitCPUPerOperation, *slimd) / n, show: "slimd µs/conn"})
+	}
+	if handler == nil {
+		return vals
+	}
+	for _, q := range []struct {
+		id   string
+		q    float64
+		show string
+	}{{FigCRR1HandlerP50, 0.50, "µs handler p50"}, {FigCRR1HandlerP99, 0.99, "µs handler p99"}} {
+		if v, ok := handler.Quantile(q.q); ok {
+			vals = append(vals, value{id: q.id, v: v * 1e6, show: q.show})
+		}
+	}
+	return vals
+}
+
+// handlerRun is the handler histogram of a run: after minus before, with
+// at least one observation.
+func handlerRun(before, after Histogram, scrapeErr error) (Histogram, error) {
+	if scrapeErr != nil {
+		return Histogram{}, scrapeErr
+	}
+	h, err := after.Sub(before)
+	if err != nil {
+		return Histogram{}, err
+	}
+	if h.Total() == 0 {
+		return Histogram{}, fmt.Errorf("no connect in %s{op=\"connect\"} during the run", handlerMetric)
+	}
+	return h, nil
+}
+
+// handlerHistogram scrapes the client host's slimd for the broker's
+// connect handler histogram. The metrics are served on loopback inside
+// the lab host's namespace, so slimprobe fetches them from there.
+func (r *runner) handlerHistogram(ctx context.Context) (Histogram, error) {
+	out, err := lab.Output(ctx, r.lab, clientHost, r.cfg.Probe, "get", "-url", "http://"+lab.MetricsAddr+"/metrics")
+	if err != nil {
+		return Histogram{}, fmt.Errorf("%s slimd metrics: %w", clientHost, err)
+	}
+	h, err := ParseHistogram(bytes.NewReader(out), handlerMetric, map[string]string{"op": "connect"})
+	if err != nil {
+		return Histogram{}, fmt.Errorf("%s slimd metrics: %w", clientHost, err)
+	}
+	return h, nil
+}
