@@ -120,7 +120,7 @@ func (s *session) fetch(n seccomp.Notif, fd int) (appSocket, Reason, error) {
 		a.close()
 		return appSocket{}, ReasonForeignNetns, nil
 	}
-	fl, err := seccomp.FDFlags(int(n.PID), fd)
+	fl, err := s.fdinfo.Flags(int(n.PID), fd)
 	if err != nil {
 		a.close()
 		return appSocket{}, ReasonError, err

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -25,74 +27,63 @@ type Notif struct {
 // Syscall names the trapped call.
 func (n Notif) Syscall() Syscall { return SyscallOf(n.Arch, n.Nr) }
 
-// fallbackPoll bounds a poll when no eventfd could be made to wake it:
-// then cancellation and Close are noticed within this time.
-const fallbackPoll = 100 // ms
+// interruptEvery is how often a receiver being stopped is signalled while
+// it is still inside the RECV ioctl: a signal sent just before the thread
+// entered the ioctl is lost, the next one is not.
+const interruptEvery = time.Millisecond
 
 // Listener wraps one notification fd. Its methods are safe for concurrent
-// use; Receive calls take turns, answers run in parallel.
+// use; several receivers may wait at once (each gets other notifications)
+// and answers run in parallel.
+//
+// A receiver waits in the RECV ioctl itself, the way gVisor's systrap
+// waits: no poll(2) first and no hand-off to another thread, so a
+// notification costs one system call to receive (see Receiver).
 type Listener struct {
-	fd   int
-	wake int // eventfd that wakes the receiver in poll; -1 if none
+	fd int
 
-	turn   chan struct{} // one receiver polls and RECVs at a time
 	done   chan struct{} // closed by Close
 	closed atomic.Bool
 
 	// mu is held shared by every operation on fd and exclusively by Close,
 	// so the fd number is never closed (and reused) under a running ioctl.
 	mu sync.RWMutex
+
+	rmu       sync.Mutex
+	receivers map[*Receiver]struct{}
 }
 
 // NewListener wraps a notification fd; the Listener owns it from now on.
 func NewListener(fd int) *Listener {
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		wake = -1 // out of fds: poll with a timeout instead
-	}
-	return &Listener{
-		fd:   fd,
-		wake: wake,
-		turn: make(chan struct{}, 1),
-		done: make(chan struct{}),
-	}
+	return &Listener{fd: fd, done: make(chan struct{}), receivers: map[*Receiver]struct{}{}}
 }
 
 // Fd returns the notification fd, for handing a copy to a keeper. It stays
 // valid until Close; do not close it.
 func (l *Listener) Fd() int { return l.fd }
 
-// Close wakes a blocked Receive, waits for operations in flight and closes
-// the fd. Operations after Close return ErrClosed.
+// Close stops the receivers, waits for operations in flight and closes the
+// fd. Operations after Close return ErrClosed.
 func (l *Listener) Close() error {
 	if !l.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
 	close(l.done)
-	l.wakeup()
+	l.rmu.Lock()
+	rs := make([]*Receiver, 0, len(l.receivers))
+	for r := range l.receivers {
+		rs = append(rs, r)
+	}
+	l.rmu.Unlock()
+	for _, r := range rs {
+		r.stop()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	err := unix.Close(l.fd)
-	if l.wake >= 0 {
-		unix.Close(l.wake)
-	}
-	if err != nil {
+	if err := unix.Close(l.fd); err != nil {
 		return fmt.Errorf("close notification fd: %w", err)
 	}
 	return nil
-}
-
-func (l *Listener) wakeup() {
-	if l.wake < 0 {
-		return
-	}
-	var one = [8]byte{1} // little-endian uint64 1
-	unix.Write(l.wake, one[:])
-}
-
-func (l *Listener) drain() {
-	var buf [8]byte
-	unix.Read(l.wake, buf[:])
 }
 
 // acquire takes the shared lock for one operation, failing once closed.
@@ -105,75 +96,182 @@ func (l *Listener) acquire() error {
 	return nil
 }
 
-// Receive blocks until a notification arrives, ctx ends, the Listener is
-// closed (ErrClosed), or no target is left (ErrNoTargets).
-func (l *Listener) Receive(ctx context.Context) (Notif, error) {
-	select {
-	case l.turn <- struct{}{}:
-	case <-ctx.Done():
-		return Notif{}, ctx.Err()
-	case <-l.done:
-		return Notif{}, ErrClosed
-	}
-	defer func() { <-l.turn }()
-	if err := l.acquire(); err != nil {
-		return Notif{}, err
-	}
-	defer l.mu.RUnlock()
-	stop := context.AfterFunc(ctx, l.wakeup)
-	defer stop()
+// nullFD is what a stopped receiver's fd number is pointed at.
+var nullFD = sync.OnceValues(func() (int, error) {
+	return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+})
 
-	timeout := -1
-	if l.wake < 0 {
-		timeout = fallbackPoll
+// Receiver receives a Listener's notifications on one OS thread, blocked
+// in the RECV ioctl on an fd of its own (a dup). Make it on a goroutine
+// locked to its thread (runtime.LockOSThread), receive only from that
+// goroutine, and Close it there.
+//
+// Stopping it (its context ends, or the Listener closes): the ioctl
+// returns ENOENT once every supervised task has exited (Linux 6.x), and
+// nothing else wakes it but a notification or a signal, and the Go
+// runtime's handlers are installed with SA_RESTART, so a signal alone
+// only restarts the call. So the receiver's fd number is first pointed at
+// /dev/null (dup3), then the thread is signalled (SIGURG, which the
+// runtime takes for a preemption request and otherwise ignores): the
+// restarted ioctl finds /dev/null there and fails, and the receiver sees
+// it was stopped.
+type Receiver struct {
+	l        *Listener
+	fd       int // our dup of l.fd
+	pid, tid int
+	ctx      context.Context
+	unwatch  func() bool
+	stopped  atomic.Bool
+	inside   atomic.Bool // in the ioctl, or about to enter it
+	stopOnce sync.Once
+	enoent   int // ENOENT answers in a row
+}
+
+// NewReceiver binds a receiver of l to the calling thread, until ctx ends
+// or the Listener closes.
+func (l *Listener) NewReceiver(ctx context.Context) (*Receiver, error) {
+	if err := l.acquire(); err != nil {
+		return nil, err
 	}
-	fds := []unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.wake), Events: unix.POLLIN}}
-	if l.wake < 0 {
-		fds = fds[:1]
+	fd, err := unix.FcntlInt(uintptr(l.fd), unix.F_DUPFD_CLOEXEC, 0)
+	l.mu.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("dup notification fd: %w", err)
 	}
-	for {
-		if l.closed.Load() {
-			return Notif{}, ErrClosed
+	r := &Receiver{l: l, fd: fd, pid: unix.Getpid(), tid: unix.Gettid(), ctx: ctx}
+	l.rmu.Lock()
+	l.receivers[r] = struct{}{}
+	l.rmu.Unlock()
+	if l.closed.Load() {
+		r.stop()
+	}
+	r.unwatch = context.AfterFunc(ctx, r.stop)
+	return r, nil
+}
+
+// stop makes the receiver leave the ioctl and return; it waits until it
+// has (see Receiver).
+func (r *Receiver) stop() {
+	r.stopOnce.Do(func() {
+		r.stopped.Store(true)
+		if null, err := nullFD(); err == nil {
+			unix.Dup3(null, r.fd, unix.O_CLOEXEC)
 		}
-		if err := ctx.Err(); err != nil {
-			return Notif{}, err
+	})
+	for r.inside.Load() {
+		// ESRCH: the thread is gone; nothing to wake.
+		if unix.Tgkill(r.pid, r.tid, unix.SIGURG) != nil {
+			return
 		}
-		fds[0].Revents = 0
-		if len(fds) > 1 {
-			fds[1].Revents = 0
-		}
-		_, err := unix.Poll(fds, timeout)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return Notif{}, fmt.Errorf("poll notification fd: %w", err)
-		}
-		if len(fds) > 1 && fds[1].Revents != 0 {
-			// A wake-up, perhaps for a receiver that has since left: drain
-			// and re-check our own context and the closed flag.
-			l.drain()
-		}
-		ev := fds[0].Revents
-		switch {
-		case ev&unix.POLLIN != 0:
-			n, err := l.recv()
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINTR) {
-				continue // withdrawn between poll and RECV
-			}
-			return n, err
-		case ev&unix.POLLHUP != 0:
-			return Notif{}, ErrNoTargets
-		case ev&(unix.POLLERR|unix.POLLNVAL) != 0:
-			return Notif{}, fmt.Errorf("poll notification fd: revents %#x", ev)
-		}
+		time.Sleep(interruptEvery)
 	}
 }
 
-func (l *Listener) recv() (Notif, error) {
+// Close releases the receiver: its fd and its context watch. Call it on
+// the receiver's goroutine once Receive has returned for good.
+func (r *Receiver) Close() {
+	r.unwatch()
+	r.l.rmu.Lock()
+	delete(r.l.receivers, r)
+	r.l.rmu.Unlock()
+	unix.Close(r.fd)
+}
+
+// Receive blocks until a notification arrives, the receiver's context
+// ends, the Listener is closed (ErrClosed), or no target is left
+// (ErrNoTargets). Call it on the receiver's thread.
+func (r *Receiver) Receive() (Notif, error) {
+	for {
+		r.inside.Store(true)
+		if r.stopped.Load() {
+			r.inside.Store(false)
+			if r.l.closed.Load() {
+				return Notif{}, ErrClosed
+			}
+			return Notif{}, r.ctx.Err()
+		}
+		var n Notif
+		var err error
+		if r.enoent < 2 {
+			n, err = recvOn(r.fd)
+		} else {
+			// RECV keeps answering ENOENT: every target may be gone
+			// (a zombie not yet reaped holds POLLHUP back), or the
+			// notifications were withdrawn. Wait for either.
+			if err = waitReadable(r.fd); err == nil {
+				n, err = recvOn(r.fd)
+			}
+		}
+		r.inside.Store(false)
+		switch {
+		case err == nil:
+			r.enoent = 0
+			return n, nil
+		case errors.Is(err, ErrNoTargets):
+			return Notif{}, err
+		case r.stopped.Load():
+			continue // the check above returns
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ENOENT):
+			// Withdrawn between the wake-up and RECV, or no target left.
+			if hup, perr := hungUp(r.fd); perr == nil && hup {
+				return Notif{}, ErrNoTargets
+			}
+			r.enoent++
+			continue
+		}
+		return Notif{}, err
+	}
+}
+
+// hungUp reports whether a notification fd has no target left (POLLHUP).
+func hungUp(fd int) (bool, error) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if _, err := unix.Poll(fds, 0); err != nil {
+		return false, err
+	}
+	return fds[0].Revents&unix.POLLHUP != 0, nil
+}
+
+// waitReadable polls until a notification is ready (nil), no target is
+// left (ErrNoTargets), or a signal (EINTR).
+func waitReadable(fd int) error {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if _, err := unix.Poll(fds, -1); err != nil {
+		return err
+	}
+	switch ev := fds[0].Revents; {
+	case ev&unix.POLLIN != 0:
+		return nil
+	case ev&unix.POLLHUP != 0:
+		return ErrNoTargets
+	default:
+		return fmt.Errorf("poll notification fd: revents %#x", ev)
+	}
+}
+
+// Receive is a one-off receive on the calling goroutine, locked to its
+// thread for the call (see Receiver; a loop should keep one Receiver).
+func (l *Listener) Receive(ctx context.Context) (Notif, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r, err := l.NewReceiver(ctx)
+	if err != nil {
+		return Notif{}, err
+	}
+	defer r.Close()
+	return r.Receive()
+}
+
+// recvOn receives one notification on fd, blocking.
+func recvOn(fd int) (Notif, error) {
 	var req seccompNotif // RECV insists on a zeroed buffer
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&req)))
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&req)))
 	if e != 0 {
+		if e == unix.EINTR || e == unix.ENOENT {
+			return Notif{}, e // the loop's business: no wrapping, no allocation
+		}
 		return Notif{}, fmt.Errorf("seccomp notif recv: %w", e)
 	}
 	return Notif{

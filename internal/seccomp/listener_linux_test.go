@@ -665,10 +665,14 @@ func TestCloseAndCancel(t *testing.T) {
 		res <- err
 	}()
 	waitFor(t, waitTimeout, func() error {
-		if len(c.l.turn) == 0 {
-			return errors.New("receiver not polling yet")
+		c.l.rmu.Lock()
+		defer c.l.rmu.Unlock()
+		for r := range c.l.receivers {
+			if r.inside.Load() {
+				return nil
+			}
 		}
-		return nil
+		return errors.New("receiver not waiting yet")
 	})
 	if err := c.l.Close(); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -105,21 +106,13 @@ func CloexecOf(tid int, fd int) (bool, error) {
 // /proc/TID/fdinfo/FD. One read answers both, where a copy of the fd would
 // need an fcntl and still not know close-on-exec.
 func FDFlags(tid int, fd int) (uint64, error) {
-	var pathBuf [64]byte
-	p := append(pathBuf[:0], "/proc/"...)
-	p = strconv.AppendInt(p, int64(tid), 10)
-	p = append(p, "/fdinfo/"...)
-	p = strconv.AppendInt(p, int64(fd), 10)
-	p = append(p, 0)
-	dirfd := unix.AT_FDCWD
-	f, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(&p[0])),
-		unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0)
-	if e != 0 {
-		return 0, fdinfoError(p[:len(p)-1], tid, fd, e)
+	f, err := openFDInfo(tid, fd)
+	if err != nil {
+		return 0, err
 	}
 	var buf [256]byte
-	n, err := unix.Read(int(f), buf[:])
-	unix.Close(int(f))
+	n, err := unix.Read(f, buf[:])
+	unix.Close(f)
 	if err != nil {
 		return 0, fmt.Errorf("read fdinfo of thread %d fd %d: %w", tid, fd, err)
 	}
@@ -177,4 +170,100 @@ func fdinfoFlags(b []byte) (uint64, error) {
 		b = rest
 	}
 	return 0, errors.New("no flags line")
+}
+
+// maxFDInfo bounds an FDInfo cache: past it, every file is closed and the
+// cache starts over.
+const maxFDInfo = 256
+
+// FDInfo keeps /proc/TID/fdinfo/FD files open for re-reading: one pread
+// (about 2 us here) instead of an open, a read and a close (about 7.5 us).
+// A kept file follows whatever file the fd number holds at each read, so
+// a thread that connects again and again on the same fd number (the
+// lowest free one) reads its one file. It is safe for concurrent use.
+type FDInfo struct {
+	mu    sync.Mutex
+	files map[fdKey]int
+}
+
+type fdKey struct{ tid, fd int32 }
+
+// Flags is FDFlags through the cache.
+func (c *FDInfo) Flags(tid int, fd int) (uint64, error) {
+	k := fdKey{int32(tid), int32(fd)}
+	c.mu.Lock()
+	f, ok := c.files[k]
+	c.mu.Unlock()
+	if !ok {
+		var err error
+		if f, err = openFDInfo(tid, fd); err != nil {
+			return 0, err
+		}
+		c.mu.Lock()
+		if c.files == nil || len(c.files) >= maxFDInfo {
+			c.closeLocked()
+			c.files = make(map[fdKey]int, 16)
+		}
+		if old, ok := c.files[k]; ok {
+			unix.Close(f) // another caller was faster
+			f = old
+		} else {
+			c.files[k] = f
+		}
+		c.mu.Unlock()
+	}
+	var buf [256]byte
+	n, err := unix.Pread(f, buf[:], 0)
+	if err != nil {
+		// The fd was closed (ENOENT) or the thread is gone (ESRCH):
+		// forget the file, and say which as FDFlags does.
+		c.mu.Lock()
+		if c.files[k] == f {
+			delete(c.files, k)
+			unix.Close(f)
+		}
+		c.mu.Unlock()
+		return FDFlags(tid, fd)
+	}
+	flags, err := fdinfoFlags(buf[:n])
+	if err != nil {
+		return 0, fmt.Errorf("fdinfo of thread %d fd %d: %w", tid, fd, err)
+	}
+	return flags, nil
+}
+
+// Close closes the kept files.
+func (c *FDInfo) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked()
+}
+
+func (c *FDInfo) closeLocked() {
+	for k, f := range c.files {
+		unix.Close(f)
+		delete(c.files, k)
+	}
+}
+
+func openFDInfo(tid, fd int) (int, error) {
+	p := fdinfoPath(tid, fd)
+	dirfd := unix.AT_FDCWD
+	f, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(&p[0])),
+		unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0)
+	if e != 0 {
+		return -1, fdinfoError(p[:len(p)-1], tid, fd, e)
+	}
+	return int(f), nil
+}
+
+// fdinfoPath is "/proc/TID/fdinfo/FD" NUL-terminated, built without
+// allocating on the heap.
+func fdinfoPath(tid, fd int) []byte {
+	var pathBuf [64]byte
+	p := append(pathBuf[:0], "/proc/"...)
+	p = strconv.AppendInt(p, int64(tid), 10)
+	p = append(p, "/fdinfo/"...)
+	p = strconv.AppendInt(p, int64(fd), 10)
+	return append(p, 0)
 }

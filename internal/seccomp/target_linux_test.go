@@ -66,6 +66,39 @@ func TestCloexecOfSelf(t *testing.T) {
 	}
 }
 
+// FDInfo keeps one file per thread and fd number and follows what the
+// number holds: a reused number shows the new file's flags, a closed one
+// EBADF, a missing thread ErrGone.
+func TestFDInfoCache(t *testing.T) {
+	var c FDInfo
+	defer c.Close()
+	tid := os.Getpid() // the thread group leader: its fd table is ours
+	for i, flags := range []int{unix.O_RDONLY | unix.O_CLOEXEC, unix.O_RDONLY | unix.O_NONBLOCK, unix.O_RDONLY} {
+		fd, err := unix.Open("/dev/null", flags, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Flags(tid, fd)
+		if err != nil || got&(unix.O_CLOEXEC|unix.O_NONBLOCK) != uint64(flags&(unix.O_CLOEXEC|unix.O_NONBLOCK)) {
+			t.Errorf("round %d: flags %#o (%v), want %#o", i, got, err, flags)
+		}
+		unix.Close(fd) // the next round reuses the number
+		if _, err := c.Flags(tid, fd); !errors.Is(err, unix.EBADF) {
+			t.Errorf("round %d: closed fd: %v, want EBADF", i, err)
+		}
+	}
+	if _, err := c.Flags(1<<30, 0); !errors.Is(err, ErrGone) {
+		t.Errorf("missing thread: %v, want ErrGone", err)
+	}
+	for fd := range maxFDInfo + 10 { // bounded
+		c.Flags(tid, fd%8)
+		c.Flags(tid+0, 100+fd)
+	}
+	if n := len(c.files); n > maxFDInfo {
+		t.Errorf("%d files kept, bound %d", n, maxFDInfo)
+	}
+}
+
 func TestReadMemSelf(t *testing.T) {
 	want := []byte("slim reads its own memory")
 	got, err := ReadMem(unix.Gettid(), uint64(uintptr(unsafe.Pointer(&want[0]))), len(want))
