@@ -233,7 +233,7 @@ func TestFastPath(t *testing.T) {
 			}
 			ok[c.Name] = c.OK
 		}
-		for _, name := range []string{"store", "overlay", "address rewrite and guard", "fast path", "fd keeper", "journal", "reserved ports", "dnat table"} {
+		for _, name := range []string{"store", "overlay", "socket fetch", "address rewrite and guard", "fast path", "fd keeper", "journal", "reserved ports", "dnat table"} {
 			if !ok[name] {
 				t.Errorf("check %q not ok: %+v", name, checks)
 			}

@@ -64,7 +64,10 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	newGroup := g == nil
 	var hostPort uint16
 	if newGroup {
-		if hostPort, err = b.cfg.Ports.ListenerPort(ctx); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+		hostPort, err = b.cfg.Ports.ListenerPort(pctx)
+		cancel()
+		if err != nil {
 			b.cfg.Metrics.Errors.WithLabelValues("listen", "port").Inc()
 			return s.fallback("listen", n, ReasonError)
 		}

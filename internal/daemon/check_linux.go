@@ -9,6 +9,7 @@ import (
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/nat"
+	"github.com/slimnet/slim/internal/seccomp"
 )
 
 // check answers GET /v1/check: which protections and components are on.
@@ -28,6 +29,8 @@ func (d *Daemon) check(ctx context.Context) []api.Check {
 		add("bpf features", f.Usable(), false, "sock_addr %t, sk_storage %t, sockopt %t, link %t, current cgroup %t", f.SockAddr, f.SkStorage, f.Sockopt, f.Link, f.CurrentCgroup)
 		add("bpf lsm", f.LSM, false, "a second guard line where BPF LSM programs load: %t", f.LSM)
 	}
+	ferr := seccomp.ProbeFetch()
+	add("socket fetch", ferr == nil, true, "pidfd_open(PIDFD_THREAD) and pidfd_getfd on a supervised thread's socket: %v", errText(ferr))
 	add("address rewrite and guard", d.bpf != nil, false, "BPF programs attached to slimd's cgroup: %t (without them the fast path stays off)", d.bpf != nil)
 	fp := d.fp.fastPathStatus()
 	add("fast path", fp.Active || !fp.Enabled, false, "cluster switch %s, active here %t, %d supervised process trees", onOff(fp.Enabled), fp.Active, fp.Sessions)

@@ -138,23 +138,30 @@ func (f *fastPath) Grow(ctx context.Context, c *broker.Container, ipv6 bool) err
 // ListenerPort implements broker.Ports: the lowest free port of the
 // host's listener blocks, claiming another block when they are full.
 func (f *fastPath) ListenerPort(ctx context.Context) (uint16, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	for {
+		f.mu.Lock()
 		for _, b := range f.lblocks {
 			for p := b.Start; p < b.Start+b.Size; p++ {
 				if !f.lports[p] {
 					f.lports[p] = true
+					f.mu.Unlock()
 					return p, nil
 				}
 			}
 		}
+		f.mu.Unlock()
+		// The store call is made without the lock: every connect on
+		// this host reads containers under it, and a slow store must not
+		// stall them. Two listeners claiming at once may claim a block
+		// each; both get used.
 		cfg := f.d.cfg
 		b, err := f.d.store.ClaimPortBlock(ctx, f.d.self.Name, store.ListenerOwner, cfg.PortFirst, cfg.PortLast, cfg.PortBlockSize)
 		if err != nil {
 			return 0, err
 		}
+		f.mu.Lock()
 		f.lblocks = append(f.lblocks, b)
+		f.mu.Unlock()
 	}
 }
 

@@ -267,3 +267,23 @@ func fdinfoPath(tid, fd int) []byte {
 	p = strconv.AppendInt(p, int64(fd), 10)
 	return append(p, 0)
 }
+
+// ProbeFetch checks that this process can take a socket from another
+// thread the way the broker does (pidfd_open with PIDFD_THREAD, then
+// pidfd_getfd), trying it on one of its own threads: nil if it can, an
+// error wrapping EPERM (no CAP_SYS_PTRACE, a security module) or
+// ENOSYS/EINVAL (the kernel lacks it) otherwise. Without it every connect
+// and listen is left to the overlay (reasons permission or unsupported).
+func ProbeFetch() error {
+	pidfd, err := PidFD(unix.Gettid())
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pidfd)
+	fd, err := GetFD(pidfd, pidfd)
+	if err != nil {
+		return err
+	}
+	unix.Close(fd)
+	return nil
+}

@@ -99,6 +99,14 @@ func TestFDInfoCache(t *testing.T) {
 	}
 }
 
+// As root on a kernel with PIDFD_THREAD (6.9), slimd can fetch sockets.
+func TestProbeFetch(t *testing.T) {
+	requireRoot(t)
+	if err := ProbeFetch(); err != nil {
+		t.Errorf("ProbeFetch: %v", err)
+	}
+}
+
 func TestReadMemSelf(t *testing.T) {
 	want := []byte("slim reads its own memory")
 	got, err := ReadMem(unix.Gettid(), uint64(uintptr(unsafe.Pointer(&want[0]))), len(want))
