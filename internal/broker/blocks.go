@@ -58,13 +58,14 @@ func chooseBlocks(blocks []api.PortBlock, ipv6 bool, inUse func(start uint16) ui
 }
 
 // pickBlocks fills conn's port blocks for a connect of container c. A
-// container without blocks of the family claims one now, bounded by
-// storeCallTimeout; one whose blocks are filling up claims another in the
-// background; one whose blocks are full goes to the overlay until then.
+// container whose blocks are filling up claims another in the background;
+// one without blocks of the family, or whose blocks are full, claims one
+// now, bounded by storeCallTimeout (the application waits), and goes to
+// the overlay if that fails.
 func (b *Broker) pickBlocks(ctx context.Context, c *Container, ipv6 bool, conn *bpf.Conn) Reason {
 	inUse := b.cfg.Permits.PortsInUse
 	starts, n, used, capacity := chooseBlocks(b.cfg.Ports.Blocks(c), ipv6, inUse)
-	if n == 0 {
+	if n == 0 || used >= capacity {
 		gctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
 		err := b.cfg.Ports.Grow(gctx, c, ipv6)
 		cancel()

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -69,6 +70,16 @@ func (g *growingPorts) Grow(_ context.Context, _ *Container, ipv6 bool) error {
 func (g *growingPorts) ListenerPort(context.Context) (uint16, error) { return 0, nil }
 func (g *growingPorts) ReleaseListenerPort(uint16)                   {}
 
+// fakePorts has no blocks and claims none.
+type fakePorts struct{}
+
+func (fakePorts) Blocks(*Container) []api.PortBlock { return nil }
+func (fakePorts) Grow(context.Context, *Container, bool) error {
+	return fmt.Errorf("no free port block: %w", api.ErrExhausted)
+}
+func (fakePorts) ListenerPort(context.Context) (uint16, error) { return 0, nil }
+func (fakePorts) ReleaseListenerPort(uint16)                   {}
+
 // fakePermits reports fixed ports in use per block.
 type fakePermits map[uint16]uint32
 
@@ -101,14 +112,17 @@ func TestPickBlocks(t *testing.T) {
 	if ports.grows != 2 {
 		t.Errorf("blocks filling up: %d grows, want 2", ports.grows)
 	}
-	// Both blocks full: the overlay, and another claim.
+	// Both blocks full: one more is claimed before the connect goes on.
 	inUse[256], inUse[512] = 256, 256
-	if r := b.pickBlocks(t.Context(), c, false, &conn); r != ReasonNoPorts {
-		t.Errorf("blocks full: reason %q, want %q", r, ReasonNoPorts)
+	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" || conn.NBlocks != 3 || ports.grows != 3 {
+		t.Errorf("blocks full: reason %q, %d blocks, %d grows", r, conn.NBlocks, ports.grows)
 	}
 	b.wg.Wait()
-	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" || conn.NBlocks != 3 {
-		t.Errorf("after the claim: reason %q, %d blocks", r, conn.NBlocks)
+	// No block to be had: the overlay.
+	full := &Broker{cfg: b.cfg, growing: map[growKey]bool{}}
+	full.cfg.Ports = fakePorts{}
+	if r := full.pickBlocks(t.Context(), c, false, &conn); r != ReasonNoPorts {
+		t.Errorf("no blocks to claim: reason %q, want %q", r, ReasonNoPorts)
 	}
 	// IPv6 blocks are claimed apart.
 	if r := b.pickBlocks(t.Context(), c, true, &conn); r != "" || conn.NBlocks != 1 {

@@ -836,3 +836,39 @@ func TestClientClosesFirst(t *testing.T) {
 	}
 	t.Logf("%d connections, %d in TIME_WAIT on the client's host, %d port blocks", conns, tw, b0)
 }
+
+// A container with more live connections to one listener than its port
+// block has ports gets another block, and every connection stays on the
+// fast path: none goes to the overlay, none fails.
+func TestPortBlocksGrow(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(2))
+	probe := buildProbe(t)
+	ctx := t.Context()
+	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "0.0.0.0:7400"}})
+	l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
+	waitListener(t, l.Config, "h1", srv.IPv4, 7400, true)
+	fallbacks := func() float64 { return metric(t, "h2", "slim_broker_fallbacks_total", `op="connect"`) }
+	swaps := func() float64 { return metric(t, "h2", "slim_broker_swaps_total", `op="connect"`) }
+	f0, s0, b0 := fallbacks(), swaps(), statsOf(t, l.Config, "h2").blocks
+	const conns = 400 // the lab's blocks have 256 ports
+	out := l.Output(ctx, "cli", probe, "hold", "-addr", netip.AddrPortFrom(srv.IPv4, 7400).String(), "-conns", fmt.Sprint(conns))
+	var res struct {
+		Conns, Failed int
+		FirstError    string
+		Ports         []uint16
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Conns != conns {
+		t.Fatalf("hold: %s (%v)", out, err)
+	}
+	if f, s := fallbacks()-f0, swaps()-s0; f != 0 || s < conns {
+		t.Errorf("%v fallbacks and %v swaps; want none and %d", f, s, conns)
+	}
+	blocks := map[uint16]bool{}
+	for _, p := range res.Ports {
+		blocks[p&^255] = true
+	}
+	if b := statsOf(t, l.Config, "h2").blocks; len(blocks) < 2 || b < b0+2 {
+		t.Errorf("%d connections used %d port blocks; the client holds %d (had %d)", conns, len(blocks), b, b0)
+	}
+	t.Logf("%d connections held from %d port blocks", conns, len(blocks))
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+)
+
+// hold opens conns connections to a slimprobe server (serve), one after
+// another, keeps every one open until all are, checks each with the
+// server's greeting, and prints one JSON line: how many worked and the
+// local ports they had (what a port block test needs).
+func hold(args []string) error {
+	fs := flag.NewFlagSet("hold", flag.ExitOnError)
+	addr := fs.String("addr", "", "server address (slimprobe serve)")
+	conns := fs.Int("conns", 1, "connections held open at once")
+	pause := fs.Duration("pause", 0, "pause between connects")
+	fs.Parse(args)
+	ap, err := netip.ParseAddrPort(*addr)
+	if err != nil {
+		return err
+	}
+	type result struct {
+		Conns      int      `json:"conns"`
+		Failed     int      `json:"failed"`
+		FirstError string   `json:"firstError,omitempty"`
+		Ports      []uint16 `json:"ports"`
+	}
+	var res result
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range *conns {
+		c, err := net.DialTimeout("tcp", ap.String(), 10*time.Second)
+		if err == nil {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = bufio.NewReader(c).ReadBytes('\n') // the server's greeting
+		}
+		if err != nil {
+			res.Failed++
+			if res.FirstError == "" {
+				res.FirstError = err.Error()
+			}
+			continue
+		}
+		held = append(held, c)
+		res.Conns++
+		res.Ports = append(res.Ports, netip.MustParseAddrPort(c.LocalAddr().String()).Port())
+		time.Sleep(*pause)
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		return err
+	}
+	if res.Failed > 0 {
+		return fmt.Errorf("%d of %d connections failed", res.Failed, *conns)
+	}
+	return nil
+}
