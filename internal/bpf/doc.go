@@ -3,7 +3,7 @@
 // virtual addresses on the host sockets slimd gives them) and the guard
 // (containers cannot use those sockets for anything but their connection).
 // It leaves to others: the broker creates the host sockets and calls
-// SetSocket; the store's watchers call PutPortBlock/PutListener for every
+// SetSocket (listeners) or ArmConn (clients); the store's watchers call PutPortBlock/PutListener for every
 // host's port blocks and listeners; seccomp traps listen() and refuses
 // io_uring_setup, which no hook here sees or needs to.
 //
@@ -41,8 +41,21 @@
 // (Config.BlockBits) kept in the config map; a Load with another size clears
 // the port blocks, whose keys it invalidates.
 //
+// Client sockets: the broker arms a pooled host socket (ArmConn: an
+// sk_storage entry in slim_conns) and installs it over the application's
+// fd; the application's own connect() then runs slim_connect4/6, which let
+// it through once, to the destination the permit names: it picks a port
+// of the container's blocks whose 4-tuple to the listener is free
+// (bpf_skc_lookup_tcp; a shared cursor per block set in slim_ports, so
+// concurrent connects try different ports), binds it (bpf_bind), rewrites
+// the destination to the host listener and marks the socket used, for
+// good. slim_ports also counts the ports bound by live client sockets
+// (cgroup/sock_release gives them back); slimd reads it memory-mapped to
+// claim blocks before they run out.
+//
 // The guard: connect4/6 and bind4/6 refuse (EPERM) every caller whose cgroup
-// (bpf_get_current_cgroup_id) is not exactly slimd's; setsockopt refuses
+// (bpf_get_current_cgroup_id) is not exactly slimd's, except for that one
+// permitted connect; a used socket, even disconnected, is refused; setsockopt refuses
 // options that steer host routing, firewalling, QoS or socket selection, and
 // privileged ones (the list, with reasons, is in slim.c). sendmsg4/6 programs
 // would add nothing: they run for UDP only, and TCP fast open goes through
@@ -61,7 +74,10 @@
 //     connect4 allowing, it connects; denying, it fails with EPERM. A
 //     deny-all sendmsg4/6 program does not stop it.
 //   - connect(AF_UNSPEC) by a non-slimd caller succeeds (no hook runs); the
-//     next connect() is refused.
+//     next connect() is refused (TestPermit).
+//   - A connect program may bpf_setsockopt(SO_REUSEADDR) and bpf_bind an
+//     explicit port of the reserved range, and bpf_set_retval(-EADDRNOTAVAIL)
+//     before refusing; sock_release programs may read sk_storage.
 //   - setsockopt with optlen above a page: when the program leaves optlen as
 //     it is, 6.18 logs "bpf setsockopt: ignoring program buffer" and uses the
 //     caller's buffer (older kernels fail with EFAULT); the program sets

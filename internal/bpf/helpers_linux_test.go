@@ -540,6 +540,11 @@ var dangerousOpts = []sockopt{
 	{name: "IPV6_UNICAST_IF", level: unix.SOL_IPV6, opt: unix.IPV6_UNICAST_IF, val: intval(0), v6: true},
 	{name: "IPV6_RTHDR", level: unix.SOL_IPV6, opt: unix.IPV6_RTHDR, val: make([]byte, 8), v6: true, kernelMayNo: true},
 	{name: "TCP_REPAIR", level: unix.SOL_TCP, opt: unix.TCP_REPAIR, val: intval(1), v4: true, v6: true},
+	// Beyond a page the program sees a copy the caller may change before
+	// the kernel reads the value again: refused even with a harmless value.
+	{name: "SO_PRIORITY 0 big optval", level: unix.SOL_SOCKET, opt: unix.SO_PRIORITY, val: bigval(0), v4: true, v6: true},
+	{name: "IP_TOS 0 big optval", level: unix.SOL_IP, opt: unix.IP_TOS, val: bigval(0), v4: true},
+	{name: "IPV6_TCLASS 0 big optval", level: unix.SOL_IPV6, opt: unix.IPV6_TCLASS, val: bigval(0), v6: true},
 }
 
 // harmlessOpts must work for everyone.

@@ -143,6 +143,12 @@ func TestPermit(t *testing.T) {
 			if err := fastOpen(s1, shown(want)); !errors.Is(err, unix.EPERM) {
 				t.Errorf("fast open after a disconnect: got %v, want EPERM", err)
 			}
+			// No hook sees listen(); the broker refuses it on host sockets
+			// (seccomp). Underneath, Linux refuses to listen on a socket
+			// that was ever connected: record that this still holds.
+			if err := unix.Listen(s1, 1); err == nil {
+				t.Errorf("listen after a disconnect succeeded: a container could serve on a host port")
+			}
 			// A fast-open send is a connect: an armed socket lets it
 			// through only to its destination.
 			s3 := arm()

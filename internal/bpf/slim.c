@@ -844,10 +844,40 @@ static __always_inline int dangerous(struct bpf_sockopt *ctx)
 	return 0;
 }
 
+// value_checked: options dangerous() allows or refuses by their value. With
+// optlen above a page the program sees only the first page and must hand the
+// call back with optlen 0, and the kernel then reads the value again from
+// the caller's memory, which another thread may have changed after the
+// check: such a call is refused.
+static __always_inline int value_checked(struct bpf_sockopt *ctx)
+{
+	switch (ctx->level) {
+	case SOL_SOCKET:
+		return ctx->optname == SO_PRIORITY;
+	case SOL_IP:
+		return ctx->optname == IP_TOS || ctx->optname == IP_OPTIONS;
+	case SOL_IPV6:
+		switch (ctx->optname) {
+		case IPV6_TCLASS:
+		case IPV6_RTHDR:
+		case IPV6_2292RTHDR:
+		case IPV6_HOPOPTS:
+		case IPV6_2292HOPOPTS:
+		case IPV6_DSTOPTS:
+		case IPV6_2292DSTOPTS:
+		case IPV6_RTHDRDSTOPTS:
+		case IPV6_2292PKTOPTIONS:
+			return 1;
+		}
+	}
+	return 0;
+}
+
 SEC("cgroup/setsockopt")
 int slim_setsockopt(struct bpf_sockopt *ctx)
 {
-	if (!caller_is_slimd() && dangerous(ctx))
+	if (!caller_is_slimd() &&
+	    (dangerous(ctx) || (ctx->optlen > SOCKOPT_PAGE && value_checked(ctx))))
 		return DENY;
 	// Pass through: optval untouched. Only an optval beyond the page the
 	// kernel copied must be handed back as "use the caller's buffer".

@@ -349,12 +349,16 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 		return s.fallback("connect", n, ReasonError)
 	}
 	tm.step("addfd")
+	// The handler's time ends where the answer leaves: with
+	// SYNC_WAKE_UP the application's thread runs on this CPU from the
+	// SEND on, so the ioctl returns when it yields, which says nothing
+	// about slimd.
+	m.setupConnect.Observe(time.Since(start).Seconds())
 	// The kernel re-runs connect on the installed host socket, in the
 	// application's thread: the permit's program takes it from there.
 	err = s.l.Continue(n.ID)
 	tm.step("answer")
 	m.swapsConnect.Inc()
-	m.setupConnect.Observe(time.Since(start).Seconds())
 	s.b.pool.refill(a.family, a.nonblock) // after the answer: off the critical path
 	return err
 }

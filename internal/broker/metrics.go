@@ -70,7 +70,7 @@ func NewMetrics() *Metrics {
 			Name: "slim_broker_errors_total", Help: "Swaps that failed, by syscall and step.",
 		}, []string{"op", "step"}),
 		Setup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "slim_broker_handler_seconds", Help: "Broker handler time of a swapped call.", Buckets: buckets,
+			Name: "slim_broker_handler_seconds", Help: "Broker handler time of a swapped call, from receipt to the answer (connect: until the answer is sent).", Buckets: buckets,
 		}, []string{"op"}),
 		Steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "slim_broker_step_seconds", Help: "Broker handler time by step.", Buckets: buckets,

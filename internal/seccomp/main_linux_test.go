@@ -238,7 +238,7 @@ func errName(err error) string {
 }
 
 // requireRoot skips the test without root, except under CI, where it fails.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
@@ -249,11 +249,11 @@ func requireRoot(t *testing.T) {
 	t.Skip("kernel test needs root")
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(b), "\n"))
@@ -279,7 +279,7 @@ func waitFor(t *testing.T, timeout time.Duration, check func() error) {
 
 // child is one re-exec'd child under the filter, and the parent's side.
 type child struct {
-	t        *testing.T
+	t        testing.TB
 	cmd      *exec.Cmd
 	stdin    io.WriteCloser
 	lines    chan string
@@ -312,7 +312,7 @@ func (b *lockedBuffer) String() string {
 
 // startChild runs a child in role, serving it a loopback listener and the
 // agent socket, and returns once the parent holds its notification fd.
-func startChild(t *testing.T, role string, env ...string) *child {
+func startChild(t testing.TB, role string, env ...string) *child {
 	t.Helper()
 	requireRoot(t)
 	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
