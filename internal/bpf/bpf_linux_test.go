@@ -217,6 +217,22 @@ func TestGuard(t *testing.T) {
 	}
 }
 
+// The broker's copy decides with Refuses, the program with guard.h, both
+// from GuardedOptions: they agree on every case TestGuard runs through the
+// kernel.
+func TestRefusesAgreesWithGuard(t *testing.T) {
+	for _, o := range dangerousOpts {
+		if !Refuses(o.level, o.opt, o.val) {
+			t.Errorf("%s: Refuses says allowed; the guard refuses it", o.name)
+		}
+	}
+	for _, o := range harmlessOpts {
+		if Refuses(o.level, o.opt, o.val) {
+			t.Errorf("%s: Refuses says refused; the guard allows it", o.name)
+		}
+	}
+}
+
 // TestPinning: state and attachment survive Close (a slimd restart); a second
 // Load swaps programs in place; Unpin detaches.
 func TestPinning(t *testing.T) {

@@ -135,56 +135,10 @@ struct bpf_sockopt {
 	__s32 retval;
 };
 
-// Socket levels and options (asm-generic/socket.h, linux/in.h, linux/in6.h,
-// linux/tcp.h).
-#define SOL_IP 0
+// Socket levels and the options the programs set themselves
+// (asm-generic/socket.h); the guard's list is guard.go's (guard.h).
 #define SOL_SOCKET 1
-#define SOL_TCP 6
-#define SOL_IPV6 41
-
 #define SO_REUSEADDR 2
-#define SO_PRIORITY 12
-#define SO_REUSEPORT 15
-#define SO_BINDTODEVICE 25
-#define SO_SNDBUFFORCE 32
-#define SO_RCVBUFFORCE 33
-#define SO_MARK 36
-#define SO_BUSY_POLL 46
-#define SO_ATTACH_REUSEPORT_CBPF 51
-#define SO_ATTACH_REUSEPORT_EBPF 52
-#define SO_BINDTOIFINDEX 62
-#define SO_DETACH_REUSEPORT_BPF 68
-#define SO_PREFER_BUSY_POLL 69
-#define SO_BUSY_POLL_BUDGET 70
-
-#define IP_TOS 1
-#define IP_OPTIONS 4
-#define IP_FREEBIND 15
-#define IP_IPSEC_POLICY 16
-#define IP_XFRM_POLICY 17
-#define IP_TRANSPARENT 19
-#define IP_UNICAST_IF 50
-
-#define IPV6_2292HOPOPTS 3
-#define IPV6_2292DSTOPTS 4
-#define IPV6_2292RTHDR 5
-#define IPV6_2292PKTOPTIONS 6
-#define IPV6_IPSEC_POLICY 34
-#define IPV6_XFRM_POLICY 35
-#define IPV6_HOPOPTS 54
-#define IPV6_RTHDRDSTOPTS 55
-#define IPV6_RTHDR 57
-#define IPV6_DSTOPTS 59
-#define IPV6_TCLASS 67
-#define IPV6_TRANSPARENT 75
-#define IPV6_UNICAST_IF 76
-#define IPV6_FREEBIND 78
-
-#define TCP_REPAIR 19
-#define TCP_REPAIR_QUEUE 20
-#define TCP_QUEUE_SEQ 21
-#define TCP_REPAIR_OPTIONS 22
-#define TCP_REPAIR_WINDOW 29
 
 // TC_PRIO_INTERACTIVE: the highest SO_PRIORITY an unprivileged socket may set.
 #define MAX_UNPRIV_PRIORITY 6
@@ -744,135 +698,53 @@ static __always_inline int optval_int(struct bpf_sockopt *ctx, int *val)
 	return 1;
 }
 
-// tos_too_high: IP precedence 5-7 (CS5/EF, CS6, CS7). Those classes are kept
-// for real-time and network control traffic that QoS on the host and the
-// underlay may prioritize; a container must not lift its stream into them.
-// Lower classes (CS1-CS4, AFxx, the legacy low-delay bits ssh uses) and ECN
-// pass.
+// The guard's rules (guard.go's Rule*); guard.h, generated from guard.go,
+// says which option gets which.
+
+// tos_too_high: IP precedence 5-7 (CS5/EF, CS6, CS7).
 static __always_inline int tos_too_high(int tos)
 {
 	return tos >= 0 && ((tos >> 5) & 7) >= 5;
 }
 
-// dangerous decides a setsockopt by someone other than slimd on one of
-// slimd's host sockets. The socket lives in the host network namespace, so
-// the kernel's own CAP_NET_ADMIN/CAP_NET_RAW checks there test the container
-// against the host's user namespace, which a container without a user
-// namespace and with those capabilities passes although its grant was meant
-// for its own netns. Refused: options that steer the host's routing,
-// firewalling, QoS or socket selection, and the privileged ones. Everything
-// else (TCP_NODELAY, keepalive, buffer sizes up to the sysctl limits,
-// SO_LINGER, TCP_CONGESTION within net.ipv4.tcp_allowed_congestion_control,
-// TCP_ULP/kTLS, timestamps, ...) only affects the caller's own connection and
-// passes untouched.
-static __always_inline int dangerous(struct bpf_sockopt *ctx)
+static __always_inline int rule_non_empty(struct bpf_sockopt *ctx)
+{
+	return ctx->optlen > 0;
+}
+
+static __always_inline int rule_priority(struct bpf_sockopt *ctx)
 {
 	int val;
 
-	switch (ctx->level) {
-	case SOL_SOCKET:
-		switch (ctx->optname) {
-		case SO_BINDTODEVICE:  // egress device: bypasses host routing
-		case SO_BINDTOIFINDEX: // same, by index
-		case SO_MARK:          // fwmark selects host routing tables and nft rules
-		case SO_SNDBUFFORCE:   // beyond net.core.wmem_max (CAP_NET_ADMIN)
-		case SO_RCVBUFFORCE:   // beyond net.core.rmem_max (CAP_NET_ADMIN)
-		case SO_REUSEPORT:     // reuseport groups pick which host socket
-		case SO_ATTACH_REUSEPORT_CBPF: // gets a host port's connections:
-		case SO_ATTACH_REUSEPORT_EBPF: // slimd owns them
-		case SO_DETACH_REUSEPORT_BPF:
-		case SO_BUSY_POLL:        // spins host CPUs on device queues
-		case SO_PREFER_BUSY_POLL: // (raising it needs CAP_NET_ADMIN)
-		case SO_BUSY_POLL_BUDGET:
-			return 1;
-		case SO_PRIORITY: // 0..6 are unprivileged; above is CAP_NET_ADMIN
-			return optval_int(ctx, &val) &&
-			       (val < 0 || val > MAX_UNPRIV_PRIORITY);
-		}
-		return 0;
-	case SOL_IP:
-		switch (ctx->optname) {
-		case IP_TRANSPARENT:  // non-local bind and spoofed source
-		case IP_FREEBIND:     // non-local bind; bind is denied anyway
-		case IP_UNICAST_IF:   // egress interface, like SO_BINDTOIFINDEX
-		case IP_IPSEC_POLICY: // per-socket IPsec policy overrides the host's
-		case IP_XFRM_POLICY:
-			return 1;
-		case IP_OPTIONS: // source routing (LSRR/SSRR); clearing is fine
-			return ctx->optlen > 0;
-		case IP_TOS: // int, or a single byte
-			if (optval_int(ctx, &val))
-				return tos_too_high(val);
-			if (ctx->optlen >= 1 && ctx->optval + 1 <= ctx->optval_end)
-				return tos_too_high(*(__u8 *)ctx->optval);
-			return 0;
-		}
-		return 0;
-	case SOL_IPV6:
-		switch (ctx->optname) {
-		case IPV6_TRANSPARENT:
-		case IPV6_FREEBIND:
-		case IPV6_UNICAST_IF:
-		case IPV6_IPSEC_POLICY:
-		case IPV6_XFRM_POLICY:
-			return 1;
-		case IPV6_RTHDR: // routing header: source routing
-		case IPV6_2292RTHDR:
-		case IPV6_HOPOPTS: // extension headers the host's path must process
-		case IPV6_2292HOPOPTS:
-		case IPV6_DSTOPTS:
-		case IPV6_2292DSTOPTS:
-		case IPV6_RTHDRDSTOPTS:
-		case IPV6_2292PKTOPTIONS: // may carry any of the above
-			return ctx->optlen > 0;
-		case IPV6_TCLASS: // -1 = kernel default
-			return optval_int(ctx, &val) && val != -1 &&
-			       tos_too_high(val);
-		}
-		return 0;
-	case SOL_TCP:
-		switch (ctx->optname) {
-		case TCP_REPAIR: // rewrite sequence numbers and queues, connect
-		case TCP_REPAIR_QUEUE: // without a handshake (CAP_NET_ADMIN)
-		case TCP_QUEUE_SEQ:
-		case TCP_REPAIR_OPTIONS:
-		case TCP_REPAIR_WINDOW:
-			return 1;
-		}
-		return 0;
-	}
-	return 0;
+	return optval_int(ctx, &val) && (val < 0 || val > MAX_UNPRIV_PRIORITY);
 }
 
-// value_checked: options dangerous() allows or refuses by their value. With
-// optlen above a page the program sees only the first page and must hand the
-// call back with optlen 0, and the kernel then reads the value again from
-// the caller's memory, which another thread may have changed after the
-// check: such a call is refused.
-static __always_inline int value_checked(struct bpf_sockopt *ctx)
+// rule_tos: an int, or a single byte.
+static __always_inline int rule_tos(struct bpf_sockopt *ctx)
 {
-	switch (ctx->level) {
-	case SOL_SOCKET:
-		return ctx->optname == SO_PRIORITY;
-	case SOL_IP:
-		return ctx->optname == IP_TOS || ctx->optname == IP_OPTIONS;
-	case SOL_IPV6:
-		switch (ctx->optname) {
-		case IPV6_TCLASS:
-		case IPV6_RTHDR:
-		case IPV6_2292RTHDR:
-		case IPV6_HOPOPTS:
-		case IPV6_2292HOPOPTS:
-		case IPV6_DSTOPTS:
-		case IPV6_2292DSTOPTS:
-		case IPV6_RTHDRDSTOPTS:
-		case IPV6_2292PKTOPTIONS:
-			return 1;
-		}
-	}
+	int val;
+
+	if (optval_int(ctx, &val))
+		return tos_too_high(val);
+	if (ctx->optlen >= 1 && ctx->optval + 1 <= ctx->optval_end)
+		return tos_too_high(*(__u8 *)ctx->optval);
 	return 0;
 }
 
+// rule_tclass: -1 is the kernel's default.
+static __always_inline int rule_tclass(struct bpf_sockopt *ctx)
+{
+	int val;
+
+	return optval_int(ctx, &val) && val != -1 && tos_too_high(val);
+}
+
+#include "guard.h"
+
+// With optlen above a page the program sees only the first page and must
+// hand the call back with optlen 0, and the kernel then reads the value again
+// from the caller's memory, which another thread may have changed after the
+// check: a value-checked option with such an optlen is refused.
 SEC("cgroup/setsockopt")
 int slim_setsockopt(struct bpf_sockopt *ctx)
 {

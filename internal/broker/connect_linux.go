@@ -331,7 +331,16 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 	}
 	defer unix.Close(hfd)
 	if a.opts != 0 {
-		if _, err := readOpts(a.fd, a.family, false, a.opts).applyDiff(hfd, s.b.defaults[a.family]); err != nil && s.debug {
+		opts, defaults := readOpts(a.fd, a.family, false, a.opts), s.b.defaults[a.family]
+		if opt, bad := opts.refused(defaults); bad {
+			// The guard refuses the value on host sockets (IP_TOS EF, say):
+			// the container keeps it, over the overlay.
+			if s.debug {
+				s.log.Debug("broker: option the guard refuses, using the overlay", "option", opt)
+			}
+			return s.fallback("connect", n, ReasonOption)
+		}
+		if _, err := opts.applyDiff(hfd, defaults); err != nil && s.debug {
 			s.log.Debug("broker: some socket options not copied", "err", err)
 		}
 		tm.step("options")

@@ -21,6 +21,7 @@ const (
 	ReasonLocalOnly    Reason = "local_only"    // listener bound to loopback or port 0
 	ReasonInUse        Reason = "in_use"        // the socket is connected, connecting or listening already
 	ReasonNoPorts      Reason = "no_ports"      // the container's source port blocks are full or cannot be claimed
+	ReasonOption       Reason = "option"        // the socket carries an option value the guard refuses on host sockets
 	ReasonPermission   Reason = "permission"    // slimd may not take the socket (no CAP_SYS_PTRACE over the process)
 	ReasonUnsupported  Reason = "unsupported"   // the kernel lacks what a swap needs (pidfd_getfd, PIDFD_THREAD)
 	ReasonError        Reason = "error"         // the swap failed; the kernel does it instead

@@ -293,6 +293,32 @@ func TestFastPath(t *testing.T) {
 			t.Errorf("%v connects read recorded options, want 4", got)
 		}
 	})
+	t.Run("refused-option-not-copied", func(t *testing.T) {
+		// IP_TOS EF is the container's to set on its own socket; the guard
+		// refuses it on host sockets, so slimd must not set it there
+		// for the container either: the connection keeps it, over the
+		// overlay.
+		swaps := metric(t, "h2", "slim_broker_swaps_total", `op="connect"`)
+		refused := metric(t, "h2", "slim_broker_fallbacks_total", `reason="option"`)
+		for _, r := range parseResults(t, l.Output(ctx, "cli", probe, "connect", "-addr", dst, "-bytes", "1000", "-tos", "184")) {
+			if r.Client.Err != "" {
+				t.Errorf("connect with IP_TOS EF: %s", r.Client.Err)
+			}
+		}
+		if got := metric(t, "h2", "slim_broker_fallbacks_total", `reason="option"`) - refused; got != 1 {
+			t.Errorf("%v connects left to the overlay for a refused option, want 1", got)
+		}
+		if got := metric(t, "h2", "slim_broker_swaps_total", `op="connect"`) - swaps; got != 0 {
+			t.Errorf("%v connects with IP_TOS EF swapped onto a host socket, want 0", got)
+		}
+		// AF21 is allowed: copied, swapped.
+		for _, r := range parseResults(t, l.Output(ctx, "cli", probe, "connect", "-addr", dst, "-bytes", "1000", "-tos", "72")) {
+			checkVirtual(t, r, cli.IPv4, srv.IPv4, 7100)
+		}
+		if got := metric(t, "h2", "slim_broker_swaps_total", `op="connect"`) - swaps; got != 1 {
+			t.Errorf("%v connects with IP_TOS AF21 swapped, want 1", got)
+		}
+	})
 	t.Run("blocking-with-signals", func(t *testing.T) {
 		out := l.Output(ctx, "cli", probe, "connect", "-blocking", "-signals", "-addr", dst, "-bytes", "1000", "-conns", "300", "-parallel", "8")
 		rs := parseResults(t, out)

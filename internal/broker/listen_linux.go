@@ -57,6 +57,12 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	if reason != "" {
 		return s.leaveListen(n, a, reason)
 	}
+	opts := readOpts(a.fd, a.family, true, a.opts)
+	if _, bad := opts.refused(s.b.defaults[a.family]); bad {
+		// The guard refuses the value on host sockets: the listener
+		// stays in the container, with it.
+		return s.leaveListen(n, a, ReasonOption)
+	}
 	b := s.b
 	b.mu.Lock()
 	g := b.listeners[vips[0]]
@@ -81,7 +87,7 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 		}
 		return s.leaveListen(n, a, ReasonError)
 	}
-	hfd, err := s.hostListener(a, hostPort, backlog)
+	hfd, err := s.hostListener(a, opts, hostPort, backlog)
 	if errors.Is(err, unix.EADDRINUSE) && !newGroup {
 		// The group's host listeners are alive and this socket may not
 		// join them (no SO_REUSEPORT on both): what the kernel would have
@@ -170,7 +176,7 @@ func sockaddrOf(family int, a netip.Addr, port uint16) unix.Sockaddr {
 }
 
 // hostListener creates the host listener for the application socket a.
-func (s *session) hostListener(a appSocket, port uint16, backlog int) (int, error) {
+func (s *session) hostListener(a appSocket, opts sockOpts, port uint16, backlog int) (int, error) {
 	flags := unix.SOCK_STREAM | unix.SOCK_CLOEXEC
 	if a.nonblock {
 		flags |= unix.SOCK_NONBLOCK
@@ -188,7 +194,7 @@ func (s *session) hostListener(a appSocket, port uint16, backlog int) (int, erro
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return -1, err
 	}
-	if _, err := readOpts(a.fd, a.family, true, a.opts).applyDiff(fd, s.b.defaults[a.family]); err != nil {
+	if _, err := opts.applyDiff(fd, s.b.defaults[a.family]); err != nil {
 		s.log.Debug("broker: some listener options not copied", "err", err)
 	}
 	if a.family == unix.AF_INET6 {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -111,6 +112,26 @@ func readOpts(fd, family int, forListen bool, mask uint64) sockOpts {
 		}
 	}
 	return o
+}
+
+// refused names the first option of o that differs from defaults and
+// whose value the guard refuses to containers on host sockets
+// (bpf.Refuses, the list slim.c's program is generated from): slimd, whom
+// the guard trusts, must not set it for them. SO_REUSEPORT on listeners is
+// slimd's own doing (reuseport groups), not the container's.
+func (o sockOpts) refused(defaults sockOpts) (string, bool) {
+	var b [4]byte
+	for i, spec := range copiedOpts {
+		if !o.ok[i] || (defaults.ok[i] && o.vals[i] == defaults.vals[i]) ||
+			(spec.kind != kindInt && spec.kind != kindBuf) || spec.name == unix.SO_REUSEPORT && spec.level == unix.SOL_SOCKET {
+			continue
+		}
+		binary.NativeEndian.PutUint32(b[:], uint32(int32(o.vals[i].i)))
+		if bpf.Refuses(spec.level, spec.name, b[:]) {
+			return fmt.Sprintf("%d/%d", spec.level, spec.name), true
+		}
+	}
+	return "", false
 }
 
 // applyDiff sets on fd every option of o that differs from defaults.

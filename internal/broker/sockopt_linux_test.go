@@ -61,3 +61,33 @@ func TestCopyOptions(t *testing.T) {
 		}
 	}
 }
+
+// Values the guard refuses on host sockets are caught before a copy:
+// slimd must not set, as slimd, what the container may not.
+func TestRefusedOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		family        int
+		level, opt, v int
+		refused       bool
+	}{
+		{"IP_TOS EF", unix.AF_INET, unix.IPPROTO_IP, unix.IP_TOS, 0xb8, true},
+		{"IP_TOS CS7", unix.AF_INET, unix.IPPROTO_IP, unix.IP_TOS, 0xe0, true},
+		{"IP_TOS AF21", unix.AF_INET, unix.IPPROTO_IP, unix.IP_TOS, 0x48, false},
+		{"IPV6_TCLASS EF", unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_TCLASS, 0xb8, true},
+		{"IPV6_TCLASS AF21", unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_TCLASS, 0x48, false},
+		{"SO_REUSEPORT (slimd's groups)", unix.AF_INET, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, false},
+		{"TCP_NODELAY", unix.AF_INET, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := tcpSocket(t, tc.family)
+			if err := unix.SetsockoptInt(app, tc.level, tc.opt, tc.v); err != nil {
+				t.Fatal(err)
+			}
+			defaults := readOpts(tcpSocket(t, tc.family), tc.family, true, allOpts)
+			if _, bad := readOpts(app, tc.family, true, allOpts).refused(defaults); bad != tc.refused {
+				t.Errorf("refused %v, want %v", bad, tc.refused)
+			}
+		})
+	}
+}

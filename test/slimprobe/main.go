@@ -169,6 +169,7 @@ func connect(args []string) error {
 	signals := fs.Bool("signals", false, "send ourselves SIGUSR1 every 100us while connecting (interrupted connects)")
 	summary := fs.Bool("summary", false, "print one summary line instead of a line per connection")
 	keepIdle := fs.Int("keepidle", 0, "set SO_KEEPALIVE and this TCP_KEEPIDLE before connect, and report TCP_KEEPIDLE after (0: leave alone)")
+	tos := fs.Int("tos", -1, "set IP_TOS (IPv4) or IPV6_TCLASS (IPv6) to this before connect (-1: leave alone)")
 	fs.Parse(args)
 	if *signals {
 		stop := interrupter()
@@ -192,7 +193,7 @@ func connect(args []string) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cl, sv := one(ap, *n, *blocking, *keepIdle)
+			cl, sv := one(ap, *n, *blocking, *keepIdle, *tos)
 			out <- result{cl, sv}
 		}()
 	}
@@ -220,9 +221,20 @@ func connect(args []string) error {
 	return nil
 }
 
-func one(ap netip.AddrPort, n int64, blocking bool, keepIdle int) (cl, sv Report) {
+func one(ap netip.AddrPort, n int64, blocking bool, keepIdle, tos int) (cl, sv Report) {
 	// setOpts runs on the socket before connect.
 	setOpts := func(fd int) error {
+		if tos >= 0 {
+			var err error
+			if ap.Addr().Is4() {
+				err = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TOS, tos)
+			} else {
+				err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_TCLASS, tos)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		if keepIdle == 0 {
 			return nil
 		}
