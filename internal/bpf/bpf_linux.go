@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -91,6 +92,15 @@ type Programs struct {
 	blockBits int
 	gen       uint32       // this load's cfg.gen (see AppSocket)
 	ports     *ebpf.Memory // slim_ports, memory-mapped: read without system calls
+	// written mirrors the listener entries this process wrote (key:
+	// listenerKey), so that EnsureListener costs no system call when the
+	// entry is there.
+	written sync.Map
+}
+
+type listenerKey struct {
+	host netip.AddrPort
+	v6   bool
 }
 
 // PortBlock is one published port block: source ports
@@ -596,7 +606,19 @@ func (p *Programs) PutListener(hostIP netip.Addr, hostPort uint16, vip netip.Add
 	if err := p.listenerMap(IsIPv6(vip.Addr())).Update(&k, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("put listener %s: %w", netip.AddrPortFrom(hostIP, hostPort), err)
 	}
+	p.written.Store(listenerKey{netip.AddrPortFrom(hostIP, hostPort), IsIPv6(vip.Addr())}, vip)
 	return nil
+}
+
+// EnsureListener is PutListener unless this process already wrote that
+// entry: the connect path calls it for every swapped connect, so that the
+// connect program finds the listener even before the map sync has caught
+// up with a new record.
+func (p *Programs) EnsureListener(hostIP netip.Addr, hostPort uint16, vip netip.AddrPort) error {
+	if v, ok := p.written.Load(listenerKey{netip.AddrPortFrom(hostIP, hostPort), IsIPv6(vip.Addr())}); ok && v == vip {
+		return nil
+	}
+	return p.PutListener(hostIP, hostPort, vip)
 }
 
 // listenerMap is the listener map of one family of virtual address: a
@@ -612,6 +634,7 @@ func (p *Programs) listenerMap(ipv6 bool) *ebpf.Map {
 // DeleteListener withdraws a listener; a missing one is success.
 func (p *Programs) DeleteListener(hostIP netip.Addr, hostPort uint16, ipv6 bool) error {
 	k := hostport(hostIP, hostPort)
+	p.written.Delete(listenerKey{netip.AddrPortFrom(hostIP, hostPort), ipv6})
 	err := p.listenerMap(ipv6).Delete(&k)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete listener %s: %w", netip.AddrPortFrom(hostIP, hostPort), err)

@@ -83,3 +83,6 @@ type ConnKey struct{ Local, Remote netip.AddrPort }
 
 // ConnsSince returns ErrNotSupported.
 func (*Programs) ConnsSince() (map[ConnKey]time.Time, error) { return nil, ErrNotSupported }
+
+// EnsureListener returns ErrNotSupported.
+func (*Programs) EnsureListener(netip.Addr, uint16, netip.AddrPort) error { return ErrNotSupported }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -275,6 +277,10 @@ func childMain() int {
 		fmt.Fprintln(os.Stderr, "child: lo up:", err)
 		return 1
 	}
+	if err := addUnderlay(); err != nil {
+		fmt.Fprintln(os.Stderr, "child: underlay address:", err)
+		return 1
+	}
 	const conn = 3
 	buf := make([]byte, 4096)
 	for {
@@ -375,6 +381,18 @@ func childHandle(req []string) (string, int) {
 		return "ok", -1
 	}
 	return "err unknown request " + strings.Join(req, " "), -1
+}
+
+// underlayIP is a host address of the child's namespace that is not
+// loopback (the connect program refuses loopback destinations), on lo.
+var underlayIP = netip.MustParseAddr("192.0.2.1")
+
+func addUnderlay() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	return netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: underlayIP.AsSlice(), Mask: net.CIDRMask(32, 32)}})
 }
 
 func loUp() error {

@@ -36,7 +36,7 @@ func TestPermit(t *testing.T) {
 	env := newEnv(t)
 	p := env.load(t)
 	c := startChild(t, env.cgroup)
-	hostIP := netip.MustParseAddr("127.0.0.1")
+	hostIP := underlayIP
 	const block1, block2 = 40960, 41216 // aligned to 1<<testBlockBits
 	inBlocks := func(port uint16) bool {
 		return port >= block1 && port < block2+1<<testBlockBits
@@ -46,6 +46,14 @@ func TestPermit(t *testing.T) {
 			dst := netip.AddrPortFrom(hostIP, uint16(7200+i))
 			ln := c.fd(t, "listen %s", dst)
 			want := netip.MustParseAddrPort(tc.want)
+			// Not published yet: the program refuses it, permit or not.
+			unpub := c.fd(t, "socket %s", map[bool]string{false: "4", true: "6"}[tc.v6])
+			check(t, p.ArmConn(unpub, Conn{Local: netip.MustParseAddr(tc.local), Peer: want, Want: want, Dst: dst, Src: hostIP,
+				Blocks: [MaxBlocks]uint16{block1}, NBlocks: 1}))
+			if err := unix.Connect(unpub, sockaddr(want, tc.v6)); !errors.Is(err, unix.EPERM) {
+				t.Errorf("connect to an unpublished listener: got %v, want EPERM", err)
+			}
+			check(t, p.PutListener(dst.Addr(), dst.Port(), netip.AddrPortFrom(netip.MustParseAddr("10.200.1.9"), 80)))
 			local := netip.MustParseAddr(tc.local)
 			fam := map[bool]string{false: "4", true: "6"}[tc.v6]
 			arm := func() int {
@@ -159,6 +167,24 @@ func TestPermit(t *testing.T) {
 	}
 }
 
+// A permit slimd was tricked into (a forged store record) still cannot
+// reach the host's own loopback, even with the listener map saying so.
+func TestPermitNotLoopback(t *testing.T) {
+	env := newEnv(t)
+	p := env.load(t)
+	c := startChild(t, env.cgroup)
+	lo := netip.MustParseAddrPort("127.0.0.1:7400")
+	c.fd(t, "listen %s", lo)
+	check(t, p.PutListener(lo.Addr(), lo.Port(), netip.MustParseAddrPort("10.200.1.9:80")))
+	want := netip.MustParseAddrPort("10.200.1.9:80")
+	fd := c.fd(t, "socket 4")
+	check(t, p.ArmConn(fd, Conn{Local: netip.MustParseAddr("10.200.0.7"), Peer: want, Want: want, Dst: lo, Src: lo.Addr(),
+		Blocks: [MaxBlocks]uint16{40960}, NBlocks: 1}))
+	if err := unix.Connect(fd, sockaddr(want, false)); !errors.Is(err, unix.EPERM) {
+		t.Errorf("connect to loopback: got %v, want EPERM", err)
+	}
+}
+
 // TestPermitExhausted: when every port of the blocks has a live connection
 // to the destination, the connect fails with EADDRNOTAVAIL (as host
 // networking does when its ephemeral ports run out) instead of reusing a
@@ -173,9 +199,10 @@ func TestPermitExhausted(t *testing.T) {
 	}
 	t.Cleanup(func() { p.Close() })
 	c := startChild(t, env.cgroup)
-	hostIP := netip.MustParseAddr("127.0.0.1")
+	hostIP := underlayIP
 	dst := netip.AddrPortFrom(hostIP, 7300)
 	ln := c.fd(t, "listen %s", dst)
+	check(t, p.PutListener(dst.Addr(), dst.Port(), netip.MustParseAddrPort("10.200.1.9:80")))
 	want := netip.MustParseAddrPort("10.200.1.9:80")
 	const block = 40960
 	connect := func() (int, error) {

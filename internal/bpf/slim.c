@@ -579,6 +579,21 @@ static __always_inline int wanted(struct bpf_sock_addr *ctx, struct conn *c,
 	return is_v4mapped(c->want) && ctx->user_ip4 == c->want[3];
 }
 
+// published reports whether the permit's destination is a listener in the
+// BPF listener maps.
+static __always_inline int published(struct conn *c)
+{
+	struct hostport k = {};
+
+	k.addr[0] = c->dst[0];
+	k.addr[1] = c->dst[1];
+	k.addr[2] = c->dst[2];
+	k.addr[3] = c->dst[3];
+	k.port = c->dst_port;
+	return bpf_map_lookup_elem(&slim_listeners, &k) ||
+	       bpf_map_lookup_elem(&slim_listeners6, &k);
+}
+
 // use_permit runs the one connect a container may make on a host socket:
 // to the destination slimd approved, from a free port of its blocks.
 static __always_inline int use_permit(struct bpf_sock_addr *ctx, int v6)
@@ -597,6 +612,13 @@ static __always_inline int use_permit(struct bpf_sock_addr *ctx, int v6)
 		return DENY;
 	// Whatever happens next, this was the one try.
 	c->state = CONN_USED;
+	// Where it goes must be a published listener (which slimd validated
+	// against its host's record), on an IPv4 underlay address that is not
+	// loopback: a permit slimd was tricked into is still no way to the
+	// host's own services.
+	if (!is_v4mapped(c->dst) || (bpf_ntohl(c->dst[3]) >> 24) == 127 ||
+	    !published(c))
+		return DENY;
 	bits = cfg->block_bits;
 	n = c->nblocks;
 	if (bits < 1 || bits > 15 || n < 1 || n > MAX_BLOCKS)

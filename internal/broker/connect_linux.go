@@ -345,6 +345,10 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 		}
 		tm.step("options")
 	}
+	if err := s.b.cfg.Permits.EnsureListener(lst.HostIP, lst.HostPort, netip.AddrPortFrom(lst.VIP, lst.Port)); err != nil {
+		m.Errors.WithLabelValues("connect", "listener_map").Inc()
+		return s.fallback("connect", n, ReasonError)
+	}
 	if err := s.b.cfg.Permits.ArmConn(hfd, conn); err != nil {
 		m.Errors.WithLabelValues("connect", "arm").Inc()
 		return s.fallback("connect", n, ReasonError)

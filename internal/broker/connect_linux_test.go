@@ -83,9 +83,10 @@ func (fakePorts) ReleaseListenerPort(uint16)                   {}
 // fakePermits reports fixed ports in use per block.
 type fakePermits map[uint16]uint32
 
-func (f fakePermits) ArmConn(int, bpf.Conn) error          { return nil }
-func (f fakePermits) ConnState(int) (bpf.ConnState, error) { return bpf.ConnNone, nil }
-func (f fakePermits) PortsInUse(start uint16) uint32       { return f[start] }
+func (f fakePermits) ArmConn(int, bpf.Conn) error                             { return nil }
+func (f fakePermits) ConnState(int) (bpf.ConnState, error)                    { return bpf.ConnNone, nil }
+func (f fakePermits) PortsInUse(start uint16) uint32                          { return f[start] }
+func (f fakePermits) EnsureListener(netip.Addr, uint16, netip.AddrPort) error { return nil }
 
 // pickBlocks claims a first block synchronously, another in the background
 // when the blocks fill up, and leaves a connect to the overlay when they are

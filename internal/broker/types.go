@@ -45,6 +45,10 @@ type Permits interface {
 	// PortsInUse is how many live client host sockets are bound to ports
 	// of the local block starting at start.
 	PortsInUse(start uint16) uint32
+	// EnsureListener makes sure the connect program knows the listener
+	// (it refuses permits to anything else): a system call only the first
+	// time.
+	EnsureListener(hostIP netip.Addr, hostPort uint16, vip netip.AddrPort) error
 }
 
 // Recorder is BPF programs in the containers' cgroups that note what an

@@ -68,6 +68,7 @@ type Daemon struct {
 	broker    *broker.Broker
 	bpf       *bpf.Programs
 	keeper    *keeperLink
+	valid     *validator
 	journal   *keeper.Journal
 	leftovers []keeper.Entry
 
@@ -172,6 +173,8 @@ func (d *Daemon) setup(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	d.valid = newValidator(store.Limits{Config: cc, PortFirst: d.cfg.PortFirst, PortLast: d.cfg.PortLast},
+		d.log.With("component", "store"), d.metrics.refused)
 	var slot int
 	if err := d.retry(ctx, "claim host subnet", func(ctx context.Context) (err error) {
 		slot, err = d.store.ClaimSlot(ctx, d.cfg.NodeName, cc.Plan())
@@ -369,7 +372,7 @@ func (d *Daemon) desiredPeers() ([]overlay.Peer, bool) {
 	d.metrics.hosts.Set(float64(len(hosts)))
 	peers := make([]overlay.Peer, 0, len(hosts))
 	for _, h := range hosts {
-		if h.Name == d.self.Name || h.UnderlayIP == d.self.UnderlayIP {
+		if h.Name == d.self.Name || h.UnderlayIP == d.self.UnderlayIP || !d.valid.host(h) {
 			continue
 		}
 		mac, err := net.ParseMAC(h.VTEPMAC)

@@ -66,9 +66,15 @@ func (f *fastPath) FastPath() bool {
 	return !ok || v.Enabled
 }
 
-// Listener implements broker.View.
+// Listener implements broker.View: a published listener whose record
+// fits its host's (see validator); a forged one is refused, and the
+// connect goes to the overlay.
 func (f *fastPath) Listener(vip netip.Addr, port uint16) (api.Listener, bool) {
-	return f.d.listeners.Get(store.ListenerKey(vip, port))
+	l, ok := f.d.listeners.Get(store.ListenerKey(vip, port))
+	if !ok || l.VIP != vip || l.Port != port || !f.d.valid.listener(l, f.d.hosts.Get) {
+		return api.Listener{}, false
+	}
+	return l, true
 }
 
 // ContainerByNetns implements broker.Resolver.
@@ -87,7 +93,7 @@ func (f *fastPath) rebuild() {
 	byNetns := map[uint64]*broker.Container{}
 	inodes := map[string]uint64{}
 	for _, ep := range eps {
-		if ep.Host != f.d.self.Name {
+		if ep.Host != f.d.self.Name || !f.d.valid.endpoint(ep, f.d.hosts.Get) {
 			continue
 		}
 		ino, ok := f.inodes[ep.Netns]
@@ -108,7 +114,7 @@ func (f *fastPath) rebuild() {
 // Blocks implements broker.Ports.
 func (f *fastPath) Blocks(c *broker.Container) []api.PortBlock {
 	ep, ok := f.d.endpoints.Get(f.d.self.Name + "/" + c.ID + "/" + c.IfName)
-	if !ok {
+	if !ok || !f.d.valid.endpoint(ep, f.d.hosts.Get) {
 		return nil
 	}
 	return ep.PortBlocks
@@ -225,7 +231,7 @@ func (f *fastPath) localRules() []nat.Rule {
 	ls, _ := f.d.listeners.Snapshot()
 	var rules []nat.Rule
 	for _, l := range ls {
-		if l.Host != f.d.self.Name {
+		if l.Host != f.d.self.Name || !f.d.valid.listener(l, f.d.hosts.Get) {
 			continue
 		}
 		hostIP := l.HostIP
@@ -255,6 +261,9 @@ func (f *fastPath) runNAT(ctx context.Context) error {
 		if f.restored.Load() && f.d.listeners.Synced() && f.d.endpoints.Synced() && f.d.hosts.Synced() {
 			if err := f.natTable.Sync(f.localRules()); err != nil {
 				f.d.log.Warn("dnat sync failed", "err", err)
+			}
+			if err := f.natTable.SyncGuard(f.guard()); err != nil {
+				f.d.log.Warn("control-plane guard sync failed", "err", err)
 			}
 			if err := f.syncBPF(); err != nil {
 				f.d.log.Warn("bpf map sync failed", "err", err)
@@ -351,10 +360,11 @@ func (f *fastPath) syncBPF() error {
 		ip    netip.Addr
 		start uint16
 	}
+	hostOf := func(name string) (api.Host, bool) { h, ok := hosts[name]; return h, ok }
 	wantB := map[bk]netip.Addr{}
 	for _, ep := range eps {
 		h, ok := hosts[ep.Host]
-		if !ok {
+		if !ok || !f.d.valid.endpoint(ep, hostOf) {
 			continue
 		}
 		for _, b := range ep.PortBlocks {
@@ -375,7 +385,9 @@ func (f *fastPath) syncBPF() error {
 	}
 	wantL := map[lk]netip.AddrPort{}
 	for _, l := range ls {
-		wantL[lk{bk{l.HostIP, l.HostPort}, bpf.IsIPv6(l.VIP)}] = netip.AddrPortFrom(l.VIP, l.Port)
+		if f.d.valid.listener(l, hostOf) {
+			wantL[lk{bk{l.HostIP, l.HostPort}, bpf.IsIPv6(l.VIP)}] = netip.AddrPortFrom(l.VIP, l.Port)
+		}
 	}
 	var errs []error
 	haveB, err := p.PortBlocks()

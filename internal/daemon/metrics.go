@@ -14,6 +14,7 @@ type metrics struct {
 	hosts        prometheus.Gauge
 	endpoints    prometheus.Gauge
 	resyncs      *prometheus.CounterVec
+	refused      *prometheus.CounterVec
 	allocations  prometheus.Counter
 	releases     prometheus.Counter
 }
@@ -39,6 +40,9 @@ func newMetrics() *metrics {
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "slim_store_resyncs_total", Help: "Store cache re-lists after a watch failure.",
 		}, []string{"cache"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_store_records_refused_total", Help: "Store records refused before use (host, listener, endpoint), once per distinct reason.",
+		}, []string{"kind"}),
 		allocations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "slim_endpoint_allocations_total", Help: "Endpoints allocated on this host.",
 		}),
@@ -46,7 +50,7 @@ func newMetrics() *metrics {
 			Name: "slim_endpoint_releases_total", Help: "Endpoints released on this host (DEL and GC).",
 		}),
 	}
-	m.reg.MustRegister(m.apiRequests, m.overlayApply, m.peers, m.hosts, m.endpoints, m.resyncs,
+	m.reg.MustRegister(m.apiRequests, m.overlayApply, m.peers, m.hosts, m.endpoints, m.resyncs, m.refused,
 		m.allocations, m.releases, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

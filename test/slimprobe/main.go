@@ -56,7 +56,7 @@ type Report struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: slimprobe serve|connect|hold|rrserve|rr|crrserve|crr|wait|memcached|get [flags]")
+		fmt.Fprintln(os.Stderr, "usage: slimprobe serve|connect|hold|attack|rrserve|rr|crrserve|crr|wait|memcached|get [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -81,6 +81,8 @@ func main() {
 		err = get(os.Args[2:])
 	case "hold":
 		err = hold(os.Args[2:])
+	case "attack":
+		err = attack(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
