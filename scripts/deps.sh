@@ -13,8 +13,10 @@ need_root() {
 need_root
 
 # gcc and libc6-dev: slimctl bench compiles its crr1 client (C, static).
+# curl, wget, python3 and nodejs: clients and servers of the compatibility
+# test (internal/broker TestCompat; postgresql brings psql).
 pkgs=(iproute2 iperf3 nftables ethtool iputils-ping socat kmod ca-certificates util-linux runc crun clang llvm libbpf-dev
-	memcached nginx-light wrk postgresql redis-server redis-tools gcc libc6-dev)
+	memcached nginx-light wrk postgresql redis-server redis-tools gcc libc6-dev curl wget python3 nodejs)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

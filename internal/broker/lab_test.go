@@ -101,6 +101,12 @@ type report struct {
 // match, scraped from the host's metrics endpoint inside its namespace.
 func metric(t *testing.T, host, name, match string) float64 {
 	t.Helper()
+	return sumSamples(t, scrape(t, host), name, match)
+}
+
+// scrape reads a lab slimd's metrics from inside its host's namespace.
+func scrape(t *testing.T, host string) string {
+	t.Helper()
 	var body []byte
 	err := ns.WithNetNSPath(lab.NetnsPath(lab.HostNetns(host)), func(ns.NetNS) error {
 		// The socket is made on this (namespaced) thread; an
@@ -120,8 +126,15 @@ func metric(t *testing.T, host, name, match string) float64 {
 	if err != nil {
 		t.Fatalf("scrape %s metrics: %v", host, err)
 	}
+	return string(body)
+}
+
+// sumSamples sums the samples of counter name in a scrape whose labels
+// contain match.
+func sumSamples(t *testing.T, body, name, match string) float64 {
+	t.Helper()
 	sum := 0.0
-	for line := range strings.Lines(string(body)) {
+	for line := range strings.Lines(body) {
 		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, match) {
 			continue
 		}
