@@ -7,11 +7,17 @@
 // crosses the host's netfilter) and a DNAT rule there sends them to the
 // host listener. Replies are translated back by conntrack.
 //
-// The package owns one table, "slim" in the inet family, with two chains:
-// prerouting (packets from local containers and from the vxlan device)
-// and output (connections made by the host itself). Sync rebuilds the
-// chains' rules in one netlink batch, which the kernel applies atomically,
-// so there is never a moment without rules. Nothing else is touched.
+// The package owns one table, "slim" in the inet family, with two NAT
+// chains: prerouting (packets from local containers and from the vxlan
+// device) and output (connections made by the host itself). Sync rebuilds
+// the chains' rules in one netlink batch, which the kernel applies
+// atomically, so there is never a moment without rules. Nothing else is
+// touched.
+//
+// The same table holds the control-plane guard (SyncGuard): two filter
+// chains, guard_input and guard_forward, and the sets cp_ports and cp_hosts,
+// which drop TCP from container interfaces to the store's and slimd's ports
+// on this host and on the cluster's other hosts.
 package nat
 
 import (
