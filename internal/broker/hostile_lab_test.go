@@ -67,14 +67,22 @@ func TestHostileContainer(t *testing.T) {
 		// Anyone who can write to the store (here: the h2 host, with
 		// curl through etcd's JSON gateway) forges a listener: a made-up
 		// virtual address mapped to a service on the host's own loopback,
-		// and one mapped to a control-plane port.
+		// and one mapped to a control-plane port; both on h1's own lease
+		// (read from h1's host record), so that the record passes the
+		// lease check and the address checks must catch it.
+		b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+		var hostRec struct{ Kvs []struct{ Lease string } }
+		out := l.Output(ctx, "h2", "curl", "-sf", "-X", "POST", "http://"+store+"/v3/kv/range", "-d",
+			fmt.Sprintf(`{"key":%q}`, b64("/slim/hosts/h1")))
+		if err := json.Unmarshal([]byte(out), &hostRec); err != nil || len(hostRec.Kvs) != 1 || hostRec.Kvs[0].Lease == "" {
+			t.Fatalf("h1's host record: %s (%v)", out, err)
+		}
 		forge := func(vip netip.AddrPort, hostIP string, hostPort int) {
 			t.Helper()
 			rec := fmt.Sprintf(`{"vip":%q,"port":%d,"host":"h1","hostIP":%q,"hostPort":%d,"containerID":"forged","ifName":"eth0"}`,
 				vip.Addr(), vip.Port(), hostIP, hostPort)
 			key := fmt.Sprintf("/slim/listeners/%s/%d", vip.Addr(), vip.Port())
-			body := fmt.Sprintf(`{"key":%q,"value":%q}`, base64.StdEncoding.EncodeToString([]byte(key)),
-				base64.StdEncoding.EncodeToString([]byte(rec)))
+			body := fmt.Sprintf(`{"key":%q,"value":%q,"lease":%q}`, b64(key), b64(rec), hostRec.Kvs[0].Lease)
 			l.Output(ctx, "h2", "curl", "-sf", "-X", "POST", "http://"+store+"/v3/kv/put", "-d", body)
 		}
 		sub := srv.IPv4.As4()

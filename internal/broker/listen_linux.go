@@ -277,7 +277,7 @@ func (b *Broker) reapListeners(ctx context.Context) {
 func hostTCPSockets() (open map[uint16]bool, live map[ConnKey]bool, err error) {
 	open, live = map[uint16]bool{}, map[ConnKey]bool{}
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := netlink.SocketDiagTCP(fam)
+		socks, err := DiagTCP(fam)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -290,6 +290,26 @@ func hostTCPSockets() (open map[uint16]bool, live map[ConnKey]bool, err error) {
 		}
 	}
 	return open, live, nil
+}
+
+// Interrupted sock_diag dumps (sockets came and went during the dump: the
+// answer may be inconsistent) are tried again this many times, this far
+// apart; a busy host interrupts many.
+const (
+	diagTries = 8
+	diagPause = 5 * time.Millisecond
+)
+
+// DiagTCP dumps the TCP sockets of one family in the current network
+// namespace, trying again when the dump was interrupted.
+func DiagTCP(family uint8) ([]*netlink.Socket, error) {
+	for try := 1; ; try++ {
+		socks, err := netlink.SocketDiagTCP(family)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == diagTries {
+			return socks, err
+		}
+		time.Sleep(diagPause)
+	}
 }
 
 // diagKey is a sock_diag entry's 4-tuple, v4-mapped addresses unmapped.

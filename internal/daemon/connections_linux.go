@@ -11,7 +11,6 @@ import (
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/broker"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,7 +79,7 @@ func (f *fastPath) connections() ([]api.Connection, error) {
 	}
 	var out []api.Connection
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := netlink.SocketDiagTCP(fam)
+		socks, err := broker.DiagTCP(fam)
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag: %w", err)
 		}

@@ -71,7 +71,7 @@ func (f *fastPath) FastPath() bool {
 // connect goes to the overlay.
 func (f *fastPath) Listener(vip netip.Addr, port uint16) (api.Listener, bool) {
 	l, ok := f.d.listeners.Get(store.ListenerKey(vip, port))
-	if !ok || l.VIP != vip || l.Port != port || !f.d.valid.listener(l, f.d.hosts.Get) {
+	if !ok || l.VIP != vip || l.Port != port || !f.d.valid.listener(l, f) {
 		return api.Listener{}, false
 	}
 	return l, true
@@ -93,7 +93,7 @@ func (f *fastPath) rebuild() {
 	byNetns := map[uint64]*broker.Container{}
 	inodes := map[string]uint64{}
 	for _, ep := range eps {
-		if ep.Host != f.d.self.Name || !f.d.valid.endpoint(ep, f.d.hosts.Get) {
+		if ep.Host != f.d.self.Name || !f.d.valid.endpoint(ep, f.hostRecord) {
 			continue
 		}
 		ino, ok := f.inodes[ep.Netns]
@@ -111,10 +111,30 @@ func (f *fastPath) rebuild() {
 	f.markNAT() // port blocks changed: the BPF maps follow
 }
 
+// host implements records: the cached host record and its lease. This
+// host's own record is known without the cache, which may not have synced
+// yet when the endpoints' has.
+func (f *fastPath) host(name string) (api.Host, int64, bool) {
+	if name == f.d.self.Name {
+		return f.d.self, int64(f.d.lease.ID()), true
+	}
+	h, ok := f.d.hosts.Get(name)
+	return h, f.d.hosts.Lease(name), ok
+}
+
+// hostRecord is host without the lease, for the endpoint checks.
+func (f *fastPath) hostRecord(name string) (api.Host, bool) {
+	h, _, ok := f.host(name)
+	return h, ok
+}
+
+// listenerLease implements records.
+func (f *fastPath) listenerLease(key string) int64 { return f.d.listeners.Lease(key) }
+
 // Blocks implements broker.Ports.
 func (f *fastPath) Blocks(c *broker.Container) []api.PortBlock {
 	ep, ok := f.d.endpoints.Get(f.d.self.Name + "/" + c.ID + "/" + c.IfName)
-	if !ok || !f.d.valid.endpoint(ep, f.d.hosts.Get) {
+	if !ok || !f.d.valid.endpoint(ep, f.hostRecord) {
 		return nil
 	}
 	return ep.PortBlocks
@@ -231,7 +251,7 @@ func (f *fastPath) localRules() []nat.Rule {
 	ls, _ := f.d.listeners.Snapshot()
 	var rules []nat.Rule
 	for _, l := range ls {
-		if l.Host != f.d.self.Name || !f.d.valid.listener(l, f.d.hosts.Get) {
+		if l.Host != f.d.self.Name || !f.d.valid.listener(l, f) {
 			continue
 		}
 		hostIP := l.HostIP
@@ -385,7 +405,7 @@ func (f *fastPath) syncBPF() error {
 	}
 	wantL := map[lk]netip.AddrPort{}
 	for _, l := range ls {
-		if f.d.valid.listener(l, hostOf) {
+		if f.d.valid.listener(l, f) {
 			wantL[lk{bk{l.HostIP, l.HostPort}, bpf.IsIPv6(l.VIP)}] = netip.AddrPortFrom(l.VIP, l.Port)
 		}
 	}

@@ -54,11 +54,19 @@ func (v *validator) host(h api.Host) bool {
 	return v.report("host", h.Name, v.lim.Host(h))
 }
 
+// records is what the listener check reads besides the record: the host
+// records and the leases of both kinds of record.
+type records interface {
+	host(name string) (api.Host, int64, bool)
+	listenerLease(key string) int64
+}
+
 // listener reports whether a listener record may be used, judged against
 // the host record it names.
-func (v *validator) listener(l api.Listener, hosts func(string) (api.Host, bool)) bool {
-	h, ok := hosts(l.Host)
-	return v.report("listener", store.ListenerKey(l.VIP, l.Port), v.lim.Listener(l, h, ok))
+func (v *validator) listener(l api.Listener, r records) bool {
+	key := store.ListenerKey(l.VIP, l.Port)
+	h, hostLease, ok := r.host(l.Host)
+	return v.report("listener", key, v.lim.Listener(l, r.listenerLease(key), h, hostLease, ok))
 }
 
 // endpoint reports whether an endpoint record may be used, judged against

@@ -17,7 +17,7 @@ func TestValidatorReportsOnce(t *testing.T) {
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "refused"}, []string{"kind"})
 	v := newValidator(store.Limits{PortFirst: 20480, PortLast: 32767}, slog.New(slog.DiscardHandler), refused)
 	h := api.Host{Name: "h1", UnderlayIP: netip.MustParseAddr("192.168.77.1"), Subnet4: netip.MustParsePrefix("10.244.0.0/24")}
-	hosts := func(name string) (api.Host, bool) { return h, name == "h1" }
+	hosts := fakeRecords{h: h}
 	l := api.Listener{VIP: netip.MustParseAddr("10.244.0.5"), Port: 80, Host: "h1", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 20737}
 	for range 3 {
 		if v.listener(l, hosts) {
@@ -46,3 +46,9 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// fakeRecords has one host, whose record and listeners hang on lease 7.
+type fakeRecords struct{ h api.Host }
+
+func (f fakeRecords) host(name string) (api.Host, int64, bool) { return f.h, 7, name == f.h.Name }
+func (f fakeRecords) listenerLease(string) int64               { return 7 }

@@ -28,7 +28,8 @@ type Cache[T any] struct {
 	OnResync func()
 
 	mu     sync.RWMutex
-	items  map[string]T // key without prefix -> value
+	items  map[string]T     // key without prefix -> value
+	leases map[string]int64 // key without prefix -> the record's lease (only non-zero ones)
 	synced bool
 }
 
@@ -38,7 +39,7 @@ func NewCache[T any](cli *clientv3.Client, prefix string, log *slog.Logger, onCh
 	if onChange == nil {
 		onChange = func() {}
 	}
-	return &Cache[T]{cli: cli, prefix: prefix, log: log, onChange: onChange, items: map[string]T{}}
+	return &Cache[T]{cli: cli, prefix: prefix, log: log, onChange: onChange, items: map[string]T{}, leases: map[string]int64{}}
 }
 
 // Backoff bounds for re-listing after a watch failure: fast enough to
@@ -78,13 +79,18 @@ func (c *Cache[T]) listAndWatch(ctx context.Context, first bool) error {
 		return fmt.Errorf("list: %w", err)
 	}
 	items := make(map[string]T, len(resp.Kvs))
+	leases := map[string]int64{}
 	for _, kv := range resp.Kvs {
 		if v, ok := c.decode(kv); ok {
-			items[strings.TrimPrefix(string(kv.Key), c.prefix)] = v
+			k := strings.TrimPrefix(string(kv.Key), c.prefix)
+			items[k] = v
+			if kv.Lease != 0 {
+				leases[k] = kv.Lease
+			}
 		}
 	}
 	c.mu.Lock()
-	c.items = items
+	c.items, c.leases = items, leases
 	c.synced = true
 	c.mu.Unlock()
 	c.onChange()
@@ -107,13 +113,18 @@ func (c *Cache[T]) listAndWatch(ctx context.Context, first bool) error {
 			k := strings.TrimPrefix(string(ev.Kv.Key), c.prefix)
 			switch ev.Type {
 			case mvccpb.PUT:
+				delete(c.leases, k)
 				if v, ok := c.decode(ev.Kv); ok {
 					c.items[k] = v
+					if ev.Kv.Lease != 0 {
+						c.leases[k] = ev.Kv.Lease
+					}
 				} else {
 					delete(c.items, k)
 				}
 			case mvccpb.DELETE:
 				delete(c.items, k)
+				delete(c.leases, k)
 			}
 		}
 		c.mu.Unlock()
@@ -155,6 +166,13 @@ func (c *Cache[T]) Get(key string) (T, bool) {
 	defer c.mu.RUnlock()
 	v, ok := c.items[key]
 	return v, ok
+}
+
+// Lease returns the lease a record is attached to (0: none).
+func (c *Cache[T]) Lease(key string) int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.leases[key]
 }
 
 // Len is the number of cached items.

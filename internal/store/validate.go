@@ -101,12 +101,17 @@ func (lim Limits) Endpoint(ep api.Endpoint, owner api.Host, known bool) error {
 }
 
 // Listener checks a listener record against its host's record (owner;
-// known false if there is none): the host address must be that host's
-// underlay address, the host port in the reserved range, the virtual
-// address in the host's subnets.
-func (lim Limits) Listener(l api.Listener, owner api.Host, known bool) error {
+// known false if there is none): the record must hang on the lease the
+// host's record hangs on (the host's slimd wrote it; lease and hostLease,
+// 0 for none), the host address must be that host's underlay address, the
+// host port in the reserved range, the virtual address in the host's
+// subnets.
+func (lim Limits) Listener(l api.Listener, lease int64, owner api.Host, hostLease int64, known bool) error {
 	if !known {
 		return invalid("listener %v: host %q unknown", netip.AddrPortFrom(l.VIP, l.Port), l.Host)
+	}
+	if lease == 0 || lease != hostLease {
+		return invalid("listener %v: on lease %x, not on host %s's lease %x", netip.AddrPortFrom(l.VIP, l.Port), lease, owner.Name, hostLease)
 	}
 	if err := lim.Host(owner); err != nil {
 		return err

@@ -48,23 +48,26 @@ func TestLimitsListener(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		l     api.Listener
+		lease int64
 		known bool
 		ok    bool
 	}{
-		{"good", good, true, true},
-		{"ipv6", mod(func(l *api.Listener) { l.VIP = netip.MustParseAddr("fd00:244::5") }), true, true},
+		{"good", good, 7, true, true},
+		{"on another lease", good, 8, true, false},
+		{"on no lease", good, 0, true, false},
+		{"ipv6", mod(func(l *api.Listener) { l.VIP = netip.MustParseAddr("fd00:244::5") }), 7, true, true},
 		// The attack of the hardening issue: a made-up VIP mapped to a
 		// service on the host's own loopback.
-		{"loopback host address", mod(func(l *api.Listener) { l.HostIP = netip.MustParseAddr("127.0.0.1") }), true, false},
-		{"another host's address", mod(func(l *api.Listener) { l.HostIP = netip.MustParseAddr("192.168.77.2") }), true, false},
-		{"host port outside the range", mod(func(l *api.Listener) { l.HostPort = 22 }), true, false},
-		{"vip outside the host's subnet", mod(func(l *api.Listener) { l.VIP = netip.MustParseAddr("10.244.9.5") }), true, false},
-		{"vip is the gateway", mod(func(l *api.Listener) { l.VIP = netip.MustParseAddr("10.244.0.0") }), true, false},
-		{"port 0", mod(func(l *api.Listener) { l.Port = 0 }), true, false},
-		{"unknown host", good, false, false},
+		{"loopback host address", mod(func(l *api.Listener) { l.HostIP = netip.MustParseAddr("127.0.0.1") }), 7, true, false},
+		{"another host's address", mod(func(l *api.Listener) { l.HostIP = netip.MustParseAddr("192.168.77.2") }), 7, true, false},
+		{"host port outside the range", mod(func(l *api.Listener) { l.HostPort = 22 }), 7, true, false},
+		{"vip outside the host's subnet", mod(func(l *api.Listener) { l.VIP = netip.MustParseAddr("10.244.9.5") }), 7, true, false},
+		{"vip is the gateway", mod(func(l *api.Listener) { l.VIP = netip.MustParseAddr("10.244.0.0") }), 7, true, false},
+		{"port 0", mod(func(l *api.Listener) { l.Port = 0 }), 7, true, false},
+		{"unknown host", good, 7, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := testLimits.Listener(tc.l, h1, tc.known)
+			err := testLimits.Listener(tc.l, tc.lease, h1, 7, tc.known)
 			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
 				t.Errorf("Listener: %v, want ok %v", err, tc.ok)
 			}
