@@ -295,8 +295,11 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 	}
 	if !a.recorded || a.protocol == unix.IPPROTO_MPTCP {
 		// No record says what the socket went through (MPTCP's connect
-		// runs on its subflow, which the recorders do not see).
-		if _, err := unix.Getpeername(a.fd); err == nil {
+		// runs on its subflow, which the recorders do not see): ask it.
+		// Connecting counts, not only connected.
+		if info, err := unix.GetsockoptTCPInfo(a.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			a.connected = info.State != unix.BPF_TCP_CLOSE
+		} else if _, err := unix.Getpeername(a.fd); err == nil {
 			a.connected = true
 		} else if v, err := unix.GetsockoptInt(a.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && v == 1 {
 			a.listened = true
