@@ -7,22 +7,29 @@
 //
 // What it decides and how:
 //
-//   - connect(): eligible when the socket is TCP, belongs to the
-//     container's own network namespace (compared by netns cookie, so a
-//     namespace nested inside the container is not eligible), and the
-//     destination is a virtual address with a published listener (or
-//     loopback / the container's own address with a listener of its own).
-//     The sockaddr is read once; slimd connects its own copy of it, so
-//     there is no time-of-check/time-of-use gap. The host socket is bound to
-//     the host's underlay address and a port of the container's port block
-//     (SO_REUSEADDR: one port serves many destinations; EADDRNOTAVAIL means
-//     the 4-tuple is taken, so the next port is tried). It is connected
-//     non-blocking and installed over the application's fd number. A
-//     non-blocking caller gets EINPROGRESS; a blocking caller gets
-//     CONTINUE, so the kernel waits for the handshake natively in the
-//     application's own thread and no broker goroutine is held (the
-//     restarted connect on a connecting socket waits and returns the
-//     result).
+//   - connect(): eligible when the socket is TCP (or MPTCP, swapped for a
+//     TCP host socket: a container has one path to its peers), belongs to
+//     the container's own network namespace (compared by netns cookie, so
+//     a namespace nested inside the container is not eligible), has never
+//     connected or listened, and the destination is a virtual address
+//     with a published listener (or loopback / the container's own
+//     address with a listener of its own). The sockaddr is read once.
+//     slimd takes a ready-made host socket (a pool by family and
+//     O_NONBLOCK), copies the options the application set that differ
+//     from a fresh socket's (refusing the values the guard refuses: the
+//     connection then stays on the overlay), arms it with a permit in the
+//     BPF map slim_conns (the destination the application named, the
+//     listener's host address, the container's port blocks), installs it
+//     over the application's fd number and answers CONTINUE. The kernel
+//     runs the application's own connect() on the host socket, in its
+//     thread: the BPF connect program checks the destination against the
+//     permit, picks a free port of the blocks, binds, rewrites the
+//     destination to the host listener and marks the socket used for
+//     good. So the errno, EINPROGRESS, SO_SNDTIMEO and signals are the
+//     kernel's, no broker thread waits for a handshake, and a thread that
+//     rewrites the sockaddr after slimd read it gets EPERM. Port blocks
+//     are claimed on first use and, in the background, before they fill
+//     up (blocks.go).
 //   - listen(): a socket bound to the container's virtual address or the
 //     wildcard gets a host listener on a host port from this host's
 //     listener blocks (SO_REUSEPORT groups for processes sharing a port),
