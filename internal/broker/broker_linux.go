@@ -72,6 +72,7 @@ type Broker struct {
 	listeners map[netip.AddrPort]*listenerGroup // by virtual address
 	byPort    map[uint16]*listenerGroup         // by host port
 	growing   map[growKey]bool                  // port block claims in flight
+	creating  map[netip.AddrPort]chan struct{}  // listener groups being created: closed when done
 	nextID    uint64                            // session numbers
 	pool      *socketPool
 	recorded  map[string]*recording // by cgroup directory
@@ -116,6 +117,7 @@ func New(cfg Config) (*Broker, error) {
 		listeners: map[netip.AddrPort]*listenerGroup{},
 		byPort:    map[uint16]*listenerGroup{},
 		growing:   map[growKey]bool{},
+		creating:  map[netip.AddrPort]chan struct{}{},
 		// Session numbers survive in the keeper's metadata and the
 		// journal; starting from the clock keeps a successor's new ones
 		// apart from its predecessor's.

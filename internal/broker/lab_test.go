@@ -332,25 +332,40 @@ func TestFastPath(t *testing.T) {
 			t.Errorf("%v connects with IP_TOS AF21 swapped, want 1", got)
 		}
 	})
+	// The overlay shows the same virtual addresses: only the broker's
+	// counters tell a swapped connection from one that rode the overlay.
+	swapped := func(t *testing.T, n int, run func()) {
+		t.Helper()
+		s0 := metric(t, "h2", "slim_broker_swaps_total", `op="connect"`)
+		f0 := metric(t, "h2", "slim_broker_fallbacks_total", `op="connect"`)
+		run()
+		if s, f := metric(t, "h2", "slim_broker_swaps_total", `op="connect"`)-s0, metric(t, "h2", "slim_broker_fallbacks_total", `op="connect"`)-f0; s < float64(n) || f != 0 {
+			t.Errorf("%v connects swapped and %v left to the kernel; want %d swapped, none left", s, f, n)
+		}
+	}
 	t.Run("blocking-with-signals", func(t *testing.T) {
-		out := l.Output(ctx, "cli", probe, "connect", "-blocking", "-signals", "-addr", dst, "-bytes", "1000", "-conns", "300", "-parallel", "8")
-		rs := parseResults(t, out)
-		if len(rs) != 300 {
-			t.Fatalf("%d results", len(rs))
-		}
-		for _, r := range rs {
-			checkVirtual(t, r, cli.IPv4, srv.IPv4, 7100)
-		}
+		swapped(t, 300, func() {
+			out := l.Output(ctx, "cli", probe, "connect", "-blocking", "-signals", "-addr", dst, "-bytes", "1000", "-conns", "300", "-parallel", "8")
+			rs := parseResults(t, out)
+			if len(rs) != 300 {
+				t.Fatalf("%d results", len(rs))
+			}
+			for _, r := range rs {
+				checkVirtual(t, r, cli.IPv4, srv.IPv4, 7100)
+			}
+		})
 	})
 	t.Run("1000-concurrent", func(t *testing.T) {
-		out := l.Output(ctx, "cli", probe, "connect", "-addr", dst, "-bytes", "100", "-conns", "1000", "-parallel", "200")
-		rs := parseResults(t, out)
-		if len(rs) != 1000 {
-			t.Fatalf("%d results", len(rs))
-		}
-		for _, r := range rs {
-			checkVirtual(t, r, cli.IPv4, srv.IPv4, 7100)
-		}
+		swapped(t, 1000, func() {
+			out := l.Output(ctx, "cli", probe, "connect", "-addr", dst, "-bytes", "100", "-conns", "1000", "-parallel", "200")
+			rs := parseResults(t, out)
+			if len(rs) != 1000 {
+				t.Fatalf("%d results", len(rs))
+			}
+			for _, r := range rs {
+				checkVirtual(t, r, cli.IPv4, srv.IPv4, 7100)
+			}
+		})
 	})
 	t.Run("iperf3", func(t *testing.T) {
 		ipsrvC := l.Run(lab.RunSpec{Host: "h1", Name: "ipsrv", Command: []string{"iperf3", "-s", "-p", "5201"}})
@@ -478,15 +493,25 @@ func TestFastPath(t *testing.T) {
 			"socat TCP-LISTEN:7400,reuseport,fork EXEC:cat & socat TCP-LISTEN:7400,reuseport,fork EXEC:cat & wait"}})
 		ip := rpC.IPv4
 		waitListener(t, l.Config, "h1", ip, 7400, true)
+		var hostPort uint16
+		ls, err := api.NewClient(lab.SocketPath(l.Config, "h1")).Listeners(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range ls {
+			if x.VIP == ip && x.Port == 7400 {
+				hostPort = x.HostPort
+			}
+		}
 		waitFor(t, 10*time.Second, func() error {
 			// Both processes got a host listener: two LISTEN sockets on
-			// one host port.
-			o, err := lab.Output(ctx, l.Config, "h1", "sh", "-c", "ss -Htln | grep -c 192.168.77.1:")
+			// the group's host port.
+			o, err := lab.Output(ctx, l.Config, "h1", "ss", "-Htln", fmt.Sprintf("sport = :%d", hostPort))
 			if err != nil {
 				return err
 			}
-			if strings.TrimSpace(string(o)) < "2" {
-				return fmt.Errorf("%s host listeners", o)
+			if n := strings.Count(string(o), "\n"); n != 2 {
+				return fmt.Errorf("%d host listeners on port %d, want 2:\n%s", n, hostPort, o)
 			}
 			return nil
 		})
@@ -612,13 +637,31 @@ func TestChurn(t *testing.T) {
 		t.Logf("%d connections in %.1fs (%.0f/s)", n, sum.Seconds, float64(n)/sum.Seconds)
 	}
 	churn(10000) // warm up: caches, pools and the Go heap reach their size
-	// Let the broker forget the warm-up's sockets before measuring.
-	time.Sleep(3 * time.Second)
-	before := map[string]slimdStats{"h1": statsOf(t, l.Config, "h1"), "h2": statsOf(t, l.Config, "h2")}
+	// Measure once slimd has settled: its fds unchanged across a reap
+	// interval (closed sockets noticed, pools refilled).
+	settled := func(h string) slimdStats {
+		t.Helper()
+		var last slimdStats
+		var stable int
+		waitFor(t, 30*time.Second, func() error {
+			cur := statsOf(t, l.Config, h)
+			if cur.fds == last.fds {
+				stable++
+			} else {
+				stable = 0
+			}
+			last = cur
+			if stable < 5 { // polled every 100 ms: half a second without a change
+				return fmt.Errorf("%s: slimd fds still changing (%d)", h, cur.fds)
+			}
+			return nil
+		})
+		return last
+	}
+	before := map[string]slimdStats{"h1": settled("h1"), "h2": settled("h2")}
 	churn(100000)
-	time.Sleep(3 * time.Second)
 	for _, h := range []string{"h1", "h2"} {
-		b, a := before[h], statsOf(t, l.Config, h)
+		b, a := before[h], settled(h)
 		t.Logf("%s: fds %d -> %d, rss %d -> %d KiB, store keys %d -> %d, port blocks %d -> %d, bpf blocks %d -> %d, bpf listeners %d -> %d",
 			h, b.fds, a.fds, b.rssKB, a.rssKB, b.storeKeys, a.storeKeys, b.blocks, a.blocks, b.bpfBlocks, a.bpfBlocks, b.bpfLsts, a.bpfLsts)
 		if a.bpfBlocks != b.bpfBlocks || a.bpfLsts != b.bpfLsts || a.bpfBlocks != a.blocks || a.bpfLsts != 1 {

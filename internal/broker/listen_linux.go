@@ -64,9 +64,13 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 		return s.leaveListen(n, a, ReasonOption)
 	}
 	b := s.b
-	b.mu.Lock()
-	g := b.listeners[vips[0]]
-	b.mu.Unlock()
+	g, done, err := b.groupOrClaim(ctx, vips[0])
+	if err != nil {
+		return err
+	}
+	// done ends this call's claim on creating the group (a no-op when it
+	// joins one): other listen()s on the address wait for it, then join.
+	defer done()
 	newGroup := g == nil
 	var hostPort uint16
 	if newGroup {
@@ -151,6 +155,43 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	err = s.l.Return(n.ID, 0, 0)
 	b.cfg.Metrics.Setup.WithLabelValues("listen").Observe(time.Since(start).Seconds())
 	return err
+}
+
+// groupOrClaim returns the listener group serving v, or, if there is none,
+// claims the right to create it: listen()s run concurrently (each in a
+// goroutine of its own, as they wait for the store), and two processes
+// starting on one port at once (SO_REUSEPORT workers) must end in one
+// group on one host port, not two groups publishing over each other. A
+// second caller waits until the first has created the group (and joins
+// it) or given up (and claims it in turn). done releases the claim; call
+// it once the group is registered or abandoned.
+func (b *Broker) groupOrClaim(ctx context.Context, v netip.AddrPort) (g *listenerGroup, done func(), err error) {
+	b.mu.Lock()
+	for {
+		if g := b.listeners[v]; g != nil {
+			b.mu.Unlock()
+			return g, func() {}, nil
+		}
+		ch, busy := b.creating[v]
+		if !busy {
+			ch = make(chan struct{})
+			b.creating[v] = ch
+			b.mu.Unlock()
+			return nil, func() {
+				b.mu.Lock()
+				delete(b.creating, v)
+				b.mu.Unlock()
+				close(ch)
+			}, nil
+		}
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		b.mu.Lock()
+	}
 }
 
 // leaveListen leaves a listen() on the container socket a to the kernel,
