@@ -39,7 +39,6 @@ func (b *backend) Status(ctx context.Context) (api.Status, error) {
 	if n, err := d.store.CountKeys(ctx); err == nil {
 		st.StoreKeys = n
 	}
-	d.metrics.peers.Set(float64(st.Peers))
 	return st, nil
 }
 
@@ -61,7 +60,6 @@ func (b *backend) Endpoints(ctx context.Context, host string) ([]api.Endpoint, e
 	if !synced {
 		return nil, fmt.Errorf("%w: endpoint cache not synced", api.ErrUnavailable)
 	}
-	b.d.metrics.endpoints.Set(float64(len(eps)))
 	out := make([]api.Endpoint, 0, len(eps))
 	for _, ep := range eps {
 		if host == "" || ep.Host == host {

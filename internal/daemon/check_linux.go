@@ -34,8 +34,9 @@ func (d *Daemon) check(ctx context.Context) []api.Check {
 	add("address rewrite and guard", d.bpf != nil, false, "BPF programs attached to slimd's cgroup: %t (without them the fast path stays off)", d.bpf != nil)
 	fp := d.fp.fastPathStatus()
 	add("fast path", fp.Active || !fp.Enabled, false, "cluster switch %s, active here %t, %d supervised process trees", onOff(fp.Enabled), fp.Active, fp.Sessions)
-	kerr := fmt.Errorf("not started")
-	if c, err := d.keeper.client(); err == nil {
+	// Read-only: a check never starts a keeper.
+	kerr := fmt.Errorf("not running")
+	if c, ok := d.keeper.current(); ok {
 		kerr = c.Ping()
 	}
 	add("fd keeper", kerr == nil, true, "holds notification fds across slimd restarts: %v", errText(kerr))

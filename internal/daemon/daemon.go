@@ -248,6 +248,7 @@ func (d *Daemon) setup(ctx context.Context) error {
 	d.listeners = store.NewCache[api.Listener](d.cli, d.store.ListenersPrefix(), d.log.With("component", "listeners"), d.fp.markNAT)
 	d.listeners.OnResync = func() { d.metrics.resyncs.WithLabelValues("listeners").Inc() }
 	d.fpSwitch = store.NewCache[store.FastPath](d.cli, d.store.FastPathKey(), d.log.With("component", "fastpath"), nil)
+	d.metrics.watch(counts{peers: d.overlay.Programmed, hosts: d.hosts.Len, endpoints: d.endpoints.Len})
 	return d.setupFastPath(uip)
 }
 
@@ -369,7 +370,6 @@ func (d *Daemon) desiredPeers() ([]overlay.Peer, bool) {
 	if !synced {
 		return nil, false
 	}
-	d.metrics.hosts.Set(float64(len(hosts)))
 	peers := make([]overlay.Peer, 0, len(hosts))
 	for _, h := range hosts {
 		if h.Name == d.self.Name || h.UnderlayIP == d.self.UnderlayIP || !d.valid.host(h) {
@@ -395,9 +395,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 	g.Go(func() error { return d.fp.runNAT(ctx) })
 	g.Go(func() error { return d.serveFastPath(ctx) })
 	g.Go(func() error {
-		err := d.overlay.Run(ctx)
-		d.metrics.peers.Set(0)
-		return err
+		return d.overlay.Run(ctx)
 	})
 	srv := api.NewServer(&backend{d: d}, d.log.With("component", "api"))
 	srv.OnRequest = func(route string, code int) {

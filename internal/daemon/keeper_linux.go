@@ -50,6 +50,14 @@ func (k *keeperLink) client() (*keeper.Client, error) {
 	return c, nil
 }
 
+// current returns the keeper connection if there is one, without starting
+// a keeper (for read-only callers such as the check).
+func (k *keeperLink) current() (*keeper.Client, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.c, k.c != nil
+}
+
 func (k *keeperLink) reset(c *keeper.Client) {
 	k.mu.Lock()
 	if k.c == c {

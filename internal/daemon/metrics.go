@@ -10,9 +10,6 @@ type metrics struct {
 	reg          *prometheus.Registry
 	apiRequests  *prometheus.CounterVec
 	overlayApply *prometheus.CounterVec
-	peers        prometheus.Gauge
-	hosts        prometheus.Gauge
-	endpoints    prometheus.Gauge
 	resyncs      *prometheus.CounterVec
 	refused      *prometheus.CounterVec
 	allocations  prometheus.Counter
@@ -28,15 +25,6 @@ func newMetrics() *metrics {
 		overlayApply: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "slim_overlay_peer_ops_total", Help: "Overlay peer operations by result (ensured, removed, failed).",
 		}, []string{"op"}),
-		peers: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "slim_overlay_peers", Help: "Remote hosts programmed in the overlay.",
-		}),
-		hosts: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "slim_store_hosts", Help: "Hosts in the store, this one included.",
-		}),
-		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "slim_store_endpoints", Help: "Endpoints in the store, all hosts.",
-		}),
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "slim_store_resyncs_total", Help: "Store cache re-lists after a watch failure.",
 		}, []string{"cache"}),
@@ -50,7 +38,26 @@ func newMetrics() *metrics {
 			Name: "slim_endpoint_releases_total", Help: "Endpoints released on this host (DEL and GC).",
 		}),
 	}
-	m.reg.MustRegister(m.apiRequests, m.overlayApply, m.peers, m.hosts, m.endpoints, m.resyncs, m.refused,
+	m.reg.MustRegister(m.apiRequests, m.overlayApply, m.resyncs, m.refused,
 		m.allocations, m.releases, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// counts are the state the gauges report, read at scrape time.
+type counts struct {
+	peers, hosts, endpoints func() int
+}
+
+// watch registers the gauges that report state (programmed peers, hosts and
+// endpoints in the store): computed when scraped, from the caches, so they
+// are right whoever calls the API and whenever.
+func (m *metrics) watch(c counts) {
+	gauge := func(name, help string, f func() int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	m.reg.MustRegister(
+		gauge("slim_overlay_peers", "Remote hosts programmed in the overlay.", c.peers),
+		gauge("slim_store_hosts", "Hosts in the store, this one included.", c.hosts),
+		gauge("slim_store_endpoints", "Endpoints in the store, all hosts.", c.endpoints),
+	)
 }
