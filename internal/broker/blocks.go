@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"time"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
@@ -57,15 +58,25 @@ func chooseBlocks(blocks []api.PortBlock, ipv6 bool, inUse func(start uint16) ui
 	return starts, n, used, capacity
 }
 
+// propagationGrace is how long a newly claimed port block is left alone,
+// if the container has another with free ports: the block is published in
+// the endpoint's record, and a server's host maps a client's source port
+// to its virtual address only once its own watch has the record; a
+// connection from the block before that would show the server the client
+// host's address. Propagation through the store takes milliseconds on a
+// healthy cluster.
+const propagationGrace = 250 * time.Millisecond
+
 // pickBlocks fills conn's port blocks for a connect of container c. A
-// container whose blocks are filling up claims another in the background;
-// one without blocks of the family, or whose blocks are full, claims one
-// now, bounded by storeCallTimeout (the application waits), and goes to
-// the overlay if that fails.
+// container whose blocks are filling up claims another in the background.
+// One with no block of the family (its endpoint was made by an older
+// slimd: new endpoints get theirs when created) claims one now, bounded by
+// storeCallTimeout, and waits propagationGrace before using it; one whose
+// blocks are full goes to the overlay until the claim lands.
 func (b *Broker) pickBlocks(ctx context.Context, c *Container, ipv6 bool, conn *bpf.Conn) Reason {
 	inUse := b.cfg.Permits.PortsInUse
-	starts, n, used, capacity := chooseBlocks(b.cfg.Ports.Blocks(c), ipv6, inUse)
-	if n == 0 || used >= capacity {
+	starts, n, used, capacity := chooseBlocks(b.blocksFor(c, ipv6), ipv6, inUse)
+	if n == 0 {
 		gctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
 		err := b.cfg.Ports.Grow(gctx, c, ipv6)
 		cancel()
@@ -74,7 +85,13 @@ func (b *Broker) pickBlocks(ctx context.Context, c *Container, ipv6 bool, conn *
 			b.cfg.Log.Warn("broker: no port block for a container's connections; they use the overlay", "container", c.ID, "err", err)
 			return ReasonNoPorts
 		}
-		if starts, n, used, capacity = chooseBlocks(b.cfg.Ports.Blocks(c), ipv6, inUse); n == 0 {
+		b.blocksFor(c, ipv6) // seen now: new from now on
+		select {
+		case <-time.After(propagationGrace):
+		case <-ctx.Done():
+			return ReasonNoPorts
+		}
+		if starts, n, used, capacity = chooseBlocks(b.blocksFor(c, ipv6), ipv6, inUse); n == 0 {
 			return ReasonNoPorts
 		}
 	}
@@ -87,6 +104,60 @@ func (b *Broker) pickBlocks(ctx context.Context, c *Container, ipv6 bool, conn *
 	conn.Blocks, conn.NBlocks = starts, n
 	return ""
 }
+
+// blocksFor returns c's port blocks of one family, leaving out those first
+// seen less than propagationGrace ago when older ones remain (see
+// propagationGrace).
+func (b *Broker) blocksFor(c *Container, ipv6 bool) []api.PortBlock {
+	var all []api.PortBlock
+	for _, bl := range b.cfg.Ports.Blocks(c) {
+		if bl.IPv6 == ipv6 {
+			all = append(all, bl)
+		}
+	}
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.seenBlocks) > maxSeenBlocks {
+		// Blocks of containers long gone: forgetting them only makes a
+		// block look new once more.
+		clear(b.seenBlocks)
+	}
+	young := 0
+	for _, bl := range all {
+		// A block this broker has not seen before counts as new; the
+		// blocks of a container it sees for the first time (or after a
+		// restart) are all new, and all used.
+		k := seenKey{c.ID, bl.Start}
+		first, ok := b.seenBlocks[k]
+		if !ok {
+			first = now
+			b.seenBlocks[k] = now
+		}
+		if now.Sub(first) < propagationGrace {
+			young++
+		}
+	}
+	if young == 0 || young == len(all) {
+		return all
+	}
+	out := make([]api.PortBlock, 0, len(all)-young)
+	for _, bl := range all {
+		if now.Sub(b.seenBlocks[seenKey{c.ID, bl.Start}]) >= propagationGrace {
+			out = append(out, bl)
+		}
+	}
+	return out
+}
+
+// seenKey names one block of one container.
+type seenKey struct {
+	container string
+	start     uint16
+}
+
+// maxSeenBlocks bounds the blocks remembered by blocksFor.
+const maxSeenBlocks = 1 << 14
 
 // growLater claims another port block for c in the background, once at a
 // time per container and family.

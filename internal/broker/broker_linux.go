@@ -67,16 +67,17 @@ type Broker struct {
 	hostCookie uint64
 	defaults   map[int]sockOpts // fresh host socket options by family
 
-	mu        sync.Mutex
-	sessions  map[*session]struct{}
-	listeners map[netip.AddrPort]*listenerGroup // by virtual address
-	byPort    map[uint16]*listenerGroup         // by host port
-	growing   map[growKey]bool                  // port block claims in flight
-	creating  map[netip.AddrPort]chan struct{}  // listener groups being created: closed when done
-	nextID    uint64                            // session numbers
-	pool      *socketPool
-	recorded  map[string]*recording // by cgroup directory
-	wg        sync.WaitGroup
+	mu         sync.Mutex
+	sessions   map[*session]struct{}
+	listeners  map[netip.AddrPort]*listenerGroup // by virtual address
+	byPort     map[uint16]*listenerGroup         // by host port
+	growing    map[growKey]bool                  // port block claims in flight
+	creating   map[netip.AddrPort]chan struct{}  // listener groups being created: closed when done
+	seenBlocks map[seenKey]time.Time             // when each container's port block was first seen
+	nextID     uint64                            // session numbers
+	pool       *socketPool
+	recorded   map[string]*recording // by cgroup directory
+	wg         sync.WaitGroup
 }
 
 // recording is the recorders on one cgroup, shared by its sessions.
@@ -111,13 +112,14 @@ func New(cfg Config) (*Broker, error) {
 		cfg.Metrics = NewMetrics()
 	}
 	b := &Broker{
-		cfg:       cfg,
-		defaults:  map[int]sockOpts{},
-		sessions:  map[*session]struct{}{},
-		listeners: map[netip.AddrPort]*listenerGroup{},
-		byPort:    map[uint16]*listenerGroup{},
-		growing:   map[growKey]bool{},
-		creating:  map[netip.AddrPort]chan struct{}{},
+		cfg:        cfg,
+		defaults:   map[int]sockOpts{},
+		sessions:   map[*session]struct{}{},
+		listeners:  map[netip.AddrPort]*listenerGroup{},
+		byPort:     map[uint16]*listenerGroup{},
+		growing:    map[growKey]bool{},
+		creating:   map[netip.AddrPort]chan struct{}{},
+		seenBlocks: map[seenKey]time.Time{},
 		// Session numbers survive in the keeper's metadata and the
 		// journal; starting from the clock keeps a successor's new ones
 		// apart from its predecessor's.

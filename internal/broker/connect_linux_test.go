@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
@@ -89,8 +90,8 @@ func (f fakePermits) PortsInUse(start uint16) uint32                          { 
 func (f fakePermits) EnsureListener(netip.Addr, uint16, netip.AddrPort) error { return nil }
 
 // pickBlocks claims a first block synchronously, another in the background
-// when the blocks fill up, and leaves a connect to the overlay when they are
-// full.
+// when the blocks fill up (and leaves it alone while it is new), and sends a
+// connect to the overlay when the blocks are full.
 func TestPickBlocks(t *testing.T) {
 	ports := &growingPorts{}
 	inUse := fakePermits{}
@@ -113,15 +114,32 @@ func TestPickBlocks(t *testing.T) {
 	if ports.grows != 2 {
 		t.Errorf("blocks filling up: %d grows, want 2", ports.grows)
 	}
-	// Both blocks full: one more is claimed before the connect goes on.
-	inUse[256], inUse[512] = 256, 256
-	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" || conn.NBlocks != 3 || ports.grows != 3 {
-		t.Errorf("blocks full: reason %q, %d blocks, %d grows", r, conn.NBlocks, ports.grows)
+	// The new block is left alone while it is new (remote hosts may not
+	// know it yet); the old one still has ports.
+	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" || conn.NBlocks != 1 || conn.Blocks[0] != 256 {
+		t.Errorf("with a new block: reason %q, blocks %v; want the old block only", r, conn.Blocks[:conn.NBlocks])
+	}
+	// The old block full and the new one still new: the overlay, and
+	// another claim.
+	inUse[256] = 256
+	if r := b.pickBlocks(t.Context(), c, false, &conn); r != ReasonNoPorts {
+		t.Errorf("blocks full: reason %q, want %q", r, ReasonNoPorts)
 	}
 	b.wg.Wait()
+	// Once no longer new, the block is used.
+	b.mu.Lock()
+	for k := range b.seenBlocks {
+		b.seenBlocks[k] = time.Now().Add(-time.Hour)
+	}
+	b.mu.Unlock()
+	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" || conn.NBlocks < 2 {
+		t.Errorf("after the grace: reason %q, %d blocks", r, conn.NBlocks)
+	}
 	// No block to be had: the overlay.
-	full := &Broker{cfg: b.cfg, growing: map[growKey]bool{}}
-	full.cfg.Ports = fakePorts{}
+	full, err := New(Config{HostIP: netip.MustParseAddr("192.0.2.1"), Ports: fakePorts{}, Permits: inUse, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if r := full.pickBlocks(t.Context(), c, false, &conn); r != ReasonNoPorts {
 		t.Errorf("no blocks to claim: reason %q, want %q", r, ReasonNoPorts)
 	}

@@ -88,19 +88,26 @@ func (b *backend) AddEndpoint(ctx context.Context, r api.EndpointRequest) (api.E
 	if err != nil {
 		return ep, err
 	}
-	if len(ep.PortBlocks) == 0 {
-		// The endpoint's first source port block, published with it so
-		// every host can map (host IP, port) back to this container.
-		att := api.Attachment{ContainerID: r.ContainerID, IfName: r.IfName}
-		ep, err = d.store.AddEndpointBlock(ctx, d.self.Name, att, d.cfg.PortFirst, d.cfg.PortLast, d.cfg.PortBlockSize, false)
+	// The endpoint's first source port blocks (one per address family it
+	// has), published with it so that every host can map (host IP, port)
+	// back to this container before it makes its first connection: a
+	// block claimed at that first connect would race its own publication
+	// to the server's host.
+	att := api.Attachment{ContainerID: r.ContainerID, IfName: r.IfName}
+	for _, v6 := range []bool{false, true} {
+		if v6 && !ep.IPv6.IsValid() {
+			continue
+		}
+		if slices.ContainsFunc(ep.PortBlocks, func(b api.PortBlock) bool { return b.IPv6 == v6 }) {
+			continue
+		}
+		claimed, _, err := d.store.AddEndpointBlock(ctx, d.self.Name, att, d.cfg.PortFirst, d.cfg.PortLast, d.cfg.PortBlockSize, v6)
 		if err != nil {
 			// Without a block the container still works on the overlay.
-			d.log.Warn("no port block for endpoint", "container", r.ContainerID, "err", err)
-			ep, err = d.store.Endpoint(ctx, d.self.Name, att)
-			if err != nil {
-				return ep, err
-			}
+			d.log.Warn("no port block for endpoint", "container", r.ContainerID, "ipv6", v6, "err", err)
+			continue
 		}
+		ep = claimed
 	}
 	if ep.IPv4 != d.lastIPv4 {
 		d.lastIPv4 = ep.IPv4

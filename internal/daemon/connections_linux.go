@@ -135,20 +135,15 @@ func (f *fastPath) fastPathStatus() api.FastPathStatus {
 	return st
 }
 
-// setFastPath serves PUT /v1/fastpath and waits (bounded) until the local
-// cache has the new value, so the answer reflects it.
+// setFastPath serves PUT /v1/fastpath and waits (bounded by ctx) until
+// the local cache has the new value, so the answer reflects it.
 func (f *fastPath) setFastPath(ctx context.Context, enabled bool) (api.FastPathStatus, error) {
-	if err := f.d.store.SetFastPath(ctx, enabled); err != nil {
+	rev, err := f.d.store.SetFastPath(ctx, enabled)
+	if err != nil {
 		return api.FastPathStatus{}, err
 	}
-	for ctx.Err() == nil {
-		if v, ok := f.d.fpSwitch.Get(""); ok && v.Enabled == enabled {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(5 * time.Millisecond):
-		}
+	if err := f.d.fpSwitch.WaitRev(ctx, rev); err != nil {
+		return api.FastPathStatus{}, err
 	}
-	return f.fastPathStatus(), ctx.Err()
+	return f.fastPathStatus(), nil
 }

@@ -356,7 +356,7 @@ func (d *Daemon) attachLease(ctx context.Context, id clientv3.LeaseID) error {
 	}
 	for _, l := range d.broker.Published() {
 		l.Host = d.self.Name
-		if err := d.store.PutListener(ctx, l, id); err != nil {
+		if _, err := d.store.PutListener(ctx, l, id); err != nil {
 			return err
 		}
 	}

@@ -140,25 +140,16 @@ func (f *fastPath) Blocks(c *broker.Container) []api.PortBlock {
 	return ep.PortBlocks
 }
 
-// Grow implements broker.Ports.
+// Grow implements broker.Ports: it claims a block and returns once the
+// endpoint cache, which Blocks reads, has it (or ctx ends: an error).
 func (f *fastPath) Grow(ctx context.Context, c *broker.Container, ipv6 bool) error {
 	cfg := f.d.cfg
-	_, err := f.d.store.AddEndpointBlock(ctx, f.d.self.Name, api.Attachment{ContainerID: c.ID, IfName: c.IfName},
+	_, rev, err := f.d.store.AddEndpointBlock(ctx, f.d.self.Name, api.Attachment{ContainerID: c.ID, IfName: c.IfName},
 		cfg.PortFirst, cfg.PortLast, cfg.PortBlockSize, ipv6)
 	if err != nil {
 		return err
 	}
-	// The broker reads blocks from the cache: wait (bounded) until it has
-	// the new one.
-	deadline := time.Now().Add(2 * time.Second)
-	n := len(f.Blocks(c))
-	for time.Now().Before(deadline) {
-		if len(f.Blocks(c)) > n {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return nil
+	return f.d.endpoints.WaitRev(ctx, rev)
 }
 
 // ListenerPort implements broker.Ports: the lowest free port of the
@@ -198,20 +189,24 @@ func (f *fastPath) ReleaseListenerPort(p uint16) {
 	f.mu.Unlock()
 }
 
-// Publish implements broker.Publisher.
+// cacheWait bounds the wait for our own write to come back through the
+// watch: on a healthy store it takes milliseconds.
+const cacheWait = 2 * time.Second
+
+// Publish implements broker.Publisher. It returns once this host's cache
+// has the listener, so a client in this container that connects right
+// after listen() returns finds it; a listener not seen within cacheWait is
+// an error (the broker then leaves the listen to the container).
 func (f *fastPath) Publish(ctx context.Context, l api.Listener) error {
 	l.Host = f.d.self.Name
-	if err := f.d.store.PutListener(ctx, l, f.d.lease.ID()); err != nil {
+	rev, err := f.d.store.PutListener(ctx, l, f.d.lease.ID())
+	if err != nil {
 		return err
 	}
-	// Wait until our own cache has it, so a client in this container
-	// that connects right after listen() returns finds it.
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, ok := f.Listener(l.VIP, l.Port); ok {
-			return nil
-		}
-		time.Sleep(2 * time.Millisecond)
+	wctx, cancel := context.WithTimeout(ctx, cacheWait)
+	defer cancel()
+	if err := f.d.listeners.WaitRev(wctx, rev); err != nil {
+		return fmt.Errorf("listener published, not seen: %w", err)
 	}
 	return nil
 }
@@ -509,7 +504,7 @@ func (f *fastPath) restoreListeners(ctx context.Context) error {
 		}
 		l := api.Listener{VIP: o.VIP.Addr(), Port: o.VIP.Port(), Host: f.d.self.Name, HostIP: o.HostIP, HostPort: o.HostPort,
 			ContainerID: ep.ContainerID, IfName: ep.IfName}
-		if err := f.d.store.PutListener(ctx, l, f.d.lease.ID()); err != nil {
+		if _, err := f.d.store.PutListener(ctx, l, f.d.lease.ID()); err != nil {
 			return err
 		}
 		f.d.broker.RestoreListener(l)

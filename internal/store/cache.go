@@ -31,6 +31,11 @@ type Cache[T any] struct {
 	items  map[string]T     // key without prefix -> value
 	leases map[string]int64 // key without prefix -> the record's lease (only non-zero ones)
 	synced bool
+	// rev is the store revision the cache has applied: the list's, then
+	// each watch response's. progress is closed (and replaced) whenever
+	// rev advances, to wake WaitRev.
+	rev      int64
+	progress chan struct{}
 }
 
 // NewCache returns a cache of prefix; onChange (may be nil) is called after
@@ -39,7 +44,8 @@ func NewCache[T any](cli *clientv3.Client, prefix string, log *slog.Logger, onCh
 	if onChange == nil {
 		onChange = func() {}
 	}
-	return &Cache[T]{cli: cli, prefix: prefix, log: log, onChange: onChange, items: map[string]T{}, leases: map[string]int64{}}
+	return &Cache[T]{cli: cli, prefix: prefix, log: log, onChange: onChange, items: map[string]T{}, leases: map[string]int64{},
+		progress: make(chan struct{})}
 }
 
 // Backoff bounds for re-listing after a watch failure: fast enough to
@@ -92,6 +98,7 @@ func (c *Cache[T]) listAndWatch(ctx context.Context, first bool) error {
 	c.mu.Lock()
 	c.items, c.leases = items, leases
 	c.synced = true
+	c.advanceLocked(resp.Header.Revision)
 	c.mu.Unlock()
 	c.onChange()
 	if !first {
@@ -127,6 +134,7 @@ func (c *Cache[T]) listAndWatch(ctx context.Context, first bool) error {
 				delete(c.leases, k)
 			}
 		}
+		c.advanceLocked(wr.Header.Revision)
 		c.mu.Unlock()
 		if len(wr.Events) > 0 {
 			c.onChange()
@@ -166,6 +174,41 @@ func (c *Cache[T]) Get(key string) (T, bool) {
 	defer c.mu.RUnlock()
 	v, ok := c.items[key]
 	return v, ok
+}
+
+// advanceLocked records that the cache has applied revision rev; mu is
+// held.
+func (c *Cache[T]) advanceLocked(rev int64) {
+	if rev > c.rev {
+		c.rev = rev
+		close(c.progress)
+		c.progress = make(chan struct{})
+	}
+}
+
+// Rev is the store revision the cache has applied.
+func (c *Cache[T]) Rev() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.rev
+}
+
+// WaitRev waits until the cache has applied revision rev (a write under
+// its prefix returns the revision to wait for), or ctx ends (its error).
+func (c *Cache[T]) WaitRev(ctx context.Context, rev int64) error {
+	for {
+		c.mu.RLock()
+		done, progress := c.rev >= rev, c.progress
+		c.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return fmt.Errorf("cache of %s at revision %d, waiting for %d: %w", c.prefix, c.Rev(), rev, ctx.Err())
+		}
+	}
 }
 
 // Lease returns the lease a record is attached to (0: none).

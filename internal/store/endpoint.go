@@ -167,29 +167,30 @@ func EndpointOwner(a api.Attachment) string { return a.ContainerID + "/" + a.IfN
 
 // AddEndpointBlock claims one more source port block in [first, last] for
 // the endpoint and records it in the endpoint. If the endpoint changed or
-// vanished meanwhile, the claim is released again.
-func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachment, first, last, size uint16, ipv6 bool) (api.Endpoint, error) {
+// vanished meanwhile, the claim is released again. It returns the endpoint
+// and the store revision of the write (for Cache.WaitRev).
+func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachment, first, last, size uint16, ipv6 bool) (api.Endpoint, int64, error) {
 	ek := s.endpointKey(host, a)
 	resp, err := s.cli.Get(ctx, ek)
 	if err != nil {
-		return api.Endpoint{}, fmt.Errorf("read endpoint: %w", err)
+		return api.Endpoint{}, 0, fmt.Errorf("read endpoint: %w", err)
 	}
 	if len(resp.Kvs) == 0 {
-		return api.Endpoint{}, ErrNotFound
+		return api.Endpoint{}, 0, ErrNotFound
 	}
 	var ep api.Endpoint
 	if err := json.Unmarshal(resp.Kvs[0].Value, &ep); err != nil {
-		return api.Endpoint{}, fmt.Errorf("decode endpoint: %w", err)
+		return api.Endpoint{}, 0, fmt.Errorf("decode endpoint: %w", err)
 	}
 	b, err := s.ClaimPortBlock(ctx, host, EndpointOwner(a), first, last, size)
 	if err != nil {
-		return ep, err
+		return ep, 0, err
 	}
 	b.IPv6 = ipv6
 	ep.PortBlocks = append(ep.PortBlocks, b)
 	v, err := json.Marshal(ep)
 	if err != nil {
-		return ep, err
+		return ep, 0, err
 	}
 	tr, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(ek), "=", resp.Kvs[0].ModRevision)).
@@ -201,7 +202,7 @@ func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachm
 		if _, derr := s.cli.Delete(ctx, s.portBlockKey(host, b.Start)); derr != nil {
 			err = errors.Join(err, derr)
 		}
-		return ep, err
+		return ep, 0, err
 	}
-	return ep, nil
+	return ep, tr.Header.Revision, nil
 }

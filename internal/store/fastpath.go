@@ -46,13 +46,15 @@ func ListenerKey(vip netip.Addr, vport uint16) string {
 	return vip.String() + "/" + strconv.Itoa(int(vport))
 }
 
-// SetFastPath sets the cluster-wide switch.
-func (s *Store) SetFastPath(ctx context.Context, enabled bool) error {
+// SetFastPath sets the cluster-wide switch and returns the store revision
+// of the write.
+func (s *Store) SetFastPath(ctx context.Context, enabled bool) (int64, error) {
 	b, _ := json.Marshal(FastPath{Enabled: enabled})
-	if _, err := s.cli.Put(ctx, s.fastPathKey(), string(b)); err != nil {
-		return fmt.Errorf("set fast path: %w", err)
+	resp, err := s.cli.Put(ctx, s.fastPathKey(), string(b))
+	if err != nil {
+		return 0, fmt.Errorf("set fast path: %w", err)
 	}
-	return nil
+	return resp.Header.Revision, nil
 }
 
 // FastPathKey is the key of the switch, for watching it.
@@ -145,17 +147,19 @@ func (s *Store) ReleasePortBlocks(ctx context.Context, host, owner string) error
 	return nil
 }
 
-// PutListener publishes a listener on the host's lease.
-func (s *Store) PutListener(ctx context.Context, l api.Listener, lease clientv3.LeaseID) error {
+// PutListener publishes a listener on the host's lease and returns the
+// store revision of the write (for Cache.WaitRev).
+func (s *Store) PutListener(ctx context.Context, l api.Listener, lease clientv3.LeaseID) (int64, error) {
 	b, err := json.Marshal(l)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	k := s.ListenersPrefix() + ListenerKey(l.VIP, l.Port)
-	if _, err := s.cli.Put(ctx, k, string(b), clientv3.WithLease(lease)); err != nil {
-		return fmt.Errorf("publish listener %s: %w", k, err)
+	resp, err := s.cli.Put(ctx, k, string(b), clientv3.WithLease(lease))
+	if err != nil {
+		return 0, fmt.Errorf("publish listener %s: %w", k, err)
 	}
-	return nil
+	return resp.Header.Revision, nil
 }
 
 // DeleteListener withdraws a listener, but only if host still owns it (a

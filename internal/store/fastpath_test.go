@@ -74,7 +74,7 @@ func TestListeners(t *testing.T) {
 	}
 	l := api.Listener{VIP: netip.MustParseAddr("10.244.0.5"), Port: 80, Host: "h1",
 		HostIP: netip.MustParseAddr("192.168.77.1"), HostPort: 20480, ContainerID: "c", IfName: "eth0"}
-	if err := s.PutListener(ctx, l, g.ID); err != nil {
+	if _, err := s.PutListener(ctx, l, g.ID); err != nil {
 		t.Fatal(err)
 	}
 	key := s.ListenersPrefix() + ListenerKey(l.VIP, l.Port)
@@ -92,7 +92,7 @@ func TestListeners(t *testing.T) {
 		t.Fatal("listener still published")
 	}
 	// On the lease: revoking it (host gone) withdraws the listener.
-	if err := s.PutListener(ctx, l, g.ID); err != nil {
+	if _, err := s.PutListener(ctx, l, g.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Client().Revoke(ctx, g.ID); err != nil {
@@ -101,7 +101,7 @@ func TestListeners(t *testing.T) {
 	if resp, _ := s.Client().Get(ctx, key); len(resp.Kvs) != 0 {
 		t.Fatal("listener outlived its lease")
 	}
-	if err := s.SetFastPath(ctx, false); err != nil {
+	if _, err := s.SetFastPath(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if resp, _ := s.Client().Get(ctx, s.FastPathKey()); len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != `{"enabled":false}` {
@@ -119,7 +119,7 @@ func TestEndpointBlocks(t *testing.T) {
 	}
 	att := api.Attachment{ContainerID: "c1", IfName: "eth0"}
 	for i := range 2 {
-		ep, err := s.AddEndpointBlock(ctx, "h1", att, 20480, 32767, 256, false)
+		ep, _, err := s.AddEndpointBlock(ctx, "h1", att, 20480, 32767, 256, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +130,7 @@ func TestEndpointBlocks(t *testing.T) {
 	if got, _ := s.Endpoint(ctx, "h1", att); len(got.PortBlocks) != 2 {
 		t.Fatalf("stored endpoint has %+v", got.PortBlocks)
 	}
-	if _, err := s.AddEndpointBlock(ctx, "h1", api.Attachment{ContainerID: "nope", IfName: "eth0"}, 20480, 32767, 256, false); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.AddEndpointBlock(ctx, "h1", api.Attachment{ContainerID: "nope", IfName: "eth0"}, 20480, 32767, 256, false); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("block for absent endpoint: %v", err)
 	}
 	if err := s.DelEndpoint(ctx, "h1", att); err != nil {

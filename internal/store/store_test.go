@@ -240,6 +240,25 @@ func TestCache(t *testing.T) {
 	if _, ok := c.Get("junk"); ok {
 		t.Fatal("corrupt record cached")
 	}
+	// WaitRev: a write's revision is reached once the cache has it, and a
+	// revision that never comes ends with the context's error.
+	resp, err := s.Client().Put(ctx, s.HostsPrefix()+"h3", `{"name":"h3"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := c.WaitRev(wctx, resp.Header.Revision); err != nil {
+		t.Fatalf("WaitRev of a write: %v", err)
+	}
+	wcancel()
+	if _, ok := c.Get("h3"); !ok || c.Rev() < resp.Header.Revision {
+		t.Fatalf("after WaitRev: h3 cached %v, revision %d < %d", ok, c.Rev(), resp.Header.Revision)
+	}
+	wctx, wcancel = context.WithTimeout(ctx, 100*time.Millisecond)
+	if err := c.WaitRev(wctx, resp.Header.Revision+1000); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitRev of a future revision: %v, want the deadline", err)
+	}
+	wcancel()
 	// Lease revocation removes the host.
 	if _, err := s.Client().Revoke(ctx, g.ID); err != nil {
 		t.Fatal(err)
