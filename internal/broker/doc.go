@@ -27,9 +27,9 @@
 //     destination to the host listener and marks the socket used for
 //     good. So the errno, EINPROGRESS, SO_SNDTIMEO and signals are the
 //     kernel's, no broker thread waits for a handshake, and a thread that
-//     rewrites the sockaddr after slimd read it gets EPERM. Port blocks
-//     are claimed on first use and, in the background, before they fill
-//     up (blocks.go).
+//     rewrites the sockaddr after slimd read it gets EPERM. An endpoint's
+//     first port blocks come with it; more are claimed in the background
+//     before they fill up (blocks.go).
 //   - listen(): a socket bound to the container's virtual address or the
 //     wildcard gets a host listener on a host port from this host's
 //     listener blocks (SO_REUSEPORT groups for processes sharing a port),
