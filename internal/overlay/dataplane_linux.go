@@ -14,11 +14,16 @@ import (
 // errInjected is returned by a step that a test made fail.
 var errInjected = errors.New("injected failure")
 
-// netlinkDataplane programs peers on one vxlan device with netlink.
+// netlinkDataplane programs peers on one vxlan device with netlink. Its
+// methods are called by one goroutine (the reconciler's).
 type netlinkDataplane struct {
 	h      *netlink.Handle
 	link   int          // vxlan device ifindex
 	name   string       // vxlan device name, for errors
+	cfg    DeviceConfig // what the device is made from
+	// ensure makes the device again (EnsureDevice, in the namespace the
+	// dataplane works in) when it was deleted under us.
+	ensure func(DeviceConfig) (*Device, error)
 	local4 netip.Prefix // the local pod subnets, which no peer may overlap
 	local6 netip.Prefix
 
@@ -38,7 +43,28 @@ func NewDataplane(dev *Device) Dataplane {
 // newDataplane returns a Dataplane that talks through h, which tests open on
 // a netns fd.
 func newDataplane(dev *Device, h *netlink.Handle) *netlinkDataplane {
-	return &netlinkDataplane{h: h, link: dev.Index, name: dev.Name, local4: dev.Subnet4, local6: dev.Subnet6}
+	return &netlinkDataplane{h: h, link: dev.Index, name: dev.Name, cfg: dev.cfg, ensure: EnsureDevice,
+		local4: dev.Subnet4, local6: dev.Subnet6}
+}
+
+// checkDevice makes the vxlan device again if it is gone (deleted by an
+// operator or a script; its neighbour, FDB and route entries went with
+// it), and follows its new index: without this every pass would fail on
+// the old index for good. It runs at the start of each pass (Peers), which
+// then reads an empty device and programs every peer again.
+func (d *netlinkDataplane) checkDevice() error {
+	if l, err := d.h.LinkByIndex(d.link); err == nil && l.Attrs().Name == d.name && l.Type() == "vxlan" {
+		return nil
+	}
+	if d.cfg.Name == "" || d.ensure == nil {
+		return fmt.Errorf("vxlan device %s (index %d) is gone", d.name, d.link)
+	}
+	dev, err := d.ensure(d.cfg)
+	if err != nil {
+		return fmt.Errorf("re-create vxlan device %s: %w", d.name, err)
+	}
+	d.link = dev.Index
+	return nil
 }
 
 // step is one kernel object of a peer: how to create it exclusively, how to
@@ -179,6 +205,9 @@ func (d *netlinkDataplane) RemovePeer(ctx context.Context, p Peer) error {
 // Peers reads our routes, the permanent neighbour entries and the FDB
 // entries of the device and joins them into peers (see assemble).
 func (d *netlinkDataplane) Peers(ctx context.Context) ([]Peer, error) {
+	if err := d.checkDevice(); err != nil {
+		return nil, err
+	}
 	var routes []routeEntry
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := dump(ctx, "routes", func() ([]netlink.Route, error) {

@@ -279,3 +279,27 @@ func TestNewDataplane(t *testing.T) {
 	})
 	checkPeers(t, newDataplane(dev, tn.h))
 }
+
+// A vxlan device deleted under a running dataplane is made again at the
+// next pass (Peers), with a new index, and peers are programmed on it:
+// before, every pass failed on the old index for good.
+func TestDataplaneRecreatesDevice(t *testing.T) {
+	tn, dev, dp := newTestDataplane(t)
+	dp.ensure = func(cfg DeviceConfig) (*Device, error) { return tn.ensureDevice(t, cfg) }
+	must(t, dp.EnsurePeer(t.Context(), remoteB))
+	link, err := tn.h.LinkByIndex(dev.Index)
+	must(t, err)
+	must(t, tn.h.LinkDel(link))
+	checkPeers(t, dp) // the device is back, empty
+	if dp.link == dev.Index {
+		if _, err := tn.h.LinkByIndex(dp.link); err != nil {
+			t.Fatalf("dataplane still on the deleted index %d", dp.link)
+		}
+	}
+	l, err := tn.h.LinkByName(dev.Name)
+	if err != nil || l.Attrs().Index != dp.link || l.Type() != "vxlan" {
+		t.Fatalf("device after the pass: %v (%v), dataplane index %d", l, err, dp.link)
+	}
+	must(t, dp.EnsurePeer(t.Context(), remoteB))
+	checkPeers(t, dp, remoteB)
+}

@@ -47,6 +47,10 @@ type Device struct {
 	UnderlayIP    netip.Addr   // local VTEP address
 	Subnet4       netip.Prefix // local pod subnet (masked)
 	Subnet6       netip.Prefix // local IPv6 pod subnet (masked), if any
+
+	// cfg is what the device was made from, so that it can be made again
+	// (the dataplane re-creates a device deleted under it).
+	cfg DeviceConfig
 }
 
 // Peer returns the Peer that other hosts program for this device.

@@ -138,6 +138,7 @@ func EnsureDevice(cfg DeviceConfig) (*Device, error) {
 		UnderlayIP:    cfg.UnderlayIP,
 		Subnet4:       cfg.Subnet4,
 		Subnet6:       cfg.Subnet6,
+		cfg:           cfg,
 	}, nil
 }
 
