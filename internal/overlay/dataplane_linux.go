@@ -17,10 +17,10 @@ var errInjected = errors.New("injected failure")
 // netlinkDataplane programs peers on one vxlan device with netlink. Its
 // methods are called by one goroutine (the reconciler's).
 type netlinkDataplane struct {
-	h      *netlink.Handle
-	link   int          // vxlan device ifindex
-	name   string       // vxlan device name, for errors
-	cfg    DeviceConfig // what the device is made from
+	h    *netlink.Handle
+	link int          // vxlan device ifindex
+	name string       // vxlan device name, for errors
+	cfg  DeviceConfig // what the device is made from
 	// ensure makes the device again (EnsureDevice, in the namespace the
 	// dataplane works in) when it was deleted under us.
 	ensure func(DeviceConfig) (*Device, error)
