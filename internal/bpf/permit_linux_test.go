@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slimnet/slim/internal/poll"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,7 +127,7 @@ func TestPermit(t *testing.T) {
 			// after sending it, perhaps after this): its port is given
 			// back.
 			unix.Close(s2)
-			waitUntil(t, func() error {
+			poll.Until(t, 5*time.Second, func() error {
 				if n := p.PortsInUse(block1) + p.PortsInUse(block2); n != 1 {
 					return fmt.Errorf("ports in use after a close: %d, want 1", n)
 				}
@@ -285,21 +286,4 @@ func inNetnsOf[T any](fd int, fn func() (T, error)) (T, error) {
 	}()
 	r := <-done
 	return r.v, r.err
-}
-
-// waitUntil polls check until it returns nil, failing the test with its
-// last error after a few seconds.
-func waitUntil(t *testing.T, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

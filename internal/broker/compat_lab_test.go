@@ -47,6 +47,7 @@ import (
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/poll"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -417,7 +418,7 @@ func TestCompat(t *testing.T) {
 				t.Error(err)
 			}
 		}()
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			if st, err := api2.FastPath(t.Context()); err != nil || st.Active {
 				return fmt.Errorf("h2's fast path still active: %+v %v", st, err)
 			}
@@ -714,7 +715,7 @@ func initdb(t *testing.T, l *labtest.Lab, e *compatEnv) {
 // starting up.
 func postgresReady(t *testing.T, _ *labtest.Lab, e *compatEnv, _ lab.Container) {
 	t.Helper()
-	waitFor(t, serverReadyTimeout, func() error {
+	poll.Until(t, serverReadyTimeout, func() error {
 		b, err := os.ReadFile(e.path("pg", "postmaster.pid"))
 		if err != nil {
 			return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/poll"
 )
 
 func TestHostileContainer(t *testing.T) {
@@ -92,7 +93,7 @@ func TestHostileContainer(t *testing.T) {
 			"h2": metric(t, "h2", "slim_store_records_refused_total", `kind="listener"`)}
 		forge(loopVIP, "127.0.0.1", 22)
 		forge(cpVIP, "192.168.77.1", 2379)
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			for h, before := range refused {
 				if n := metric(t, h, "slim_store_records_refused_total", `kind="listener"`) - before; n < 2 {
 					return fmt.Errorf("%s refused %v forged listeners, want 2", h, n)

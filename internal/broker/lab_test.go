@@ -27,6 +27,7 @@ import (
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/poll"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -408,7 +409,7 @@ func TestFastPath(t *testing.T) {
 		plainsrvC := l.Run(lab.RunSpec{Host: "h1", Name: "plainsrv", NoSlim: true, Command: []string{probe, "serve", "-addr", "0.0.0.0:7300"}})
 		ip := plainsrvC.IPv4
 		var out string
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			var err error
 			o, err := lab.Output(ctx, l.Config, "cli", probe, "connect", "-addr", netip.AddrPortFrom(ip, 7300).String(), "-bytes", "1000")
 			out = string(o)
@@ -420,7 +421,7 @@ func TestFastPath(t *testing.T) {
 		udpC := l.Run(lab.RunSpec{Host: "h1", Name: "udp", Command: []string{"socat", "UDP-RECVFROM:7500,fork", "EXEC:cat"}})
 		ip := udpC.IPv4.String()
 		l.Output(ctx, "cli", "ping", "-c", "1", "-W", "2", ip)
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			o, err := lab.Output(ctx, l.Config, "cli", "sh", "-c", "echo ping-udp | socat -t 1 - UDP:"+ip+":7500")
 			if err != nil {
 				return err
@@ -437,7 +438,7 @@ func TestFastPath(t *testing.T) {
 		l.Run(lab.RunSpec{Host: "h2", Name: "holder", Command: []string{"sh", "-c",
 			"sleep 30 | socat -u - TCP:" + dst}})
 		holder := netip.Addr{}
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			conns, err := api.NewClient(lab.SocketPath(l.Config, "h2")).Connections(ctx)
 			if err != nil {
 				return err
@@ -451,7 +452,7 @@ func TestFastPath(t *testing.T) {
 			}
 			return fmt.Errorf("client connection not listed: %+v", conns)
 		})
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			conns, err := api.NewClient(lab.SocketPath(l.Config, "h1")).Connections(ctx)
 			if err != nil {
 				return err
@@ -475,7 +476,7 @@ func TestFastPath(t *testing.T) {
 			}
 		}()
 		h2 := api.NewClient(lab.SocketPath(l.Config, "h2"))
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			if st, err := h2.FastPath(ctx); err != nil || st.Active {
 				return fmt.Errorf("h2 still active: %+v %v", st, err)
 			}
@@ -503,7 +504,7 @@ func TestFastPath(t *testing.T) {
 				hostPort = x.HostPort
 			}
 		}
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			// Both processes got a host listener: two LISTEN sockets on
 			// the group's host port.
 			o, err := lab.Output(ctx, l.Config, "h1", "ss", "-Htln", fmt.Sprintf("sport = :%d", hostPort))
@@ -534,21 +535,6 @@ func stderrOf(err error) string {
 		return string(ee.Stderr)
 	}
 	return ""
-}
-
-func waitFor(t *testing.T, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // slimdStats reads what a leak would grow: slimd's open fds and resident
@@ -643,7 +629,7 @@ func TestChurn(t *testing.T) {
 		t.Helper()
 		var last slimdStats
 		var stable int
-		waitFor(t, 30*time.Second, func() error {
+		poll.Until(t, 30*time.Second, func() error {
 			cur := statsOf(t, l.Config, h)
 			if cur.fds == last.fds {
 				stable++
@@ -711,7 +697,7 @@ func TestSlimdRestartAndKill(t *testing.T) {
 	progress := func(what string) {
 		t.Helper()
 		s0, ok0 := size(stream), count("ok")
-		waitFor(t, 20*time.Second, func() error {
+		poll.Until(t, 20*time.Second, func() error {
 			if size(stream) < s0+100 || count("ok") < ok0+3 {
 				return fmt.Errorf("%s: stream %d -> %d bytes, loop %d -> %d ok", what, s0, size(stream), ok0, count("ok"))
 			}
@@ -788,7 +774,7 @@ func TestRelisten(t *testing.T) {
 		waitListener(t, l.Config, "h1", srv.IPv4, 7600, true)
 		msg := fmt.Sprintf("round %d", i)
 		var got string
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			o, err := lab.Output(ctx, l.Config, "cli", "sh", "-c", fmt.Sprintf("echo '%s' | socat -t 1 - TCP:%s:7600", msg, srv.IPv4))
 			got = strings.TrimSpace(string(o))
 			if err != nil || got != msg {
@@ -865,7 +851,7 @@ func TestFastPathIPv6(t *testing.T) {
 		{"h1", "server", func(c api.Connection) bool { return c.VirtualLocal == dst6 },
 			func(c api.Connection) bool { return c.VirtualRemote.Addr() == holder.IPv6 }},
 	} {
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			conns, err := api.NewClient(lab.SocketPath(l.Config, side.host)).Connections(ctx)
 			if err != nil {
 				return err

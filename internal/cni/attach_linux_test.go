@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/poll"
 )
 
 func TestAddCheckDel(t *testing.T) {
@@ -205,7 +206,7 @@ func TestDelNetnsGone(t *testing.T) {
 	e.must(e.del(args))
 	// The kernel destroys the namespace, and the veth with it, in the
 	// background; DEL may have raced it, but must not leave it.
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		var names []string
 		err := e.host.Do(func(ns.NetNS) error {
 			links, err := netlinksafe.LinkList()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/poll"
 )
 
 // fakeSlimd is an in-memory api.Backend: one host, addresses handed out in
@@ -169,7 +170,7 @@ func serveSlimd(t *testing.T, b api.Backend) string {
 			t.Errorf("fake slimd: %v", err)
 		}
 	})
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		_, err := api.NewClient(sock).Status(ctx)
 		return err
 	})
@@ -183,21 +184,4 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(b))
 	return len(b), nil
-}
-
-// waitFor polls check until it succeeds or timeout passes, then fails the
-// test with check's last error.
-func waitFor(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/poll"
 	"github.com/slimnet/slim/internal/lab/labtest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -67,19 +68,15 @@ func peerState(t *testing.T, host string, gw net.IP) overlayState {
 	return st
 }
 
+// waitFor is poll.Until with what is awaited named in the failure.
 func waitFor(t *testing.T, d time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
+	poll.Until(t, d, func() error {
+		if err := check(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func hostGateway(t *testing.T, cfg lab.Config, host string) net.IP {

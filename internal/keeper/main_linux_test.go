@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slimnet/slim/internal/poll"
 	"golang.org/x/sys/unix"
 )
 
@@ -338,7 +339,7 @@ func (k *keeperProc) kill(t *testing.T) {
 	if err := unix.PidfdSendSignal(k.pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		t.Errorf("kill keeper: %v", err)
 	}
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		if k.alive() {
 			return errors.New("keeper still alive")
 		}
@@ -349,23 +350,6 @@ func (k *keeperProc) kill(t *testing.T) {
 func readFile(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
-}
-
-// waitFor polls check until it returns nil or the timeout passes, and then
-// fails with the last error.
-func waitFor(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // countFDs counts the open fds of pid ("self" for us).

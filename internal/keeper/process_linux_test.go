@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slimnet/slim/internal/poll"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,7 +77,7 @@ func TestKeeperProcess(t *testing.T) {
 	if got := fetchKeys(t, c3); got != "a,c" {
 		t.Fatalf("after drop: %q", got)
 	}
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		// base + the two fds still held + c3's connection.
 		if n := countFDs(t, strconv.Itoa(k.pid)); n != base+3 {
 			return fmt.Errorf("keeper has %d fds, want %d (+2 held, +1 for c3)", n, base+3)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/slimnet/slim/internal/poll"
 	"github.com/slimnet/slim/internal/seccomp"
 	"golang.org/x/sys/unix"
 )
@@ -140,7 +141,7 @@ func (s *slimd) receive() seccomp.Notif {
 // pendingNotif waits until a notification waits to be received on fd.
 func pendingNotif(t *testing.T, fd int) {
 	t.Helper()
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		if n, err := unix.Poll(fds, 0); err != nil || n == 0 || fds[0].Revents&unix.POLLIN == 0 {
 			return fmt.Errorf("no notification pending (poll %d, %v, revents %#x)", n, err, fds[0].Revents)
@@ -248,7 +249,7 @@ func TestSeccompSupervisorRestart(t *testing.T) {
 	child.stdin.Close()
 	child.expect("exit")
 	c := dial(t, socket)
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		held, err := c.Fetch()
 		if err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slimnet/slim/internal/poll"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,7 +48,7 @@ func startServerAt(t *testing.T, path string) *inProc {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		select {
 		case err := <-s.errc:
 			s.errc <- err
@@ -67,7 +68,7 @@ func startServerAt(t *testing.T, path string) *inProc {
 // counts do not catch it closing one.
 func (s *inProc) settle(t *testing.T, n int) {
 	t.Helper()
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		s.srv.mu.Lock()
 		defer s.srv.mu.Unlock()
 		if len(s.srv.conns) != n {
@@ -308,7 +309,7 @@ func TestServeHangup(t *testing.T) {
 		t.Fatalf("fetched %q", got)
 	}
 	w1.Close() // the last writer: the keeper's read end reports POLLHUP
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		held, err := c.Fetch()
 		if err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/poll"
 )
 
 // running reports whether pid is a live process; a zombie is not (the
@@ -103,7 +104,7 @@ func (r remains) assertGone(t *testing.T, cgRoot, stateDir string) {
 	}
 	// A namespace lives on while a thread is in it; the lab's must be
 	// free, so their links (wire, veths, vxlan) are gone with them.
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if u := nsUsers(r.inodes); len(u) > 0 {
 			return fmt.Errorf("threads still in lab namespaces: %v", u)
 		}
@@ -122,23 +123,6 @@ func (r remains) assertGone(t *testing.T, cgRoot, stateDir string) {
 	}
 	if _, err := os.Stat(stateDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state dir %s still there: %v", stateDir, err)
-	}
-}
-
-// waitFor polls check until it succeeds or d passes, then fails the test
-// with its last error.
-func waitFor(t *testing.T, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

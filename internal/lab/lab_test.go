@@ -22,6 +22,7 @@ import (
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/poll"
 )
 
 // echoServer answers every TCP connection on port 7000, IPv4 or IPv6, with
@@ -120,7 +121,7 @@ func TestUpRunExecDown(t *testing.T) {
 
 	t.Run("tcp", func(t *testing.T) {
 		// The server may not listen yet: retry until it answers.
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			got, err := echo(ctx, cfg, "client", web.IPv4.String(), "hello from h2\n")
 			if err == nil && got != "hello from h2\n" {
 				err = fmt.Errorf("echo answered %q", got)
@@ -184,7 +185,7 @@ func TestUpRunExecDown(t *testing.T) {
 		if err := syscall.Kill(before.Hosts[2].PID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, func() error {
+		poll.Until(t, 5*time.Second, func() error {
 			if running(before.Hosts[2].PID) {
 				return errors.New("slimd h3 still running")
 			}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slimnet/slim/internal/poll"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -132,7 +133,7 @@ func TestRealBytes(t *testing.T) {
 			txA, _ := counters(t, a)
 			_, rxB := counters(t, b)
 			i := 0
-			waitFor(t, 5*time.Second, func() error {
+			poll.Until(t, 5*time.Second, func() error {
 				i++
 				return exchange(t, a, dst, fmt.Sprintf("%s %d", fam, i))
 			})

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slimnet/slim/internal/poll"
 	"github.com/vishvananda/netlink"
 )
 
@@ -42,14 +43,14 @@ func TestReconcilerNetlink(t *testing.T) {
 		}
 		return nil
 	}
-	waitFor(t, 5*time.Second, converged)
+	poll.Until(t, 5*time.Second, converged)
 
 	must(t, tn.h.RouteDel(&netlink.Route{LinkIndex: dev.Index, Dst: ipNet(remoteC.Subnet4)}))
 	if tn.hasRoute(t, dev.Index, remoteC.Subnet4) {
 		t.Fatal("route still there")
 	}
 	r.Trigger()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !tn.hasRoute(t, dev.Index, remoteC.Subnet4) {
 			return fmt.Errorf("route %s not repaired", remoteC.Subnet4)
 		}
@@ -58,7 +59,7 @@ func TestReconcilerNetlink(t *testing.T) {
 
 	store.set(true, remoteB6)
 	r.Trigger()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		got, err := dp.Peers(t.Context())
 		if err != nil {
 			return err

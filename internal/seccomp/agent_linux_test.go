@@ -15,6 +15,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/slimnet/slim/internal/poll"
 	"golang.org/x/sys/unix"
 )
 
@@ -175,7 +176,7 @@ func TestAgentAccepts(t *testing.T) {
 	check(<-calls, "c1")
 	unix.Close(fd)
 
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		if n := countFDs(t); n != before {
 			return errors.New("fd count " + strconv.Itoa(n) + ", want " + strconv.Itoa(before))
 		}
@@ -246,7 +247,7 @@ func TestAgentRejects(t *testing.T) {
 		}
 	default:
 	}
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		if n := countFDs(t); n != before {
 			return errors.New("fd count " + strconv.Itoa(n) + ", want " + strconv.Itoa(before))
 		}

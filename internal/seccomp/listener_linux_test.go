@@ -16,6 +16,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/slimnet/slim/internal/poll"
 	"golang.org/x/sys/unix"
 )
 
@@ -345,7 +346,7 @@ func TestExitNoTargets(t *testing.T) {
 			c := startChild(t, "exit", tc.env...)
 			c.expect("exit")
 			// Exited, not reaped yet.
-			waitFor(t, waitTimeout, func() error {
+			poll.Until(t, waitTimeout, func() error {
 				if s := procState(c.cmd.Process.Pid); s != "Z" {
 					return fmt.Errorf("child state %q, want Z", s)
 				}
@@ -411,7 +412,7 @@ func TestSignalAfterReceiveKillable(t *testing.T) {
 	if err := unix.Tgkill(pid, c.tid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		if p, err := sigPending(pid, c.tid, unix.SIGUSR1); err != nil || !p {
 			return fmt.Errorf("SIGUSR1 not pending on the trapped thread (%v)", err)
 		}
@@ -433,7 +434,7 @@ func TestSignalAfterReceiveKillable(t *testing.T) {
 	// answered with a value (Return, ADDFD with SEND) is not restarted.
 	restarts := 0
 	var l string
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		if got, ok := c.tryExpect("connect"); ok {
 			l = got
 			return nil
@@ -470,7 +471,7 @@ func TestSignalAfterReceiveNotKillable(t *testing.T) {
 	if err := unix.Tgkill(c.cmd.Process.Pid, c.tid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		if err := c.l.IDValid(n.ID); !errors.Is(err, ErrGone) {
 			return fmt.Errorf("IDValid = %v, want ErrGone", err)
 		}
@@ -498,7 +499,7 @@ func TestSignalAfterReceiveNotKillable(t *testing.T) {
 func TestSignalBeforeReceive(t *testing.T) {
 	c := startChild(t, "block")
 	c.expect("socket")
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		if !c.pending() {
 			return errors.New("no notification pending")
 		}
@@ -604,7 +605,7 @@ func TestManyConcurrent(t *testing.T) {
 	if got := answered.Load(); got != manyConnect {
 		t.Errorf("answered %d, want %d", got, manyConnect)
 	}
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		if got := accepted.Load(); got != manyConnect {
 			return fmt.Errorf("accepted %d of %d", got, manyConnect)
 		}
@@ -664,7 +665,7 @@ func TestCloseAndCancel(t *testing.T) {
 		_, err := c.l.Receive(context.Background())
 		res <- err
 	}()
-	waitFor(t, waitTimeout, func() error {
+	poll.Until(t, waitTimeout, func() error {
 		c.l.rmu.Lock()
 		defer c.l.rmu.Unlock()
 		for r := range c.l.receivers {

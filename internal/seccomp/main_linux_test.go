@@ -260,23 +260,6 @@ func (w tWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// waitFor polls check until it returns nil or the timeout passes, and then
-// fails with the last error.
-func waitFor(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // child is one re-exec'd child under the filter, and the parent's side.
 type child struct {
 	t        testing.TB

@@ -14,6 +14,7 @@ import (
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/embedetcd/etcdtest"
 	"github.com/slimnet/slim/internal/ipam"
+	"github.com/slimnet/slim/internal/poll"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -180,21 +181,6 @@ func TestEndpoints(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestCache(t *testing.T) {
 	s := testStore(t)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -213,7 +199,7 @@ func TestCache(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !c.Synced() {
 			return errors.New("not synced")
 		}
@@ -231,7 +217,7 @@ func TestCache(t *testing.T) {
 	if _, err := s.Client().Put(ctx, s.HostsPrefix()+"junk", "{not json"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if v, ok := c.Get("h2"); !ok || v.Subnet4 != h.Subnet4 {
 			return fmt.Errorf("h2 = %+v %v", v, ok)
 		}
@@ -263,7 +249,7 @@ func TestCache(t *testing.T) {
 	if _, err := s.Client().Revoke(ctx, g.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if _, ok := c.Get("h2"); ok {
 			return errors.New("h2 still cached")
 		}
@@ -308,7 +294,7 @@ func TestCacheResyncAfterCompaction(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go c.Run(rctx)
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if v, ok := c.Get("b"); !ok || v.MTU != 4 {
 			return fmt.Errorf("b = %+v %v", v, ok)
 		}
@@ -345,7 +331,7 @@ func TestLeaseReuseAndRecovery(t *testing.T) {
 	if _, err := s.Client().Revoke(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		resp, err := s.Client().Get(ctx, s.hostKey("h1"))
 		if err != nil {
 			return err
