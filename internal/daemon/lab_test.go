@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/lab"
-	"github.com/slimnet/slim/internal/poll"
 	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/poll"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
