@@ -42,6 +42,10 @@ var Requirements = []Requirement{
 	{"sock_addr getsockname/getpeername hooks", "5.8"},
 	{"bpf_get_current_cgroup_id in sock_addr programs (sockopt: probed, not dated)", "5.7"},
 	{"bpf_sk_storage_get in sock_addr programs", "5.8"},
+	{"memory-mapped array maps (slim_ports)", "5.5"},
+	{"cgroup sock_release programs (ports given back)", "5.9"},
+	{"BPF atomic fetch-and-add (the connect program's port cursor)", "5.12"},
+	{"bpf_set_retval in cgroup programs (EADDRNOTAVAIL)", "5.18"},
 	{"BPF LSM (optional)", "5.7"},
 }
 

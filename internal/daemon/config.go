@@ -1,12 +1,17 @@
 // Package daemon is slimd: it wires the store (etcd, embedded or
-// external), the VXLAN overlay, and the local API into one process per
-// host, and shuts them down gracefully.
+// external) and its watch-fed caches, the VXLAN overlay, the fast path
+// (the broker, the BPF programs, the DNAT table and the control-plane
+// guard, the fd keeper and the journal), the local API and the metrics
+// into one process per host, and shuts them down gracefully. Every record
+// read from the store is checked (store.Limits, refused.go) before it is
+// programmed anywhere.
 //
 // What slimd deliberately leaves in place when it stops: the vxlan device,
 // its neighbour, FDB and route entries, the containers' veths and host
-// routes, and its host lease (which expires by TTL). A restarted slimd
-// adopts all of it, so stopping or restarting slimd never cuts running
-// containers' traffic.
+// routes, the pinned BPF programs and maps, the nftables table, the keeper
+// process (holding the notification fds), the journal, and its host lease
+// (which expires by TTL). A restarted slimd adopts all of it, so stopping
+// or restarting slimd never cuts running containers' traffic.
 package daemon
 
 import (
