@@ -74,25 +74,39 @@ func (b *backend) Endpoints(ctx context.Context, host string) ([]api.Endpoint, e
 
 func (b *backend) Endpoint(ctx context.Context, a api.Attachment) (api.Endpoint, error) {
 	ep, err := b.d.store.Endpoint(ctx, b.d.self.Name, a)
-	if errors.Is(err, store.ErrNotFound) {
-		return ep, fmt.Errorf("endpoint %s/%s: %w", a.ContainerID, a.IfName, api.ErrNotFound)
+	if err != nil {
+		return ep, fmt.Errorf("endpoint %s/%s: %w", a.ContainerID, a.IfName, apiError(err))
 	}
-	return ep, err
+	return ep, nil
+}
+
+// apiError maps the store's errors to the API's, which the API server
+// turns into status codes and clients back into errors.
+func apiError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
+	case errors.Is(err, store.ErrExhausted):
+		return fmt.Errorf("%w: %w", api.ErrExhausted, err)
+	}
+	return err
 }
 
 func (b *backend) AddEndpoint(ctx context.Context, r api.EndpointRequest) (api.Endpoint, error) {
 	d := b.d
 	d.allocMu.Lock()
 	defer d.allocMu.Unlock()
-	ep, err := d.store.AddEndpoint(ctx, d.hostNet, r, d.lastIPv4, time.Now())
-	if err != nil {
-		return ep, err
-	}
 	// The endpoint's first source port blocks (one per address family it
-	// has), published with it so that every host can map (host IP, port)
-	// back to this container before it makes its first connection: a
-	// block claimed at that first connect would race its own publication
-	// to the server's host.
+	// has) are published with it so that every host can map (host IP,
+	// port) back to this container before it makes its first connection:
+	// a block claimed at that first connect would race its own
+	// publication to the server's host.
+	ep, err := d.store.AddEndpoint(ctx, d.hostNet, r, d.cfg.Blocks(), d.lastIPv4, time.Now())
+	if err != nil {
+		return ep, apiError(err)
+	}
+	// A family left without a block (none was free, or the endpoint
+	// predates blocks) gets another try.
 	att := api.Attachment{ContainerID: r.ContainerID, IfName: r.IfName}
 	for _, v6 := range []bool{false, true} {
 		if v6 && !ep.IPv6.IsValid() {
@@ -101,7 +115,7 @@ func (b *backend) AddEndpoint(ctx context.Context, r api.EndpointRequest) (api.E
 		if slices.ContainsFunc(ep.PortBlocks, func(b api.PortBlock) bool { return b.IPv6 == v6 }) {
 			continue
 		}
-		claimed, _, err := d.store.AddEndpointBlock(ctx, d.self.Name, att, d.cfg.PortFirst, d.cfg.PortLast, d.cfg.PortBlockSize, v6)
+		claimed, _, err := d.store.AddEndpointBlock(ctx, d.self.Name, att, d.cfg.Blocks(), v6)
 		if err != nil {
 			// Without a block the container still works on the overlay.
 			d.log.Warn("no port block for endpoint", "container", r.ContainerID, "ipv6", v6, "err", err)

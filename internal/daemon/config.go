@@ -136,3 +136,8 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Blocks is the port range the fast path's source port blocks come from.
+func (c Config) Blocks() store.BlockRange {
+	return store.BlockRange{First: c.PortFirst, Last: c.PortLast, Size: c.PortBlockSize}
+}

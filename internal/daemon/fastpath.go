@@ -143,9 +143,8 @@ func (f *fastPath) Blocks(c *broker.Container) []api.PortBlock {
 // Grow implements broker.Ports: it claims a block and returns once the
 // endpoint cache, which Blocks reads, has it (or ctx ends: an error).
 func (f *fastPath) Grow(ctx context.Context, c *broker.Container, ipv6 bool) error {
-	cfg := f.d.cfg
 	_, rev, err := f.d.store.AddEndpointBlock(ctx, f.d.self.Name, api.Attachment{ContainerID: c.ID, IfName: c.IfName},
-		cfg.PortFirst, cfg.PortLast, cfg.PortBlockSize, ipv6)
+		f.d.cfg.Blocks(), ipv6)
 	if err != nil {
 		return err
 	}
@@ -171,8 +170,7 @@ func (f *fastPath) ListenerPort(ctx context.Context) (uint16, error) {
 		// this host reads containers under it, and a slow store must not
 		// stall them. Two listeners claiming at once may claim a block
 		// each; both get used.
-		cfg := f.d.cfg
-		b, err := f.d.store.ClaimPortBlock(ctx, f.d.self.Name, store.ListenerOwner, cfg.PortFirst, cfg.PortLast, cfg.PortBlockSize)
+		b, err := f.d.store.ClaimPortBlock(ctx, f.d.self.Name, store.ListenerOwner, f.d.cfg.Blocks())
 		if err != nil {
 			return 0, err
 		}

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -27,12 +26,23 @@ const maxAllocAttempts = 16
 
 // AddEndpoint allocates addresses for r on host hn, or returns the endpoint
 // that already exists for the same attachment (CNI ADD is retried by
-// runtimes). The endpoint and its address guard key are written in one
-// transaction that fails if either exists, so an address is never given
-// twice. last is the previously allocated address (for round robin).
-func (s *Store) AddEndpoint(ctx context.Context, hn HostNet, r api.EndpointRequest, last netip.Addr, now time.Time) (api.Endpoint, error) {
+// runtimes). With a non-zero blocks.Size the endpoint also gets its first
+// source port block per address family, so that every host can map (host
+// IP, port) back to it before its first connection. The endpoint, its
+// address guard key and its block claims are written in one transaction
+// that fails if any of them exists, so an address or a block is never
+// given twice and a failed ADD leaves nothing behind. A family without a
+// free block is left without one: the container still works on the
+// overlay. last is the previously allocated address (for round robin).
+func (s *Store) AddEndpoint(ctx context.Context, hn HostNet, r api.EndpointRequest, blocks BlockRange, last netip.Addr, now time.Time) (api.Endpoint, error) {
+	if blocks.Size != 0 {
+		if err := blocks.validate(); err != nil {
+			return api.Endpoint{}, err
+		}
+	}
 	att := api.Attachment{ContainerID: r.ContainerID, IfName: r.IfName}
 	ek := s.endpointKey(hn.Host, att)
+	claim, _ := json.Marshal(PortBlockClaim{Owner: EndpointOwner(att)})
 	for range maxAllocAttempts {
 		if ep, err := s.endpointAt(ctx, ek); err == nil {
 			return ep, nil
@@ -45,7 +55,7 @@ func (s *Store) AddEndpoint(ctx context.Context, hn HostNet, r api.EndpointReque
 		}
 		ip4, err := ipam.NextFree(hn.Subnet4, used, last)
 		if err != nil {
-			return api.Endpoint{}, fmt.Errorf("%w: %w", api.ErrExhausted, err)
+			return api.Endpoint{}, err
 		}
 		ep := api.Endpoint{
 			ContainerID: r.ContainerID,
@@ -57,16 +67,37 @@ func (s *Store) AddEndpoint(ctx context.Context, hn HostNet, r api.EndpointReque
 			Netns:       r.Netns,
 			Created:     now.UTC().Truncate(time.Second),
 		}
+		ik := s.ipKey(hn.Host, ip4)
+		conds := []clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(ek), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(ik), "=", 0),
+		}
+		ops := []clientv3.Op{clientv3.OpPut(ik, att.ContainerID+"/"+att.IfName)}
+		if blocks.Size != 0 {
+			taken, err := s.usedPortBlocks(ctx, hn.Host)
+			if err != nil {
+				return api.Endpoint{}, err
+			}
+			for _, v6 := range []bool{false, true} {
+				if v6 && !ep.IPv6.IsValid() {
+					continue
+				}
+				start, ok := blocks.free(taken)
+				if !ok {
+					break
+				}
+				taken[start] = true
+				bk := s.portBlockKey(hn.Host, start)
+				conds = append(conds, clientv3.Compare(clientv3.CreateRevision(bk), "=", 0))
+				ops = append(ops, clientv3.OpPut(bk, string(claim)))
+				ep.PortBlocks = append(ep.PortBlocks, api.PortBlock{Start: start, Size: blocks.Size, IPv6: v6})
+			}
+		}
 		b, err := json.Marshal(ep)
 		if err != nil {
 			return api.Endpoint{}, err
 		}
-		ik := s.ipKey(hn.Host, ip4)
-		tr, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(ek), "=", 0),
-				clientv3.Compare(clientv3.CreateRevision(ik), "=", 0)).
-			Then(clientv3.OpPut(ek, string(b)), clientv3.OpPut(ik, att.ContainerID+"/"+att.IfName)).
-			Commit()
+		tr, err := s.cli.Txn(ctx).If(conds...).Then(append(ops, clientv3.OpPut(ek, string(b)))...).Commit()
 		if err != nil {
 			return api.Endpoint{}, fmt.Errorf("allocate %s: %w", ip4, err)
 		}
@@ -165,44 +196,53 @@ func (s *Store) Endpoints(ctx context.Context, host string) ([]api.Endpoint, err
 // EndpointOwner is how port block claims name an endpoint.
 func EndpointOwner(a api.Attachment) string { return a.ContainerID + "/" + a.IfName }
 
-// AddEndpointBlock claims one more source port block in [first, last] for
-// the endpoint and records it in the endpoint. If the endpoint changed or
-// vanished meanwhile, the claim is released again. It returns the endpoint
-// and the store revision of the write (for Cache.WaitRev).
-func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachment, first, last, size uint16, ipv6 bool) (api.Endpoint, int64, error) {
+// AddEndpointBlock claims one more source port block of r for the
+// endpoint and records it in the endpoint, in one transaction that fails
+// (and is retried) if the endpoint changed or the block was taken
+// meanwhile. It returns the endpoint and the store revision of the write
+// (for Cache.WaitRev).
+func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachment, r BlockRange, ipv6 bool) (api.Endpoint, int64, error) {
+	if err := r.validate(); err != nil {
+		return api.Endpoint{}, 0, err
+	}
 	ek := s.endpointKey(host, a)
-	resp, err := s.cli.Get(ctx, ek)
-	if err != nil {
-		return api.Endpoint{}, 0, fmt.Errorf("read endpoint: %w", err)
-	}
-	if len(resp.Kvs) == 0 {
-		return api.Endpoint{}, 0, ErrNotFound
-	}
-	var ep api.Endpoint
-	if err := json.Unmarshal(resp.Kvs[0].Value, &ep); err != nil {
-		return api.Endpoint{}, 0, fmt.Errorf("decode endpoint: %w", err)
-	}
-	b, err := s.ClaimPortBlock(ctx, host, EndpointOwner(a), first, last, size)
-	if err != nil {
-		return ep, 0, err
-	}
-	b.IPv6 = ipv6
-	ep.PortBlocks = append(ep.PortBlocks, b)
-	v, err := json.Marshal(ep)
-	if err != nil {
-		return ep, 0, err
-	}
-	tr, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(ek), "=", resp.Kvs[0].ModRevision)).
-		Then(clientv3.OpPut(ek, string(v))).Commit()
-	if err == nil && !tr.Succeeded {
-		err = fmt.Errorf("endpoint %s changed concurrently", ek)
-	}
-	if err != nil {
-		if _, derr := s.cli.Delete(ctx, s.portBlockKey(host, b.Start)); derr != nil {
-			err = errors.Join(err, derr)
+	claim, _ := json.Marshal(PortBlockClaim{Owner: EndpointOwner(a)})
+	for range maxClaimAttempts {
+		resp, err := s.cli.Get(ctx, ek)
+		if err != nil {
+			return api.Endpoint{}, 0, fmt.Errorf("read endpoint: %w", err)
 		}
-		return ep, 0, err
+		if len(resp.Kvs) == 0 {
+			return api.Endpoint{}, 0, ErrNotFound
+		}
+		var ep api.Endpoint
+		if err := json.Unmarshal(resp.Kvs[0].Value, &ep); err != nil {
+			return api.Endpoint{}, 0, fmt.Errorf("decode endpoint: %w", err)
+		}
+		used, err := s.usedPortBlocks(ctx, host)
+		if err != nil {
+			return ep, 0, err
+		}
+		start, ok := r.free(used)
+		if !ok {
+			return ep, 0, s.exhausted(host, r)
+		}
+		ep.PortBlocks = append(ep.PortBlocks, api.PortBlock{Start: start, Size: r.Size, IPv6: ipv6})
+		v, err := json.Marshal(ep)
+		if err != nil {
+			return ep, 0, err
+		}
+		bk := s.portBlockKey(host, start)
+		tr, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(ek), "=", resp.Kvs[0].ModRevision),
+				clientv3.Compare(clientv3.CreateRevision(bk), "=", 0)).
+			Then(clientv3.OpPut(ek, string(v)), clientv3.OpPut(bk, string(claim))).Commit()
+		if err != nil {
+			return ep, 0, fmt.Errorf("claim port block %d for %s: %w", start, EndpointOwner(a), err)
+		}
+		if tr.Succeeded {
+			return ep, tr.Header.Revision, nil
+		}
 	}
-	return ep, tr.Header.Revision, nil
+	return api.Endpoint{}, 0, fmt.Errorf("claim port block on %s for %s: still contended after %d attempts", host, EndpointOwner(a), maxClaimAttempts)
 }

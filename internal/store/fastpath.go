@@ -60,12 +60,39 @@ func (s *Store) SetFastPath(ctx context.Context, enabled bool) (int64, error) {
 // FastPathKey is the key of the switch, for watching it.
 func (s *Store) FastPathKey() string { return s.fastPathKey() }
 
-// ClaimPortBlock claims the lowest free block of size ports inside
-// [first, last] on host for owner. Blocks are aligned to their size so a
-// port maps to its block with a mask (what the BPF programs do).
-func (s *Store) ClaimPortBlock(ctx context.Context, host, owner string, first, last, size uint16) (api.PortBlock, error) {
-	if size == 0 || size&(size-1) != 0 {
-		return api.PortBlock{}, fmt.Errorf("port block size %d: want a power of two", size)
+// BlockRange is the host port range [First, Last] that source port blocks
+// of Size ports are cut from. Blocks are aligned to their size so a port
+// maps to its block with a mask (what the BPF programs do).
+type BlockRange struct {
+	First, Last, Size uint16
+}
+
+func (r BlockRange) validate() error {
+	if r.Size == 0 || r.Size&(r.Size-1) != 0 {
+		return fmt.Errorf("port block size %d: want a power of two", r.Size)
+	}
+	return nil
+}
+
+// free returns the lowest aligned block of r that is not in used.
+func (r BlockRange) free(used map[uint16]bool) (uint16, bool) {
+	size := int(r.Size)
+	for b := (int(r.First) + size - 1) &^ (size - 1); b+size-1 <= int(r.Last); b += size {
+		if !used[uint16(b)] {
+			return uint16(b), true
+		}
+	}
+	return 0, false
+}
+
+func (s *Store) exhausted(host string, r BlockRange) error {
+	return fmt.Errorf("no free port block of %d in %d-%d on %s: %w", r.Size, r.First, r.Last, host, ErrExhausted)
+}
+
+// ClaimPortBlock claims the lowest free block of r on host for owner.
+func (s *Store) ClaimPortBlock(ctx context.Context, host, owner string, r BlockRange) (api.PortBlock, error) {
+	if err := r.validate(); err != nil {
+		return api.PortBlock{}, err
 	}
 	claim, _ := json.Marshal(PortBlockClaim{Owner: owner})
 	for range maxClaimAttempts {
@@ -73,17 +100,11 @@ func (s *Store) ClaimPortBlock(ctx context.Context, host, owner string, first, l
 		if err != nil {
 			return api.PortBlock{}, err
 		}
-		start := -1
-		for b := (int(first) + int(size) - 1) &^ (int(size) - 1); b+int(size)-1 <= int(last); b += int(size) {
-			if !used[uint16(b)] {
-				start = b
-				break
-			}
+		start, ok := r.free(used)
+		if !ok {
+			return api.PortBlock{}, s.exhausted(host, r)
 		}
-		if start < 0 {
-			return api.PortBlock{}, fmt.Errorf("no free port block of %d in %d-%d on %s: %w", size, first, last, host, api.ErrExhausted)
-		}
-		k := s.portBlockKey(host, uint16(start))
+		k := s.portBlockKey(host, start)
 		tr, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 			Then(clientv3.OpPut(k, string(claim))).Commit()
@@ -91,7 +112,7 @@ func (s *Store) ClaimPortBlock(ctx context.Context, host, owner string, first, l
 			return api.PortBlock{}, fmt.Errorf("claim port block %d: %w", start, err)
 		}
 		if tr.Succeeded {
-			return api.PortBlock{Start: uint16(start), Size: size}, nil
+			return api.PortBlock{Start: start, Size: r.Size}, nil
 		}
 	}
 	return api.PortBlock{}, fmt.Errorf("claim port block on %s: still contended after %d attempts", host, maxClaimAttempts)

@@ -39,6 +39,8 @@ const DefaultPrefix = "/slim"
 var (
 	ErrNotFound       = errors.New("not found")
 	ErrConfigMismatch = errors.New("cluster configuration mismatch")
+	// ErrExhausted: no address or port block is free on the host.
+	ErrExhausted = ipam.ErrExhausted
 )
 
 // ClusterConfig is shared by every host; the first slimd writes it.

@@ -129,7 +129,7 @@ func TestEndpoints(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 10 {
 		wg.Go(func() {
-			ep, err := s.AddEndpoint(ctx, hn, req(fmt.Sprintf("c%d", i)), netip.Addr{}, time.Now())
+			ep, err := s.AddEndpoint(ctx, hn, req(fmt.Sprintf("c%d", i)), BlockRange{}, netip.Addr{}, time.Now())
 			if err != nil {
 				t.Error(err)
 				return
@@ -147,17 +147,17 @@ func TestEndpoints(t *testing.T) {
 	}
 	wg.Wait()
 	// Idempotent ADD.
-	again, err := s.AddEndpoint(ctx, hn, req("c3"), netip.Addr{}, time.Now())
+	again, err := s.AddEndpoint(ctx, hn, req("c3"), BlockRange{}, netip.Addr{}, time.Now())
 	if err != nil || got[again.IPv4] != "c3" {
 		t.Fatalf("re-ADD of c3 = %+v, %v", again, err)
 	}
 	// A /28 has 14 usable addresses: 4 more fit, then exhaustion.
 	for i := 10; i < 14; i++ {
-		if _, err := s.AddEndpoint(ctx, hn, req(fmt.Sprintf("c%d", i)), netip.Addr{}, time.Now()); err != nil {
+		if _, err := s.AddEndpoint(ctx, hn, req(fmt.Sprintf("c%d", i)), BlockRange{}, netip.Addr{}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.AddEndpoint(ctx, hn, req("c99"), netip.Addr{}, time.Now()); !errors.Is(err, api.ErrExhausted) {
+	if _, err := s.AddEndpoint(ctx, hn, req("c99"), BlockRange{}, netip.Addr{}, time.Now()); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("full subnet: %v", err)
 	}
 	att := api.Attachment{ContainerID: "c3", IfName: "eth0"}
@@ -171,7 +171,7 @@ func TestEndpoints(t *testing.T) {
 		t.Fatalf("deleted endpoint still readable: %v", err)
 	}
 	// The released address is usable again.
-	ep, err := s.AddEndpoint(ctx, hn, req("c99"), netip.Addr{}, time.Now())
+	ep, err := s.AddEndpoint(ctx, hn, req("c99"), BlockRange{}, netip.Addr{}, time.Now())
 	if err != nil || ep.IPv4 != again.IPv4 {
 		t.Fatalf("reuse after release = %+v, %v (want %v)", ep, err, again.IPv4)
 	}
