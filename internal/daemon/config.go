@@ -21,6 +21,8 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/slimnet/slim/internal/store"
@@ -140,4 +142,18 @@ func (c *Config) Validate() error {
 // Blocks is the port range the fast path's source port blocks come from.
 func (c Config) Blocks() store.BlockRange {
 	return store.BlockRange{First: c.PortFirst, Last: c.PortLast, Size: c.PortBlockSize}
+}
+
+// ParsePortRange parses "first-last" (the --port-range flag).
+func ParsePortRange(s string) (uint16, uint16, error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, 0, errors.New("want first-last")
+	}
+	f, err1 := strconv.ParseUint(a, 10, 16)
+	l, err2 := strconv.ParseUint(b, 10, 16)
+	if err1 != nil || err2 != nil || f == 0 || f > l {
+		return 0, 0, fmt.Errorf("%q: want first-last with 0 < first <= last < 65536", s)
+	}
+	return uint16(f), uint16(l), nil
 }

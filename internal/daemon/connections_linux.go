@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -23,53 +22,10 @@ var tcpStates = [...]string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT
 // accepted on a local listener's host port (servers), with their virtual
 // 4-tuples from the same tables the BPF programs use.
 func (f *fastPath) connections() ([]api.Connection, error) {
-	self := f.d.self
 	eps, _ := f.d.endpoints.Snapshot()
 	hosts, _ := f.d.hosts.Snapshot()
 	ls, _ := f.d.listeners.Snapshot()
-	type hp struct {
-		ip    netip.Addr
-		block uint16
-	}
-	mask := ^(f.d.cfg.PortBlockSize - 1)
-	// A client's port block says which of its addresses it shows (IPv6
-	// blocks serve connections to IPv6 addresses), and so which of a host
-	// listener's two virtual addresses the connection is to.
-	type block struct {
-		ep api.Endpoint
-		v6 bool
-	}
-	vip := func(b block) netip.Addr {
-		if b.v6 {
-			return b.ep.IPv6
-		}
-		return b.ep.IPv4
-	}
-	blocks := map[hp]block{}
-	for _, ep := range eps {
-		h, ok := hosts[ep.Host]
-		if !ok {
-			continue
-		}
-		for _, b := range ep.PortBlocks {
-			blocks[hp{h.UnderlayIP, b.Start}] = block{ep, b.IPv6}
-		}
-	}
-	type lk struct {
-		host netip.AddrPort
-		v6   bool
-	}
-	lst := map[lk]api.Listener{}
-	for _, l := range ls {
-		lst[lk{netip.AddrPortFrom(l.HostIP, l.HostPort), bpf.IsIPv6(l.VIP)}] = l
-	}
-	listener := func(host netip.AddrPort, v6 bool) (api.Listener, bool) {
-		if l, ok := lst[lk{host, v6}]; ok {
-			return l, true
-		}
-		l, ok := lst[lk{host, !v6}]
-		return l, ok
-	}
+	t := newConnTable(f.d.self.UnderlayIP, f.d.cfg.PortBlockSize, hosts, eps, ls)
 	var since map[bpf.ConnKey]time.Time
 	if f.d.bpf != nil {
 		var err error
@@ -88,27 +44,12 @@ func (f *fastPath) connections() ([]api.Connection, error) {
 				continue
 			}
 			k := broker.DiagKey(sk)
-			if k.Local.Addr() != self.UnderlayIP {
+			c, ok := t.classify(k.Local, k.Remote, tcpStates[sk.State])
+			if !ok {
 				continue
 			}
-			c := api.Connection{HostLocal: k.Local, HostRemote: k.Remote, State: tcpStates[sk.State]}
-			peer, fromBlock := blocks[hp{k.Remote.Addr(), k.Remote.Port() & mask}]
-			if b, ok := blocks[hp{k.Local.Addr(), k.Local.Port() & mask}]; ok {
-				c.Role, c.Container = "client", b.ep.ContainerID
-				c.VirtualLocal = netip.AddrPortFrom(vip(b), k.Local.Port())
-				if l, ok := listener(k.Remote, b.v6); ok {
-					c.VirtualRemote = netip.AddrPortFrom(l.VIP, l.Port)
-				}
+			if c.Role == "client" {
 				c.Since = since[bpf.ConnKey(k)]
-			} else if l, ok := listener(k.Local, fromBlock && peer.v6); ok {
-				c.Role, c.Container = "server", l.ContainerID
-				c.VirtualLocal = netip.AddrPortFrom(l.VIP, l.Port)
-				c.VirtualRemote = k.Remote // an overlay client (DNAT) shows its own address
-				if fromBlock {
-					c.VirtualRemote = netip.AddrPortFrom(vip(peer), k.Remote.Port())
-				}
-			} else {
-				continue
 			}
 			out = append(out, c)
 		}
