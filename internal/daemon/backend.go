@@ -56,19 +56,24 @@ func (b *backend) Hosts(ctx context.Context) ([]api.Host, error) {
 }
 
 func (b *backend) Endpoints(ctx context.Context, host string) ([]api.Endpoint, error) {
-	eps, synced := b.d.endpoints.Snapshot()
+	return onHost(b.d.endpoints, "endpoint", host, func(ep api.Endpoint) string { return ep.Host },
+		func(a, b api.Endpoint) int { return cmp.Or(cmp.Compare(a.Host, b.Host), a.IPv4.Compare(b.IPv4)) })
+}
+
+// onHost lists the records of a synced cache on host ("": every host),
+// sorted.
+func onHost[T any](c *store.Cache[T], kind, host string, hostOf func(T) string, order func(a, b T) int) ([]T, error) {
+	all, synced := c.Snapshot()
 	if !synced {
-		return nil, fmt.Errorf("%w: endpoint cache not synced", api.ErrUnavailable)
+		return nil, fmt.Errorf("%w: %s cache not synced", api.ErrUnavailable, kind)
 	}
-	out := make([]api.Endpoint, 0, len(eps))
-	for _, ep := range eps {
-		if host == "" || ep.Host == host {
-			out = append(out, ep)
+	out := make([]T, 0, len(all))
+	for _, r := range all {
+		if host == "" || hostOf(r) == host {
+			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b api.Endpoint) int {
-		return cmp.Or(cmp.Compare(a.Host, b.Host), a.IPv4.Compare(b.IPv4))
-	})
+	slices.SortFunc(out, order)
 	return out, nil
 }
 

@@ -32,7 +32,7 @@ func (d *Daemon) check(ctx context.Context) []api.Check {
 	ferr := seccomp.ProbeFetch()
 	add("socket fetch", ferr == nil, true, "pidfd_open(PIDFD_THREAD) and pidfd_getfd on a supervised thread's socket: %v", errText(ferr))
 	add("address rewrite and guard", d.bpf != nil, false, "BPF programs attached to slimd's cgroup: %t (without them the fast path stays off)", d.bpf != nil)
-	fp := d.fp.fastPathStatus()
+	fp := d.fastPathStatus()
 	add("fast path", fp.Active || !fp.Enabled, false, "cluster switch %s, active here %t, %d supervised process trees", onOff(fp.Enabled), fp.Active, fp.Sessions)
 	// Read-only: a check never starts a keeper.
 	kerr := fmt.Errorf("not running")
@@ -44,7 +44,7 @@ func (d *Daemon) check(ctx context.Context) []api.Check {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports")
 	want := fmt.Sprintf("%d-%d", d.cfg.PortFirst, d.cfg.PortLast)
 	add("reserved ports", err == nil && strings.Contains(string(b), want), true, "%s in net.ipv4.ip_local_reserved_ports", want)
-	rules, err := d.fp.natTable.Rules()
+	rules, err := d.tables.nat.Rules()
 	add("dnat table", err == nil, true, "nftables table inet %s with %d rules (%v)", nat.TableName, len(rules), errText(err))
 	return out
 }

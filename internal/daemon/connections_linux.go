@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -21,16 +20,16 @@ var tcpStates = [...]string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT
 // sockets bound to a port of a local endpoint's blocks (clients) or
 // accepted on a local listener's host port (servers), with their virtual
 // 4-tuples from the same tables the BPF programs use.
-func (f *fastPath) connections() ([]api.Connection, error) {
-	eps, _ := f.d.endpoints.Snapshot()
-	hosts, _ := f.d.hosts.Snapshot()
-	ls, _ := f.d.listeners.Snapshot()
-	t := newConnTable(f.d.self.UnderlayIP, f.d.cfg.PortBlockSize, hosts, eps, ls)
+func (d *Daemon) connections() ([]api.Connection, error) {
+	eps, _ := d.endpoints.Snapshot()
+	hosts, _ := d.hosts.Snapshot()
+	ls, _ := d.listeners.Snapshot()
+	t := newConnTable(d.self.UnderlayIP, d.cfg.PortBlockSize, hosts, eps, ls)
 	var since map[bpf.ConnKey]time.Time
-	if f.d.bpf != nil {
+	if d.bpf != nil {
 		var err error
-		if since, err = f.d.bpf.ConnsSince(); err != nil {
-			f.d.log.Debug("connections: no connect times", "err", err)
+		if since, err = d.bpf.ConnsSince(); err != nil {
+			d.log.Debug("connections: no connect times", "err", err)
 		}
 	}
 	var out []api.Connection
@@ -58,33 +57,4 @@ func (f *fastPath) connections() ([]api.Connection, error) {
 		return cmp.Or(cmp.Compare(a.Container, b.Container), a.VirtualLocal.Compare(b.VirtualLocal), a.HostLocal.Compare(b.HostLocal))
 	})
 	return out, nil
-}
-
-// fastPathStatus serves GET /v1/fastpath.
-func (f *fastPath) fastPathStatus() api.FastPathStatus {
-	v, ok := f.d.fpSwitch.Get("")
-	enabled := !ok || v.Enabled
-	st := api.FastPathStatus{Enabled: enabled, Active: f.FastPath(), BPF: f.d.bpf != nil, Sessions: f.d.broker.Sessions()}
-	if f.d.bpf != nil {
-		if b, err := f.d.bpf.PortBlocks(); err == nil {
-			st.BPFPortBlocks = len(b)
-		}
-		if l, err := f.d.bpf.Listeners(); err == nil {
-			st.BPFListeners = len(l)
-		}
-	}
-	return st
-}
-
-// setFastPath serves PUT /v1/fastpath and waits (bounded by ctx) until
-// the local cache has the new value, so the answer reflects it.
-func (f *fastPath) setFastPath(ctx context.Context, enabled bool) (api.FastPathStatus, error) {
-	rev, err := f.d.store.SetFastPath(ctx, enabled)
-	if err != nil {
-		return api.FastPathStatus{}, err
-	}
-	if err := f.d.fpSwitch.WaitRev(ctx, rev); err != nil {
-		return api.FastPathStatus{}, err
-	}
-	return f.fastPathStatus(), nil
 }

@@ -2,10 +2,8 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/bits"
 	"net"
@@ -64,7 +62,12 @@ type Daemon struct {
 	fpSwitch  *store.Cache[store.FastPath]
 	lease     *store.Lease
 	overlay   *overlay.Reconciler
+	view      *view
 	fp        *fastPath
+	tables    *hostTables
+	// owned are this host's listeners as the pinned BPF map had them at
+	// start (restoreListeners takes them over).
+	owned     []bpf.Listener
 	broker    *broker.Broker
 	bpf       *bpf.Programs
 	keeper    *keeperLink
@@ -237,18 +240,21 @@ func (d *Daemon) setup(ctx context.Context) error {
 			d.metrics.overlayApply.WithLabelValues("failed").Add(float64(failed))
 		},
 	})
-	d.fp = newFastPath(d)
+	// The caches call back only once they run (serve), when d.fp and
+	// d.tables exist.
 	d.hosts = store.NewCache[api.Host](d.cli, d.store.HostsPrefix(), d.log.With("component", "hosts"), func() {
 		d.overlay.Trigger()
-		d.fp.markNAT()
+		d.tables.mark()
 	})
 	d.hosts.OnResync = func() { d.metrics.resyncs.WithLabelValues("hosts").Inc() }
-	d.endpoints = store.NewCache[api.Endpoint](d.cli, d.store.EndpointsPrefix(), d.log.With("component", "endpoints"), d.fp.rebuild)
+	d.endpoints = store.NewCache[api.Endpoint](d.cli, d.store.EndpointsPrefix(), d.log.With("component", "endpoints"), func() { d.fp.rebuild() })
 	d.endpoints.OnResync = func() { d.metrics.resyncs.WithLabelValues("endpoints").Inc() }
-	d.listeners = store.NewCache[api.Listener](d.cli, d.store.ListenersPrefix(), d.log.With("component", "listeners"), d.fp.markNAT)
+	d.listeners = store.NewCache[api.Listener](d.cli, d.store.ListenersPrefix(), d.log.With("component", "listeners"), func() { d.tables.mark() })
 	d.listeners.OnResync = func() { d.metrics.resyncs.WithLabelValues("listeners").Inc() }
 	d.fpSwitch = store.NewCache[store.FastPath](d.cli, d.store.FastPathKey(), d.log.With("component", "fastpath"), nil)
 	d.metrics.watch(counts{peers: d.overlay.Programmed, hosts: d.hosts.Len, endpoints: d.endpoints.Len})
+	d.view = &view{self: d.self, lease: d.lease.ID, hosts: d.hosts, endpoints: d.endpoints, listeners: d.listeners,
+		fpSwitch: d.fpSwitch, valid: d.valid}
 	return d.setupFastPath(uip)
 }
 
@@ -288,7 +294,6 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	d.fp.natTable = t
 	cg, err := d.ownCgroup()
 	if err != nil {
 		return fmt.Errorf("slimd cgroup: %w", err)
@@ -313,11 +318,17 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 		if ls, err := progs.Listeners(); err == nil {
 			for _, l := range ls {
 				if l.HostIP == d.self.UnderlayIP {
-					d.fp.owned = append(d.fp.owned, l)
+					d.owned = append(d.owned, l)
 				}
 			}
 		}
 	}
+	var maps addrMaps
+	if d.bpf != nil {
+		maps = d.bpf
+	}
+	d.tables = newHostTables(d.view, t, maps, d.cfg.guardBase(), d.cfg.ResyncInterval, d.log.With("component", "tables"))
+	d.fp = newFastPath(d.view, d.store, d.cfg.Blocks(), d.bpf != nil, d.tables.mark, d.log.With("component", "fastpath"))
 	if err := d.openKeeper(context.Background()); err != nil {
 		return err
 	}
@@ -392,7 +403,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 	g.Go(func() error { return d.endpoints.Run(ctx) })
 	g.Go(func() error { return d.listeners.Run(ctx) })
 	g.Go(func() error { return d.fpSwitch.Run(ctx) })
-	g.Go(func() error { return d.fp.runNAT(ctx) })
+	g.Go(func() error { return d.tables.run(ctx) })
 	g.Go(func() error { return d.serveFastPath(ctx) })
 	g.Go(func() error {
 		return d.overlay.Run(ctx)
@@ -401,23 +412,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 	srv.OnRequest = func(route string, code int) {
 		d.metrics.apiRequests.WithLabelValues(route, fmt.Sprint(code)).Inc()
 	}
-	srv.Handle("GET /v1/listeners", func(r *http.Request) (any, error) {
-		return d.fp.listenerList(r.URL.Query().Get("host"))
-	})
-	srv.Handle("GET /v1/check", func(r *http.Request) (any, error) { return d.check(r.Context()), nil })
-	srv.Handle("GET /v1/connections", func(r *http.Request) (any, error) { return d.fp.connections() })
-	srv.Handle("GET /v1/fastpath", func(r *http.Request) (any, error) { return d.fp.fastPathStatus(), nil })
-	srv.Handle("PUT /v1/fastpath", func(r *http.Request) (any, error) {
-		var req struct {
-			Enabled *bool `json:"enabled"`
-		}
-		dec := json.NewDecoder(io.LimitReader(r.Body, 1024))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil || req.Enabled == nil {
-			return nil, fmt.Errorf("%w: want {\"enabled\": true|false}", api.ErrInvalid)
-		}
-		return d.fp.setFastPath(r.Context(), *req.Enabled)
-	})
+	d.routes(srv)
 	g.Go(func() error { return srv.Run(ctx, d.cfg.Socket) })
 	if d.cfg.MetricsAddr != "" {
 		g.Go(func() error { return d.serveMetrics(ctx) })
@@ -451,7 +446,10 @@ func (d *Daemon) serveFastPath(ctx context.Context) error {
 	if err := d.retry(ctx, "restore fast path", d.fp.restore); err != nil {
 		return err
 	}
-	if err := d.fp.restoreListeners(ctx); err != nil {
+	err := d.fp.restoreListeners(ctx, d.owned, d.broker.RestoreListener)
+	d.tables.restored.Store(true)
+	d.tables.mark()
+	if err != nil {
 		return err
 	}
 	if err := d.resume(ctx); err != nil {

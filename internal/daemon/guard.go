@@ -58,18 +58,12 @@ func urlPort(s string) (uint16, bool) {
 	return uint16(n), err == nil && n != 0
 }
 
-// guard is the control-plane guard for this host now: the ports above,
-// on every other valid host and store member.
-func (f *fastPath) guard() nat.Guard {
-	hosts, _ := f.d.hosts.Snapshot()
-	g := nat.Guard{IfPrefixes: []string{vethPrefix}, Ports: f.d.cfg.controlPlanePorts(), Hosts: f.d.cfg.storeHosts()}
-	if !strings.HasPrefix(f.d.cfg.VXLANDevice, vethPrefix) {
-		g.IfPrefixes = append(g.IfPrefixes, f.d.cfg.VXLANDevice)
-	}
-	for _, h := range hosts {
-		if h.Name != f.d.self.Name && f.d.valid.host(h) {
-			g.Hosts = append(g.Hosts, h.UnderlayIP)
-		}
+// guardBase is the control-plane guard without the cluster's hosts: the
+// ports above, on the store's members, for traffic from containers.
+func (c Config) guardBase() nat.Guard {
+	g := nat.Guard{IfPrefixes: []string{vethPrefix}, Ports: c.controlPlanePorts(), Hosts: c.storeHosts()}
+	if !strings.HasPrefix(c.VXLANDevice, vethPrefix) {
+		g.IfPrefixes = append(g.IfPrefixes, c.VXLANDevice)
 	}
 	return g
 }

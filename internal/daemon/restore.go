@@ -14,18 +14,18 @@ import (
 // of listeners still published for this host (their host sockets live on
 // in the containers).
 func (f *fastPath) restore(ctx context.Context) error {
-	blocks, err := f.d.store.PortBlocks(ctx, f.d.self.Name)
+	blocks, err := f.store.PortBlocks(ctx, f.v.self.Name)
 	if err != nil {
 		return err
 	}
 	for start, owner := range blocks {
 		if owner == store.ListenerOwner {
-			f.lports.addBlock(api.PortBlock{Start: start, Size: f.d.cfg.PortBlockSize})
+			f.lports.addBlock(api.PortBlock{Start: start, Size: f.blocks.Size})
 		}
 	}
-	ls, _ := f.d.listeners.Snapshot()
+	ls, _ := f.v.listeners.Snapshot()
 	for _, l := range ls {
-		if l.Host == f.d.self.Name {
+		if l.Host == f.v.self.Name {
 			f.lports.use(l.HostPort)
 		}
 	}
@@ -35,21 +35,18 @@ func (f *fastPath) restore(ctx context.Context) error {
 // restoreListeners takes over the listeners a predecessor left: those the
 // store still lists for this host, and those only the pinned BPF map
 // remembers (their records expired with an old lease) whose host socket is
-// still listening; the latter are published again.
-func (f *fastPath) restoreListeners(ctx context.Context) error {
-	defer func() {
-		f.restored.Store(true)
-		f.markNAT()
-	}()
-	ls, _ := f.d.listeners.Snapshot()
+// still listening; the latter are published again. owned is what that
+// map held at start; take hands each listener to the broker.
+func (f *fastPath) restoreListeners(ctx context.Context, owned []bpf.Listener, take func(api.Listener)) error {
+	ls, _ := f.v.listeners.Snapshot()
 	have := map[netip.AddrPort]bool{}
 	for _, l := range ls {
-		if l.Host == f.d.self.Name {
-			f.d.broker.RestoreListener(l)
+		if l.Host == f.v.self.Name {
+			take(l)
 			have[netip.AddrPortFrom(l.VIP, l.Port)] = true
 		}
 	}
-	if len(f.owned) == 0 {
+	if len(owned) == 0 {
 		return nil
 	}
 	open, err := broker.OpenListenPorts()
@@ -57,22 +54,22 @@ func (f *fastPath) restoreListeners(ctx context.Context) error {
 		return err
 	}
 	byVIP := map[netip.Addr]api.Endpoint{}
-	eps, _ := f.d.endpoints.Snapshot()
+	eps, _ := f.v.endpoints.Snapshot()
 	for _, ep := range eps {
-		if ep.Host == f.d.self.Name {
+		if ep.Host == f.v.self.Name {
 			byVIP[ep.IPv4] = ep
 			if ep.IPv6.IsValid() {
 				byVIP[ep.IPv6] = ep
 			}
 		}
 	}
-	for _, l := range orphanListeners(f.d.self.Name, f.owned, have, open, byVIP) {
-		if _, err := f.d.store.PutListener(ctx, l, f.d.lease.ID()); err != nil {
+	for _, l := range orphanListeners(f.v.self.Name, owned, have, open, byVIP) {
+		if _, err := f.store.PutListener(ctx, l, f.v.lease()); err != nil {
 			return err
 		}
-		f.d.broker.RestoreListener(l)
+		take(l)
 		f.lports.use(l.HostPort)
-		f.d.log.Info("listener re-published after its record expired", "vip", netip.AddrPortFrom(l.VIP, l.Port), "hostPort", l.HostPort)
+		f.log.Info("listener re-published after its record expired", "vip", netip.AddrPortFrom(l.VIP, l.Port), "hostPort", l.HostPort)
 	}
 	return nil
 }

@@ -3,39 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/spf13/cobra"
 )
-
-func newConnectionsCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "connections",
-		Short: "List this host's fast-path connections",
-		Long: `List the TCP connections this host carries on the fast path: the 4-tuple
-the applications see (virtual) and the one on the wire (host), the
-container, and how long ago the broker swapped the socket in.`,
-		Args: usageArgs(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			conns, err := api.NewClient(g.socket).Connections(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return printOut(g, conns, func(w io.Writer) {
-				fmt.Fprintln(w, "CONTAINER\tROLE\tVIRTUAL LOCAL\tVIRTUAL REMOTE\tHOST LOCAL\tHOST REMOTE\tSTATE\tAGE")
-				for _, c := range conns {
-					age := "-"
-					if !c.Since.IsZero() {
-						age = time.Since(c.Since).Truncate(time.Second).String()
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(c.Container), c.Role, c.VirtualLocal,
-						orDash(c.VirtualRemote.String()), c.HostLocal, c.HostRemote, c.State, age)
-				}
-			})
-		},
-	}
-}
 
 func newFastPathCmd(g *globals) *cobra.Command {
 	return &cobra.Command{

@@ -1,0 +1,116 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/nat"
+)
+
+// hostTables keeps this host's kernel tables equal to the store: the DNAT
+// table (local listeners, for overlay clients), the control-plane guard,
+// and the BPF address maps (every port block and listener).
+type hostTables struct {
+	v      *view
+	nat    *nat.Table
+	maps   addrMaps // nil without the BPF programs
+	guard0 nat.Guard
+	resync time.Duration
+	log    *slog.Logger
+
+	dirty chan struct{}
+	// restored: the predecessor's listeners are taken over. Until then the
+	// tables must not follow a store that may have lost records while
+	// slimd was away.
+	restored atomic.Bool
+}
+
+func newHostTables(v *view, t *nat.Table, maps addrMaps, guard nat.Guard, resync time.Duration, log *slog.Logger) *hostTables {
+	return &hostTables{v: v, nat: t, maps: maps, guard0: guard, resync: resync, log: log, dirty: make(chan struct{}, 1)}
+}
+
+// mark asks for a pass soon.
+func (h *hostTables) mark() {
+	select {
+	case h.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// run makes a pass when marked and every resync interval, once restored
+// and the caches synced.
+func (h *hostTables) run(ctx context.Context) error {
+	t := time.NewTicker(h.resync)
+	defer t.Stop()
+	for {
+		if h.restored.Load() && h.v.synced() {
+			h.pass()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.dirty:
+		case <-t.C:
+		}
+	}
+}
+
+func (h *hostTables) pass() {
+	if err := h.nat.Sync(h.localRules()); err != nil {
+		h.log.Warn("dnat sync failed", "err", err)
+	}
+	if err := h.nat.SyncGuard(h.guard()); err != nil {
+		h.log.Warn("control-plane guard sync failed", "err", err)
+	}
+	if h.maps == nil {
+		return
+	}
+	hosts, _ := h.v.hosts.Snapshot()
+	eps, _ := h.v.endpoints.Snapshot()
+	ls, _ := h.v.listeners.Snapshot()
+	if err := desiredBPF(hosts, eps, ls, h.v.validEndpoint, h.v.validListener).apply(h.maps); err != nil {
+		h.log.Warn("bpf map sync failed", "err", err)
+	}
+}
+
+// localRules are the DNAT rules for listeners on this host.
+func (h *hostTables) localRules() []nat.Rule {
+	ls, _ := h.v.listeners.Snapshot()
+	return dnatRules(h.v.self.Name, ls, h.v.validListener)
+}
+
+// dnatRules are the DNAT rules for host's valid listeners.
+func dnatRules(host string, ls map[string]api.Listener, valid func(api.Listener) bool) []nat.Rule {
+	var rules []nat.Rule
+	for _, l := range ls {
+		if l.Host != host || !valid(l) {
+			continue
+		}
+		hostIP := l.HostIP
+		if l.VIP.Is6() {
+			// The host listener is dual stack on the v4 underlay: IPv6
+			// overlay clients are translated to its v4-mapped address.
+			hostIP = netip.AddrFrom16(l.HostIP.As16())
+		}
+		rules = append(rules, nat.Rule{VIP: l.VIP, Port: l.Port, HostIP: hostIP, HostPort: l.HostPort})
+	}
+	return rules
+}
+
+// guard is the control-plane guard for this host now: the configured
+// ports, on every other valid host and store member.
+func (h *hostTables) guard() nat.Guard {
+	hosts, _ := h.v.hosts.Snapshot()
+	g := h.guard0
+	g.Hosts = append([]netip.Addr(nil), h.guard0.Hosts...)
+	for _, o := range hosts {
+		if o.Name != h.v.self.Name && h.v.valid.host(o) {
+			g.Hosts = append(g.Hosts, o.UnderlayIP)
+		}
+	}
+	return g
+}
