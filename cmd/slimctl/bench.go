@@ -104,17 +104,8 @@ is printed, with warnings), 2 usage.`,
 			if from != "" {
 				return renderSaved(g, from, out, chartsDir)
 			}
-			if cfg.Keep && cfg.Reuse {
-				return &usageError{errors.New("--keep and --reuse: a reused lab is always kept")}
-			}
-			if cmd.Flags().Changed("apps") && cmd.Flags().Changed("no-apps") && apps == noApps {
-				return &usageError{errors.New("--apps and --no-apps disagree")}
-			}
 			cfg.NoApps = noApps || !apps
 			if len(tests) > 0 {
-				if cmd.Flags().Changed("apps") || cmd.Flags().Changed("no-apps") {
-					return &usageError{errors.New("--tests names the tests: --apps and --no-apps do not go with it")}
-				}
 				cfg.Tests = tests
 			}
 			lc, err := lf.config(g)
@@ -172,6 +163,15 @@ is printed, with warnings), 2 usage.`,
 	pf.StringSliceVar(&tests, "tests", nil, "run only these tests, comma-separated: "+strings.Join(bench.Tests, ","))
 	pf.StringVar(&chartsDir, "charts", "", "also draw the figures as PNG bar charts into this directory, one per group")
 	pf.StringVar(&from, "from", "", "render a report saved with -o json (table, JSON, --charts) instead of running the benchmark")
+	// A reused lab is always kept; --tests names the tests itself; --from
+	// runs nothing.
+	cmd.MarkFlagsMutuallyExclusive("keep", "reuse")
+	cmd.MarkFlagsMutuallyExclusive("apps", "no-apps")
+	cmd.MarkFlagsMutuallyExclusive("tests", "apps")
+	cmd.MarkFlagsMutuallyExclusive("tests", "no-apps")
+	for _, f := range []string{"keep", "reuse", "quick", "runs", "tests", "probe", "apps", "no-apps"} {
+		cmd.MarkFlagsMutuallyExclusive("from", f)
+	}
 	return cmd
 }
 

@@ -105,9 +105,9 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 check found a problem.`,
 }
 
 func isCobraUsage(err error) bool {
-	// cobra reports unknown commands this way; flag and argument errors
-	// are already usageErrors.
-	return strings.HasPrefix(err.Error(), "unknown command")
+	// cobra reports unknown commands and flag-group conflicts this way;
+	// flag and argument errors are already usageErrors.
+	return strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "if any flags in the group")
 }
 
 // usageArgs wraps a cobra argument validator so its errors exit 2.

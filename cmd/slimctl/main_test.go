@@ -139,6 +139,8 @@ func TestExitCodes(t *testing.T) {
 		{"unknown flag", []string{"hosts", "--bogus"}, exitUsage, "unknown flag"},
 		{"extra args", []string{"status", "extra"}, exitUsage, "unknown command"},
 		{"bad output", []string{"hosts", "-o", "yaml", "--socket", serve(t)}, exitUsage, "unknown output format"},
+		{"exclusive flags", []string{"bench", "--keep", "--reuse"}, exitUsage, "[keep reuse] were all set"},
+		{"nothing runs with --from", []string{"bench", "--from", "report.json", "--quick"}, exitUsage, "[from quick] were all set"},
 		{"slimd down", []string{"status", "--socket", absent}, exitFailed, "slimd unavailable"},
 		{"check finds a problem", []string{"check", "-o", "json", "--socket", serve(t)}, exitProblem, "1 check(s) found a problem"},
 	} {

@@ -7,11 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/slimnet/slim/internal/unixsock"
 )
 
 // Sentinel errors that Backend implementations return and the client maps
@@ -172,23 +171,15 @@ func decode(r *http.Request, v any) error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // Run serves on the unix socket at path until ctx ends. A stale socket file
-// from a previous run is replaced; the socket is made owner-only because the
-// API hands out addresses and attaches containers.
+// from a previous run is replaced, a live one is an error
+// (unixsock.ErrInUse); the socket is owner-only because the API hands out
+// addresses and attaches containers.
 func (s *Server) Run(ctx context.Context, path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("api socket dir: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale api socket: %w", err)
-	}
-	ln, err := net.Listen("unix", path)
+	ln, err := unixsock.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("api listen: %w", err)
+		return fmt.Errorf("api: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return fmt.Errorf("api socket mode: %w", err)
-	}
+	defer ln.Close() // removes the socket if it is still ours
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -200,7 +191,5 @@ func (s *Server) Run(ctx context.Context, path string) error {
 	// Let in-flight CNI calls finish; they are short.
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = srv.Shutdown(shutdownCtx)
-	_ = os.Remove(path)
-	return err
+	return srv.Shutdown(shutdownCtx)
 }

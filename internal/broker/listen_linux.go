@@ -12,9 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tcpListen is TCP_LISTEN in sock_diag answers.
-const tcpListen = 10
-
 func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	start := time.Now()
 	fd := int(int32(n.Args[0]))
@@ -323,7 +320,7 @@ func hostTCPSockets() (open map[uint16]bool, live map[ConnKey]bool, err error) {
 			return nil, nil, err
 		}
 		for _, sk := range socks {
-			if sk.State == tcpListen {
+			if sk.State == netlink.TCP_LISTEN {
 				open[sk.ID.SourcePort] = true
 				continue
 			}

@@ -9,12 +9,17 @@ import (
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/broker"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// tcpStates names TCP states as sock_diag numbers them.
-var tcpStates = [...]string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
-	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING"}
+// tcpStates names the TCP states sock_diag reports.
+var tcpStates = map[uint8]string{
+	netlink.TCP_ESTABLISHED: "ESTABLISHED", netlink.TCP_SYN_SENT: "SYN_SENT", netlink.TCP_SYN_RECV: "SYN_RECV",
+	netlink.TCP_FIN_WAIT1: "FIN_WAIT1", netlink.TCP_FIN_WAIT2: "FIN_WAIT2", netlink.TCP_TIME_WAIT: "TIME_WAIT",
+	netlink.TCP_CLOSE: "CLOSE", netlink.TCP_CLOSE_WAIT: "CLOSE_WAIT", netlink.TCP_LAST_ACK: "LAST_ACK",
+	netlink.TCP_CLOSING: "CLOSING", netlink.TCP_NEW_SYN_REC: "NEW_SYN_RECV",
+}
 
 // connections lists this host's fast-path connections from sock_diag: host
 // sockets bound to a port of a local endpoint's blocks (clients) or
@@ -39,11 +44,12 @@ func (d *Daemon) connections() ([]api.Connection, error) {
 			return nil, fmt.Errorf("sock_diag: %w", err)
 		}
 		for _, sk := range socks {
-			if int(sk.State) >= len(tcpStates) || tcpStates[sk.State] == "LISTEN" {
+			state, known := tcpStates[sk.State]
+			if !known { // listeners, and states newer than this list
 				continue
 			}
 			k := broker.DiagKey(sk)
-			c, ok := t.classify(k.Local, k.Remote, tcpStates[sk.State])
+			c, ok := t.classify(k.Local, k.Remote, state)
 			if !ok {
 				continue
 			}

@@ -9,11 +9,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/slimnet/slim/internal/unixsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,9 +71,8 @@ type entry struct {
 type server struct {
 	path string
 	log  *slog.Logger
-	ln   *net.UnixListener
-	info os.FileInfo // our socket, to remove only that on exit
-	lock int         // the flock'ed lock file
+	ln   *unixsock.Listener
+	lock int // the flock'ed lock file
 
 	ep   int // epoll set of the held fds, plus wake
 	wake int // eventfd: stops the watcher
@@ -110,18 +109,11 @@ func newServer(path string, log *slog.Logger) (_ *server, err error) {
 		}
 		return nil, fmt.Errorf("keeper lock %s: %w", lockPath, err)
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("keeper socket %s: exists and is not a socket", path)
-		}
-		// Someone serving without our lock (an older keeper): leave it.
-		if c, err := net.DialTimeout("unixpacket", path, probeTimeout); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("keeper socket %s: %w", path, ErrRunning)
-		}
-	}
-	if err := s.listen(); err != nil {
-		return nil, err
+	// Someone serving without our lock (an older keeper): leave it.
+	if s.ln, err = unixsock.Listen("unixpacket", path); errors.Is(err, unixsock.ErrInUse) {
+		return nil, fmt.Errorf("keeper socket %s: %w", path, ErrRunning)
+	} else if err != nil {
+		return nil, fmt.Errorf("keeper: %w", err)
 	}
 	if s.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("keeper epoll: %w", err)
@@ -137,49 +129,11 @@ func newServer(path string, log *slog.Logger) (_ *server, err error) {
 	return s, nil
 }
 
-// listen binds the socket in a private directory, sets it to 0600 and
-// renames it into place (replacing a stale one), so it is never reachable
-// with looser permissions.
-func (s *server) listen() error {
-	tmp, err := os.MkdirTemp(filepath.Dir(s.path), ".keeper")
-	if err != nil {
-		return fmt.Errorf("keeper socket: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	tmpPath := filepath.Join(tmp, "s")
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: tmpPath, Net: "unixpacket"})
-	if err != nil {
-		return fmt.Errorf("keeper socket: %w", err)
-	}
-	ln.SetUnlinkOnClose(false) // it will live under another name
-	done := false
-	defer func() {
-		if !done {
-			ln.Close()
-		}
-	}()
-	if err := os.Chmod(tmpPath, 0o600); err != nil {
-		return fmt.Errorf("keeper socket: %w", err)
-	}
-	if err := os.Rename(tmpPath, s.path); err != nil {
-		return fmt.Errorf("keeper socket: %w", err)
-	}
-	if s.info, err = os.Lstat(s.path); err != nil {
-		return fmt.Errorf("keeper socket: %w", err)
-	}
-	s.ln = ln
-	done = true
-	return nil
-}
-
 // closeFiles releases the socket, epoll and lock; the held fds are closed
 // by run.
 func (s *server) closeFiles() {
 	if s.ln != nil {
-		s.ln.Close()
-		if fi, err := os.Lstat(s.path); err == nil && os.SameFile(fi, s.info) {
-			os.Remove(s.path)
-		}
+		s.ln.Close() // removes the socket if it is still ours
 	}
 	for _, fd := range []int{s.wake, s.ep, s.lock} { // the lock last
 		if fd >= 0 {

@@ -10,12 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/slimnet/slim/internal/unixsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,10 +60,8 @@ type AgentConfig struct {
 
 // Agent serves the seccomp agent socket.
 type Agent struct {
-	cfg  AgentConfig
-	ln   *net.UnixListener
-	info os.FileInfo // our socket, to remove only that on exit
-	once sync.Once
+	cfg AgentConfig
+	ln  *unixsock.Listener
 }
 
 // NewAgent binds the socket at cfg.Path with mode 0600, replacing a stale
@@ -82,57 +80,18 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = AgentTimeout
 	}
-	if fi, err := os.Lstat(cfg.Path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("agent socket %s: exists and is not a socket", cfg.Path)
-		}
-		if c, err := net.DialTimeout("unix", cfg.Path, liveCheckTimeout); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("agent socket %s: %w", cfg.Path, ErrAgentInUse)
-		}
+	ln, err := unixsock.Listen("unix", cfg.Path)
+	if errors.Is(err, unixsock.ErrInUse) {
+		return nil, fmt.Errorf("agent socket %s: %w", cfg.Path, ErrAgentInUse)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(cfg.Path), ".sa")
 	if err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
-	defer os.RemoveAll(tmp)
-	tmpPath := filepath.Join(tmp, "s")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmpPath, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
-	}
-	ln.SetUnlinkOnClose(false) // it will live under another name
-	done := false
-	defer func() {
-		if !done {
-			ln.Close()
-		}
-	}()
-	if err := os.Chmod(tmpPath, 0o600); err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
-	}
-	if err := os.Rename(tmpPath, cfg.Path); err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
-	}
-	info, err := os.Lstat(cfg.Path)
-	if err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
-	}
-	done = true
-	return &Agent{cfg: cfg, ln: ln, info: info}, nil
+	return &Agent{cfg: cfg, ln: ln}, nil
 }
 
 // Close stops accepting and removes the socket if it is still ours.
-func (a *Agent) Close() error {
-	var err error
-	a.once.Do(func() {
-		err = a.ln.Close()
-		if fi, e := os.Lstat(a.cfg.Path); e == nil && os.SameFile(fi, a.info) {
-			os.Remove(a.cfg.Path)
-		}
-	})
-	return err
-}
+func (a *Agent) Close() error { return a.ln.Close() }
 
 // Run accepts connections until ctx ends, then closes the socket, waits for
 // the connections being served and returns nil. Malformed messages are
