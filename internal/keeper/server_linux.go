@@ -28,10 +28,6 @@ const (
 	// replyTimeout bounds one reply write: the client waits for it, so
 	// only a client that stopped reading hits it.
 	replyTimeout = 10 * time.Second
-	// probeTimeout bounds the check whether a live keeper answers at the
-	// path: a live one accepts from its backlog at once, a stale socket
-	// refuses at once.
-	probeTimeout = time.Second
 	// maxErrText bounds the text of an error reply.
 	maxErrText = 512
 )

@@ -33,9 +33,6 @@ const (
 	// maxAgentConns bounds the connections served at once; more wait in the
 	// listen backlog.
 	maxAgentConns = 32
-	// liveCheckTimeout bounds the probe of an existing socket: a live agent
-	// accepts at once (the backlog), a stale socket refuses at once.
-	liveCheckTimeout = time.Second
 	// agentAck is the byte the agent writes after handling a message.
 	agentAck = 'K'
 	// notifyLink is what /proc/self/fd/N reads for a notification fd

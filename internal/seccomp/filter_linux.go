@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -129,30 +130,30 @@ func Filter(arch uint32) ([]unix.SockFilter, error) {
 		return nil, fmt.Errorf("filter for arch %#x: %w", arch, ErrNotSupported)
 	}
 	var p asm
-	p.stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, offArch)
-	p.jump(unix.BPF_JEQ, a.audit, "", "kill")
-	p.stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, offNr)
+	p.load(offArch)
+	p.jump(bpf.JumpEqual, a.audit, "", "kill")
+	p.load(offNr)
 	if a.x32 {
 		// JGE is unsigned: also catches nr = -1.
-		p.jump(unix.BPF_JGE, x32SyscallBit, "enosys", "")
+		p.jump(bpf.JumpGreaterOrEqual, x32SyscallBit, "enosys", "")
 	}
 	// Most frequent first does not matter here: every other call passes all
 	// seven tests, a few ns once JITed.
-	p.jump(unix.BPF_JEQ, a.nr[SysConnect], "notify", "")
-	p.jump(unix.BPF_JEQ, a.nr[SysBind], "notify", "")
-	p.jump(unix.BPF_JEQ, a.nr[SysListen], "notify", "")
-	p.jump(unix.BPF_JEQ, a.nr[SysSendto], "flags3", "")
-	p.jump(unix.BPF_JEQ, a.nr[SysSendmmsg], "flags3", "")
-	p.jump(unix.BPF_JEQ, a.nr[SysSendmsg], "flags2", "")
-	p.jump(unix.BPF_JEQ, a.nr[SysIoUringSetup], "eperm", "")
+	p.jump(bpf.JumpEqual, a.nr[SysConnect], "notify", "")
+	p.jump(bpf.JumpEqual, a.nr[SysBind], "notify", "")
+	p.jump(bpf.JumpEqual, a.nr[SysListen], "notify", "")
+	p.jump(bpf.JumpEqual, a.nr[SysSendto], "flags3", "")
+	p.jump(bpf.JumpEqual, a.nr[SysSendmmsg], "flags3", "")
+	p.jump(bpf.JumpEqual, a.nr[SysSendmsg], "flags2", "")
+	p.jump(bpf.JumpEqual, a.nr[SysIoUringSetup], "eperm", "")
 	p.ret(retAllow)
 
 	p.label("flags3")
-	p.stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, argLow(3))
-	p.jump(unix.BPF_JSET, unix.MSG_FASTOPEN, "notify", "allow")
+	p.load(argLow(3))
+	p.jump(bpf.JumpBitsSet, unix.MSG_FASTOPEN, "notify", "allow")
 	p.label("flags2")
-	p.stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, argLow(2))
-	p.jump(unix.BPF_JSET, unix.MSG_FASTOPEN, "notify", "allow")
+	p.load(argLow(2))
+	p.jump(bpf.JumpBitsSet, unix.MSG_FASTOPEN, "notify", "allow")
 
 	p.label("allow")
 	p.ret(retAllow)
@@ -167,9 +168,10 @@ func Filter(arch uint32) ([]unix.SockFilter, error) {
 	return p.assemble()
 }
 
-// asm assembles a cBPF program with symbolic, forward-only jump targets.
+// asm builds a cBPF program (golang.org/x/net/bpf instructions) with
+// symbolic, forward-only jump targets.
 type asm struct {
-	prog   []unix.SockFilter
+	prog   []bpf.Instruction
 	fix    []fixup
 	labels map[string]int
 }
@@ -179,16 +181,16 @@ type fixup struct {
 	jt, jf string
 }
 
-func (a *asm) stmt(code uint16, k uint32) {
-	a.prog = append(a.prog, unix.SockFilter{Code: code, K: k})
-}
+// load loads the 32-bit word at off of struct seccomp_data (the kernel
+// reads it in host byte order).
+func (a *asm) load(off uint32) { a.prog = append(a.prog, bpf.LoadAbsolute{Off: off, Size: 4}) }
 
-func (a *asm) ret(k uint32) { a.stmt(unix.BPF_RET|unix.BPF_K, k) }
+func (a *asm) ret(k uint32) { a.prog = append(a.prog, bpf.RetConstant{Val: k}) }
 
 // jump adds a conditional jump; an empty target means the next instruction.
-func (a *asm) jump(op uint16, k uint32, jt, jf string) {
+func (a *asm) jump(cond bpf.JumpTest, k uint32, jt, jf string) {
 	a.fix = append(a.fix, fixup{at: len(a.prog), jt: jt, jf: jf})
-	a.stmt(unix.BPF_JMP|op|unix.BPF_K, k)
+	a.prog = append(a.prog, bpf.JumpIf{Cond: cond, Val: k})
 }
 
 func (a *asm) label(name string) {
@@ -198,6 +200,7 @@ func (a *asm) label(name string) {
 	a.labels[name] = len(a.prog)
 }
 
+// assemble resolves the labels and encodes the program for the kernel.
 func (a *asm) assemble() ([]unix.SockFilter, error) {
 	off := func(from int, name string) (uint8, error) {
 		if name == "" {
@@ -222,7 +225,17 @@ func (a *asm) assemble() ([]unix.SockFilter, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.prog[f.at].Jt, a.prog[f.at].Jf = jt, jf
+		j := a.prog[f.at].(bpf.JumpIf)
+		j.SkipTrue, j.SkipFalse = jt, jf
+		a.prog[f.at] = j
 	}
-	return a.prog, nil
+	raw, err := bpf.Assemble(a.prog)
+	if err != nil {
+		return nil, fmt.Errorf("assemble: %w", err)
+	}
+	out := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		out[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	return out, nil
 }

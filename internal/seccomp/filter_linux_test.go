@@ -5,65 +5,55 @@ import (
 	"fmt"
 	"testing"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
-// runFilter interprets a seccomp cBPF program over one seccomp_data, with
-// the kernel's rules (kernel/seccomp.c seccomp_check_filter): only 32-bit
-// absolute loads at aligned offsets inside seccomp_data, forward jumps, and
-// the program must end in a return. Anything else fails the test.
+// runFilter runs a seccomp cBPF program over one seccomp_data in
+// golang.org/x/net/bpf's interpreter, after checking the kernel's rules
+// that interpreter does not (kernel/seccomp.c seccomp_check_filter): only
+// 32-bit absolute loads at aligned offsets inside seccomp_data, and only
+// forward jumps (x/net/bpf checks the bounds and the final return).
 func runFilter(t *testing.T, prog []unix.SockFilter, nr int32, arch uint32, args [6]uint64) uint32 {
 	t.Helper()
-	var data [64]byte
-	binary.LittleEndian.PutUint32(data[0:], uint32(nr))
-	binary.LittleEndian.PutUint32(data[4:], arch)
-	binary.LittleEndian.PutUint64(data[8:], 0x401000)
-	for i, a := range args {
-		binary.LittleEndian.PutUint64(data[16+8*i:], a)
-	}
 	if len(prog) == 0 || len(prog) > 4096 {
 		t.Fatalf("program length %d", len(prog))
 	}
-	var acc uint32
-	for pc := 0; pc < len(prog); pc++ {
-		in := prog[pc]
-		switch in.Code {
-		case unix.BPF_LD | unix.BPF_W | unix.BPF_ABS:
-			if in.K%4 != 0 || in.K+4 > uint32(len(data)) {
-				t.Fatalf("pc %d: load at %d", pc, in.K)
+	insts := make([]bpf.Instruction, len(prog))
+	for pc, in := range prog {
+		insts[pc] = bpf.RawInstruction{Op: in.Code, Jt: in.Jt, Jf: in.Jf, K: in.K}.Disassemble()
+		switch i := insts[pc].(type) {
+		case bpf.LoadAbsolute:
+			if i.Size != 4 || i.Off%4 != 0 || i.Off+4 > 64 {
+				t.Fatalf("pc %d: load of %d bytes at %d", pc, i.Size, i.Off)
 			}
-			acc = binary.LittleEndian.Uint32(data[in.K:])
-		case unix.BPF_RET | unix.BPF_K:
-			return in.K
-		case unix.BPF_JMP | unix.BPF_JA:
-			pc += int(in.K)
-		case unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K,
-			unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K:
-			var ok bool
-			switch in.Code &^ (unix.BPF_JMP | unix.BPF_K) {
-			case unix.BPF_JEQ:
-				ok = acc == in.K
-			case unix.BPF_JGE:
-				ok = acc >= in.K
-			case unix.BPF_JGT:
-				ok = acc > in.K
-			case unix.BPF_JSET:
-				ok = acc&in.K != 0
-			}
-			if ok {
-				pc += int(in.Jt)
-			} else {
-				pc += int(in.Jf)
-			}
+		case bpf.JumpIf, bpf.RetConstant:
 		default:
-			t.Fatalf("pc %d: unsupported instruction %#x", pc, in.Code)
-		}
-		if pc+1 > len(prog) {
-			t.Fatalf("pc %d: jump past the end", pc)
+			t.Fatalf("pc %d: unexpected instruction %v", pc, i)
 		}
 	}
-	t.Fatal("program fell off its end")
-	return 0
+	vm, err := bpf.NewVM(insts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kernel loads words of seccomp_data in host order (little
+	// endian on both supported architectures); the interpreter loads them
+	// big endian, so each 32-bit word is stored big endian where the
+	// kernel would find it.
+	var data [64]byte
+	word := func(off int, v uint32) { binary.BigEndian.PutUint32(data[off:], v) }
+	word(0, uint32(nr))
+	word(4, arch)
+	word(8, 0x401000)
+	for i, a := range args {
+		word(16+8*i, uint32(a))
+		word(16+8*i+4, uint32(a>>32))
+	}
+	r, err := vm.Run(data[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(r)
 }
 
 func verdict(r uint32) string {
@@ -195,7 +185,7 @@ func TestNativeArch(t *testing.T) {
 
 func TestAssembleErrors(t *testing.T) {
 	var a asm
-	a.jump(unix.BPF_JEQ, 1, "nowhere", "")
+	a.jump(bpf.JumpEqual, 1, "nowhere", "")
 	a.ret(0)
 	if _, err := a.assemble(); err == nil {
 		t.Error("jump to a missing label assembled")
@@ -203,7 +193,7 @@ func TestAssembleErrors(t *testing.T) {
 	var b asm
 	b.label("back")
 	b.ret(0)
-	b.jump(unix.BPF_JEQ, 1, "back", "")
+	b.jump(bpf.JumpEqual, 1, "back", "")
 	if _, err := b.assemble(); err == nil {
 		t.Error("backward jump assembled")
 	}
