@@ -52,10 +52,10 @@ func newFPEnv(t *testing.T) *fpEnv {
 	e.v = &view{
 		self:      self,
 		lease:     func() clientv3.LeaseID { return g.ID },
-		hosts:     store.NewCache[api.Host](cli, st.HostsPrefix(), log, nil),
-		endpoints: store.NewCache[api.Endpoint](cli, st.EndpointsPrefix(), log, nil),
-		listeners: store.NewCache[api.Listener](cli, st.ListenersPrefix(), log, nil),
-		fpSwitch:  store.NewCache[store.FastPath](cli, st.FastPathKey(), log, nil),
+		hosts:     st.HostCache(log, nil),
+		endpoints: st.EndpointCache(log, nil),
+		listeners: st.ListenerCache(log, nil),
+		fpSwitch:  st.FastPathCache(log, nil),
 		valid:     newValidator(store.Limits{Config: cc, PortFirst: testBlocks.First, PortLast: testBlocks.Last}, log, refused),
 	}
 	for _, run := range []func(context.Context) error{e.v.hosts.Run, e.v.endpoints.Run, e.v.listeners.Run, e.v.fpSwitch.Run} {

@@ -242,16 +242,16 @@ func (d *Daemon) setup(ctx context.Context) error {
 	})
 	// The caches call back only once they run (serve), when d.fp and
 	// d.tables exist.
-	d.hosts = store.NewCache[api.Host](d.cli, d.store.HostsPrefix(), d.log.With("component", "hosts"), func() {
+	d.hosts = d.store.HostCache(d.log.With("component", "hosts"), func() {
 		d.overlay.Trigger()
 		d.tables.mark()
 	})
 	d.hosts.OnResync = func() { d.metrics.resyncs.WithLabelValues("hosts").Inc() }
-	d.endpoints = store.NewCache[api.Endpoint](d.cli, d.store.EndpointsPrefix(), d.log.With("component", "endpoints"), func() { d.fp.rebuild() })
+	d.endpoints = d.store.EndpointCache(d.log.With("component", "endpoints"), func() { d.fp.rebuild() })
 	d.endpoints.OnResync = func() { d.metrics.resyncs.WithLabelValues("endpoints").Inc() }
-	d.listeners = store.NewCache[api.Listener](d.cli, d.store.ListenersPrefix(), d.log.With("component", "listeners"), func() { d.tables.mark() })
+	d.listeners = d.store.ListenerCache(d.log.With("component", "listeners"), func() { d.tables.mark() })
 	d.listeners.OnResync = func() { d.metrics.resyncs.WithLabelValues("listeners").Inc() }
-	d.fpSwitch = store.NewCache[store.FastPath](d.cli, d.store.FastPathKey(), d.log.With("component", "fastpath"), nil)
+	d.fpSwitch = d.store.FastPathCache(d.log.With("component", "fastpath"), nil)
 	d.metrics.watch(counts{peers: d.overlay.Programmed, hosts: d.hosts.Len, endpoints: d.endpoints.Len})
 	d.view = &view{self: d.self, lease: d.lease.ID, hosts: d.hosts, endpoints: d.endpoints, listeners: d.listeners,
 		fpSwitch: d.fpSwitch, valid: d.valid}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/slimnet/slim/internal/api"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -24,6 +24,7 @@ type Cache[T any] struct {
 	prefix   string
 	log      *slog.Logger
 	onChange func()
+	decode   func([]byte) (T, error)
 	// OnResync, if set, is called each time the cache re-lists after an error.
 	OnResync func()
 
@@ -38,14 +39,39 @@ type Cache[T any] struct {
 	progress chan struct{}
 }
 
-// NewCache returns a cache of prefix; onChange (may be nil) is called after
-// every change, from the cache's goroutine, and must not block.
-func NewCache[T any](cli *clientv3.Client, prefix string, log *slog.Logger, onChange func()) *Cache[T] {
+// newCache returns a cache of prefix whose records decode reads;
+// onChange (may be nil) is called after every change, from the cache's
+// goroutine, and must not block.
+func newCache[T any](cli *clientv3.Client, prefix string, decode func([]byte) (T, error), log *slog.Logger, onChange func()) *Cache[T] {
 	if onChange == nil {
 		onChange = func() {}
 	}
-	return &Cache[T]{cli: cli, prefix: prefix, log: log, onChange: onChange, items: map[string]T{}, leases: map[string]int64{},
+	return &Cache[T]{cli: cli, prefix: prefix, decode: decode, log: log, onChange: onChange, items: map[string]T{}, leases: map[string]int64{},
 		progress: make(chan struct{})}
+}
+
+// HostCache is a cache of the host records, keyed by host name. onChange
+// (may be nil) is called after every change, from the cache's goroutine,
+// and must not block; so for the caches below.
+func (s *Store) HostCache(log *slog.Logger, onChange func()) *Cache[api.Host] {
+	return newCache(s.cli, s.HostsPrefix(), decodeHost, log, onChange)
+}
+
+// EndpointCache is a cache of every host's endpoints, keyed
+// "<host>/<container>/<if>".
+func (s *Store) EndpointCache(log *slog.Logger, onChange func()) *Cache[api.Endpoint] {
+	return newCache(s.cli, s.EndpointsPrefix(), decodeEndpoint, log, onChange)
+}
+
+// ListenerCache is a cache of the published listeners, keyed by
+// ListenerKey.
+func (s *Store) ListenerCache(log *slog.Logger, onChange func()) *Cache[api.Listener] {
+	return newCache(s.cli, s.ListenersPrefix(), decodeListener, log, onChange)
+}
+
+// FastPathCache is a cache of the fast-path switch, under the key "".
+func (s *Store) FastPathCache(log *slog.Logger, onChange func()) *Cache[FastPath] {
+	return newCache(s.cli, s.fastPathKey(), decodeFastPath, log, onChange)
 }
 
 // Backoff bounds for re-listing after a watch failure: fast enough to
@@ -87,7 +113,7 @@ func (c *Cache[T]) listAndWatch(ctx context.Context, first bool) error {
 	items := make(map[string]T, len(resp.Kvs))
 	leases := map[string]int64{}
 	for _, kv := range resp.Kvs {
-		if v, ok := c.decode(kv); ok {
+		if v, ok := c.decodeKV(kv); ok {
 			k := strings.TrimPrefix(string(kv.Key), c.prefix)
 			items[k] = v
 			if kv.Lease != 0 {
@@ -121,7 +147,7 @@ func (c *Cache[T]) listAndWatch(ctx context.Context, first bool) error {
 			switch ev.Type {
 			case mvccpb.PUT:
 				delete(c.leases, k)
-				if v, ok := c.decode(ev.Kv); ok {
+				if v, ok := c.decodeKV(ev.Kv); ok {
 					c.items[k] = v
 					if ev.Kv.Lease != 0 {
 						c.leases[k] = ev.Kv.Lease
@@ -143,9 +169,9 @@ func (c *Cache[T]) listAndWatch(ctx context.Context, first bool) error {
 	return errors.New("watch channel closed")
 }
 
-func (c *Cache[T]) decode(kv *mvccpb.KeyValue) (T, bool) {
-	var v T
-	if err := json.Unmarshal(kv.Value, &v); err != nil {
+func (c *Cache[T]) decodeKV(kv *mvccpb.KeyValue) (T, bool) {
+	v, err := c.decode(kv.Value)
+	if err != nil {
 		// A record we cannot read is skipped, not fatal: one bad writer
 		// must not take every host's view down.
 		c.log.Warn("skipping undecodable store record", "key", string(kv.Key), "err", err)

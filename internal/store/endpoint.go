@@ -93,7 +93,7 @@ func (s *Store) AddEndpoint(ctx context.Context, hn HostNet, r api.EndpointReque
 				ep.PortBlocks = append(ep.PortBlocks, api.PortBlock{Start: start, Size: blocks.Size, IPv6: v6})
 			}
 		}
-		b, err := json.Marshal(ep)
+		b, err := encodeEndpoint(ep)
 		if err != nil {
 			return api.Endpoint{}, err
 		}
@@ -132,8 +132,8 @@ func (s *Store) endpointAt(ctx context.Context, key string) (api.Endpoint, error
 	if len(resp.Kvs) == 0 {
 		return api.Endpoint{}, ErrNotFound
 	}
-	var ep api.Endpoint
-	if err := json.Unmarshal(resp.Kvs[0].Value, &ep); err != nil {
+	ep, err := decodeEndpoint(resp.Kvs[0].Value)
+	if err != nil {
 		return api.Endpoint{}, fmt.Errorf("decode endpoint %s: %w", key, err)
 	}
 	return ep, nil
@@ -155,9 +155,8 @@ func (s *Store) DelEndpoint(ctx context.Context, host string, a api.Attachment) 
 	if len(resp.Kvs) == 0 {
 		return nil
 	}
-	var ep api.Endpoint
 	ops := []clientv3.Op{clientv3.OpDelete(ek)}
-	if json.Unmarshal(resp.Kvs[0].Value, &ep) == nil && ep.IPv4.IsValid() {
+	if ep, err := decodeEndpoint(resp.Kvs[0].Value); err == nil && ep.IPv4.IsValid() {
 		ops = append(ops, clientv3.OpDelete(s.ipKey(host, ep.IPv4)))
 		for _, b := range ep.PortBlocks {
 			ops = append(ops, clientv3.OpDelete(s.portBlockKey(host, b.Start)))
@@ -184,8 +183,8 @@ func (s *Store) Endpoints(ctx context.Context, host string) ([]api.Endpoint, err
 	}
 	out := make([]api.Endpoint, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var ep api.Endpoint
-		if err := json.Unmarshal(kv.Value, &ep); err != nil {
+		ep, err := decodeEndpoint(kv.Value)
+		if err != nil {
 			continue // a corrupt record must not block listing the rest
 		}
 		out = append(out, ep)
@@ -215,8 +214,8 @@ func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachm
 		if len(resp.Kvs) == 0 {
 			return api.Endpoint{}, 0, ErrNotFound
 		}
-		var ep api.Endpoint
-		if err := json.Unmarshal(resp.Kvs[0].Value, &ep); err != nil {
+		ep, err := decodeEndpoint(resp.Kvs[0].Value)
+		if err != nil {
 			return api.Endpoint{}, 0, fmt.Errorf("decode endpoint: %w", err)
 		}
 		used, err := s.usedPortBlocks(ctx, host)
@@ -228,7 +227,7 @@ func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachm
 			return ep, 0, s.exhausted(host, r)
 		}
 		ep.PortBlocks = append(ep.PortBlocks, api.PortBlock{Start: start, Size: r.Size, IPv6: ipv6})
-		v, err := json.Marshal(ep)
+		v, err := encodeEndpoint(ep)
 		if err != nil {
 			return ep, 0, err
 		}

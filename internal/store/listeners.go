@@ -48,7 +48,7 @@ func (s *Store) FastPathKey() string { return s.fastPathKey() }
 // PutListener publishes a listener on the host's lease and returns the
 // store revision of the write (for Cache.WaitRev).
 func (s *Store) PutListener(ctx context.Context, l api.Listener, lease clientv3.LeaseID) (int64, error) {
-	b, err := json.Marshal(l)
+	b, err := encodeListener(l)
 	if err != nil {
 		return 0, err
 	}
@@ -71,8 +71,7 @@ func (s *Store) DeleteListener(ctx context.Context, host string, vip netip.Addr,
 	if len(resp.Kvs) == 0 {
 		return nil
 	}
-	var l api.Listener
-	if json.Unmarshal(resp.Kvs[0].Value, &l) == nil && l.Host != host {
+	if l, err := decodeListener(resp.Kvs[0].Value); err == nil && l.Host != host {
 		return nil
 	}
 	_, err = s.cli.Txn(ctx).

@@ -220,7 +220,7 @@ func (s *Store) Slots(ctx context.Context) (map[int]string, error) {
 
 // PutHost writes the host record on lease.
 func (s *Store) PutHost(ctx context.Context, h api.Host, lease clientv3.LeaseID) error {
-	b, err := json.Marshal(h)
+	b, err := encodeHost(h)
 	if err != nil {
 		return err
 	}

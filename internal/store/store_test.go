@@ -185,7 +185,7 @@ func TestCache(t *testing.T) {
 	s := testStore(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	changes := make(chan struct{}, 100)
-	c := NewCache[api.Host](s.Client(), s.HostsPrefix(), slog.New(slog.DiscardHandler), func() {
+	c := s.HostCache(slog.New(slog.DiscardHandler), func() {
 		select {
 		case changes <- struct{}{}:
 		default:
@@ -264,7 +264,7 @@ func TestCache(t *testing.T) {
 func TestCacheResyncAfterCompaction(t *testing.T) {
 	s := testStore(t)
 	ctx := t.Context()
-	c := NewCache[api.Host](s.Client(), s.HostsPrefix(), slog.New(slog.DiscardHandler), nil)
+	c := s.HostCache(slog.New(slog.DiscardHandler), nil)
 	resyncs := 0
 	var mu sync.Mutex
 	c.OnResync = func() { mu.Lock(); resyncs++; mu.Unlock() }
