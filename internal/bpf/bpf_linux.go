@@ -47,18 +47,18 @@ var mapNames = []string{slimMapSlimConfig, slimMapSlimSockets, slimMapSlimBlocks
 // disowns anyway.
 var staleMaps = []string{"slim_appsocks"}
 
-// attachTypes maps each program to its cgroup hook.
-var attachTypes = map[string]ebpf.AttachType{
-	slimProgSlimGetsockname4: ebpf.AttachCgroupInet4GetSockname,
-	slimProgSlimGetsockname6: ebpf.AttachCgroupInet6GetSockname,
-	slimProgSlimGetpeername4: ebpf.AttachCgroupInet4GetPeername,
-	slimProgSlimGetpeername6: ebpf.AttachCgroupInet6GetPeername,
-	slimProgSlimConnect4:     ebpf.AttachCGroupInet4Connect,
-	slimProgSlimConnect6:     ebpf.AttachCGroupInet6Connect,
-	slimProgSlimBind4:        ebpf.AttachCGroupInet4Bind,
-	slimProgSlimBind6:        ebpf.AttachCGroupInet6Bind,
-	slimProgSlimSetsockopt:   ebpf.AttachCGroupSetsockopt,
-	slimProgSlimRelease:      ebpf.AttachCgroupInetSockRelease,
+// hooksOf reads each program's cgroup hook from its ELF section name, as
+// cilium/ebpf parses it (SEC("cgroup/connect4") is
+// AttachCGroupInet4Connect); a program without one is an error.
+func hooksOf(spec *ebpf.CollectionSpec) (map[string]ebpf.AttachType, error) {
+	hooks := make(map[string]ebpf.AttachType, len(spec.Programs))
+	for name, ps := range spec.Programs {
+		if ps.AttachType == ebpf.AttachNone {
+			return nil, fmt.Errorf("bpf program %s (section %s): no attach type", name, ps.SectionName)
+		}
+		hooks[name] = ps.AttachType
+	}
+	return hooks, nil
 }
 
 // Config says where the programs attach and where their state is pinned.
@@ -90,8 +90,9 @@ type Programs struct {
 	objs      slimObjects
 	links     []link.Link
 	blockBits int
-	gen       uint32       // this load's cfg.gen (see AppSocket)
-	ports     *ebpf.Memory // slim_ports, memory-mapped: read without system calls
+	hooks     map[string]ebpf.AttachType // program name -> cgroup hook
+	gen       uint32                     // this load's cfg.gen (see AppSocket)
+	ports     *ebpf.Memory               // slim_ports, memory-mapped: read without system calls
 	// written mirrors the listener entries this process wrote (key:
 	// listenerKey), so that EnsureListener costs no system call when the
 	// entry is there.
@@ -170,7 +171,11 @@ func Load(cfg Config) (p *Programs, err error) {
 	if err != nil {
 		return nil, err
 	}
-	p = &Programs{blockBits: cfg.BlockBits}
+	hooks, err := hooksOf(spec)
+	if err != nil {
+		return nil, err
+	}
+	p = &Programs{blockBits: cfg.BlockBits, hooks: hooks}
 	err = spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{
 		Maps: ebpf.MapOptions{PinPath: cfg.PinDir},
 	})
@@ -295,7 +300,7 @@ func (p *Programs) attach(cgroup string, cgID uint64, pinDir string) error {
 	}
 
 	for _, name := range slices.Sorted(maps.Keys(progs)) {
-		prog, at := progs[name], attachTypes[name]
+		prog, at := progs[name], p.hooks[name]
 		pin := filepath.Join(pinDir, linkPrefix+name)
 		l, err := reusePinned(pin, cgID, at)
 		if err != nil {
@@ -476,14 +481,14 @@ func (p *Programs) Record(cgroup string) (io.Closer, error) {
 	var ls recorders
 	for _, r := range []struct {
 		prog *ebpf.Program
-		at   ebpf.AttachType
+		name string
 	}{
-		{p.objs.SlimRecordCreate, ebpf.AttachCGroupInetSockCreate},
-		{p.objs.SlimRecordSetsockopt, ebpf.AttachCGroupSetsockopt},
-		{p.objs.SlimRecordConnect4, ebpf.AttachCGroupInet4Connect},
-		{p.objs.SlimRecordConnect6, ebpf.AttachCGroupInet6Connect},
+		{p.objs.SlimRecordCreate, slimProgSlimRecordCreate},
+		{p.objs.SlimRecordSetsockopt, slimProgSlimRecordSetsockopt},
+		{p.objs.SlimRecordConnect4, slimProgSlimRecordConnect4},
+		{p.objs.SlimRecordConnect6, slimProgSlimRecordConnect6},
 	} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: r.at, Program: r.prog})
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: p.hooks[r.name], Program: r.prog})
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("attach recorder to %s: %w", cgroup, notSupported(err)), ls.Close())
 		}

@@ -5,6 +5,7 @@ package bpf
 import (
 	"encoding/binary"
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -284,8 +285,8 @@ func TestPinning(t *testing.T) {
 			t.Errorf("%v: program %v not replaced by reload", at, ids)
 		}
 	}
-	if len(after) != len(attachTypes) {
-		t.Errorf("%d hooks attached, want %d", len(after), len(attachTypes))
+	if len(after) != len(guardHooks(t)) {
+		t.Errorf("%d hooks attached, want %d", len(after), len(guardHooks(t)))
 	}
 	want(t, "listener after reload", getsockname(t, ln), netip.AddrPortFrom(vip, virtPort))
 
@@ -320,8 +321,8 @@ func TestLoadMovesCgroup(t *testing.T) {
 	if n := len(attachedProgs(t, env.cgroup)); n != 0 {
 		t.Errorf("%d hooks left on the old cgroup", n)
 	}
-	if n := len(attachedProgs(t, other)); n != len(attachTypes) {
-		t.Errorf("%d hooks on the new cgroup, want %d", n, len(attachTypes))
+	if n := len(attachedProgs(t, other)); n != len(guardHooks(t)) {
+		t.Errorf("%d hooks on the new cgroup, want %d", n, len(guardHooks(t)))
 	}
 	check(t, Unpin(env.pinDir))
 }
@@ -420,7 +421,7 @@ func TestAddrWords(t *testing.T) {
 func attachedProgs(t testing.TB, cgroup string) map[ebpf.AttachType][]ebpf.ProgramID {
 	t.Helper()
 	out := map[ebpf.AttachType][]ebpf.ProgramID{}
-	for _, at := range attachTypes {
+	for _, at := range guardHooks(t) {
 		res, err := link.QueryPrograms(link.QueryOptions{Target: mustOpenFD(t, cgroup), Attach: at})
 		if err != nil {
 			t.Fatalf("query %v: %v", at, err)
@@ -535,5 +536,59 @@ func TestRecorder(t *testing.T) {
 	// Detached: new sockets are not recorded.
 	if _, ok, _ := p2.AppSocket(c.fd(t, "socket 4")); ok {
 		t.Error("socket recorded after the recorders were closed")
+	}
+}
+
+// guardHooks are the hooks of the programs attached to slimd's cgroup.
+func guardHooks(t testing.TB) map[string]ebpf.AttachType {
+	t.Helper()
+	spec, err := loadSlim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, err := hooksOf(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]ebpf.AttachType{}
+	for name := range (&Programs{}).programs() {
+		out[name] = hooks[name]
+	}
+	return out
+}
+
+// TestHooksFromELF: every program's hook comes from its section name; a
+// renamed section would move a program to another hook.
+func TestHooksFromELF(t *testing.T) {
+	spec, err := loadSlim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, err := hooksOf(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]ebpf.AttachType{
+		slimProgSlimGetsockname4:     ebpf.AttachCgroupInet4GetSockname,
+		slimProgSlimGetsockname6:     ebpf.AttachCgroupInet6GetSockname,
+		slimProgSlimGetpeername4:     ebpf.AttachCgroupInet4GetPeername,
+		slimProgSlimGetpeername6:     ebpf.AttachCgroupInet6GetPeername,
+		slimProgSlimConnect4:         ebpf.AttachCGroupInet4Connect,
+		slimProgSlimConnect6:         ebpf.AttachCGroupInet6Connect,
+		slimProgSlimBind4:            ebpf.AttachCGroupInet4Bind,
+		slimProgSlimBind6:            ebpf.AttachCGroupInet6Bind,
+		slimProgSlimSetsockopt:       ebpf.AttachCGroupSetsockopt,
+		slimProgSlimRelease:          ebpf.AttachCgroupInetSockRelease,
+		slimProgSlimRecordCreate:     ebpf.AttachCGroupInetSockCreate,
+		slimProgSlimRecordSetsockopt: ebpf.AttachCGroupSetsockopt,
+		slimProgSlimRecordConnect4:   ebpf.AttachCGroupInet4Connect,
+		slimProgSlimRecordConnect6:   ebpf.AttachCGroupInet6Connect,
+	}
+	if !maps.Equal(hooks, want) {
+		t.Fatalf("hooks from the ELF sections:\n%v\nwant\n%v", hooks, want)
+	}
+	spec.Programs[slimProgSlimBind4].AttachType = ebpf.AttachNone
+	if _, err := hooksOf(spec); err == nil {
+		t.Fatal("a program without a hook was accepted")
 	}
 }
