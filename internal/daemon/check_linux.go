@@ -45,7 +45,7 @@ func (d *Daemon) check(ctx context.Context) []api.Check {
 	want := fmt.Sprintf("%d-%d", d.cfg.PortFirst, d.cfg.PortLast)
 	add("reserved ports", err == nil && strings.Contains(string(b), want), true, "%s in net.ipv4.ip_local_reserved_ports", want)
 	rules, err := d.tables.nat.Rules()
-	add("dnat table", err == nil, true, "nftables table inet %s with %d rules (%v)", nat.TableName, len(rules), errText(err))
+	add("dnat table", err == nil, true, "nftables table inet %s, %d DNAT map entries (%v)", nat.TableName, len(rules), errText(err))
 	return out
 }
 

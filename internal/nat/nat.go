@@ -9,10 +9,12 @@
 //
 // The package owns one table, "slim" in the inet family, with two NAT
 // chains: prerouting (packets from local containers and from the vxlan
-// device) and output (connections made by the host itself). Sync rebuilds
-// the chains' rules in one netlink batch, which the kernel applies
-// atomically, so there is never a moment without rules. Nothing else is
-// touched.
+// device) and output (connections made by the host itself). Each chain
+// holds one rule per family that looks the destination up in a map,
+// dnat4 or dnat6: (virtual IP . port) -> (host IP . host port). A
+// listener is a map element; Sync changes only the elements that differ,
+// in one netlink batch, which the kernel applies atomically. Nothing else
+// is touched.
 //
 // The same table holds the control-plane guard (SyncGuard): two filter
 // chains, guard_input and guard_forward, and the sets cp_ports and cp_hosts,
@@ -21,8 +23,11 @@
 package nat
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // TableName is the nftables table this package owns.
@@ -43,4 +48,62 @@ type Rule struct {
 // Valid reports whether the rule can be programmed.
 func (r Rule) Valid() bool {
 	return r.VIP.IsValid() && r.HostIP.IsValid() && r.VIP.Is4() == r.HostIP.Is4() && r.Port != 0 && r.HostPort != 0
+}
+
+// key is what a DNAT map is keyed by.
+func (r Rule) key() netip.AddrPort { return netip.AddrPortFrom(r.VIP, r.Port) }
+
+// dnatMaps is the kernel side of Sync: the nftables table, or a fake in
+// tests.
+type dnatMaps interface {
+	// elements reads the maps' elements.
+	elements() ([]Rule, error)
+	// apply deletes del and adds add, and (re)makes the table, its
+	// chains, the maps and the lookup rules, all in one atomic batch.
+	apply(del, add []Rule) error
+}
+
+// syncDNAT makes m hold exactly the valid rules of rules, touching only
+// the elements that differ. Invalid rules, and a second rule for a
+// virtual address and port already taken, are skipped and reported.
+func syncDNAT(m dnatMaps, rules []Rule) error {
+	want := make(map[netip.AddrPort]Rule, len(rules))
+	var bad []Rule
+	for _, r := range rules {
+		if _, dup := want[r.key()]; dup || !r.Valid() {
+			bad = append(bad, r)
+			continue
+		}
+		want[r.key()] = r
+	}
+	have, err := m.elements()
+	if err != nil {
+		return err
+	}
+	var del, add []Rule
+	for _, h := range have {
+		if w, ok := want[h.key()]; ok && w == h {
+			delete(want, h.key())
+			continue
+		}
+		del = append(del, h) // gone, or pointing elsewhere now
+	}
+	for _, w := range want {
+		add = append(add, w)
+	}
+	sortRules(del)
+	sortRules(add)
+	if err := m.apply(del, add); err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("skipped %d invalid or duplicate DNAT rules (first %+v)", len(bad), bad[0])
+	}
+	return nil
+}
+
+func sortRules(rules []Rule) {
+	slices.SortFunc(rules, func(a, b Rule) int {
+		return cmp.Or(a.VIP.Compare(b.VIP), cmp.Compare(a.Port, b.Port))
+	})
 }

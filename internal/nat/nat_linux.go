@@ -1,9 +1,9 @@
 package nat
 
 import (
-	"cmp"
+	"errors"
 	"fmt"
-	"slices"
+	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -47,34 +47,88 @@ func (t *Table) chains(tb *nftables.Table) []*nftables.Chain {
 	}
 }
 
-// Sync makes the table hold exactly rules (invalid ones are skipped and
-// reported). Table and chains are created if missing; the chains' rules
-// are replaced in the same atomic batch.
-func (t *Table) Sync(rules []Rule) error {
-	rules = slices.Clone(rules)
-	slices.SortFunc(rules, func(a, b Rule) int {
-		return cmp.Or(a.VIP.Compare(b.VIP), cmp.Compare(a.Port, b.Port))
-	})
-	var bad []Rule
+// The DNAT maps, one per family: (virtual IP . port) -> (host IP . host
+// port). One fixed rule per family and chain looks connections up in them
+// (dnat to ip daddr . tcp dport map @dnat4), so a listener is a map
+// element, not a rule: a sync touches only the elements that changed, and
+// the lookup costs the same with one listener or thousands.
+const (
+	dnatMap4 = "dnat4"
+	dnatMap6 = "dnat6"
+)
+
+func (t *Table) maps(tb *nftables.Table) (v4, v6 *nftables.Set) {
+	c4 := nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+	c6 := nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
+	return &nftables.Set{Table: tb, Name: dnatMap4, IsMap: true, Concatenation: true, KeyType: c4, DataType: c4},
+		&nftables.Set{Table: tb, Name: dnatMap6, IsMap: true, Concatenation: true, KeyType: c6, DataType: c6}
+}
+
+// Sync makes the DNAT maps hold exactly rules (invalid ones are skipped
+// and reported).
+func (t *Table) Sync(rules []Rule) error { return syncDNAT(t, rules) }
+
+// elements implements dnatMaps.
+func (t *Table) elements() ([]Rule, error) {
+	tb := t.table()
+	var out []Rule
+	for _, name := range []string{dnatMap4, dnatMap6} {
+		set, err := t.conn.GetSetByName(tb, name)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // not made yet
+			}
+			return nil, fmt.Errorf("nftables map %s: %w", name, err)
+		}
+		elems, err := t.conn.GetSetElements(set)
+		if err != nil {
+			return nil, fmt.Errorf("nftables map %s elements: %w", name, err)
+		}
+		for _, e := range elems {
+			if r, ok := ruleOf(e); ok {
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+// apply implements dnatMaps: one batch (re)makes the table, the chains,
+// the maps and the lookup rules, and changes the elements, so the kernel
+// applies it all at once and the chains are never empty. Rules of older
+// versions (one per listener) go with the chains' flush.
+func (t *Table) apply(del, add []Rule) error {
 	tb := t.conn.AddTable(t.table())
+	m4, m6 := t.maps(tb)
+	for _, m := range []*nftables.Set{m4, m6} {
+		if err := t.conn.AddSet(m, nil); err != nil {
+			return fmt.Errorf("nftables map %s: %w", m.Name, err)
+		}
+	}
 	for _, ch := range t.chains(tb) {
 		ch = t.conn.AddChain(ch)
 		t.conn.FlushChain(ch)
-		for _, r := range rules {
-			if !r.Valid() {
-				if ch.Name == "prerouting" {
-					bad = append(bad, r)
-				}
-				continue
-			}
-			t.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: dnatExprs(r)})
+		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: lookupExprs(false, m4)})
+		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: lookupExprs(true, m6)})
+	}
+	mapOf := func(r Rule) *nftables.Set {
+		if r.VIP.Is4() {
+			return m4
+		}
+		return m6
+	}
+	for _, r := range del {
+		if err := t.conn.SetDeleteElements(mapOf(r), []nftables.SetElement{elementOf(r)}); err != nil {
+			return fmt.Errorf("nftables delete %v: %w", r, err)
+		}
+	}
+	for _, r := range add {
+		if err := t.conn.SetAddElements(mapOf(r), []nftables.SetElement{elementOf(r)}); err != nil {
+			return fmt.Errorf("nftables add %v: %w", r, err)
 		}
 	}
 	if err := t.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables sync: %w", err)
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("skipped %d invalid DNAT rules (first %+v)", len(bad), bad[0])
 	}
 	return nil
 }
@@ -94,28 +148,23 @@ func (t *Table) Remove() error {
 	return nil
 }
 
-// Rules reads the DNAT rules back (for tests and status).
+// Rules reads the DNAT map elements back (for tests and status), sorted.
 func (t *Table) Rules() ([]Rule, error) {
-	tb := t.table()
-	var out []Rule
-	rules, err := t.conn.GetRules(tb, &nftables.Chain{Name: "prerouting", Table: tb})
-	if err != nil {
-		return nil, fmt.Errorf("nftables rules: %w", err)
-	}
-	for _, r := range rules {
-		if rule, ok := parseRule(r.Exprs); ok {
-			out = append(out, rule)
-		}
-	}
-	return out, nil
+	rules, err := t.elements()
+	sortRules(rules)
+	return rules, err
 }
 
-// dnatExprs is: meta nfproto ipvX, meta l4proto tcp, ip daddr VIP,
-// tcp dport Port, dnat to HostIP:HostPort.
-func dnatExprs(r Rule) []expr.Any {
-	family, daddrOff, alen := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4)
-	if !r.VIP.Is4() {
-		family, daddrOff, alen = unix.NFPROTO_IPV6, 24, 16
+// lookupExprs is: meta nfproto ipvX meta l4proto tcp
+// dnat ipX to ipX daddr . tcp dport map @dnatX. A concatenation keeps each
+// part in its own 32-bit registers: the address from register 1 on, the
+// port after it (register 9, NFT_REG32_01, after an IPv4 address;
+// register 2, NFT_REG_2, after an IPv6 one); the lookup writes the data
+// back the same way.
+func lookupExprs(v6 bool, m *nftables.Set) []expr.Any {
+	family, daddrOff, alen, portReg := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4), uint32(9)
+	if v6 {
+		family, daddrOff, alen, portReg = unix.NFPROTO_IPV6, 24, 16, 2
 	}
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
@@ -123,39 +172,35 @@ func dnatExprs(r Rule) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: daddrOff, Len: alen},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: r.VIP.AsSlice()},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.Port)},
-		&expr.Immediate{Register: 1, Data: r.HostIP.AsSlice()},
-		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(r.HostPort)},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(family), RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(family), RegAddrMin: 1, RegProtoMin: portReg, Specified: true},
 	}
 }
 
-// parseRule recognises rules made by dnatExprs.
-func parseRule(exprs []expr.Any) (Rule, bool) {
-	var r Rule
-	var cmps [][]byte
-	var imms [][]byte
-	for _, e := range exprs {
-		switch v := e.(type) {
-		case *expr.Cmp:
-			cmps = append(cmps, v.Data)
-		case *expr.Immediate:
-			imms = append(imms, v.Data)
-		}
+// elementOf encodes a rule as a map element: each part of a
+// concatenation is padded to 4 bytes.
+func elementOf(r Rule) nftables.SetElement {
+	return nftables.SetElement{Key: concat(r.VIP, r.Port), Val: concat(r.HostIP, r.HostPort)}
+}
+
+func concat(a netip.Addr, port uint16) []byte {
+	b := a.AsSlice()
+	return append(b, byte(port>>8), byte(port), 0, 0)
+}
+
+// ruleOf decodes a map element made by elementOf.
+func ruleOf(e nftables.SetElement) (Rule, bool) {
+	vip, port, ok1 := split(e.Key)
+	hip, hport, ok2 := split(e.Val)
+	r := Rule{VIP: vip, Port: port, HostIP: hip, HostPort: hport}
+	return r, ok1 && ok2 && r.Valid()
+}
+
+func split(b []byte) (netip.Addr, uint16, bool) {
+	if len(b) != 8 && len(b) != 20 {
+		return netip.Addr{}, 0, false
 	}
-	if len(cmps) != 4 || len(imms) != 2 || len(cmps[3]) != 2 || len(imms[1]) != 2 {
-		return r, false
-	}
-	var ok bool
-	if r.VIP, ok = addrFrom(cmps[2]); !ok {
-		return r, false
-	}
-	if r.HostIP, ok = addrFrom(imms[0]); !ok {
-		return r, false
-	}
-	r.Port = binaryutil.BigEndian.Uint16(cmps[3])
-	r.HostPort = binaryutil.BigEndian.Uint16(imms[1])
-	return r, r.Valid()
+	a, _ := netip.AddrFromSlice(b[:len(b)-4]) // a v4-mapped IPv6 address stays one
+	return a, binaryutil.BigEndian.Uint16(b[len(b)-4:]), true
 }

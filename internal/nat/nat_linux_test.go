@@ -12,6 +12,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 )
 
@@ -185,6 +187,33 @@ func TestDNAT(t *testing.T) {
 		if err := dial(host, addr); err != nil {
 			t.Fatalf("host -> %s through DNAT: %v", addr, err)
 		}
+	}
+	// Rules of an older version (one per listener) or anyone's stray rule
+	// in our chains go at the next sync; the chains hold only the lookups.
+	conn, err := nftables.New(nftables.WithNetNSFd(int(host.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	pre := &nftables.Chain{Name: "prerouting", Table: tbl}
+	conn.AddRule(&nftables.Rule{Table: tbl, Chain: pre, Exprs: []expr.Any{&expr.Counter{}}})
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Sync(rules); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := conn.GetRules(tbl, pre); err != nil || len(rs) != 2 {
+		t.Fatalf("prerouting holds %d rules after sync (%v), want the 2 lookups", len(rs), err)
+	}
+	// An IPv6 virtual address served by a dual-stack host listener on the
+	// IPv4 underlay (what slimd programs) keeps its v4-mapped host address.
+	mapped := append(slices.Clone(rules), Rule{VIP: netip.MustParseAddr("fd5a:11::8"), Port: 443, HostIP: netip.MustParseAddr("::ffff:192.168.88.1"), HostPort: 20003})
+	if err := tb.Sync(mapped); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := tb.Rules(); !slices.Equal(got, mapped) {
+		t.Fatalf("rules read back %+v, want %+v", got, mapped)
 	}
 	// Invalid rules are reported and skipped, valid ones still applied.
 	bad := append(slices.Clone(rules[:1]), Rule{VIP: netip.MustParseAddr("10.244.3.8"), Port: 81, HostIP: netip.MustParseAddr("fd88::1"), HostPort: 1})
