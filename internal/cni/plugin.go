@@ -206,16 +206,10 @@ func (p *plugin) add(ctx context.Context, args *skel.CmdArgs) (err error) {
 	if err := p.fault(stepStatus); err != nil {
 		return err
 	}
-	st, err := c.Status(ctx)
-	if err != nil {
-		return fmt.Errorf("slimd status: %w", err)
-	}
-	spec, err := specFromStatus(st)
+	spec, err := hostSpec(ctx, c, args)
 	if err != nil {
 		return err
 	}
-	spec.Netns, spec.IfName = args.Netns, args.IfName
-	spec.HostIfName = hostVethName(args.ContainerID, args.IfName)
 
 	if err := p.fault(stepEndpoint); err != nil {
 		return err
@@ -280,6 +274,23 @@ func (p *plugin) add(ctx context.Context, args *skel.CmdArgs) (err error) {
 	}
 	done = true
 	return nil
+}
+
+// hostSpec is the attachment of args as far as the host decides it: the
+// host's facts from slimd's status, the container's namespace and
+// interface, the host veth's name.
+func hostSpec(ctx context.Context, c *api.Client, args *skel.CmdArgs) (attachSpec, error) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return attachSpec{}, fmt.Errorf("slimd status: %w", err)
+	}
+	spec, err := specFromStatus(st)
+	if err != nil {
+		return attachSpec{}, err
+	}
+	spec.Netns, spec.IfName = args.Netns, args.IfName
+	spec.HostIfName = hostVethName(args.ContainerID, args.IfName)
+	return spec, nil
 }
 
 // specFromStatus takes the host's facts from slimd's status.
@@ -381,16 +392,10 @@ func (p *plugin) check(ctx context.Context, args *skel.CmdArgs) error {
 		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("prevResult: %v", err), "")
 	}
 	c := api.NewClient(conf.Socket)
-	st, err := c.Status(ctx)
-	if err != nil {
-		return fmt.Errorf("slimd status: %w", err)
-	}
-	spec, err := specFromStatus(st)
+	spec, err := hostSpec(ctx, c, args)
 	if err != nil {
 		return err
 	}
-	spec.Netns, spec.IfName = args.Netns, args.IfName
-	spec.HostIfName = hostVethName(args.ContainerID, args.IfName)
 	if err := spec.fromResult(prev); err != nil {
 		return err
 	}

@@ -124,8 +124,8 @@ func TestJournalRoundTrip(t *testing.T) {
 func TestJournalCrash(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
 	p := startProc(t, "journal", []string{envJournal + "=" + path})
-	p.expect("recorded")
-	p.kill()
+	p.Expect("recorded")
+	p.Kill()
 	_, left := openJournal(t, path, 64)
 	var want []Entry
 	for id := uint64(1); id <= 10; id += 2 {

@@ -1,21 +1,18 @@
 package keeper
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/slimnet/slim/internal/poll"
+	"github.com/slimnet/slim/internal/testchild"
 	"golang.org/x/sys/unix"
 )
 
@@ -140,150 +137,14 @@ func testEntry(id uint64) Entry {
 		Args: [6]uint64{id, 0x7ffd0000 + id, 16, 0, 0, id << 40}}
 }
 
-// proc is a re-exec'd child and the parent's view of its stdout.
-type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	lines  chan string
-	stash  []string
-	stderr *lockedBuffer
-	done   chan struct{} // closed when Wait returned
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// proc is a re-exec'd child in a role.
+type proc struct{ *testchild.Child }
 
 // startProc runs the test binary in role with env and extra files (fd 3..)
 // and kills it (SIGKILL, only this pid) at cleanup.
 func startProc(t *testing.T, role string, env []string, extra ...*os.File) *proc {
 	t.Helper()
-	p := &proc{t: t, lines: make(chan string, 256), stderr: &lockedBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	p.cmd.Env = append(os.Environ(), envRole+"="+role)
-	p.cmd.Env = append(p.cmd.Env, childEnv()...)
-	p.cmd.Env = append(p.cmd.Env, env...)
-	p.cmd.ExtraFiles = extra
-	p.cmd.Stderr = p.stderr
-	var err error
-	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-		close(p.lines)
-	}()
-	go func() {
-		p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stdin.Close()
-		p.kill()
-		if t.Failed() {
-			t.Logf("%s child stderr:\n%s", role, p.stderr.String())
-		}
-	})
-	return p
-}
-
-// childEnv keeps race-enabled children from sleeping 1 s at exit.
-func childEnv() []string {
-	return []string{"GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")}
-}
-
-// kill sends SIGKILL to the child and waits until it is reaped.
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-	case <-time.After(waitTimeout):
-		p.t.Errorf("child %d did not die", p.cmd.Process.Pid)
-	}
-}
-
-// expect returns the next line starting with prefix; other lines are kept.
-func (p *proc) expect(prefix string) string {
-	p.t.Helper()
-	for i, l := range p.stash {
-		if strings.HasPrefix(l, prefix) {
-			p.stash = append(p.stash[:i], p.stash[i+1:]...)
-			return l
-		}
-	}
-	timer := time.NewTimer(waitTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case l, ok := <-p.lines:
-			if !ok {
-				p.t.Fatalf("child ended before %q (stash %q); stderr:\n%s", prefix, p.stash, p.stderr.String())
-			}
-			if strings.HasPrefix(l, "error") {
-				p.t.Fatalf("child: %s", l)
-			}
-			if strings.HasPrefix(l, prefix) {
-				return l
-			}
-			p.stash = append(p.stash, l)
-		case <-timer.C:
-			p.t.Fatalf("no %q from the child after %v (stash %q)", prefix, waitTimeout, p.stash)
-		}
-	}
-}
-
-// pending returns the lines the child has written so far without waiting.
-func (p *proc) pending() []string {
-	for {
-		select {
-		case l, ok := <-p.lines:
-			if !ok {
-				return p.stash
-			}
-			p.stash = append(p.stash, l)
-		default:
-			return p.stash
-		}
-	}
-}
-
-// field returns the value of key=value in a report line.
-func field(line, key string) string {
-	for _, f := range strings.Fields(line) {
-		if k, v, ok := strings.Cut(f, "="); ok && k == key {
-			return v
-		}
-	}
-	return ""
+	return &proc{testchild.Start(t, waitTimeout, append([]string{envRole + "=" + role}, env...), extra...)}
 }
 
 // keeperProc is a keeper process started with Start, killed at cleanup

@@ -51,8 +51,8 @@ func TestKeeperProcess(t *testing.T) {
 		writes = append(writes, w)
 	}
 	putter := startProc(t, "putter", []string{envSocket + "=" + socket, envKeys + "=" + strings.Join(names, ",")}, writes...)
-	putter.expect("put")
-	putter.kill()
+	putter.Expect("put")
+	putter.Kill()
 	for _, w := range writes {
 		w.Close()
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/slimnet/slim/internal/poll"
 	"github.com/slimnet/slim/internal/seccomp"
+	"github.com/slimnet/slim/internal/testchild"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,13 +178,13 @@ func TestSeccompSupervisorRestart(t *testing.T) {
 	}()
 
 	child := startProc(t, "seccomp", []string{envSocket + "=" + socket, envAddr + "=" + ln.Addr().String()})
-	line := child.expect("installed")
+	line := child.Expect("installed")
 	t.Logf("child: %s", line)
 
 	// 1. No slimd has ever run; only the keeper holds the fd. The connect
 	// traps and waits (it would fail with ENOSYS if nobody held the fd).
-	fmt.Fprintln(child.stdin, "connect")
-	child.expect("connecting")
+	fmt.Fprintln(child.Stdin, "connect")
+	child.Expect("connecting")
 
 	// 2. slimd A starts, finds the queued notification, receives it,
 	// journals it, and dies before answering.
@@ -192,7 +193,7 @@ func TestSeccompSupervisorRestart(t *testing.T) {
 		t.Fatalf("fresh journal has leftovers %v", a.left)
 	}
 	pendingNotif(t, a.l.Fd())
-	if got := child.pending(); slices.ContainsFunc(got, func(l string) bool { return l != "connecting" && l != "installed" }) {
+	if got := child.Pending(); slices.ContainsFunc(got, func(l string) bool { return l != "connecting" && l != "installed" }) {
 		t.Fatalf("the trapped connect returned without an answer: %q", got)
 	}
 	n := a.receive()
@@ -221,12 +222,12 @@ func TestSeccompSupervisorRestart(t *testing.T) {
 		}
 	}
 	b.j.ClearAll()
-	if line := child.expect("connect "); field(line, "err") != "<nil>" {
+	if line := child.Expect("connect "); testchild.Field(line, "err") != "<nil>" {
 		t.Fatalf("connect after the restart: %s", line)
 	}
 
 	// 4. B serves the next connect the ordinary way.
-	fmt.Fprintln(child.stdin, "connect")
+	fmt.Fprintln(child.Stdin, "connect")
 	n = b.receive()
 	slot, ok := b.j.Record(Entry{Session: b.session, ID: n.ID, PID: n.PID, Nr: n.Nr, Arch: n.Arch, Args: n.Args})
 	if !ok {
@@ -236,7 +237,7 @@ func TestSeccompSupervisorRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.j.Done(slot)
-	if line := child.expect("connect "); field(line, "err") != "<nil>" {
+	if line := child.Expect("connect "); testchild.Field(line, "err") != "<nil>" {
 		t.Fatalf("second connect: %s", line)
 	}
 	b.die()
@@ -246,8 +247,8 @@ func TestSeccompSupervisorRestart(t *testing.T) {
 	if n := notifyFDs(t, k.pid); n != 1 {
 		t.Fatalf("keeper holds %d notification fds, want 1", n)
 	}
-	child.stdin.Close()
-	child.expect("exit")
+	child.Stdin.Close()
+	child.Expect("exit")
 	c := dial(t, socket)
 	poll.Until(t, waitTimeout, func() error {
 		held, err := c.Fetch()

@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/slimnet/slim/internal/poll"
+	"github.com/slimnet/slim/internal/testchild"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,7 +80,7 @@ func TestConnect(t *testing.T) {
 	}
 
 	// Continue: the kernel runs the original connect.
-	fd, _ := strconv.Atoi(field(c.expect("socket label=continue"), "fd"))
+	fd, _ := strconv.Atoi(testchild.Field(c.Expect("socket label=continue"), "fd"))
 	n := c.receive()
 	c.checkConnect(n, fd, true)
 	if _, err := ReadMem(int(n.PID), 8, 16); err == nil {
@@ -91,7 +92,7 @@ func TestConnect(t *testing.T) {
 	if err := c.l.Continue(n.ID); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("connect label=continue"); field(l, "ret") != "0" {
+	if l := c.Expect("connect label=continue"); testchild.Field(l, "ret") != "0" {
 		t.Fatalf("child: %s", l)
 	}
 	c.acceptRead("continue")
@@ -100,19 +101,19 @@ func TestConnect(t *testing.T) {
 	}
 
 	// Return an error.
-	fd, _ = strconv.Atoi(field(c.expect("socket label=refused"), "fd"))
+	fd, _ = strconv.Atoi(testchild.Field(c.Expect("socket label=refused"), "fd"))
 	n = c.receive()
 	c.checkConnect(n, fd, false)
 	if err := c.l.Return(n.ID, 0, unix.ECONNREFUSED); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("connect label=refused"); field(l, "errno") != "ECONNREFUSED" {
+	if l := c.Expect("connect label=refused"); testchild.Field(l, "errno") != "ECONNREFUSED" {
 		t.Fatalf("child: %s", l)
 	}
 
 	// Swap: install our own connected socket over the child's fd and answer
 	// in the same ioctl. The child's bytes arrive on our socket's peer.
-	fd, _ = strconv.Atoi(field(c.expect("socket label=swap"), "fd"))
+	fd, _ = strconv.Atoi(testchild.Field(c.Expect("socket label=swap"), "fd"))
 	n = c.receive()
 	c.checkConnect(n, fd, false)
 	ours, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -128,12 +129,12 @@ func TestConnect(t *testing.T) {
 	if err != nil || got != fd {
 		t.Fatalf("AddFD = %d, %v; want %d", got, err, fd)
 	}
-	l := c.expect("connect label=swap")
+	l := c.Expect("connect label=swap")
 	// SEND answers with the fd number: connect returns it instead of 0.
-	if field(l, "ret") != strconv.Itoa(fd) || field(l, "errno") != "0" {
+	if testchild.Field(l, "ret") != strconv.Itoa(fd) || testchild.Field(l, "errno") != "0" {
 		t.Fatalf("child: %s", l)
 	}
-	t.Logf("connect answered by ADDFD_FLAG_SEND returned %s (the fd number), not 0", field(l, "ret"))
+	t.Logf("connect answered by ADDFD_FLAG_SEND returned %s (the fd number), not 0", testchild.Field(l, "ret"))
 	c.ln.SetDeadline(time.Now().Add(waitTimeout))
 	conn, err := c.ln.Accept()
 	if err != nil {
@@ -148,10 +149,10 @@ func TestConnect(t *testing.T) {
 	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "swap" {
 		t.Fatalf("read %q, %v from the swapped socket", buf, err)
 	}
-	c.expect("wrote label=swap")
+	c.Expect("wrote label=swap")
 
 	// ADDFD without SEND, with O_CLOEXEC, then answer 0 separately.
-	fd, _ = strconv.Atoi(field(c.expect("socket label=addfd"), "fd"))
+	fd, _ = strconv.Atoi(testchild.Field(c.Expect("socket label=addfd"), "fd"))
 	n = c.receive()
 	c.checkConnect(n, fd, false)
 	ours2, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -171,11 +172,11 @@ func TestConnect(t *testing.T) {
 	if err := c.l.Return(n.ID, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("connect label=addfd"); field(l, "ret") != "0" {
+	if l := c.Expect("connect label=addfd"); testchild.Field(l, "ret") != "0" {
 		t.Fatalf("child: %s", l)
 	}
 	c.acceptRead("addfd")
-	c.expect("exit")
+	c.Expect("exit")
 }
 
 func TestSendFastOpen(t *testing.T) {
@@ -194,13 +195,13 @@ func TestSendFastOpen(t *testing.T) {
 	if err := c.l.Continue(n.ID); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("sendto-fastopen"); field(l, "ret") != "3" {
+	if l := c.Expect("sendto-fastopen"); testchild.Field(l, "ret") != "3" {
 		t.Fatalf("child: %s", l)
 	}
 	// write, send, sendto with MSG_FASTOPEN only in the high register
 	// bits, sendmsg: none trapped (the child would block otherwise).
-	l := c.expect("plain-done")
-	if field(l, "errs") != "<nil>,<nil>,0,<nil>" {
+	l := c.Expect("plain-done")
+	if testchild.Field(l, "errs") != "<nil>,<nil>,0,<nil>" {
 		t.Fatalf("child: %s", l)
 	}
 
@@ -223,7 +224,7 @@ func TestSendFastOpen(t *testing.T) {
 	if err := c.l.Return(n.ID, 0, unix.EOPNOTSUPP); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("sendmsg-fastopen"); field(l, "err") != unix.ErrnoName(unix.EOPNOTSUPP) {
+	if l := c.Expect("sendmsg-fastopen"); testchild.Field(l, "err") != unix.ErrnoName(unix.EOPNOTSUPP) {
 		t.Fatalf("child: %s", l)
 	}
 
@@ -234,15 +235,15 @@ func TestSendFastOpen(t *testing.T) {
 	if err := c.l.Return(n.ID, 1, 0); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("sendmmsg-fastopen"); field(l, "ret") != "1" {
+	if l := c.Expect("sendmmsg-fastopen"); testchild.Field(l, "ret") != "1" {
 		t.Fatalf("child: %s", l)
 	}
-	c.expect("exit")
+	c.Expect("exit")
 }
 
 func TestBindListenIoUring(t *testing.T) {
 	c := startChild(t, "bindlisten")
-	fd, _ := strconv.Atoi(field(c.expect("socket"), "fd"))
+	fd, _ := strconv.Atoi(testchild.Field(c.Expect("socket"), "fd"))
 	n := c.receive()
 	if n.Syscall() != SysBind || int(n.Args[0]) != fd {
 		t.Fatalf("notification %+v: want bind on fd %d", n, fd)
@@ -257,7 +258,7 @@ func TestBindListenIoUring(t *testing.T) {
 	if err := c.l.Continue(n.ID); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("bind"); field(l, "err") != "0" {
+	if l := c.Expect("bind"); testchild.Field(l, "err") != "0" {
 		t.Fatalf("child: %s", l)
 	}
 	n = c.receive()
@@ -267,35 +268,35 @@ func TestBindListenIoUring(t *testing.T) {
 	if err := c.l.Continue(n.ID); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("listen"); field(l, "err") != "0" {
+	if l := c.Expect("listen"); testchild.Field(l, "err") != "0" {
 		t.Fatalf("child: %s", l)
 	}
-	if l := c.expect("io_uring_setup"); field(l, "errno") != "EPERM" {
+	if l := c.Expect("io_uring_setup"); testchild.Field(l, "errno") != "EPERM" {
 		t.Fatalf("child: %s", l)
 	}
-	if l := c.expect("x32"); field(l, "errno") != "ENOSYS" {
+	if l := c.Expect("x32"); testchild.Field(l, "errno") != "ENOSYS" {
 		t.Fatalf("child: %s", l)
 	}
-	c.expect("done")
+	c.Expect("done")
 	if c.pending() {
 		t.Error("a notification is pending after io_uring_setup and x32")
 	}
-	c.expect("exit")
+	c.Expect("exit")
 }
 
 func TestKilledWhilePending(t *testing.T) {
 	c := startChild(t, "block")
-	c.expect("socket")
+	c.Expect("socket")
 	n := c.receive()
 	pidfd, err := PidFD(int(n.PID))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(pidfd)
-	if err := c.cmd.Process.Kill(); err != nil {
+	if err := c.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	c.wait()
+	c.Wait()
 	if err := c.l.IDValid(n.ID); !errors.Is(err, ErrGone) {
 		t.Errorf("IDValid after kill: %v, want ErrGone", err)
 	}
@@ -344,10 +345,10 @@ func TestExitNoTargets(t *testing.T) {
 	}{{"thread", nil}, {"all threads", []string{envAll + "=1"}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := startChild(t, "exit", tc.env...)
-			c.expect("exit")
+			c.Expect("exit")
 			// Exited, not reaped yet.
 			poll.Until(t, waitTimeout, func() error {
-				if s := procState(c.cmd.Process.Pid); s != "Z" {
+				if s := procState(c.Cmd.Process.Pid); s != "Z" {
 					return fmt.Errorf("child state %q, want Z", s)
 				}
 				return nil
@@ -366,10 +367,10 @@ func TestExitNoTargets(t *testing.T) {
 			if fds[0].Revents&unix.POLLHUP == 0 {
 				t.Errorf("no POLLHUP while the child is an unreaped zombie (revents %#x)", fds[0].Revents)
 			}
-			if s := procState(c.cmd.Process.Pid); s != "Z" {
+			if s := procState(c.Cmd.Process.Pid); s != "Z" {
 				t.Errorf("child state %q, want Z", s)
 			}
-			c.wait()
+			c.Wait()
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
 			start := time.Now()
@@ -406,9 +407,9 @@ func TestSignalAfterReceiveKillable(t *testing.T) {
 	if !c.killable {
 		t.Fatal("WAIT_KILLABLE_RECV not in effect")
 	}
-	c.expect("socket")
+	c.Expect("socket")
 	n := c.receive()
-	pid := c.cmd.Process.Pid
+	pid := c.Cmd.Process.Pid
 	if err := unix.Tgkill(pid, c.tid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +436,7 @@ func TestSignalAfterReceiveKillable(t *testing.T) {
 	restarts := 0
 	var l string
 	poll.Until(t, waitTimeout, func() error {
-		if got, ok := c.tryExpect("connect"); ok {
+		if got, ok := c.TryExpect("connect"); ok {
 			l = got
 			return nil
 		}
@@ -451,12 +452,12 @@ func TestSignalAfterReceiveKillable(t *testing.T) {
 		}
 		return errors.New("connect did not return")
 	})
-	if field(l, "ret") != "0" {
+	if testchild.Field(l, "ret") != "0" {
 		t.Fatalf("child: %s", l)
 	}
 	t.Logf("restarts of the continued connect after the held signal: %d", restarts)
-	c.expect("sig")
-	c.expect("exit")
+	c.Expect("sig")
+	c.Expect("exit")
 }
 
 // Without WAIT_KILLABLE_RECV, the same signal withdraws the notification the
@@ -466,9 +467,9 @@ func TestSignalAfterReceiveNotKillable(t *testing.T) {
 	if c.killable {
 		t.Fatal("WAIT_KILLABLE_RECV in effect though not asked for")
 	}
-	c.expect("socket")
+	c.Expect("socket")
 	n := c.receive()
-	if err := unix.Tgkill(c.cmd.Process.Pid, c.tid, unix.SIGUSR1); err != nil {
+	if err := unix.Tgkill(c.Cmd.Process.Pid, c.tid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
 	poll.Until(t, waitTimeout, func() error {
@@ -477,7 +478,7 @@ func TestSignalAfterReceiveNotKillable(t *testing.T) {
 		}
 		return nil
 	})
-	c.expect("sig") // the handler ran while the call was trapped
+	c.Expect("sig") // the handler ran while the call was trapped
 	n2 := c.receive()
 	if n2.ID == n.ID || n2.Syscall() != SysConnect || n2.Args[0] != n.Args[0] || n2.PID != n.PID {
 		t.Fatalf("restarted call %+v, first %+v", n2, n)
@@ -488,27 +489,27 @@ func TestSignalAfterReceiveNotKillable(t *testing.T) {
 	if err := c.l.Continue(n2.ID); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("connect"); field(l, "ret") != "0" {
+	if l := c.Expect("connect"); testchild.Field(l, "ret") != "0" {
 		t.Fatalf("child: %s", l)
 	}
-	c.expect("exit")
+	c.Expect("exit")
 }
 
 // Even with WAIT_KILLABLE_RECV, a notification nobody has received yet is
 // interruptible: the handler runs and the call is restarted.
 func TestSignalBeforeReceive(t *testing.T) {
 	c := startChild(t, "block")
-	c.expect("socket")
+	c.Expect("socket")
 	poll.Until(t, waitTimeout, func() error {
 		if !c.pending() {
 			return errors.New("no notification pending")
 		}
 		return nil
 	})
-	if err := unix.Tgkill(c.cmd.Process.Pid, c.tid, unix.SIGUSR1); err != nil {
+	if err := unix.Tgkill(c.Cmd.Process.Pid, c.tid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	c.expect("sig") // delivered while the call was still trapped
+	c.Expect("sig") // delivered while the call was still trapped
 	n := c.receive()
 	if n.Syscall() != SysConnect {
 		t.Fatalf("notification %+v", n)
@@ -516,13 +517,13 @@ func TestSignalBeforeReceive(t *testing.T) {
 	if err := c.l.Continue(n.ID); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("connect"); field(l, "ret") != "0" {
+	if l := c.Expect("connect"); testchild.Field(l, "ret") != "0" {
 		t.Fatalf("child: %s", l)
 	}
 	if c.pending() {
 		t.Error("a notification is left over")
 	}
-	c.expect("exit")
+	c.Expect("exit")
 }
 
 // Many threads connect at once; several goroutines receive at once.
@@ -592,14 +593,14 @@ func TestManyConcurrent(t *testing.T) {
 			}
 		})
 	}
-	l := c.expect("many")
+	l := c.Expect("many")
 	cancel()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
 	}
-	if field(l, "ok") != strconv.Itoa(manyConnect) || field(l, "fail") != "0" {
+	if testchild.Field(l, "ok") != strconv.Itoa(manyConnect) || testchild.Field(l, "fail") != "0" {
 		t.Fatalf("child: %s", l)
 	}
 	if got := answered.Load(); got != manyConnect {
@@ -612,7 +613,7 @@ func TestManyConcurrent(t *testing.T) {
 		return nil
 	})
 	t.Logf("%s; %d distinct threads trapped", l, len(tids))
-	c.expect("exit")
+	c.Expect("exit")
 }
 
 func TestCloseAndCancel(t *testing.T) {
@@ -646,7 +647,7 @@ func TestCloseAndCancel(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("cancelled Receive did not return")
 	}
-	io.WriteString(c.stdin, "connect\n")
+	io.WriteString(c.Stdin, "connect\n")
 	select {
 	case n := <-resB:
 		if err := c.l.Continue(n.ID); err != nil {
@@ -655,7 +656,7 @@ func TestCloseAndCancel(t *testing.T) {
 	case err := <-errB:
 		t.Fatal(err)
 	}
-	if l := c.expect("connect"); field(l, "ret") != "0" {
+	if l := c.Expect("connect"); testchild.Field(l, "ret") != "0" {
 		t.Fatalf("child: %s", l)
 	}
 
@@ -697,12 +698,12 @@ func TestCloseAndCancel(t *testing.T) {
 	}
 
 	// We held the only copy: the target's trapped calls now fail with ENOSYS.
-	io.WriteString(c.stdin, "connect\n")
-	if l := c.expect("connect"); field(l, "errno") != "ENOSYS" {
+	io.WriteString(c.Stdin, "connect\n")
+	if l := c.Expect("connect"); testchild.Field(l, "errno") != "ENOSYS" {
 		t.Fatalf("connect without a supervisor: %s", l)
 	}
-	c.stdin.Close()
-	c.expect("exit")
+	c.Stdin.Close()
+	c.Expect("exit")
 }
 
 func TestSyncWakeUp(t *testing.T) {
@@ -710,16 +711,16 @@ func TestSyncWakeUp(t *testing.T) {
 	if err := c.l.SetSyncWakeUp(); err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(c.stdin, "connect\n")
+	io.WriteString(c.Stdin, "connect\n")
 	n := c.receive()
 	if err := c.l.Continue(n.ID); err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("connect"); field(l, "ret") != "0" {
+	if l := c.Expect("connect"); testchild.Field(l, "ret") != "0" {
 		t.Fatalf("child: %s", l)
 	}
-	c.stdin.Close()
-	c.expect("exit")
+	c.Stdin.Close()
+	c.Expect("exit")
 }
 
 var unsafeSizeofMsghdr = unsafe.Sizeof(unix.Msghdr{})

@@ -2,17 +2,14 @@ package seccomp
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
 	"strconv"
@@ -24,6 +21,7 @@ import (
 	"unsafe"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/slimnet/slim/internal/testchild"
 	"golang.org/x/sys/unix"
 )
 
@@ -262,35 +260,13 @@ func (w tWriter) Write(b []byte) (int, error) {
 
 // child is one re-exec'd child under the filter, and the parent's side.
 type child struct {
+	*testchild.Child
 	t        testing.TB
-	cmd      *exec.Cmd
-	stdin    io.WriteCloser
-	lines    chan string
-	stash    []string
-	stderr   *lockedBuffer
 	l        *Listener
 	ln       *net.TCPListener
 	addr     netip.AddrPort
 	tid      int
 	killable bool
-	waited   bool
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // startChild runs a child in role, serving it a loopback listener and the
@@ -303,7 +279,7 @@ func startChild(t testing.TB, role string, env ...string) *child {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	c := &child{t: t, ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort(), lines: make(chan string, 1024), stderr: &lockedBuffer{}}
+	c := &child{t: t, ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
 
 	path := t.TempDir() + "/agent.sock"
 	type msg struct {
@@ -327,118 +303,22 @@ func startChild(t testing.TB, role string, env ...string) *child {
 		}
 	})
 
-	c.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	c.cmd.Env = append(os.Environ(), envRole+"="+role, envAgent+"="+path, envAddr+"="+c.addr.String())
-	// Under -race the child would sleep 1 s at exit (tsan's default).
-	c.cmd.Env = append(c.cmd.Env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	c.cmd.Env = append(c.cmd.Env, env...)
-	c.cmd.Stderr = c.stderr
-	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-		close(c.lines)
-	}()
-	t.Cleanup(func() {
-		c.stdin.Close()
-		if !c.waited {
-			c.cmd.Process.Kill()
-			c.wait()
-		}
-		if t.Failed() {
-			t.Logf("child stderr:\n%s", c.stderr.String())
-		}
-	})
+	c.Child = testchild.Start(t, waitTimeout, append([]string{envRole + "=" + role, envAgent + "=" + path, envAddr + "=" + c.addr.String()}, env...))
 
 	select {
 	case m := <-got:
-		if m.st.State.ID != "test-"+role || m.st.Pid != c.cmd.Process.Pid {
-			t.Errorf("agent got state %+v, want id test-%s pid %d", m.st, role, c.cmd.Process.Pid)
+		if m.st.State.ID != "test-"+role || m.st.Pid != c.Cmd.Process.Pid {
+			t.Errorf("agent got state %+v, want id test-%s pid %d", m.st, role, c.Cmd.Process.Pid)
 		}
 		c.l = NewListener(m.fds[specs.SeccompFdName])
 		t.Cleanup(func() { c.l.Close() })
 	case <-time.After(waitTimeout):
-		t.Fatalf("no notification fd from the child; stderr:\n%s", c.stderr.String())
+		t.Fatalf("no notification fd from the child; stderr:\n%s", c.Stderr.String())
 	}
-	line := c.expect("installed")
-	c.killable = field(line, "killable") == "true"
-	c.tid, _ = strconv.Atoi(field(line, "tid"))
+	line := c.Expect("installed")
+	c.killable = testchild.Field(line, "killable") == "true"
+	c.tid, _ = strconv.Atoi(testchild.Field(line, "tid"))
 	return c
-}
-
-func (c *child) wait() error {
-	c.waited = true
-	return c.cmd.Wait()
-}
-
-// expect returns the next line starting with prefix; other lines are kept
-// for later calls.
-func (c *child) expect(prefix string) string {
-	c.t.Helper()
-	for i, l := range c.stash {
-		if strings.HasPrefix(l, prefix) {
-			c.stash = append(c.stash[:i], c.stash[i+1:]...)
-			return l
-		}
-	}
-	timer := time.NewTimer(waitTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case l, ok := <-c.lines:
-			if !ok {
-				c.t.Fatalf("child ended before %q (stash %q); stderr:\n%s", prefix, c.stash, c.stderr.String())
-			}
-			if strings.HasPrefix(l, "error") {
-				c.t.Fatalf("child: %s", l)
-			}
-			if strings.HasPrefix(l, prefix) {
-				return l
-			}
-			c.stash = append(c.stash, l)
-		case <-timer.C:
-			c.t.Fatalf("no %q from the child after %v (stash %q)", prefix, waitTimeout, c.stash)
-		}
-	}
-}
-
-// tryExpect is expect without waiting.
-func (c *child) tryExpect(prefix string) (string, bool) {
-	ended := false
-drain:
-	for {
-		select {
-		case l, ok := <-c.lines:
-			if !ok {
-				ended = true
-				break drain
-			}
-			c.stash = append(c.stash, l)
-		default:
-			break drain
-		}
-	}
-	for i, l := range c.stash {
-		if strings.HasPrefix(l, prefix) {
-			c.stash = append(c.stash[:i], c.stash[i+1:]...)
-			return l, true
-		}
-	}
-	if ended {
-		c.t.Fatalf("child ended before %q (stash %q); stderr:\n%s", prefix, c.stash, c.stderr.String())
-	}
-	return "", false
 }
 
 // receive waits for the next notification.
@@ -458,16 +338,6 @@ func (c *child) pending() bool {
 	fds := []unix.PollFd{{Fd: int32(c.l.Fd()), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, 0)
 	return err == nil && n > 0 && fds[0].Revents&unix.POLLIN != 0
-}
-
-// field returns the value of key=value in a report line.
-func field(line, key string) string {
-	for _, f := range strings.Fields(line) {
-		if k, v, ok := strings.Cut(f, "="); ok && k == key {
-			return v
-		}
-	}
-	return ""
 }
 
 // parseSockaddr4 decodes a struct sockaddr_in read from the target.
