@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -279,34 +280,24 @@ func TestAddBadConfig(t *testing.T) {
 			e.assertClean()
 		})
 	}
-	t.Run("bad CNI_ARGS", func(t *testing.T) {
-		args := e.args("c1", "eth0")
-		args.Args = "K8S_POD_NAME=x;SURPRISE=1"
-		_, _, err := e.add(args)
-		wantCode(t, err, types.ErrInvalidEnvironmentVariables)
-		e.assertClean()
-	})
-	t.Run("bad netns", func(t *testing.T) {
-		args := e.args("c1", "eth0")
-		args.Netns = "/nonexistent/netns"
-		_, _, err := e.add(args)
-		wantCode(t, err, types.ErrInvalidNetNS)
-		e.assertClean()
-	})
-	t.Run("host netns", func(t *testing.T) {
-		args := e.args("c1", "eth0")
-		args.Netns = e.host.Path()
-		_, _, err := e.add(args)
-		wantCode(t, err, types.ErrInvalidNetNS)
-		e.assertClean()
-	})
-	t.Run("slimd down", func(t *testing.T) {
-		args := e.args("c1", "eth0")
-		args.StdinData = conf(`"socket":"/nonexistent/slimd.sock"`)
-		_, _, err := e.add(args)
-		wantCode(t, err, types.ErrTryAgainLater)
-		e.assertClean()
-	})
+	for _, tc := range []struct {
+		name   string
+		change func(*skel.CmdArgs)
+		code   uint
+	}{
+		{"bad CNI_ARGS", func(a *skel.CmdArgs) { a.Args = "K8S_POD_NAME=x;SURPRISE=1" }, types.ErrInvalidEnvironmentVariables},
+		{"bad netns", func(a *skel.CmdArgs) { a.Netns = "/nonexistent/netns" }, types.ErrInvalidNetNS},
+		{"host netns", func(a *skel.CmdArgs) { a.Netns = e.host.Path() }, types.ErrInvalidNetNS},
+		{"slimd down", func(a *skel.CmdArgs) { a.StdinData = conf(`"socket":"/nonexistent/slimd.sock"`) }, types.ErrTryAgainLater},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := e.args("c1", "eth0")
+			tc.change(args)
+			_, _, err := e.add(args)
+			wantCode(t, err, tc.code)
+			e.assertClean()
+		})
+	}
 }
 
 // TestAddRollback fails ADD before each of its steps in turn and checks that

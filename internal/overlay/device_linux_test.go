@@ -108,14 +108,7 @@ func TestEnsureDevice(t *testing.T) {
 	}
 
 	t.Run("twice keeps the device", func(t *testing.T) {
-		again, err := tn.ensureDevice(t, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if again.Index != dev.Index {
-			t.Fatalf("device recreated: index %d -> %d", dev.Index, again.Index)
-		}
-		checkDevice(t, tn, again, full, underlay, 1550)
+		checkDevice(t, tn, tn.ensureSame(t, cfg, dev), full, underlay, 1550)
 	})
 
 	t.Run("drift is corrected in place", func(t *testing.T) {
@@ -132,14 +125,7 @@ func TestEnsureDevice(t *testing.T) {
 			}
 			return nil
 		})
-		again, err := tn.ensureDevice(t, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if again.Index != dev.Index {
-			t.Fatalf("device recreated: index %d -> %d", dev.Index, again.Index)
-		}
-		checkDevice(t, tn, again, full, underlay, 1550)
+		checkDevice(t, tn, tn.ensureSame(t, cfg, dev), full, underlay, 1550)
 	})
 
 	t.Run("nil MAC keeps the existing one, a set MAC is applied in place", func(t *testing.T) {
@@ -268,4 +254,18 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ensureSame ensures the device of cfg and fails unless it is dev, kept in
+// place (same index).
+func (tn *testNS) ensureSame(t *testing.T, cfg DeviceConfig, dev *Device) *Device {
+	t.Helper()
+	again, err := tn.ensureDevice(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Index != dev.Index {
+		t.Fatalf("device recreated: index %d -> %d", dev.Index, again.Index)
+	}
+	return again
 }
