@@ -207,35 +207,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } slim_sockets SEC(".maps");
 
+// A hash map keyed by (host IP, host port), pinned by name so that the
+// maps outlive slimd.
+#define HOSTPORT_MAP(name, value_type)                   \
+	struct {                                         \
+		__uint(type, BPF_MAP_TYPE_HASH);         \
+		__uint(map_flags, BPF_F_NO_PREALLOC);    \
+		__uint(max_entries, 65536);              \
+		__type(key, struct hostport);            \
+		__type(value, value_type);               \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);     \
+	} name SEC(".maps")
+
 // (host IP, first port of block) -> virtual IP of the block's endpoint.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
-	__type(key, struct hostport);
-	__type(value, struct vip);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} slim_blocks SEC(".maps");
+HOSTPORT_MAP(slim_blocks, struct vip);
 
 // (host IP, host port) -> (virtual IP, virtual port) of a published listener:
 // its IPv4 virtual address here, its IPv6 one in slim_listeners6.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
-	__type(key, struct hostport);
-	__type(value, struct vaddr);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} slim_listeners SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
-	__type(key, struct hostport);
-	__type(value, struct vaddr);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} slim_listeners6 SEC(".maps");
+HOSTPORT_MAP(slim_listeners, struct vaddr);
+HOSTPORT_MAP(slim_listeners6, struct vaddr);
 
 // Per application TCP (or MPTCP) socket, made when the socket is created in
 // a container's cgroup (slim_record_create) and updated by its setsockopt
