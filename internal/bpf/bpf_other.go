@@ -3,35 +3,12 @@
 package bpf
 
 import (
-	"log/slog"
 	"net/netip"
 	"time"
 )
 
-// Config: see the Linux implementation.
-type Config struct {
-	Cgroup    string
-	PinDir    string
-	BlockBits int
-	Logger    *slog.Logger
-}
-
 // Programs is never loaded on this platform.
 type Programs struct{}
-
-// PortBlock: see the Linux implementation.
-type PortBlock struct {
-	HostIP netip.Addr
-	Start  uint16
-	VIP    netip.Addr
-}
-
-// Listener: see the Linux implementation.
-type Listener struct {
-	HostIP   netip.Addr
-	HostPort uint16
-	VIP      netip.AddrPort
-}
 
 // Load returns ErrNotSupported.
 func Load(Config) (*Programs, error) { return nil, ErrNotSupported }

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/slimnet/slim/internal/unixsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,7 +42,7 @@ func (c *conn) recv(deadline time.Time) (message, []int, error) {
 	var fds []int
 	if oobn > 0 {
 		var perr error
-		fds, perr = parseRights(c.oob[:oobn])
+		fds, perr = unixsock.ParseRights(c.oob[:oobn])
 		if perr != nil && err == nil {
 			err = fmt.Errorf("%w: %w", errProtocol, perr)
 		}
@@ -79,25 +80,6 @@ func (c *conn) send(m message, fd int, deadline time.Time) error {
 		return fmt.Errorf("wrote %d of %d bytes", n, len(b))
 	}
 	return nil
-}
-
-func parseRights(oob []byte) ([]int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, fmt.Errorf("control message: %w", err)
-	}
-	var fds []int
-	for i := range msgs {
-		if msgs[i].Header.Level != unix.SOL_SOCKET || msgs[i].Header.Type != unix.SCM_RIGHTS {
-			continue // SCM_CREDENTIALS only comes when asked for
-		}
-		got, err := unix.ParseUnixRights(&msgs[i])
-		if err != nil {
-			continue
-		}
-		fds = append(fds, got...)
-	}
-	return fds, nil
 }
 
 func closeAll(fds []int) {

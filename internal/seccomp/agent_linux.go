@@ -194,7 +194,7 @@ func readAgentMessage(c *net.UnixConn) (specs.ContainerProcessState, map[string]
 		n, oobn, flags, _, err := c.ReadMsgUnix(chunk, oob)
 		n, oobn = max(n, 0), max(oobn, 0) // -1 on errors
 		if oobn > 0 {
-			got, perr := parseRights(oob[:oobn])
+			got, perr := unixsock.ParseRights(oob[:oobn])
 			fds = append(fds, got...)
 			if perr != nil {
 				return fail(perr)
@@ -280,23 +280,6 @@ func parseAgentMessage(data []byte, nfds int) (specs.ContainerProcessState, map[
 		return st, nil, fmt.Errorf("no %q fd", specs.SeccompFdName)
 	}
 	return st, names, nil
-}
-
-func parseRights(oob []byte) ([]int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, fmt.Errorf("control message: %w", err)
-	}
-	var fds []int
-	for i := range msgs {
-		got, err := unix.ParseUnixRights(&msgs[i])
-		if err != nil {
-			// Not SCM_RIGHTS (SCM_CREDENTIALS is never sent unasked): ignore.
-			continue
-		}
-		fds = append(fds, got...)
-	}
-	return fds, nil
 }
 
 func checkNotifyFD(fd int) error {

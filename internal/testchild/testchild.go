@@ -27,6 +27,7 @@ type Child struct {
 	timeout time.Duration
 	lines   chan string
 	stash   []string
+	reaper  sync.Once
 	done    chan struct{} // closed once the child is reaped
 	err     error         // Wait's answer, set before done is closed
 }
@@ -63,10 +64,6 @@ func Start(t testing.TB, timeout time.Duration, env []string, extra ...*os.File)
 		}
 		close(c.lines)
 	}()
-	go func() {
-		c.err = c.Cmd.Wait()
-		close(c.done)
-	}()
 	t.Cleanup(func() {
 		c.Stdin.Close()
 		c.Kill()
@@ -77,9 +74,21 @@ func Start(t testing.TB, timeout time.Duration, env []string, extra ...*os.File)
 	return c
 }
 
+// reap starts reaping the child. Until then an exited child stays a
+// zombie, which some tests look at.
+func (c *Child) reap() {
+	c.reaper.Do(func() {
+		go func() {
+			c.err = c.Cmd.Wait()
+			close(c.done)
+		}()
+	})
+}
+
 // Kill sends SIGKILL to the child, unless it has exited, and waits until it
 // is reaped.
 func (c *Child) Kill() {
+	c.reap()
 	select {
 	case <-c.done:
 		return
@@ -97,22 +106,13 @@ func (c *Child) Kill() {
 // error); a child still running after the timeout fails the test.
 func (c *Child) Wait() error {
 	c.t.Helper()
+	c.reap()
 	select {
 	case <-c.done:
 		return c.err
 	case <-time.After(c.timeout):
 		c.t.Fatalf("child %d still running after %v", c.Cmd.Process.Pid, c.timeout)
 		return nil
-	}
-}
-
-// Exited reports whether the child has exited (and been reaped).
-func (c *Child) Exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
 	}
 }
 

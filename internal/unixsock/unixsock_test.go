@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestListen(t *testing.T) {
@@ -60,5 +62,22 @@ func TestListen(t *testing.T) {
 	}
 	if _, err := Listen("tcp", filepath.Join(t.TempDir(), "s")); err == nil {
 		t.Fatal("tcp accepted")
+	}
+}
+
+func TestParseRights(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	oob := append(unix.UnixRights(int(r.Fd()), int(w.Fd())), unix.UnixCredentials(&unix.Ucred{Pid: 1})...)
+	fds, err := ParseRights(oob)
+	if err != nil || len(fds) != 2 || fds[0] != int(r.Fd()) || fds[1] != int(w.Fd()) {
+		t.Fatalf("ParseRights = %v, %v; want the two fds, credentials skipped", fds, err)
+	}
+	if _, err := ParseRights(oob[:unix.CmsgSpace(4)-2]); err == nil {
+		t.Fatal("truncated control data accepted")
 	}
 }
