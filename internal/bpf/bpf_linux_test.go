@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/slimnet/slim/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -352,7 +353,7 @@ func TestBlockBitsChange(t *testing.T) {
 }
 
 func TestLoadRefuses(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	root := cgroup2Mount(t)
 	for _, tc := range []struct {
 		name string
@@ -381,7 +382,7 @@ func TestLoadRefuses(t *testing.T) {
 }
 
 func TestProbe(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	f, err := Probe()
 	if err != nil {
 		t.Fatalf("Probe: %v", err)

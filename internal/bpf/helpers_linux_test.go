@@ -20,6 +20,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/slimnet/slim/internal/testenv"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -38,19 +39,6 @@ func TestMain(m *testing.M) {
 		os.Exit(childMain())
 	}
 	os.Exit(m.Run())
-}
-
-// requireRoot skips without root, except under CI where the kernel tests
-// must run.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("kernel test needs root (CI is set)")
-	}
-	t.Skip("kernel test needs root")
 }
 
 func randSuffix(t testing.TB) string {
@@ -129,7 +117,7 @@ type testEnv struct {
 
 func newEnv(t testing.TB) testEnv {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	// Cleanups run last-in first-out: unpin, then remove the cgroup.
 	cg := newCgroup(t)
 	return testEnv{cgroup: cg, pinDir: newPinDir(t)}

@@ -25,20 +25,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/testenv"
 )
-
-// requireRoot skips a kernel test without root, except under CI, where
-// skipping would hide that the test never ran.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("kernel test needs root (creates network namespaces), and CI is set")
-	}
-	t.Skip("kernel test needs root: it creates network namespaces")
-}
 
 // newNS returns a fresh network namespace ("cnitest-" + random), removed
 // when the test ends.
@@ -82,7 +70,7 @@ type testEnv struct {
 
 func newEnv(t *testing.T, ipv6 bool) *testEnv {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	e := &testEnv{t: t, host: newNS(t), cont: newNS(t), slimd: newFakeSlimd(ipv6)}
 	e.sock = serveSlimd(t, e.slimd)
 	e.p = &plugin{log: slog.New(slog.NewTextHandler(testWriter{t}, nil)), stdout: liveStdout{}}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/poll"
+	"github.com/slimnet/slim/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,7 +37,7 @@ func startServer(t *testing.T) *inProc {
 
 func startServerAt(t *testing.T, path string) *inProc {
 	t.Helper()
-	srv, err := newServer(path, testLogger(t))
+	srv, err := newServer(path, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +239,7 @@ func TestServe(t *testing.T) {
 func TestServeRunning(t *testing.T) {
 	s := startServer(t)
 	start := time.Now()
-	err := serve(context.Background(), s.path, testLogger(t))
+	err := serve(context.Background(), s.path, testenv.Logger(t))
 	if !errors.Is(err, ErrRunning) {
 		t.Fatalf("second keeper on %s: %v, want ErrRunning", s.path, err)
 	}
@@ -266,7 +267,7 @@ func TestServeRunning(t *testing.T) {
 	if err := os.WriteFile(file, []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = serve(context.Background(), file, testLogger(t))
+	err = serve(context.Background(), file, testenv.Logger(t))
 	if err == nil || errors.Is(err, ErrRunning) {
 		t.Fatalf("keeper over a regular file: %v, want an error", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/slimnet/slim/internal/testenv"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -15,7 +16,7 @@ import (
 // host, neither on the host's own address nor through it to another host;
 // other ports, and the host itself, still can.
 func TestGuard(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	host, client, other := newNS(t), newNS(t), newNS(t)
 	link := func(from ns.NetNS, name, peer string, to ns.NetNS) {
 		t.Helper()

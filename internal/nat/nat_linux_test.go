@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -14,18 +13,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/slimnet/slim/internal/testenv"
 	"github.com/vishvananda/netlink"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("kernel test needs root, and CI runs as root")
-		}
-		t.Skip("needs root")
-	}
-}
 
 func newNS(t *testing.T) ns.NetNS {
 	t.Helper()
@@ -148,7 +138,7 @@ func dial(n ns.NetNS, addr string) error {
 }
 
 func TestDNAT(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	host, client := hostAndClient(t)
 	listen(t, host, "192.168.88.1:20001")
 	listen(t, host, "[fd88::1]:20002")

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/slimnet/slim/internal/testenv"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -19,19 +20,6 @@ import (
 // testNSPrefix names every namespace these tests create, so that a sweeper
 // can find leftovers (ip netns list | grep slimtest-ovl-).
 const testNSPrefix = "slimtest-ovl-"
-
-// requireRoot skips a kernel test without root, but fails it under CI, where
-// it must run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("kernel test needs root, and CI must run it")
-	}
-	t.Skip("kernel test needs root")
-}
 
 // testNS is a fresh named network namespace with a netlink handle on it.
 type testNS struct {
@@ -44,7 +32,7 @@ type testNS struct {
 // Loopback is up; nothing else exists in it.
 func newTestNS(t *testing.T) *testNS {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	name := fmt.Sprintf("%s%08x", testNSPrefix, rand.Uint32())
 	if err := createNamedNS(name); err != nil {
 		_ = os.Remove(filepath.Join("/run/netns", name))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/poll"
+	"github.com/slimnet/slim/internal/testenv"
 	"github.com/vishvananda/netlink"
 )
 
@@ -22,7 +23,7 @@ func TestReconcilerNetlink(t *testing.T) {
 		Dataplane: dp,
 		Desired:   store.get,
 		Interval:  time.Hour, // only triggers may cause passes here
-		Log:       testLogger(t),
+		Log:       testenv.Logger(t),
 	})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)

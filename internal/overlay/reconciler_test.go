@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/slimnet/slim/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -37,10 +38,6 @@ func (d *desiredState) get() ([]Peer, bool) {
 	return append([]Peer(nil), d.peers...), d.synced
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
 // Hosts for the reconciler tests.
 var (
 	hostA  = peer("a", "10.244.1.0/24", "192.168.1.1", "02:53:c0:a8:01:01")
@@ -61,7 +58,7 @@ func TestReconcilerGolden(t *testing.T) {
 			Dataplane: f,
 			Desired:   store.get,
 			Interval:  30 * time.Second,
-			Log:       testLogger(t),
+			Log:       testenv.Logger(t),
 			OnApply: func(ensured, removed, failed int) {
 				f.note("applied: ensured=%d removed=%d failed=%d", ensured, removed, failed)
 			},

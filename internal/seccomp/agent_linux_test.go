@@ -16,6 +16,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/slimnet/slim/internal/poll"
+	"github.com/slimnet/slim/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +54,7 @@ func startAgent(t *testing.T, timeout time.Duration) (string, chan agentCall) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "agent.sock")
 	calls := make(chan agentCall, 16)
-	a, err := NewAgent(AgentConfig{Path: path, Log: testLogger(t), Timeout: timeout,
+	a, err := NewAgent(AgentConfig{Path: path, Log: testenv.Logger(t), Timeout: timeout,
 		Handle: func(st specs.ContainerProcessState, fds map[string]int) { calls <- agentCall{st, fds} }})
 	if err != nil {
 		t.Fatal(err)

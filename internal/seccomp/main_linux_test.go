@@ -6,14 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +20,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/slimnet/slim/internal/testchild"
+	"github.com/slimnet/slim/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -235,29 +234,6 @@ func errName(err error) string {
 	return err.Error()
 }
 
-// requireRoot skips the test without root, except under CI, where it fails.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("kernel test needs root (CI is set)")
-	}
-	t.Skip("kernel test needs root")
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(b), "\n"))
-	return len(b), nil
-}
-
 // child is one re-exec'd child under the filter, and the parent's side.
 type child struct {
 	*testchild.Child
@@ -273,7 +249,7 @@ type child struct {
 // agent socket, and returns once the parent holds its notification fd.
 func startChild(t testing.TB, role string, env ...string) *child {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +263,7 @@ func startChild(t testing.TB, role string, env ...string) *child {
 		fds map[string]int
 	}
 	got := make(chan msg, 1)
-	a, err := NewAgent(AgentConfig{Path: path, Log: testLogger(t), Handle: func(st specs.ContainerProcessState, fds map[string]int) {
+	a, err := NewAgent(AgentConfig{Path: path, Log: testenv.Logger(t), Handle: func(st specs.ContainerProcessState, fds map[string]int) {
 		got <- msg{st, fds}
 	}})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/slimnet/slim/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,7 +25,7 @@ import (
 //
 //	go test -run '^$' -bench NotifRoundTrip -benchtime 20000x ./internal/seccomp/
 func BenchmarkNotifRoundTrip(b *testing.B) {
-	requireRoot(b)
+	testenv.RequireRoot(b)
 	bin := buildRoundTrip(b)
 	for _, mode := range []struct {
 		name  string

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/slimnet/slim/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -101,7 +102,7 @@ func TestFDInfoCache(t *testing.T) {
 
 // As root on a kernel with PIDFD_THREAD (6.9), slimd can fetch sockets.
 func TestProbeFetch(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	if err := ProbeFetch(); err != nil {
 		t.Errorf("ProbeFetch: %v", err)
 	}
