@@ -51,6 +51,6 @@
 // What the package leaves to others: building the lab (package lab) and
 // the binaries; iperf3, memcached, nginx, wrk, PostgreSQL and Redis are
 // Debian's (scripts/deps.sh installs them), so is the C compiler crr1
-// needs (gcc, libc6-dev), and slimprobe is test/slimprobe, built with
+// needs (gcc, libc6-dev), and slimprobe is cmd/slimprobe, built with
 // CGO_ENABLED=0.
 package bench

@@ -39,7 +39,7 @@ var (
 	probeErr  error
 )
 
-// buildProbe builds test/slimprobe as a static binary (CGO_ENABLED=0).
+// buildProbe builds cmd/slimprobe as a static binary (CGO_ENABLED=0).
 func buildProbe(t *testing.T) string {
 	t.Helper()
 	probeOnce.Do(func() {
@@ -49,7 +49,7 @@ func buildProbe(t *testing.T) string {
 			return
 		}
 		probePath = filepath.Join(dir, "slimprobe")
-		cmd := exec.Command("go", "build", "-o", probePath, "github.com/slimnet/slim/test/slimprobe")
+		cmd := exec.Command("go", "build", "-o", probePath, "github.com/slimnet/slim/cmd/slimprobe")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			probeErr = fmt.Errorf("build slimprobe: %v\n%s", err, out)
