@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
 // connect makes conns connections (parallel at once), each sending bytes
@@ -39,12 +41,8 @@ func connect(args []string) error {
 	if err != nil {
 		return err
 	}
-	type result struct {
-		Client Report `json:"client"`
-		Server Report `json:"server"`
-	}
 	start := time.Now()
-	out := make(chan result, *conns)
+	out := make(chan wire.ConnectResult, *conns)
 	sem := make(chan struct{}, *parallel)
 	var wg sync.WaitGroup
 	for range *conns {
@@ -54,7 +52,7 @@ func connect(args []string) error {
 			defer wg.Done()
 			defer func() { <-sem }()
 			cl, sv := one(ap, *n, *blocking, *keepIdle, *tos)
-			out <- result{cl, sv}
+			out <- wire.ConnectResult{Client: cl, Server: sv}
 		}()
 	}
 	go func() { wg.Wait(); close(out) }()
@@ -73,7 +71,7 @@ func connect(args []string) error {
 		}
 	}
 	if *summary {
-		enc.Encode(map[string]any{"conns": *conns, "failed": failed, "firstError": firstErr, "seconds": time.Since(start).Seconds()})
+		enc.Encode(wire.ConnectSummary{Conns: *conns, Failed: failed, FirstError: firstErr, Seconds: time.Since(start).Seconds()})
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d connections failed", failed, *conns)
@@ -81,7 +79,7 @@ func connect(args []string) error {
 	return nil
 }
 
-func one(ap netip.AddrPort, n int64, blocking bool, keepIdle, tos int) (cl, sv Report) {
+func one(ap netip.AddrPort, n int64, blocking bool, keepIdle, tos int) (cl, sv wire.ConnReport) {
 	// setOpts runs on the socket before connect.
 	setOpts := func(fd int) error {
 		if tos >= 0 {

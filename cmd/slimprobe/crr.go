@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
 // crrServe is the crr server: read one byte, answer one byte, close. The
@@ -36,25 +38,6 @@ func crrServe(args []string) error {
 		}
 		unix.Close(cfd)
 	})
-}
-
-// crrResult is what crr prints: one JSON object. A contract with slimctl
-// bench: add fields, never rename them.
-type crrResult struct {
-	Mode        string  `json:"mode"`
-	Addr        string  `json:"addr"`
-	Workers     int     `json:"workers"`
-	Connections int     `json:"connections"`
-	Errors      int     `json:"errors"`
-	FirstError  string  `json:"firstError,omitempty"`
-	Seconds     float64 `json:"seconds"`
-	CPS         float64 `json:"cps"`
-	// Connect is connect(2)'s latency: connection setup.
-	Connect latencyStats `json:"connect"`
-	// Transaction is connect, request, response and close.
-	Transaction  latencyStats `json:"transaction"`
-	CPUStatStart string       `json:"cpuStatStart"`
-	CPUStatEnd   string       `json:"cpuStatEnd"`
 }
 
 // crr runs workers threads that each, one after another, connect, send one
@@ -116,7 +99,7 @@ func crr(args []string) error {
 			}
 		}()
 	}
-	res := crrResult{Mode: "crr", Addr: ap.String(), Workers: w, CPUStatStart: cpuStatLine()}
+	res := wire.CRRResult{Mode: "crr", Addr: ap.String(), Workers: w, CPUStatStart: cpuStatLine()}
 	start = time.Now()
 	close(startGate)
 	wg.Wait()

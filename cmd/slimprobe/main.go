@@ -17,8 +17,9 @@
 //	get                   fetch a URL and print the body (a lab slimd's
 //	                      metrics, from inside its host's namespace)
 //
-// rr, crr and memcached print one JSON object (see rrResult, crrResult and
-// mcResult) that slimctl bench reads.
+// connect, hold, rr, crr and memcached print JSON reports, the types of
+// package wire (internal/bench/wire), which slimctl bench and the lab
+// tests read; serve greets each client with a wire.ConnReport.
 package main
 
 import (

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
 // cpuStatLine returns the first line of /proc/stat (the machine's total
@@ -23,20 +25,10 @@ func cpuStatLine() string {
 	return line
 }
 
-// latencyStats are percentiles of a set of latencies, in microseconds.
-type latencyStats struct {
-	P50  float64 `json:"p50Us"`
-	P90  float64 `json:"p90Us"`
-	P99  float64 `json:"p99Us"`
-	Mean float64 `json:"meanUs"`
-	Min  float64 `json:"minUs"`
-	Max  float64 `json:"maxUs"`
-}
-
 // summarize sorts d and returns its nearest-rank percentiles.
-func summarize(d []time.Duration) latencyStats {
+func summarize(d []time.Duration) wire.Latencies {
 	if len(d) == 0 {
-		return latencyStats{}
+		return wire.Latencies{}
 	}
 	slices.Sort(d)
 	us := func(x time.Duration) float64 { return float64(x) / float64(time.Microsecond) }
@@ -48,6 +40,6 @@ func summarize(d []time.Duration) latencyStats {
 	for _, x := range d {
 		sum += x
 	}
-	return latencyStats{P50: pct(0.50), P90: pct(0.90), P99: pct(0.99),
+	return wire.Latencies{P50: pct(0.50), P90: pct(0.90), P99: pct(0.99),
 		Mean: us(sum) / float64(len(d)), Min: us(d[0]), Max: us(d[len(d)-1])}
 }

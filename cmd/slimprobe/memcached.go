@@ -15,33 +15,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// mcResult is what memcached prints: one JSON object. A contract with
-// slimctl bench: add fields, never rename them.
-type mcResult struct {
-	Mode      string `json:"mode"`
-	Addr      string `json:"addr"`
-	Conns     int    `json:"conns"`
-	Keys      int    `json:"keys"`
-	ValueSize int    `json:"valueSize"`
-	// Ratio is sets:gets, as memtier_benchmark's --ratio.
-	Ratio      string  `json:"ratio"`
-	Ops        int     `json:"ops"`
-	Sets       int     `json:"sets"`
-	Gets       int     `json:"gets"`
-	Hits       int     `json:"hits"`
-	Misses     int     `json:"misses"`
-	Errors     int     `json:"errors"`
-	FirstError string  `json:"firstError,omitempty"`
-	Seconds    float64 `json:"seconds"`
-	OpsPerSec  float64 `json:"opsPerSec"`
-	// The latencies are of single operations: request written to
-	// response read.
-	latencyStats
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
-}
+	"github.com/slimnet/slim/internal/bench/wire"
+)
 
 // memcached is a load generator speaking memcached's text protocol: conns
 // connections, each on its own thread with one request outstanding (as
@@ -151,7 +127,7 @@ func memcached(args []string) error {
 			}
 		}()
 	}
-	res := mcResult{Mode: "memcached", Addr: ap.String(), Conns: w, Keys: *keys, ValueSize: *size, Ratio: *ratio,
+	res := wire.MemcachedResult{Mode: "memcached", Addr: ap.String(), Conns: w, Keys: *keys, ValueSize: *size, Ratio: *ratio,
 		CPUStatStart: cpuStatLine()}
 	start = time.Now()
 	close(startGate)
@@ -173,7 +149,7 @@ func memcached(args []string) error {
 	res.Ops = len(lat)
 	res.Seconds = el.Seconds()
 	res.OpsPerSec = float64(len(lat)) / el.Seconds()
-	res.latencyStats = summarize(lat)
+	res.Latencies = summarize(lat)
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
 // rrServe is the rr server: every connection is echoed back until the
@@ -37,20 +39,6 @@ func rrServe(args []string) error {
 			}
 		}()
 	})
-}
-
-// rrResult is what rr prints: one JSON object. A contract with slimctl
-// bench: add fields, never rename them.
-type rrResult struct {
-	Mode         string  `json:"mode"`
-	Addr         string  `json:"addr"`
-	Size         int     `json:"size"`
-	Transactions int     `json:"transactions"`
-	Seconds      float64 `json:"seconds"`
-	TPS          float64 `json:"tps"`
-	latencyStats
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
 }
 
 // rr runs request/response transactions of size bytes each way on one
@@ -95,7 +83,7 @@ func rr(args []string) error {
 		}
 	}
 	lat := make([]time.Duration, 0, max(*n, 1<<16))
-	res := rrResult{Mode: "rr", Addr: ap.String(), Size: *size, CPUStatStart: cpuStatLine()}
+	res := wire.RRResult{Mode: "rr", Addr: ap.String(), Size: *size, CPUStatStart: cpuStatLine()}
 	start := time.Now()
 	for *n <= 0 || len(lat) < *n {
 		t := time.Now()
@@ -113,6 +101,6 @@ func rr(args []string) error {
 	res.Transactions = len(lat)
 	res.Seconds = el.Seconds()
 	res.TPS = float64(len(lat)) / el.Seconds()
-	res.latencyStats = summarize(lat)
+	res.Latencies = summarize(lat)
 	return json.NewEncoder(os.Stdout).Encode(res)
 }

@@ -10,19 +10,9 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
-)
 
-// Report is what one connection looked like to the application.
-type Report struct {
-	Local  string `json:"local"`  // getsockname
-	Peer   string `json:"peer"`   // getpeername
-	Accept string `json:"accept"` // accept()'s address (server side)
-	Bytes  int64  `json:"bytes"`
-	// KeepIdle is TCP_KEEPIDLE read back after connect (client, with
-	// -keepidle): the socket's value whichever socket is behind the fd.
-	KeepIdle int    `json:"keepIdle,omitempty"`
-	Err      string `json:"err,omitempty"`
-}
+	"github.com/slimnet/slim/internal/bench/wire"
+)
 
 // serve accepts with raw accept4 so that accept's own address is what the
 // kernel returned, then sends the report line and counts the bytes the
@@ -56,13 +46,13 @@ func serve(args []string) error {
 		if err != nil {
 			return fmt.Errorf("accept: %w", err)
 		}
-		rep := Report{Local: sockname(cfd, unix.Getsockname), Peer: sockname(cfd, unix.Getpeername),
+		rep := wire.ConnReport{Local: sockname(cfd, unix.Getsockname), Peer: sockname(cfd, unix.Getpeername),
 			Accept: sockname(cfd, func(int) (unix.Sockaddr, error) { return csa, nil })}
 		go handle(cfd, rep)
 	}
 }
 
-func handle(fd int, rep Report) {
+func handle(fd int, rep wire.ConnReport) {
 	f := os.NewFile(uintptr(fd), "conn")
 	c, err := net.FileConn(f)
 	f.Close()

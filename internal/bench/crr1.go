@@ -34,6 +34,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/slimnet/slim/internal/bench/wire"
 	"github.com/slimnet/slim/internal/lab"
 )
 
@@ -67,31 +68,10 @@ const (
 // ccNames are the C compilers tried, after $CC.
 var ccNames = []string{"cc", "gcc", "clang"}
 
-// CRR1Result is the crr1 client's report (see crr1.c).
-type CRR1Result struct {
-	Mode        string  `json:"mode"`
-	Addr        string  `json:"addr"`
-	Connections int     `json:"connections"`
-	Errors      int     `json:"errors"`
-	FirstError  string  `json:"firstError"`
-	Seconds     float64 `json:"seconds"`
-	CPS         float64 `json:"cps"`
-	// Latencies are connect-to-close: from before socket() to after
-	// close().
-	Latencies
-	// UserSeconds and SystemSeconds are the client's own CPU time
-	// (getrusage).
-	UserSeconds   float64 `json:"userSeconds"`
-	SystemSeconds float64 `json:"systemSeconds"`
-	// CPUStatStart and CPUStatEnd: as in RRResult.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
-}
-
 // ParseCRR1 reads the crr1 client's JSON report. A report without any
 // successful connection is an error.
-func ParseCRR1(b []byte) (CRR1Result, error) {
-	var r CRR1Result
+func ParseCRR1(b []byte) (wire.CRR1Result, error) {
+	var r wire.CRR1Result
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("parse crr1 output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
 	}
@@ -237,7 +217,7 @@ func (r *runner) setTWReuse(ctx context.Context, target string) error {
 }
 
 // runCRR1 runs the crr1 client in e's client for d.
-func (r *runner) runCRR1(ctx context.Context, e *env, d time.Duration) (CRR1Result, error) {
+func (r *runner) runCRR1(ctx context.Context, e *env, d time.Duration) (wire.CRR1Result, error) {
 	out, _, err := r.clientCommand(ctx, e, r.crr1Bin, r.dst(e, crr1Port), strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
 	res, perr := ParseCRR1(out)
 	if perr != nil && (len(out) > 0 || err == nil) {
@@ -294,7 +274,7 @@ func (r *runner) crr1(ctx context.Context, e *env) ([]value, error) {
 // client's command (nil if not measured) and, in slim mode, the broker's
 // connect handler histogram of the run (nil without; its quantiles are
 // in seconds, the figures in µs).
-func crr1Values(res CRR1Result, cpu time.Duration, slimd *time.Duration, handler *Histogram) []value {
+func crr1Values(res wire.CRR1Result, cpu time.Duration, slimd *time.Duration, handler *Histogram) []value {
 	n := float64(res.Connections)
 	vals := []value{
 		{id: FigCRR1Rate, v: res.CPS, show: "conn/s"},

@@ -9,56 +9,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
-// Latencies are percentiles of a set of latencies, in microseconds, as
-// slimprobe prints them.
-type Latencies struct {
-	P50  float64 `json:"p50Us"`
-	P90  float64 `json:"p90Us"`
-	P99  float64 `json:"p99Us"`
-	Mean float64 `json:"meanUs"`
-	Min  float64 `json:"minUs"`
-	Max  float64 `json:"maxUs"`
-}
-
-// RRResult is `slimprobe rr`'s report: ping-pong transactions on one
-// connection.
-type RRResult struct {
-	Mode         string  `json:"mode"`
-	Addr         string  `json:"addr"`
-	Size         int     `json:"size"`
-	Transactions int     `json:"transactions"`
-	Seconds      float64 `json:"seconds"`
-	TPS          float64 `json:"tps"`
-	Latencies
-	// CPUStatStart and CPUStatEnd are /proc/stat's cpu line read by the
-	// probe right before and after its timed loop.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
-}
-
-// CRRResult is `slimprobe crr`'s report: connections made, used for one
-// transaction and closed.
-type CRRResult struct {
-	Mode        string    `json:"mode"`
-	Addr        string    `json:"addr"`
-	Workers     int       `json:"workers"`
-	Connections int       `json:"connections"`
-	Errors      int       `json:"errors"`
-	FirstError  string    `json:"firstError"`
-	Seconds     float64   `json:"seconds"`
-	CPS         float64   `json:"cps"`
-	Connect     Latencies `json:"connect"`
-	Transaction Latencies `json:"transaction"`
-	// CPUStatStart and CPUStatEnd: as in RRResult.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
-}
-
 // ParseRR reads slimprobe rr's JSON report.
-func ParseRR(b []byte) (RRResult, error) {
-	var r RRResult
+func ParseRR(b []byte) (wire.RRResult, error) {
+	var r wire.RRResult
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("parse slimprobe rr output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
 	}
@@ -69,8 +26,8 @@ func ParseRR(b []byte) (RRResult, error) {
 }
 
 // ParseCRR reads slimprobe crr's JSON report.
-func ParseCRR(b []byte) (CRRResult, error) {
-	var r CRRResult
+func ParseCRR(b []byte) (wire.CRRResult, error) {
+	var r wire.CRRResult
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("parse slimprobe crr output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
 	}
@@ -137,35 +94,11 @@ func ParseNetDev(r io.Reader, iface string) (IfaceCounters, error) {
 	return IfaceCounters{}, fmt.Errorf("%s: %w", iface, ErrNoIface)
 }
 
-// MemcachedResult is `slimprobe memcached`'s report: the memcached load
-// generator's operations and their latencies.
-type MemcachedResult struct {
-	Mode       string  `json:"mode"`
-	Addr       string  `json:"addr"`
-	Conns      int     `json:"conns"`
-	Keys       int     `json:"keys"`
-	ValueSize  int     `json:"valueSize"`
-	Ratio      string  `json:"ratio"`
-	Ops        int     `json:"ops"`
-	Sets       int     `json:"sets"`
-	Gets       int     `json:"gets"`
-	Hits       int     `json:"hits"`
-	Misses     int     `json:"misses"`
-	Errors     int     `json:"errors"`
-	FirstError string  `json:"firstError"`
-	Seconds    float64 `json:"seconds"`
-	OpsPerSec  float64 `json:"opsPerSec"`
-	Latencies
-	// CPUStatStart and CPUStatEnd: as in RRResult.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
-}
-
 // ParseMemcached reads slimprobe memcached's JSON report. A report whose
 // connections failed is returned with an error: its figures cover only
 // part of the time.
-func ParseMemcached(b []byte) (MemcachedResult, error) {
-	var r MemcachedResult
+func ParseMemcached(b []byte) (wire.MemcachedResult, error) {
+	var r wire.MemcachedResult
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("parse slimprobe memcached output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
 	}
