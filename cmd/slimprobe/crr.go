@@ -99,12 +99,17 @@ func crr(args []string) error {
 			}
 		}()
 	}
-	res := wire.CRRResult{Mode: "crr", Addr: ap.String(), Workers: w, CPUStatStart: cpuStatLine()}
-	start = time.Now()
-	close(startGate)
-	wg.Wait()
-	el := time.Since(start)
-	res.CPUStatEnd = cpuStatLine()
+	res := wire.CRRResult{Mode: "crr", Addr: ap.String(), Workers: w}
+	el, c0, c1, err := timed(func(t time.Time) error {
+		start = t
+		close(startGate)
+		wg.Wait()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	res.CPUStart, res.CPUEnd = c0, c1
 	var conn, txn []time.Duration
 	for _, r := range results {
 		conn = append(conn, r.connect...)

@@ -4,25 +4,45 @@ package main
 // percentiles and the machine's CPU time over their timed loop.
 
 import (
+	"fmt"
 	"math"
-	"os"
 	"slices"
-	"strings"
 	"time"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/slimnet/slim/internal/bench/wire"
 )
 
-// cpuStatLine returns the first line of /proc/stat (the machine's total
-// CPU times), which the benchmark diffs; it is read here so that the
-// window is exactly the timed loop.
-func cpuStatLine() string {
-	b, err := os.ReadFile("/proc/stat")
+// timed runs loop between two reads of the machine's CPU times, which the
+// benchmark diffs: read here, the window is exactly the loop. It returns
+// the loop's duration and the CPU times before and after it.
+func timed(loop func(start time.Time) error) (time.Duration, wire.CPUTimes, wire.CPUTimes, error) {
+	c0, err := cpuTimes()
 	if err != nil {
-		return ""
+		return 0, c0, c0, err
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return line
+	start := time.Now()
+	err = loop(start)
+	el := time.Since(start)
+	if err != nil {
+		return el, c0, c0, err
+	}
+	c1, err := cpuTimes()
+	return el, c0, c1, err
+}
+
+// cpuTimes reads the machine's CPU times from /proc/stat.
+func cpuTimes() (wire.CPUTimes, error) {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return wire.CPUTimes{}, fmt.Errorf("cpu times: %w", err)
+	}
+	c, err := wire.ReadCPUTimes(fs)
+	if err != nil {
+		return c, fmt.Errorf("cpu times: %w", err)
+	}
+	return c, nil
 }
 
 // summarize sorts d and returns its nearest-rank percentiles.

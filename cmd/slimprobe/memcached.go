@@ -127,13 +127,17 @@ func memcached(args []string) error {
 			}
 		}()
 	}
-	res := wire.MemcachedResult{Mode: "memcached", Addr: ap.String(), Conns: w, Keys: *keys, ValueSize: *size, Ratio: *ratio,
-		CPUStatStart: cpuStatLine()}
-	start = time.Now()
-	close(startGate)
-	wg.Wait()
-	el := time.Since(start)
-	res.CPUStatEnd = cpuStatLine()
+	res := wire.MemcachedResult{Mode: "memcached", Addr: ap.String(), Conns: w, Keys: *keys, ValueSize: *size, Ratio: *ratio}
+	el, c0, c1, err := timed(func(t time.Time) error {
+		start = t
+		close(startGate)
+		wg.Wait()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	res.CPUStart, res.CPUEnd = c0, c1
 	var lat []time.Duration
 	for _, r := range results {
 		lat = append(lat, r.lat...)

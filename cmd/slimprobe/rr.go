@@ -83,21 +83,25 @@ func rr(args []string) error {
 		}
 	}
 	lat := make([]time.Duration, 0, max(*n, 1<<16))
-	res := wire.RRResult{Mode: "rr", Addr: ap.String(), Size: *size, CPUStatStart: cpuStatLine()}
-	start := time.Now()
-	for *n <= 0 || len(lat) < *n {
-		t := time.Now()
-		if err := one(); err != nil {
-			return err
+	res := wire.RRResult{Mode: "rr", Addr: ap.String(), Size: *size}
+	el, c0, c1, err := timed(func(start time.Time) error {
+		for *n <= 0 || len(lat) < *n {
+			t := time.Now()
+			if err := one(); err != nil {
+				return err
+			}
+			now := time.Now()
+			lat = append(lat, now.Sub(t))
+			if *duration > 0 && now.Sub(start) >= *duration {
+				break
+			}
 		}
-		now := time.Now()
-		lat = append(lat, now.Sub(t))
-		if *duration > 0 && now.Sub(start) >= *duration {
-			break
-		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	el := time.Since(start)
-	res.CPUStatEnd = cpuStatLine()
+	res.CPUStart, res.CPUEnd = c0, c1
 	res.Transactions = len(lat)
 	res.Seconds = el.Seconds()
 	res.TPS = float64(len(lat)) / el.Seconds()

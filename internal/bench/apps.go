@@ -391,7 +391,7 @@ func (r *runner) memcached(ctx context.Context, e *env, d time.Duration) ([]valu
 	if err != nil {
 		return nil, err
 	}
-	cpu, err := probeCPU(res.CPUStatStart, res.CPUStatEnd)
+	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
 	if err != nil {
 		return nil, err
 	}

@@ -174,7 +174,7 @@ func TestParseMemcached(t *testing.T) {
 	if r.Ops != 58278 || r.Sets != 5301 || r.Hits != 52977 || r.Conns != 4 || r.P50 != 82.156 || r.P99 != 885.828 || r.OpsPerSec < 29133 {
 		t.Errorf("got %+v", r)
 	}
-	cpu, err := probeCPU(r.CPUStatStart, r.CPUStatEnd)
+	cpu, err := probeCPU(r.CPUStart, r.CPUEnd)
 	if err != nil {
 		t.Fatal(err)
 	}

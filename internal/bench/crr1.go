@@ -247,7 +247,7 @@ func (r *runner) crr1(ctx context.Context, e *env) ([]value, error) {
 	if res.Errors > 0 {
 		r.warn("%s crr1: %d of %d connections failed (first: %s)", e.mode, res.Errors, res.Errors+res.Connections, res.FirstError)
 	}
-	cpu, err := probeCPU(res.CPUStatStart, res.CPUStatEnd)
+	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
 	if err != nil {
 		return nil, err
 	}

@@ -32,13 +32,15 @@
 // servers run in each mode's server namespace for the whole benchmark.
 //
 // Every test also measures the whole machine's CPU time over its window
-// (user, nice, system, irq and softirq from /proc/stat), expressed per GB
-// received or per transaction. Every figure is the median of the runs, with
+// (user, nice, system, irq and softirq from /proc/stat, read with
+// prometheus/procfs; slimprobe and crr1 read it themselves around their
+// timed loop and report it, see package wire), expressed per GB received
+// or per transaction. Every figure is the median of the runs, with
 // min and max, and the ratios overlay/host, slim/host and slim/overlay; the
 // design's goals for slim are evaluated on the medians.
 //
-// The measurement is a pure core (statistics, /proc parsing, iperf3 and
-// slimprobe output parsing, the report and its Markdown rendering) and an
+// The measurement is a pure core (statistics, iperf3, wrk, pgbench,
+// redis-benchmark and slimprobe output parsing, the report and its Markdown rendering) and an
 // orchestrator (Run) that drives the lab through package lab's API only:
 // every process it starts is in a lab cgroup, so lab.Down removes it
 // whatever happens to the benchmark.

@@ -1,14 +1,13 @@
 package bench
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/slimnet/slim/internal/bench/wire"
 )
@@ -39,59 +38,34 @@ func ParseCRR(b []byte) (wire.CRRResult, error) {
 }
 
 // probeCPU is the machine's busy CPU time over a probe's timed window.
-func probeCPU(start, end string) (time.Duration, error) {
-	a, err := ParseCPULine(start)
-	if err != nil {
-		return 0, err
+func probeCPU(start, end wire.CPUTimes) (time.Duration, error) {
+	if start == (wire.CPUTimes{}) || end == (wire.CPUTimes{}) {
+		// An older slimprobe sent /proc/stat's line as cpuStatStart
+		// and cpuStatEnd instead.
+		return 0, errors.New("the report has no CPU times (a slimprobe from another build than slimctl's?)")
 	}
-	b, err := ParseCPULine(end)
-	if err != nil {
-		return 0, err
-	}
-	return b.BusySince(a), nil
+	return end.BusySince(start), nil
 }
 
-// IfaceCounters are an interface's byte and packet counters.
-type IfaceCounters struct {
-	RxBytes, RxPackets, TxBytes, TxPackets uint64
-}
-
-// Bytes is received plus sent bytes.
-func (c IfaceCounters) Bytes() uint64 { return c.RxBytes + c.TxBytes }
-
-// ErrNoIface means the interface is not in the listing.
+// ErrNoIface means the interface is not in the namespace.
 var ErrNoIface = errors.New("no such interface")
 
-// ParseNetDev finds iface in a /proc/net/dev listing:
-//
-//	Inter-|   Receive                                                |  Transmit
-//	 face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets ...
-//	    lo:    1234      10    0    0    0     0          0         0     1234      10 ...
-func ParseNetDev(r io.Reader, iface string) (IfaceCounters, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || strings.TrimSpace(name) != iface {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) < 10 {
-			return IfaceCounters{}, fmt.Errorf("parse net/dev: %s: %d fields, want 16", iface, len(f))
-		}
-		var v [4]uint64
-		for i, k := range []int{0, 1, 8, 9} {
-			n, err := strconv.ParseUint(f[k], 10, 64)
-			if err != nil {
-				return IfaceCounters{}, fmt.Errorf("parse net/dev: %s: %w", iface, err)
-			}
-			v[i] = n
-		}
-		return IfaceCounters{RxBytes: v[0], RxPackets: v[1], TxBytes: v[2], TxPackets: v[3]}, nil
+// ifaceBytes is iface's received plus sent bytes in the network namespace
+// of process pid (/proc/PID/net/dev shows the process's namespace).
+func ifaceBytes(fs procfs.FS, pid int, iface string) (uint64, error) {
+	p, err := fs.Proc(pid)
+	if err != nil {
+		return 0, err
 	}
-	if err := sc.Err(); err != nil {
-		return IfaceCounters{}, fmt.Errorf("read net/dev: %w", err)
+	dev, err := p.NetDev()
+	if err != nil {
+		return 0, fmt.Errorf("net/dev of pid %d: %w", pid, err)
 	}
-	return IfaceCounters{}, fmt.Errorf("%s: %w", iface, ErrNoIface)
+	c, ok := dev[iface]
+	if !ok {
+		return 0, fmt.Errorf("%s in the namespace of pid %d: %w", iface, pid, ErrNoIface)
+	}
+	return c.RxBytes + c.TxBytes, nil
 }
 
 // ParseMemcached reads slimprobe memcached's JSON report. A report whose
@@ -110,4 +84,12 @@ func ParseMemcached(b []byte) (wire.MemcachedResult, error) {
 		return r, fmt.Errorf("slimprobe memcached: %d of %d connections failed (first: %s)", r.Errors, r.Conns, r.FirstError)
 	}
 	return r, nil
+}
+
+// trim shortens s to n bytes for an error message.
+func trim(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }

@@ -17,7 +17,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/procfs"
+
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bench/wire"
 	"github.com/slimnet/slim/internal/lab"
 )
 
@@ -285,6 +288,9 @@ type runner struct {
 	dir string
 	// crr1Bin is crr1's compiled client.
 	crr1Bin string
+	// proc is /proc, where the machine's CPU times and the vxlan
+	// device's counters are read.
+	proc procfs.FS
 	// vxlanPID is the process whose /proc/PID/net/dev shows the client
 	// host's namespace: h2's slimd.
 	vxlanPID   int
@@ -314,7 +320,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		return nil, fmt.Errorf("iperf3 not found (install Debian's iperf3; scripts/deps.sh does): %w", err)
 	}
-	r := &runner{cfg: cfg, lab: cfg.Lab, pr: newProgress(cfg.Progress), samples: Samples{}, tests: cfg.tests()}
+	proc, err := procfs.NewDefaultFS()
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{cfg: cfg, lab: cfg.Lab, pr: newProgress(cfg.Progress), samples: Samples{}, tests: cfg.tests(), proc: proc}
 	r.lab.Progress = nil
 	if cfg.Progress != nil {
 		r.lab.Progress = &labProgress{pr: r.pr}
@@ -556,14 +566,14 @@ func (r *runner) probe(ctx context.Context, e *env, args ...string) ([]byte, err
 // cpu.stat) in r.sides for measure.
 func (r *runner) clientCommand(ctx context.Context, e *env, command ...string) ([]byte, time.Duration, error) {
 	r.sides, r.sidesErr = nil, nil
-	c0, err := ReadCPUTimes()
+	c0, err := wire.ReadCPUTimes(r.proc)
 	if err != nil {
 		return nil, 0, err
 	}
 	s0, serr := e.cgroups.read()
 	out, err := lab.Output(ctx, r.lab, e.client, command...)
 	s1, serr2 := e.cgroups.read()
-	c1, cerr := ReadCPUTimes()
+	c1, cerr := wire.ReadCPUTimes(r.proc)
 	if r.sidesErr = errors.Join(serr, serr2); r.sidesErr == nil {
 		d := s1.since(s0)
 		r.sides = &d
@@ -754,7 +764,7 @@ func (r *runner) rr(ctx context.Context, e *env) ([]value, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpu, err := probeCPU(res.CPUStatStart, res.CPUStatEnd)
+	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
 	if err != nil {
 		return nil, err
 	}
@@ -779,7 +789,7 @@ func (r *runner) crr(ctx context.Context, e *env) ([]value, error) {
 	if res.Errors > 0 {
 		r.warn("%s crr: %d of %d connections failed (first: %s)", e.mode, res.Errors, res.Errors+res.Connections, res.FirstError)
 	}
-	cpu, err := probeCPU(res.CPUStatStart, res.CPUStatEnd)
+	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
 	if err != nil {
 		return nil, err
 	}
@@ -797,13 +807,7 @@ func (r *runner) vxlanBytes() (uint64, error) {
 	if r.vxlanIface == "" || r.vxlanPID <= 0 {
 		return 0, errors.New("no vxlan device or slimd pid")
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/dev", r.vxlanPID))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	c, err := ParseNetDev(f, r.vxlanIface)
-	return c.Bytes(), err
+	return ifaceBytes(r.proc, r.vxlanPID, r.vxlanIface)
 }
 
 func (r *runner) warn(format string, args ...any) {

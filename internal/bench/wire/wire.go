@@ -33,10 +33,10 @@ type RRResult struct {
 	Seconds      float64 `json:"seconds"`
 	TPS          float64 `json:"tps"`
 	Latencies
-	// CPUStatStart and CPUStatEnd are /proc/stat's cpu line read by the
-	// probe right before and after its timed loop.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
+	// CPUStart and CPUEnd are the machine's CPU times read right before
+	// and after the timed loop.
+	CPUStart CPUTimes `json:"cpuStart"`
+	CPUEnd   CPUTimes `json:"cpuEnd"`
 }
 
 // CRRResult is `slimprobe crr`'s report: connections made, used for one
@@ -54,9 +54,9 @@ type CRRResult struct {
 	Connect Latencies `json:"connect"`
 	// Transaction is connect, request, response and close.
 	Transaction Latencies `json:"transaction"`
-	// CPUStatStart and CPUStatEnd: as in RRResult.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
+	// CPUStart and CPUEnd: as in RRResult.
+	CPUStart CPUTimes `json:"cpuStart"`
+	CPUEnd   CPUTimes `json:"cpuEnd"`
 }
 
 // MemcachedResult is `slimprobe memcached`'s report: the memcached load
@@ -81,9 +81,9 @@ type MemcachedResult struct {
 	// The latencies are of single operations: request written to
 	// response read.
 	Latencies
-	// CPUStatStart and CPUStatEnd: as in RRResult.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
+	// CPUStart and CPUEnd: as in RRResult.
+	CPUStart CPUTimes `json:"cpuStart"`
+	CPUEnd   CPUTimes `json:"cpuEnd"`
 }
 
 // CRR1Result is the crr1 C client's report (internal/bench/crr1.c prints
@@ -103,9 +103,9 @@ type CRR1Result struct {
 	// (getrusage).
 	UserSeconds   float64 `json:"userSeconds"`
 	SystemSeconds float64 `json:"systemSeconds"`
-	// CPUStatStart and CPUStatEnd: as in RRResult.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
+	// CPUStart and CPUEnd: as in RRResult.
+	CPUStart CPUTimes `json:"cpuStart"`
+	CPUEnd   CPUTimes `json:"cpuEnd"`
 }
 
 // ConnReport is what one connection looked like to the application
