@@ -2,12 +2,8 @@ package bench
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
-	"time"
-
-	"github.com/prometheus/procfs"
 
 	"github.com/slimnet/slim/internal/bench/wire"
 )
@@ -35,37 +31,6 @@ func ParseCRR(b []byte) (wire.CRRResult, error) {
 			r.Mode, r.Connections, r.Seconds, r.FirstError)
 	}
 	return r, nil
-}
-
-// probeCPU is the machine's busy CPU time over a probe's timed window.
-func probeCPU(start, end wire.CPUTimes) (time.Duration, error) {
-	if start == (wire.CPUTimes{}) || end == (wire.CPUTimes{}) {
-		// An older slimprobe sent /proc/stat's line as cpuStatStart
-		// and cpuStatEnd instead.
-		return 0, errors.New("the report has no CPU times (a slimprobe from another build than slimctl's?)")
-	}
-	return end.BusySince(start), nil
-}
-
-// ErrNoIface means the interface is not in the namespace.
-var ErrNoIface = errors.New("no such interface")
-
-// ifaceBytes is iface's received plus sent bytes in the network namespace
-// of process pid (/proc/PID/net/dev shows the process's namespace).
-func ifaceBytes(fs procfs.FS, pid int, iface string) (uint64, error) {
-	p, err := fs.Proc(pid)
-	if err != nil {
-		return 0, err
-	}
-	dev, err := p.NetDev()
-	if err != nil {
-		return 0, fmt.Errorf("net/dev of pid %d: %w", pid, err)
-	}
-	c, ok := dev[iface]
-	if !ok {
-		return 0, fmt.Errorf("%s in the namespace of pid %d: %w", iface, pid, ErrNoIface)
-	}
-	return c.RxBytes + c.TxBytes, nil
 }
 
 // ParseMemcached reads slimprobe memcached's JSON report. A report whose
