@@ -160,7 +160,7 @@ func (c Config) appSeconds() int { return max(1, int(math.Ceil(c.AppTime.Seconds
 func (c Config) settings() Settings {
 	s := Settings{Runs: c.Runs, Quick: c.Quick, TCPSeconds: c.tcpSeconds(), RRSeconds: c.RRTime.Seconds(),
 		RRSize: c.RRSize, CRRSeconds: c.CRRTime.Seconds(), CRRWorkers: c.CRRWorkers, Tests: c.tests()}
-	if len(appTestsIn(s.Tests)) > 0 {
+	if slices.ContainsFunc(s.Tests, isAppTest) {
 		a := c.appSettings()
 		s.Apps = &a
 	}
@@ -174,18 +174,9 @@ func (c Config) Estimate() time.Duration {
 	// readiness checks each (measured: 0.1-0.15 s).
 	const overhead = 200 * time.Millisecond
 	per := time.Duration(0)
-	for _, t := range c.tests() {
-		switch t {
-		case TestTCP1, TestTCP4:
-			per += time.Duration(c.tcpSeconds()) * time.Second
-		case TestRR:
-			per += c.RRTime
-		case TestCRR, TestCRR1:
-			per += c.CRRTime
-		default:
-			per += time.Duration(c.appSeconds()) * time.Second
-		}
-		per += overhead
+	for _, t := range newTests(c.tests()) {
+		d, _ := t.duration(c)
+		per += d + overhead
 	}
 	return time.Duration(c.Runs*len(Modes)) * per
 }

@@ -40,10 +40,15 @@
 // design's goals for slim are evaluated on the medians.
 //
 // The measurement is a pure core (statistics, iperf3, wrk, pgbench,
-// redis-benchmark and slimprobe output parsing, the report and its Markdown rendering) and an
-// orchestrator (Run) that drives the lab through package lab's API only:
-// every process it starts is in a lab cgroup, so lab.Down removes it
-// whatever happens to the benchmark.
+// redis-benchmark and slimprobe output parsing, the report and its
+// Markdown rendering) and an orchestrator (Run) that drives the lab
+// through package lab's API only: every process it starts is in a lab
+// cgroup, so lab.Down removes it whatever happens to the benchmark. Each
+// test is one type implementing benchTest (tests.go: what it needs, its
+// server, how long it takes, how it measures); Run knows no test by name.
+// Files: config.go (Config), runner.go (Run: lab, servers, teardown),
+// measure.go (one test in one mode: CPU time, vxlan bytes, per-side CPU),
+// network.go, crr1.go and apps.go (the tests), machine.go, report.go.
 //
 // The Report's JSON form is a contract: fields are added, never renamed.
 // It carries every sample, so that it can be rendered again (ReadJSON)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -39,43 +38,16 @@ func (r *runner) clientCommand(ctx context.Context, e *env, command ...string) (
 
 // measure runs one test in one mode and records its figures; a failure is
 // recorded as a warning, and the benchmark goes on.
-func (r *runner) measure(ctx context.Context, run int, test string, e *env) {
+func (r *runner) measure(ctx context.Context, run int, t benchTest, e *env) {
+	test := t.name()
 	var before uint64
 	var vxErr error
 	if r.report.FastPath.Checked {
 		before, vxErr = r.vxlanBytes()
 	}
-	d := r.cfg.RRTime
-	switch test {
-	case TestTCP1, TestTCP4:
-		d = time.Duration(r.cfg.tcpSeconds()) * time.Second
-	case TestCRR, TestCRR1:
-		d = r.cfg.CRRTime
-	case TestRedis:
-		// redis-benchmark counts requests: slower modes take longer.
-		d = 4 * time.Duration(r.cfg.appSeconds()) * time.Second
-	default:
-		if isAppTest(test) {
-			d = time.Duration(r.cfg.appSeconds()) * time.Second
-		}
-	}
-	mctx, cancel := context.WithTimeout(ctx, d+measureSlack)
-	var vals []value
-	var err error
-	switch test {
-	case TestTCP1:
-		vals, err = r.tcp(mctx, e, 1)
-	case TestTCP4:
-		vals, err = r.tcp(mctx, e, 4)
-	case TestRR:
-		vals, err = r.rr(mctx, e)
-	case TestCRR:
-		vals, err = r.crr(mctx, e)
-	case TestCRR1:
-		vals, err = r.crr1(mctx, e)
-	default:
-		vals, err = r.measureApp(mctx, test, e)
-	}
+	_, limit := t.duration(r.cfg)
+	mctx, cancel := context.WithTimeout(ctx, limit+measureSlack)
+	vals, err := t.measure(mctx, r, e)
 	cancel()
 	r.done++
 	if err != nil {
@@ -144,114 +116,6 @@ func (r *runner) addSides(test string, e *env, vals []value) []value {
 		return vals
 	}
 	return vals
-}
-
-// tcp runs iperf3 with streams streams, against a one-off server on a
-// fresh port. iperf3's server closes and re-creates its listener after
-// every test; a fresh server and port per test makes every test start
-// the same way in every mode (and keeps slim mode clear of the previous
-// listener while the broker retires it).
-func (r *runner) tcp(ctx context.Context, e *env, streams int) ([]value, error) {
-	port := e.nextPort
-	e.nextPort++
-	srv := r.start(ctx, e.server, "iperf3", "-s", "-1", "-p", strconv.Itoa(port))
-	defer func() {
-		if ctx.Err() != nil {
-			srv.stop() // interrupted or out of time: no test to finish
-			return
-		}
-		srv.finish(serverExitWait)
-	}()
-	if e.mode == ModeSlim {
-		if err := r.waitListeners(ctx, e.addr, port); err != nil {
-			return nil, err
-		}
-	}
-	secs := strconv.Itoa(r.cfg.tcpSeconds())
-	deadline := time.Now().Add(iperfStartTimeout)
-	for {
-		if srv.exited() {
-			return nil, fmt.Errorf("iperf3 server: %s", srv.failure())
-		}
-		out, cpu, err := r.clientCommand(ctx, e, "iperf3", "-c", e.addr.String(), "-p", strconv.Itoa(port),
-			"-t", secs, "-P", strconv.Itoa(streams), "-J")
-		res, perr := ParseIperf3(out)
-		if perr != nil && (errors.Is(perr, ErrIperf3) || err == nil) {
-			err = perr // iperf3's own message says more than its exit code
-		}
-		if err == nil {
-			gb := float64(res.Bytes) / 1e9
-			return []value{
-				{id: throughputFig(streams), v: res.BitsPerSecond / 1e9, show: "Gbit/s"},
-				{id: tcpCPUFig(streams), v: cpu.Seconds() / gb, show: unitCPUPerGB, work: gb},
-			}, nil
-		}
-		if !iperf3Retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, err
-		}
-		time.Sleep(100 * time.Millisecond) // the server is starting
-	}
-}
-
-func throughputFig(streams int) string {
-	if streams == 1 {
-		return FigTCP1Throughput
-	}
-	return FigTCP4Throughput
-}
-
-func tcpCPUFig(streams int) string {
-	if streams == 1 {
-		return FigTCP1CPU
-	}
-	return FigTCP4CPU
-}
-
-func (r *runner) rr(ctx context.Context, e *env) ([]value, error) {
-	out, err := r.probe(ctx, e, "rr", "-addr", r.dst(e, rrPort), "-size", strconv.Itoa(r.cfg.RRSize),
-		"-duration", r.cfg.RRTime.String())
-	if err != nil {
-		return nil, err
-	}
-	res, err := ParseRR(out)
-	if err != nil {
-		return nil, err
-	}
-	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
-	if err != nil {
-		return nil, err
-	}
-	return []value{
-		{id: FigRRP50, v: res.P50, show: "µs p50"},
-		{id: FigRRP99, v: res.P99, show: "µs p99"},
-		{id: FigRRRate, v: res.TPS, show: "/s"},
-		perOp(FigRRCPU, cpu, float64(res.Transactions)),
-	}, nil
-}
-
-func (r *runner) crr(ctx context.Context, e *env) ([]value, error) {
-	out, err := r.probe(ctx, e, "crr", "-addr", r.dst(e, crrPort), "-workers", strconv.Itoa(r.cfg.CRRWorkers),
-		"-duration", r.cfg.CRRTime.String())
-	if err != nil {
-		return nil, err
-	}
-	res, err := ParseCRR(out)
-	if err != nil {
-		return nil, err
-	}
-	if res.Errors > 0 {
-		r.warn("%s crr: %d of %d connections failed (first: %s)", e.mode, res.Errors, res.Errors+res.Connections, res.FirstError)
-	}
-	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
-	if err != nil {
-		return nil, err
-	}
-	return []value{
-		{id: FigCRRRate, v: res.CPS, show: "conn/s"},
-		{id: FigCRRConnectP50, v: res.Connect.P50, show: "µs p50"},
-		{id: FigCRRConnectP99, v: res.Connect.P99, show: "µs p99"},
-		perOp(FigCRRCPU, cpu, float64(res.Connections)),
-	}, nil
 }
 
 // vxlanBytes reads the client host's vxlan counters from the namespace of

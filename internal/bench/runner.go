@@ -22,7 +22,7 @@ import (
 )
 
 // Ports of the benchmark's servers, the same in every mode's server
-// namespace. iperf3 gets a fresh port per test (see runner.tcp).
+// namespace. iperf3 gets a fresh port per test (see tcpTest.measure).
 const (
 	rrPort        = 7201
 	crrPort       = 7202
@@ -96,17 +96,13 @@ type runner struct {
 	envs    []*env
 	samples Samples
 	report  Report
-	// tests are the tests to run; an application whose setup failed is
-	// taken out.
-	tests []string
-	// apps is the application tests' state; nil without them.
-	apps *apps
+	// tests are the tests to run, in run order; a test whose needs are
+	// missing or whose setup failed is taken out.
+	tests []benchTest
 	// dir is a temporary directory for the tests' files (crr1's client,
 	// the applications' configuration and data), made when a test needs
 	// it and removed at the end; see tempDir.
 	dir string
-	// crr1Bin is crr1's compiled client.
-	crr1Bin string
 	// proc is /proc, where the machine's CPU times and the vxlan
 	// device's counters are read.
 	proc procfs.FS
@@ -143,7 +139,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, lab: cfg.Lab, pr: newProgress(cfg.Progress), samples: Samples{}, tests: cfg.tests(), proc: proc}
+	r := &runner{cfg: cfg, lab: cfg.Lab, pr: newProgress(cfg.Progress), samples: Samples{}, tests: newTests(cfg.tests()), proc: proc}
 	r.lab.Progress = nil
 	if cfg.Progress != nil {
 		r.lab.Progress = &labProgress{pr: r.pr}
@@ -157,11 +153,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		// using the files are gone.
 		err = errors.Join(err, r.removeDir())
 	}()
-	if err := r.checkTools(ctx); err != nil {
+	if err := r.checkTests(ctx); err != nil {
 		return nil, err
 	}
-	r.report.Settings.Tests = slices.Clone(r.tests)
-	if len(appTestsIn(r.tests)) == 0 {
+	r.report.Settings.Tests = testNames(r.tests)
+	if !slices.ContainsFunc(r.report.Settings.Tests, isAppTest) {
 		r.report.Settings.Apps = nil
 	}
 	if len(r.tests) == 0 {
@@ -179,8 +175,8 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		return nil, err
 	}
 	est := cfg
-	est.Tests = r.tests
-	r.pr.step("%d runs of %s, about %s", cfg.Runs, strings.Join(r.tests, ", "), est.Estimate().Round(10*time.Second))
+	est.Tests = testNames(r.tests)
+	r.pr.step("%d runs of %s, about %s", cfg.Runs, strings.Join(est.Tests, ", "), est.Estimate().Round(10*time.Second))
 	for run := 1; run <= cfg.Runs; run++ {
 		for _, test := range slices.Clone(r.tests) {
 			for _, e := range r.envs {
@@ -275,26 +271,30 @@ func (r *runner) setup(ctx context.Context) error {
 		}
 	}
 	r.pr.step("containers: overlay %s -> %s, slim %s -> %s", overlayClient, overlayServer, slimClient, slimServer)
-	ports := []int{rrPort, crrPort}
-	crr1 := slices.Contains(r.tests, TestCRR1)
-	if crr1 {
-		ports = append(ports, crr1Port)
+	// Every mode has an rr and a crr server, whatever the tests: the
+	// warm-ups below check with them that the clients work at all, and
+	// the rr and crr tests measure against them.
+	type baseServer struct {
+		p    *proc
+		port int
 	}
+	base := map[*env][]baseServer{}
 	for _, e := range r.envs {
 		e.nextPort = iperfBasePort
-		e.servers = append(e.servers,
-			r.start(ctx, e.server, r.cfg.Probe, "rrserve", "-addr", fmt.Sprintf("0.0.0.0:%d", rrPort)),
-			r.start(ctx, e.server, r.cfg.Probe, "crrserve", "-addr", fmt.Sprintf("0.0.0.0:%d", crrPort),
-				"-acceptors", strconv.Itoa(r.cfg.CRRWorkers)))
-		if crr1 {
-			// crr1's client closes first: the server waits for its FIN.
-			e.servers = append(e.servers, r.start(ctx, e.server, r.cfg.Probe, "crrserve", "-addr", fmt.Sprintf("0.0.0.0:%d", crr1Port),
-				"-acceptors", strconv.Itoa(crr1Acceptors), "-wait-eof"))
+		base[e] = []baseServer{
+			{r.start(ctx, e.server, r.cfg.Probe, "rrserve", "-addr", fmt.Sprintf("0.0.0.0:%d", rrPort)), rrPort},
+			{r.start(ctx, e.server, r.cfg.Probe, "crrserve", "-addr", fmt.Sprintf("0.0.0.0:%d", crrPort),
+				"-acceptors", strconv.Itoa(r.cfg.CRRWorkers)), crrPort},
+		}
+		for _, b := range base[e] {
+			e.servers = append(e.servers, b.p)
 		}
 	}
 	for _, e := range r.envs {
-		if err := r.ready(ctx, e, ports...); err != nil {
-			return err
+		for _, b := range base[e] {
+			if err := r.serverReady(ctx, e, b.p, b.port); err != nil {
+				return fmt.Errorf("%s: %w", e.mode, err)
+			}
 		}
 		// Warm up: caches, neighbour entries, and a check that the
 		// clients work at all before anything is measured.
@@ -311,34 +311,30 @@ func (r *runner) setup(ctx context.Context) error {
 		r.report.FastPath.Checked = true
 	}
 	r.pr.step("servers ready: host %s, overlay %s, slim %s", r.envs[0].addr, r.envs[1].addr, r.envs[2].addr)
-	if err := r.setupCRR1(ctx); err != nil {
-		return err
-	}
-	return r.setupApps(ctx)
+	return r.setupServers(ctx)
 }
 
 func (r *runner) dst(e *env, port int) string {
 	return netip.AddrPortFrom(e.addr, uint16(port)).String()
 }
 
-// ready waits until e's servers on ports accept connections from e's
-// client; for slim, first until the client's slimd knows the listeners,
-// so that the first connection already takes the fast path.
-func (r *runner) ready(ctx context.Context, e *env, ports ...int) error {
-	for _, p := range e.servers {
-		if p.exited() {
-			return fmt.Errorf("%s: %s", e.mode, p.failure())
-		}
-	}
+// serverReady waits until p serves on port in e's server namespace, for
+// e's client; for slim, first until the client's slimd knows the
+// listener, so that the first connection already takes the fast path.
+func (r *runner) serverReady(ctx context.Context, e *env, p *proc, port int) error {
 	if e.mode == ModeSlim {
-		if err := r.waitListeners(ctx, e.addr, ports...); err != nil {
-			return fmt.Errorf("%s: %w", e.mode, err)
+		if err := r.waitListeners(ctx, e.addr, port); err != nil {
+			if p.exited() {
+				return errors.New(p.failure())
+			}
+			return err
 		}
 	}
-	for _, port := range ports {
-		if _, err := r.probe(ctx, e, "wait", "-addr", r.dst(e, port), "-timeout", readyTimeout.String()); err != nil {
-			return fmt.Errorf("%s: server %s: %w", e.mode, r.dst(e, port), err)
+	if _, err := r.probe(ctx, e, "wait", "-addr", r.dst(e, port), "-timeout", readyTimeout.String()); err != nil {
+		if p.exited() {
+			return errors.New(p.failure())
 		}
+		return fmt.Errorf("server %s: %w", r.dst(e, port), err)
 	}
 	return nil
 }
@@ -438,4 +434,34 @@ func (r *runner) teardown(ctx context.Context) error {
 	}
 	r.pr.step("the benchmark's containers removed; the lab stays up")
 	return nil
+}
+
+// tempDir is the benchmark's temporary directory, made on first use.
+// Others may read it: the postgres user must reach its data directories.
+func (r *runner) tempDir() (string, error) {
+	if r.dir != "" {
+		return r.dir, nil
+	}
+	dir, err := os.MkdirTemp("", "slim-bench-")
+	if err != nil {
+		return "", err
+	}
+	r.dir = dir
+	return dir, os.Chmod(dir, 0o755)
+}
+
+// removeDir removes the temporary directory; the servers must be
+// stopped.
+func (r *runner) removeDir() error {
+	if r.dir == "" {
+		return nil
+	}
+	err := os.RemoveAll(r.dir)
+	r.dir = ""
+	return err
+}
+
+// path is a file in the benchmark's temporary directory (tempDir).
+func (r *runner) path(elem ...string) string {
+	return filepath.Join(append([]string{r.dir}, elem...)...)
 }
