@@ -63,7 +63,7 @@ meanwhile, as lab tests do.
 
 Needs root, iperf3, and slimprobe built static next to slimctl or in PATH
 (or --probe):
-  CGO_ENABLED=0 go build -o <dir of slimctl>/ ./test/slimprobe
+  CGO_ENABLED=0 go build -o <dir of slimctl>/ ./cmd/slimprobe
 crr1 compiles its C client at run time with the machine's C compiler ($CC,
 cc, gcc or clang; -static, or dynamic if static linking fails): Debian's gcc
 and libc6-dev. It sets net.ipv4.tcp_tw_reuse=1 in the client namespaces
@@ -228,5 +228,5 @@ func findProbe(lc lab.Config) (string, error) {
 	if p, err := exec.LookPath(benchProbe); err == nil {
 		return filepath.Abs(p)
 	}
-	return "", fmt.Errorf("%s not found next to slimctl or in PATH: build it with CGO_ENABLED=0 go build -o <dir>/ ./test/slimprobe, or pass --probe", benchProbe)
+	return "", fmt.Errorf("%s not found next to slimctl or in PATH: build it with CGO_ENABLED=0 go build -o <dir>/ ./cmd/slimprobe, or pass --probe", benchProbe)
 }

@@ -80,20 +80,6 @@ const (
 // welcome page.
 const nginxPage = 612
 
-// appTools are the commands each application test needs in PATH, and the
-// Debian packages they come in (scripts/deps.sh installs them). PostgreSQL's
-// server binaries are looked up apart (postgresBinDir).
-var appTools = map[string][][2]string{
-	TestMemcached:  {{"memcached", "memcached"}},
-	TestNginx:      {{"nginx", "nginx-light"}, {"wrk", "wrk"}},
-	TestNginxClose: {{"nginx", "nginx-light"}, {"wrk", "wrk"}},
-	TestPgbench:    {{"pgbench", "postgresql"}, {"setpriv", "util-linux"}},
-	TestRedis:      {{"redis-server", "redis-server"}, {"redis-benchmark", "redis-tools"}},
-}
-
-// isAppTest tells the application tests from the core ones.
-func isAppTest(test string) bool { return slices.Contains(AppTests, test) }
-
 // appSettings are the application tests' parameters.
 func (c Config) appSettings() AppSettings {
 	return AppSettings{Seconds: c.appSeconds(), MemcachedConns: memcachedConns, MemcachedKeys: memcachedKeys,
@@ -101,286 +87,43 @@ func (c Config) appSettings() AppSettings {
 		PgbenchClients: pgbenchClients, PgbenchThreads: pgbenchThreads, PgbenchScale: pgbenchScale, RedisClients: redisClients}
 }
 
-// apps is the state of the application tests during a run.
-type apps struct {
-	// dir is the benchmark's temporary directory (runner.tempDir), for
-	// the servers' files: nginx's configuration and page, PostgreSQL's
-	// data directories, Redis's working directory.
-	dir string
-	// pgBin holds initdb and postgres.
-	pgBin string
-	// redisRequests is redis-benchmark's -n, sized by the warm-up.
-	redisRequests int
+// appTest is what the application tests share: no check beyond their
+// needs, and Config.AppTime (whole seconds) per measurement.
+type appTest struct{}
+
+func (appTest) check(context.Context, *runner) error { return nil }
+
+func (appTest) duration(c Config) (time.Duration, time.Duration) {
+	d := time.Duration(c.appSeconds()) * time.Second
+	return d, d
 }
 
-// checkTools finds the applications' tools, and builds crr1's client,
-// before anything else is built. A missing tool is an error when the test
-// was asked for by name (Config.Tests); otherwise the test is left out
-// with a warning.
-func (r *runner) checkTools(ctx context.Context) error {
-	errs := []error{r.checkCRR1(ctx)}
-	for _, test := range slices.Clone(r.tests) {
-		if !isAppTest(test) {
-			continue
-		}
-		var missing []string
-		for _, t := range appTools[test] {
-			if _, err := exec.LookPath(t[0]); err != nil {
-				missing = append(missing, fmt.Sprintf("%s (Debian package %s)", t[0], t[1]))
-			}
-		}
-		if test == TestPgbench {
-			if _, err := postgresBinDir(); err != nil {
-				missing = append(missing, "postgres and initdb (Debian package postgresql)")
-			}
-			if _, err := user.Lookup("postgres"); err != nil {
-				missing = append(missing, "the postgres user (Debian package postgresql)")
-			}
-		}
-		if len(missing) == 0 {
-			continue
-		}
-		err := fmt.Errorf("%s: not installed: %s (scripts/deps.sh installs them)", test, strings.Join(missing, ", "))
-		if r.cfg.Tests != nil {
-			errs = append(errs, err)
-			continue
-		}
-		r.warn("%v; the test is left out", err)
-		r.tests = slices.DeleteFunc(r.tests, func(t string) bool { return t == test })
-	}
-	return errors.Join(errs...)
+// memcachedTest is memcached with slimprobe's load generator.
+type memcachedTest struct{ appTest }
+
+func (*memcachedTest) name() string     { return TestMemcached }
+func (*memcachedTest) needs() []tool    { return []tool{{what: "memcached", pkg: "memcached"}} }
+func (t *memcachedTest) server() server { return t }
+
+func (*memcachedTest) prepare(context.Context, *runner) error { return nil }
+
+func (*memcachedTest) start(ctx context.Context, r *runner, e *env) (*proc, int) {
+	return r.start(ctx, e.server, "memcached", "-u", "nobody", "-l", e.addr.String(), "-p", strconv.Itoa(memcachedPort),
+		"-U", "0", "-t", strconv.Itoa(memcachedThreads), "-m", "64", "-c", "4096"), memcachedPort
 }
 
-// postgresBinDir finds PostgreSQL's server binaries: Debian keeps them in
-// /usr/lib/postgresql/<version>/bin, out of PATH (the newest version is
-// taken), elsewhere they are in PATH.
-func postgresBinDir() (string, error) {
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	slices.SortFunc(dirs, func(a, b string) int {
-		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
-		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
-		return vb - va
-	})
-	if p, err := exec.LookPath("postgres"); err == nil {
-		dirs = append(dirs, filepath.Dir(p))
-	}
-	for _, d := range dirs {
-		if isExecutable(filepath.Join(d, "postgres")) && isExecutable(filepath.Join(d, "initdb")) {
-			return d, nil
-		}
-	}
-	return "", errors.New("postgres and initdb not found")
+// warmup is a short load, which also checks the load generator.
+func (t *memcachedTest) warmup(ctx context.Context, r *runner, e *env) error {
+	_, err := t.run(ctx, r, e, memcachedWarmup)
+	return err
 }
 
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+func (t *memcachedTest) measure(ctx context.Context, r *runner, e *env) ([]value, error) {
+	return t.run(ctx, r, e, time.Duration(r.cfg.appSeconds())*time.Second)
 }
 
-// appTestsIn lists the application tests among tests.
-func appTestsIn(tests []string) []string {
-	var a []string
-	for _, t := range tests {
-		if isAppTest(t) {
-			a = append(a, t)
-		}
-	}
-	return a
-}
-
-// dropTest leaves test out of the rest of the run: its setup failed.
-func (r *runner) dropTest(test string, err error) {
-	if !slices.Contains(r.tests, test) {
-		return
-	}
-	r.failures++
-	r.done++
-	r.warn("%s: %v; the test is left out", test, err)
-	r.tests = slices.DeleteFunc(r.tests, func(t string) bool { return t == test })
-}
-
-// setupApps prepares and starts the application servers in every mode and
-// waits until they serve. An application that fails is left out of the
-// run (a warning, counted as a failed measurement); only a cancelled ctx
-// fails the setup.
-func (r *runner) setupApps(ctx context.Context) error {
-	tests := appTestsIn(r.tests)
-	if len(tests) == 0 {
-		return nil
-	}
-	dir, err := r.tempDir()
-	if err != nil {
-		return err
-	}
-	r.apps = &apps{dir: dir}
-	has := func(t string) bool { return slices.Contains(r.tests, t) }
-	nginx := has(TestNginx) || has(TestNginxClose)
-	dropNginx := func(err error) {
-		r.dropTest(TestNginx, err)
-		r.dropTest(TestNginxClose, err)
-	}
-	if nginx {
-		if err := r.writeNginxFiles(); err != nil {
-			dropNginx(err)
-			nginx = false
-		}
-	}
-	if has(TestPgbench) {
-		if err := r.initdb(ctx); err != nil {
-			r.dropTest(TestPgbench, err)
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-
-	// Start every server in every mode, then wait for them: the modes'
-	// servers start in parallel.
-	type started struct {
-		test string
-		e    *env
-		p    *proc
-		port int
-	}
-	var all []started
-	for _, e := range r.envs {
-		if has(TestMemcached) {
-			p := r.start(ctx, e.server, "memcached", "-u", "nobody", "-l", e.addr.String(), "-p", strconv.Itoa(memcachedPort),
-				"-U", "0", "-t", strconv.Itoa(memcachedThreads), "-m", "64", "-c", "4096")
-			e.servers = append(e.servers, p)
-			all = append(all, started{TestMemcached, e, p, memcachedPort})
-		}
-		if nginx {
-			prefix := r.apps.path("nginx-" + e.mode)
-			p := r.start(ctx, e.server, "nginx", "-p", prefix+"/", "-e", filepath.Join(prefix, "logs", "error.log"),
-				"-c", filepath.Join(prefix, "nginx.conf"))
-			e.servers = append(e.servers, p)
-			all = append(all, started{TestNginx, e, p, nginxPort})
-		}
-		if has(TestPgbench) {
-			p := r.startPostgres(ctx, e)
-			e.servers = append(e.servers, p)
-			all = append(all, started{TestPgbench, e, p, postgresPort})
-		}
-		if has(TestRedis) {
-			rdir := r.apps.path("redis-" + e.mode)
-			if err := os.MkdirAll(rdir, 0o755); err != nil {
-				return err
-			}
-			p := r.start(ctx, e.server, "redis-server", "--bind", e.addr.String(), "--port", strconv.Itoa(redisPort),
-				"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no", "--dir", rdir, "--logfile", "")
-			e.servers = append(e.servers, p)
-			all = append(all, started{TestRedis, e, p, redisPort})
-		}
-	}
-	alive := func(test string) bool {
-		if test == TestNginx {
-			return has(TestNginx) || has(TestNginxClose)
-		}
-		return has(test)
-	}
-	for _, s := range all {
-		if !alive(s.test) {
-			continue // failed in an earlier mode
-		}
-		err := r.appReady(ctx, s.e, s.p, s.port)
-		if err == nil {
-			err = r.appWarmup(ctx, s.test, s.e)
-		}
-		if err == nil {
-			continue
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		err = fmt.Errorf("%s: %w", s.e.mode, err)
-		if s.test == TestNginx {
-			dropNginx(err)
-		} else {
-			r.dropTest(s.test, err)
-		}
-	}
-	if has(TestRedis) && r.apps.redisRequests == 0 {
-		r.apps.redisRequests = redisWarmupRequests
-	}
-	r.report.Settings.Apps.RedisRequests = r.apps.redisRequests
-	var names []string
-	for _, t := range AppTests {
-		if has(t) {
-			names = append(names, t)
-		}
-	}
-	r.pr.step("application servers ready: %s", strings.Join(names, ", "))
-	return nil
-}
-
-// path is a file in the applications' directory.
-func (a *apps) path(elem ...string) string { return filepath.Join(append([]string{a.dir}, elem...)...) }
-
-// appReady waits until p serves on port in e's server namespace.
-func (r *runner) appReady(ctx context.Context, e *env, p *proc, port int) error {
-	if e.mode == ModeSlim {
-		if err := r.waitListeners(ctx, e.addr, port); err != nil {
-			if p.exited() {
-				return errors.New(p.failure())
-			}
-			return err
-		}
-	}
-	if _, err := r.probe(ctx, e, "wait", "-addr", r.dst(e, port), "-timeout", readyTimeout.String()); err != nil {
-		if p.exited() {
-			return errors.New(p.failure())
-		}
-		return fmt.Errorf("server %s: %w", r.dst(e, port), err)
-	}
-	return nil
-}
-
-// appWarmup readies an application in e once its server accepts
-// connections: PostgreSQL's tables; a short load for memcached; for
-// redis, a short run that sizes the measured ones (from host mode).
-func (r *runner) appWarmup(ctx context.Context, test string, e *env) error {
-	switch test {
-	case TestMemcached:
-		_, err := r.memcached(ctx, e, memcachedWarmup)
-		return err
-	case TestPgbench:
-		return r.pgbenchInit(ctx, e)
-	case TestRedis:
-		out, err := lab.Output(ctx, r.lab, e.client, r.redisBenchmark(e, redisWarmupRequests)...)
-		res, perr := ParseRedisBenchmark(out)
-		if err = errors.Join(err, perr); err != nil {
-			return fmt.Errorf("redis-benchmark: %w", err)
-		}
-		if e.mode == ModeHost {
-			// Each of SET and GET takes half the test's time in host
-			// mode, the fastest, at the warm-up's rate.
-			rate := (res["SET"].RPS + res["GET"].RPS) / 2
-			n := rate * float64(r.cfg.appSeconds()) / 2
-			r.apps.redisRequests = max(redisWarmupRequests, int(math.Round(n/1000))*1000)
-		}
-	}
-	return nil
-}
-
-// measureApp runs one application test in e.
-func (r *runner) measureApp(ctx context.Context, test string, e *env) ([]value, error) {
-	switch test {
-	case TestMemcached:
-		return r.memcached(ctx, e, time.Duration(r.cfg.appSeconds())*time.Second)
-	case TestNginx:
-		return r.wrk(ctx, e, false)
-	case TestNginxClose:
-		return r.wrk(ctx, e, true)
-	case TestPgbench:
-		return r.pgbench(ctx, e)
-	case TestRedis:
-		return r.redis(ctx, e)
-	}
-	return nil, fmt.Errorf("unknown test %q", test)
-}
-
-func (r *runner) memcached(ctx context.Context, e *env, d time.Duration) ([]value, error) {
+// run runs the load generator in e for d.
+func (*memcachedTest) run(ctx context.Context, r *runner, e *env, d time.Duration) ([]value, error) {
 	out, err := r.probe(ctx, e, "memcached", "-addr", r.dst(e, memcachedPort), "-conns", strconv.Itoa(memcachedConns),
 		"-duration", d.String(), "-keys", strconv.Itoa(memcachedKeys), "-size", strconv.Itoa(memcachedValueSize),
 		"-ratio", memcachedRatio)
@@ -391,7 +134,7 @@ func (r *runner) memcached(ctx context.Context, e *env, d time.Duration) ([]valu
 	if err != nil {
 		return nil, err
 	}
-	cpu, err := probeCPU(res.CPUStatStart, res.CPUStatEnd)
+	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +146,29 @@ func (r *runner) memcached(ctx context.Context, e *env, d time.Duration) ([]valu
 	}, nil
 }
 
-func (r *runner) wrk(ctx context.Context, e *env, closeConns bool) ([]value, error) {
+// nginxTest is nginx with wrk: keep-alive connections (nginx), or one
+// request per connection (nginx-close), against the same nginx.
+type nginxTest struct {
+	appTest
+	srv        *nginxServer
+	closeConns bool
+}
+
+func (t *nginxTest) name() string {
+	if t.closeConns {
+		return TestNginxClose
+	}
+	return TestNginx
+}
+
+func (*nginxTest) needs() []tool {
+	return []tool{{what: "nginx", pkg: "nginx-light"}, {what: "wrk", pkg: "wrk"}}
+}
+
+func (t *nginxTest) server() server { return t.srv }
+
+func (t *nginxTest) measure(ctx context.Context, r *runner, e *env) ([]value, error) {
+	closeConns := t.closeConns
 	args := []string{"wrk", "-t", strconv.Itoa(wrkThreads), "-c", strconv.Itoa(wrkConns),
 		"-d", strconv.Itoa(r.cfg.appSeconds()) + "s", "--latency"}
 	if closeConns {
@@ -434,12 +199,16 @@ func (r *runner) wrk(ctx context.Context, e *env, closeConns bool) ([]value, err
 	}, nil
 }
 
-// writeNginxFiles writes each mode's nginx configuration and the page.
-// nginx runs as one process (master_process off), so that stopping the
-// process the benchmark started stops nginx; the temporary paths are
-// under its prefix, as Debian's defaults in /var/lib/nginx may not exist.
-func (r *runner) writeNginxFiles() error {
-	www := r.apps.path("www")
+// nginxServer is the nginx both nginx tests measure: one process
+// (master_process off), so that stopping the process the benchmark
+// started stops nginx.
+type nginxServer struct{}
+
+// prepare writes each mode's nginx configuration and the page. The
+// temporary paths are under nginx's prefix, as Debian's defaults in
+// /var/lib/nginx may not exist.
+func (*nginxServer) prepare(_ context.Context, r *runner) error {
+	www := r.path("www")
 	if err := os.MkdirAll(www, 0o755); err != nil {
 		return err
 	}
@@ -448,7 +217,7 @@ func (r *runner) writeNginxFiles() error {
 		return err
 	}
 	for _, e := range r.envs {
-		prefix := r.apps.path("nginx-" + e.mode)
+		prefix := r.path("nginx-" + e.mode)
 		if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
 			return err
 		}
@@ -485,28 +254,81 @@ http {
 	return nil
 }
 
+func (*nginxServer) start(ctx context.Context, r *runner, e *env) (*proc, int) {
+	prefix := r.path("nginx-" + e.mode)
+	return r.start(ctx, e.server, "nginx", "-p", prefix+"/", "-e", filepath.Join(prefix, "logs", "error.log"),
+		"-c", filepath.Join(prefix, "nginx.conf")), nginxPort
+}
+
+func (*nginxServer) warmup(context.Context, *runner, *env) error { return nil }
+
+// pgbenchTest is PostgreSQL with pgbench -S.
+type pgbenchTest struct {
+	appTest
+	// bin holds initdb and postgres.
+	bin string
+}
+
+func (*pgbenchTest) name() string { return TestPgbench }
+
+// needs: PostgreSQL's server binaries are out of PATH on Debian
+// (postgresBinDir), and the server runs as the postgres user.
+func (*pgbenchTest) needs() []tool {
+	return []tool{{what: "pgbench", pkg: "postgresql"}, {what: "setpriv", pkg: "util-linux"},
+		{what: "postgres and initdb", pkg: "postgresql", find: func() error { _, err := postgresBinDir(); return err }},
+		{what: "the postgres user", pkg: "postgresql", find: func() error { _, err := user.Lookup("postgres"); return err }}}
+}
+
+func (t *pgbenchTest) server() server { return t }
+
+// postgresBinDir finds PostgreSQL's server binaries: Debian keeps them in
+// /usr/lib/postgresql/<version>/bin, out of PATH (the newest version is
+// taken), elsewhere they are in PATH.
+func postgresBinDir() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	slices.SortFunc(dirs, func(a, b string) int {
+		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
+		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
+		return vb - va
+	})
+	if p, err := exec.LookPath("postgres"); err == nil {
+		dirs = append(dirs, filepath.Dir(p))
+	}
+	for _, d := range dirs {
+		if isExecutable(filepath.Join(d, "postgres")) && isExecutable(filepath.Join(d, "initdb")) {
+			return d, nil
+		}
+	}
+	return "", errors.New("postgres and initdb not found")
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
 // asPostgres runs command as the postgres user (setpriv keeps the
 // namespace and cgroup the launcher put us in).
 func asPostgres(command ...string) []string {
 	return append([]string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"}, command...)
 }
 
-// initdb makes one data directory (in h1, as a lab process), lets any
-// host connect without a password (only the lab's namespaces can reach
-// the servers), and copies it for every mode.
-func (r *runner) initdb(ctx context.Context) error {
+// prepare makes one data directory with initdb (in h1, as a lab
+// process), lets any host connect without a password (only the lab's
+// namespaces can reach the servers), and copies it for every mode.
+func (t *pgbenchTest) prepare(ctx context.Context, r *runner) error {
 	bin, err := postgresBinDir()
 	if err != nil {
 		return err
 	}
-	r.apps.pgBin = bin
+	t.bin = bin
 	u, err := user.Lookup("postgres")
 	if err != nil {
 		return err
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	tmpl := r.apps.path("pg-template")
+	tmpl := r.path("pg-template")
 	if err := os.Mkdir(tmpl, 0o700); err != nil {
 		return err
 	}
@@ -526,19 +348,19 @@ func (r *runner) initdb(ctx context.Context) error {
 		return err
 	}
 	for _, e := range r.envs {
-		if out, err := exec.CommandContext(ctx, "cp", "-a", tmpl, r.apps.path("pg-"+e.mode)).CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(ctx, "cp", "-a", tmpl, r.path("pg-"+e.mode)).CombinedOutput(); err != nil {
 			return fmt.Errorf("copy data directory: %w: %s", err, out)
 		}
 	}
 	return nil
 }
 
-// startPostgres starts e's PostgreSQL, listening on e's address and on a
-// Unix socket in its data directory (the namespaces share the file
-// system). Durability is off: the benchmark measures the network.
-func (r *runner) startPostgres(ctx context.Context, e *env) *proc {
-	data := r.apps.path("pg-" + e.mode)
-	p := r.start(ctx, e.server, asPostgres(filepath.Join(r.apps.pgBin, "postgres"), "-D", data,
+// start starts e's PostgreSQL, listening on e's address and on a Unix
+// socket in its data directory (the namespaces share the file system).
+// Durability is off: the benchmark measures the network.
+func (t *pgbenchTest) start(ctx context.Context, r *runner, e *env) (*proc, int) {
+	data := r.path("pg-" + e.mode)
+	p := r.start(ctx, e.server, asPostgres(filepath.Join(t.bin, "postgres"), "-D", data,
 		"-p", strconv.Itoa(postgresPort), "-k", data, "-c", "listen_addresses="+e.addr.String(),
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=100")...)
 	// postgres forks a backend per connection: stopping only the
@@ -556,16 +378,16 @@ func (r *runner) startPostgres(ctx context.Context, e *env) *proc {
 		}
 		return syscall.Kill(pid, syscall.SIGINT)
 	}
-	return p
+	return p, postgresPort
 }
 
-// pgbenchInit creates pgbench's tables over the Unix socket, as a lab
-// process in e's server namespace, retrying while the server starts up.
-func (r *runner) pgbenchInit(ctx context.Context, e *env) error {
+// warmup creates pgbench's tables over the Unix socket, as a lab process
+// in e's server namespace, retrying while the server starts up.
+func (*pgbenchTest) warmup(ctx context.Context, r *runner, e *env) error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		out, err := lab.Output(ctx, r.lab, e.server, "pgbench", "-i", "-q", "-s", strconv.Itoa(pgbenchScale),
-			"-h", r.apps.path("pg-"+e.mode), "-p", strconv.Itoa(postgresPort), "-U", "postgres", "postgres")
+			"-h", r.path("pg-"+e.mode), "-p", strconv.Itoa(postgresPort), "-U", "postgres", "postgres")
 		if err == nil {
 			return nil
 		}
@@ -579,7 +401,7 @@ func (r *runner) pgbenchInit(ctx context.Context, e *env) error {
 	}
 }
 
-func (r *runner) pgbench(ctx context.Context, e *env) ([]value, error) {
+func (*pgbenchTest) measure(ctx context.Context, r *runner, e *env) ([]value, error) {
 	out, cpu, err := r.clientCommand(ctx, e, "pgbench", "-n", "-S", "-c", strconv.Itoa(pgbenchClients), "-j", strconv.Itoa(pgbenchThreads),
 		"-T", strconv.Itoa(r.cfg.appSeconds()), "-h", e.addr.String(), "-p", strconv.Itoa(postgresPort), "-U", "postgres", "postgres")
 	res, perr := ParsePgbench(out)
@@ -599,15 +421,77 @@ func (r *runner) pgbench(ctx context.Context, e *env) ([]value, error) {
 	}, nil
 }
 
+// redisTest is Redis with redis-benchmark, SET and GET.
+type redisTest struct {
+	appTest
+	// requests is redis-benchmark's -n, sized by the warm-up.
+	requests int
+}
+
+func (*redisTest) name() string { return TestRedis }
+
+func (*redisTest) needs() []tool {
+	return []tool{{what: "redis-server", pkg: "redis-server"}, {what: "redis-benchmark", pkg: "redis-tools"}}
+}
+
+// duration: redis-benchmark counts requests, sized for host mode's rate,
+// so slower modes take longer.
+func (*redisTest) duration(c Config) (time.Duration, time.Duration) {
+	d := time.Duration(c.appSeconds()) * time.Second
+	return d, 4 * d
+}
+
+func (t *redisTest) server() server { return t }
+
+// prepare makes each mode's working directory.
+func (t *redisTest) prepare(_ context.Context, r *runner) error {
+	for _, e := range r.envs {
+		if err := os.MkdirAll(r.path("redis-"+e.mode), 0o755); err != nil {
+			return err
+		}
+	}
+	t.setRequests(r, redisWarmupRequests)
+	return nil
+}
+
+func (*redisTest) start(ctx context.Context, r *runner, e *env) (*proc, int) {
+	return r.start(ctx, e.server, "redis-server", "--bind", e.addr.String(), "--port", strconv.Itoa(redisPort),
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no", "--dir", r.path("redis-"+e.mode),
+		"--logfile", ""), redisPort
+}
+
+// warmup is a short run, which in host mode sizes the measured ones.
+func (t *redisTest) warmup(ctx context.Context, r *runner, e *env) error {
+	out, err := lab.Output(ctx, r.lab, e.client, redisBenchmark(e, redisWarmupRequests)...)
+	res, perr := ParseRedisBenchmark(out)
+	if err = errors.Join(err, perr); err != nil {
+		return fmt.Errorf("redis-benchmark: %w", err)
+	}
+	if e.mode == ModeHost {
+		// Each of SET and GET takes half the test's time in host mode,
+		// the fastest, at the warm-up's rate.
+		rate := (res["SET"].RPS + res["GET"].RPS) / 2
+		n := rate * float64(r.cfg.appSeconds()) / 2
+		t.setRequests(r, max(redisWarmupRequests, int(math.Round(n/1000))*1000))
+	}
+	return nil
+}
+
+// setRequests sets redis-benchmark's -n, and the report's.
+func (t *redisTest) setRequests(r *runner, n int) {
+	t.requests = n
+	r.report.Settings.Apps.RedisRequests = n
+}
+
 // redisBenchmark is redis-benchmark's command line for e.
-func (r *runner) redisBenchmark(e *env, requests int) []string {
+func redisBenchmark(e *env, requests int) []string {
 	return []string{"redis-benchmark", "-h", e.addr.String(), "-p", strconv.Itoa(redisPort), "-t", "set,get",
 		"-n", strconv.Itoa(requests), "-c", strconv.Itoa(redisClients), "--csv"}
 }
 
-func (r *runner) redis(ctx context.Context, e *env) ([]value, error) {
-	n := r.apps.redisRequests
-	out, cpu, err := r.clientCommand(ctx, e, r.redisBenchmark(e, n)...)
+func (t *redisTest) measure(ctx context.Context, r *runner, e *env) ([]value, error) {
+	n := t.requests
+	out, cpu, err := r.clientCommand(ctx, e, redisBenchmark(e, n)...)
 	res, perr := ParseRedisBenchmark(out)
 	if err = errors.Join(err, perr); err != nil {
 		return nil, err
@@ -625,29 +509,4 @@ func (r *runner) redis(ctx context.Context, e *env) ([]value, error) {
 		vals = append(vals, value{id: FigRedisGetP50, v: get.P50Us, show: "µs p50"}, value{id: FigRedisGetP99, v: get.P99Us, show: "µs p99"})
 	}
 	return append(vals, perOp(FigRedisCPU, cpu, float64(2*n))), nil
-}
-
-// tempDir is the benchmark's temporary directory, made on first use.
-// Others may read it: the postgres user must reach its data directories.
-func (r *runner) tempDir() (string, error) {
-	if r.dir != "" {
-		return r.dir, nil
-	}
-	dir, err := os.MkdirTemp("", "slim-bench-")
-	if err != nil {
-		return "", err
-	}
-	r.dir = dir
-	return dir, os.Chmod(dir, 0o755)
-}
-
-// removeDir removes the temporary directory; the servers must be
-// stopped.
-func (r *runner) removeDir() error {
-	if r.dir == "" {
-		return nil
-	}
-	err := os.RemoveAll(r.dir)
-	r.dir = ""
-	return err
 }

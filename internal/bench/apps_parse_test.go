@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
 // The outputs in testdata were captured from the Debian tools (wrk 4.1.0,
@@ -27,12 +29,12 @@ func TestParseWrk(t *testing.T) {
 		wantErr error
 	}{
 		{file: "wrk-keepalive.txt", want: WrkResult{Requests: 50053, RPS: 24856.22,
-			Latency: Latencies{P50: 1110, P90: 2460, P99: 5250, Mean: 1390, Max: 30600}}},
+			Latency: wire.Latencies{P50: 1110, P90: 2460, P99: 5250, Mean: 1390, Max: 30600}}},
 		{file: "wrk-close.txt", want: WrkResult{Requests: 24672, RPS: 12125.33,
-			Latency: Latencies{P50: 2080, P90: 3560, P99: 14670, Mean: 2470, Max: 27380}}},
+			Latency: wire.Latencies{P50: 2080, P90: 3560, P99: 14670, Mean: 2470, Max: 27380}}},
 		// 404s: counted, for the caller to judge.
 		{file: "wrk-non2xx.txt", want: WrkResult{Requests: 56887, RPS: 51703.70, Non2xx: 56887,
-			Latency: Latencies{P50: 558, P90: 880, P99: 2680, Mean: 614.68, Max: 5270}}},
+			Latency: wire.Latencies{P50: 558, P90: 880, P99: 2680, Mean: 614.68, Max: 5270}}},
 		{file: "wrk-socket-errors.txt", wantErr: ErrWrk},
 		{file: "wrk-refused.txt", wantErr: ErrWrk},
 	} {
@@ -172,7 +174,7 @@ func TestParseMemcached(t *testing.T) {
 	if r.Ops != 58278 || r.Sets != 5301 || r.Hits != 52977 || r.Conns != 4 || r.P50 != 82.156 || r.P99 != 885.828 || r.OpsPerSec < 29133 {
 		t.Errorf("got %+v", r)
 	}
-	cpu, err := probeCPU(r.CPUStatStart, r.CPUStatEnd)
+	cpu, err := probeCPU(r.CPUStart, r.CPUEnd)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,11 +29,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/slimnet/slim/internal/bench/wire"
 	"github.com/slimnet/slim/internal/lab"
 )
 
@@ -67,31 +67,10 @@ const (
 // ccNames are the C compilers tried, after $CC.
 var ccNames = []string{"cc", "gcc", "clang"}
 
-// CRR1Result is the crr1 client's report (see crr1.c).
-type CRR1Result struct {
-	Mode        string  `json:"mode"`
-	Addr        string  `json:"addr"`
-	Connections int     `json:"connections"`
-	Errors      int     `json:"errors"`
-	FirstError  string  `json:"firstError"`
-	Seconds     float64 `json:"seconds"`
-	CPS         float64 `json:"cps"`
-	// Latencies are connect-to-close: from before socket() to after
-	// close().
-	Latencies
-	// UserSeconds and SystemSeconds are the client's own CPU time
-	// (getrusage).
-	UserSeconds   float64 `json:"userSeconds"`
-	SystemSeconds float64 `json:"systemSeconds"`
-	// CPUStatStart and CPUStatEnd: as in RRResult.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
-}
-
 // ParseCRR1 reads the crr1 client's JSON report. A report without any
 // successful connection is an error.
-func ParseCRR1(b []byte) (CRR1Result, error) {
-	var r CRR1Result
+func ParseCRR1(b []byte) (wire.CRR1Result, error) {
+	var r wire.CRR1Result
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("parse crr1 output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
 	}
@@ -156,69 +135,67 @@ func compileCRR1(ctx context.Context, cc, dir string) (bin string, static bool, 
 	return bin, static, version, nil
 }
 
-// checkCRR1 finds a C compiler and builds crr1's client into the
-// benchmark's directory. Without a compiler, or when the build fails, the
-// test is left out with a warning, unless Config.Tests names it.
-func (r *runner) checkCRR1(ctx context.Context) error {
-	if !slices.Contains(r.tests, TestCRR1) {
-		return nil
+// crr1Test is crr1: its state is the client it compiled.
+type crr1Test struct {
+	// bin is the compiled client.
+	bin string
+}
+
+func (*crr1Test) name() string { return TestCRR1 }
+
+// needs is nothing: check finds a C compiler itself ($CC, or one of
+// ccNames).
+func (*crr1Test) needs() []tool { return nil }
+
+func (*crr1Test) duration(c Config) (time.Duration, time.Duration) { return c.CRRTime, c.CRRTime }
+
+func (t *crr1Test) server() server { return t }
+
+// check finds a C compiler and builds crr1's client into the benchmark's
+// directory.
+func (t *crr1Test) check(ctx context.Context, r *runner) error {
+	cc, err := findCC()
+	if err != nil {
+		return fmt.Errorf("%w (Debian packages gcc and libc6-dev; scripts/deps.sh installs them)", err)
 	}
-	err := func() error {
-		cc, err := findCC()
-		if err != nil {
-			return fmt.Errorf("%w (Debian packages gcc and libc6-dev; scripts/deps.sh installs them)", err)
-		}
-		dir, err := r.tempDir()
-		if err != nil {
-			return err
-		}
-		bin, static, version, err := compileCRR1(ctx, cc, dir)
-		if err != nil {
-			return err
-		}
-		r.crr1Bin = bin
-		r.report.Settings.CRR1 = &CRR1Settings{Seconds: r.cfg.CRRTime.Seconds(), Compiler: version, Static: static}
-		if !static {
-			r.warn("crr1: the C client is linked dynamically: static linking failed (Debian's libc6-dev has the static libc)")
-		}
-		return nil
-	}()
-	switch {
-	case err == nil:
-		return nil
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case r.cfg.Tests != nil:
-		return fmt.Errorf("%s: %w", TestCRR1, err)
+	dir, err := r.tempDir()
+	if err != nil {
+		return err
 	}
-	r.warn("%s: %v; the test is left out", TestCRR1, err)
-	r.tests = slices.DeleteFunc(r.tests, func(t string) bool { return t == TestCRR1 })
+	bin, static, version, err := compileCRR1(ctx, cc, dir)
+	if err != nil {
+		return err
+	}
+	t.bin = bin
+	r.report.Settings.CRR1 = &CRR1Settings{Seconds: r.cfg.CRRTime.Seconds(), Compiler: version, Static: static}
+	if !static {
+		r.warn("crr1: the C client is linked dynamically: static linking failed (Debian's libc6-dev has the static libc)")
+	}
 	return nil
 }
 
-// setupCRR1 readies crr1 in every mode once the servers answer: sets
-// tcp_tw_reuse in the client's namespace and runs the client briefly. A
-// failure leaves the test out (a warning, counted as a failed
-// measurement).
-func (r *runner) setupCRR1(ctx context.Context) error {
-	if !slices.Contains(r.tests, TestCRR1) {
-		return nil
-	}
+// prepare sets tcp_tw_reuse in every mode's client namespace.
+func (t *crr1Test) prepare(ctx context.Context, r *runner) error {
 	for _, e := range r.envs {
-		err := r.setTWReuse(ctx, e.client)
-		if err == nil {
-			_, err = r.runCRR1(ctx, e, crr1Warmup)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil {
-			r.dropTest(TestCRR1, fmt.Errorf("%s: %w", e.mode, err))
-			return nil
+		if err := r.setTWReuse(ctx, e.client); err != nil {
+			return fmt.Errorf("%s: %w", e.mode, err)
 		}
 	}
 	r.report.Settings.CRR1.TWReuse = true
 	return nil
+}
+
+// start starts crr1's server, apart from crr's: crr1's client closes
+// first, so the server waits for its FIN.
+func (t *crr1Test) start(ctx context.Context, r *runner, e *env) (*proc, int) {
+	return r.start(ctx, e.server, r.cfg.Probe, "crrserve", "-addr", fmt.Sprintf("0.0.0.0:%d", crr1Port),
+		"-acceptors", strconv.Itoa(crr1Acceptors), "-wait-eof"), crr1Port
+}
+
+// warmup runs the client briefly.
+func (t *crr1Test) warmup(ctx context.Context, r *runner, e *env) error {
+	_, err := t.run(ctx, r, e, crr1Warmup)
+	return err
 }
 
 // setTWReuse sets net.ipv4.tcp_tw_reuse=1 in target's network namespace:
@@ -236,9 +213,9 @@ func (r *runner) setTWReuse(ctx context.Context, target string) error {
 	return nil
 }
 
-// runCRR1 runs the crr1 client in e's client for d.
-func (r *runner) runCRR1(ctx context.Context, e *env, d time.Duration) (CRR1Result, error) {
-	out, _, err := r.clientCommand(ctx, e, r.crr1Bin, r.dst(e, crr1Port), strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
+// run runs the crr1 client in e's client for d.
+func (t *crr1Test) run(ctx context.Context, r *runner, e *env, d time.Duration) (wire.CRR1Result, error) {
+	out, _, err := r.clientCommand(ctx, e, t.bin, r.dst(e, crr1Port), strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
 	res, perr := ParseCRR1(out)
 	if perr != nil && (len(out) > 0 || err == nil) {
 		err = perr // the report says more than the exit status
@@ -249,14 +226,14 @@ func (r *runner) runCRR1(ctx context.Context, e *env, d time.Duration) (CRR1Resu
 	return res, nil
 }
 
-// crr1 measures crr1 in e.
-func (r *runner) crr1(ctx context.Context, e *env) ([]value, error) {
+// measure measures crr1 in e.
+func (t *crr1Test) measure(ctx context.Context, r *runner, e *env) ([]value, error) {
 	var before Histogram
 	var beforeErr error
 	if e.mode == ModeSlim {
 		before, beforeErr = r.handlerHistogram(ctx)
 	}
-	res, err := r.runCRR1(ctx, e, r.cfg.CRRTime)
+	res, err := t.run(ctx, r, e, r.cfg.CRRTime)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +244,7 @@ func (r *runner) crr1(ctx context.Context, e *env) ([]value, error) {
 	if res.Errors > 0 {
 		r.warn("%s crr1: %d of %d connections failed (first: %s)", e.mode, res.Errors, res.Errors+res.Connections, res.FirstError)
 	}
-	cpu, err := probeCPU(res.CPUStatStart, res.CPUStatEnd)
+	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +271,7 @@ func (r *runner) crr1(ctx context.Context, e *env) ([]value, error) {
 // client's command (nil if not measured) and, in slim mode, the broker's
 // connect handler histogram of the run (nil without; its quantiles are
 // in seconds, the figures in µs).
-func crr1Values(res CRR1Result, cpu time.Duration, slimd *time.Duration, handler *Histogram) []value {
+func crr1Values(res wire.CRR1Result, cpu time.Duration, slimd *time.Duration, handler *Histogram) []value {
 	n := float64(res.Connections)
 	vals := []value{
 		{id: FigCRR1Rate, v: res.CPS, show: "conn/s"},

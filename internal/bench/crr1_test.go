@@ -7,24 +7,27 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
 func TestParseCRR1(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		in      string
-		want    CRR1Result
+		want    wire.CRR1Result
 		wantErr bool
 	}{
 		{name: "ok", in: `{"mode":"crr1","addr":"10.0.0.1:7203","connections":6691,"errors":2,"firstError":"connect: Connection refused",` +
 			`"seconds":0.500058,"cps":13380.457,"p50Us":68.701,"p90Us":102.696,"p99Us":194.941,"meanUs":74.633,"minUs":32.361,"maxUs":1240.423,` +
-			`"userSeconds":0.010614,"systemSeconds":0.283052,"cpuStatStart":"cpu  1 2 3 4","cpuStatEnd":"cpu  5 6 7 8"}`,
-			want: CRR1Result{Mode: "crr1", Addr: "10.0.0.1:7203", Connections: 6691, Errors: 2, FirstError: "connect: Connection refused",
-				Seconds: 0.500058, CPS: 13380.457, Latencies: Latencies{P50: 68.701, P90: 102.696, P99: 194.941, Mean: 74.633, Min: 32.361, Max: 1240.423},
-				UserSeconds: 0.010614, SystemSeconds: 0.283052, CPUStatStart: "cpu  1 2 3 4", CPUStatEnd: "cpu  5 6 7 8"}},
+			`"userSeconds":0.010614,"systemSeconds":0.283052,"cpuStart":{"user":1,"nice":2,"system":3,"idle":4,"iowait":0,"irq":0,"softirq":0,"steal":0},"cpuEnd":{"user":5,"nice":6,"system":7,"idle":8,"iowait":0,"irq":0,"softirq":0,"steal":0}}`,
+			want: wire.CRR1Result{Mode: "crr1", Addr: "10.0.0.1:7203", Connections: 6691, Errors: 2, FirstError: "connect: Connection refused",
+				Seconds: 0.500058, CPS: 13380.457, Latencies: wire.Latencies{P50: 68.701, P90: 102.696, P99: 194.941, Mean: 74.633, Min: 32.361, Max: 1240.423},
+				UserSeconds: 0.010614, SystemSeconds: 0.283052, CPUStart: wire.CPUTimes{User: 1, Nice: 2, System: 3, Idle: 4}, CPUEnd: wire.CPUTimes{User: 5, Nice: 6, System: 7, Idle: 8}}},
 		{name: "no connection", in: `{"mode":"crr1","connections":0,"errors":101,"firstError":"connect: Connection refused","seconds":0.01}`, wantErr: true},
 		{name: "another report", in: `{"mode":"crr","connections":5,"seconds":1}`, wantErr: true},
 		{name: "not JSON", in: "crr1: bad address", wantErr: true},
@@ -41,8 +44,33 @@ func TestParseCRR1(t *testing.T) {
 	}
 }
 
+// crr1.c prints wire.CRR1Result by hand: every JSON name must be in it.
+func TestCRR1SourcePrintsEveryField(t *testing.T) {
+	var names func(reflect.Type) []string
+	names = func(typ reflect.Type) []string {
+		var ns []string
+		for f := range typ.Fields() {
+			if f.Anonymous {
+				ns = append(ns, names(f.Type)...)
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			ns = append(ns, name)
+			if f.Type.Kind() == reflect.Struct {
+				ns = append(ns, names(f.Type)...) // cpuStart's fields
+			}
+		}
+		return ns
+	}
+	for _, n := range names(reflect.TypeFor[wire.CRR1Result]()) {
+		if !strings.Contains(string(crr1Source), `\"`+n+`\"`) {
+			t.Errorf("crr1.c does not print %q", n)
+		}
+	}
+}
+
 func TestCRR1Values(t *testing.T) {
-	res := CRR1Result{Connections: 1000, CPS: 4000, Latencies: Latencies{P50: 200, P99: 900}}
+	res := wire.CRR1Result{Connections: 1000, CPS: 4000, Latencies: wire.Latencies{P50: 200, P99: 900}}
 	slimd := 20 * time.Millisecond
 	// 1000 connects: 100 in (10,20] µs, 800 in (20,40], 100 in (40,80].
 	h := Histogram{Bounds: []float64{10e-6, 20e-6, 40e-6, 80e-6, math.Inf(1)}, Counts: []float64{0, 100, 900, 1000, 1000}}
@@ -152,7 +180,7 @@ func TestCRR1Client(t *testing.T) {
 			if res.Addr != addr || res.Errors != 0 || res.P50 <= 0 || res.P99 < res.P50 || res.Seconds < 0.2 {
 				t.Errorf("report %+v", res)
 			}
-			if _, err := probeCPU(res.CPUStatStart, res.CPUStatEnd); err != nil {
+			if _, err := probeCPU(res.CPUStart, res.CPUEnd); err != nil {
 				t.Error(err)
 			}
 		})

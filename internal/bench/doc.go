@@ -32,16 +32,23 @@
 // servers run in each mode's server namespace for the whole benchmark.
 //
 // Every test also measures the whole machine's CPU time over its window
-// (user, nice, system, irq and softirq from /proc/stat), expressed per GB
-// received or per transaction. Every figure is the median of the runs, with
+// (user, nice, system, irq and softirq from /proc/stat, read with
+// prometheus/procfs; slimprobe and crr1 read it themselves around their
+// timed loop and report it, see package wire), expressed per GB received
+// or per transaction. Every figure is the median of the runs, with
 // min and max, and the ratios overlay/host, slim/host and slim/overlay; the
 // design's goals for slim are evaluated on the medians.
 //
-// The measurement is a pure core (statistics, /proc parsing, iperf3 and
-// slimprobe output parsing, the report and its Markdown rendering) and an
-// orchestrator (Run) that drives the lab through package lab's API only:
-// every process it starts is in a lab cgroup, so lab.Down removes it
-// whatever happens to the benchmark.
+// The measurement is a pure core (statistics, iperf3, wrk, pgbench,
+// redis-benchmark and slimprobe output parsing, the report and its
+// Markdown rendering) and an orchestrator (Run) that drives the lab
+// through package lab's API only: every process it starts is in a lab
+// cgroup, so lab.Down removes it whatever happens to the benchmark. Each
+// test is one type implementing benchTest (tests.go: what it needs, its
+// server, how long it takes, how it measures); Run knows no test by name.
+// Files: config.go (Config), runner.go (Run: lab, servers, teardown),
+// measure.go (one test in one mode: CPU time, vxlan bytes, per-side CPU),
+// network.go, crr1.go and apps.go (the tests), machine.go, report.go.
 //
 // The Report's JSON form is a contract: fields are added, never renamed.
 // It carries every sample, so that it can be rendered again (ReadJSON)
@@ -51,6 +58,6 @@
 // What the package leaves to others: building the lab (package lab) and
 // the binaries; iperf3, memcached, nginx, wrk, PostgreSQL and Redis are
 // Debian's (scripts/deps.sh installs them), so is the C compiler crr1
-// needs (gcc, libc6-dev), and slimprobe is test/slimprobe, built with
+// needs (gcc, libc6-dev), and slimprobe is cmd/slimprobe, built with
 // CGO_ENABLED=0.
 package bench

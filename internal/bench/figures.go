@@ -6,33 +6,6 @@ import (
 	"time"
 )
 
-// Tests, in the order they run within a run.
-const (
-	TestTCP1 = "tcp1"
-	TestTCP4 = "tcp4"
-	TestRR   = "rr"
-	TestCRR  = "crr"
-	// TestCRR1 is crr from a C client, one connection at a time (see
-	// crr1.go).
-	TestCRR1 = "crr1"
-	// The applications (see apps.go).
-	TestMemcached  = "memcached"
-	TestNginx      = "nginx"
-	TestNginxClose = "nginx-close"
-	TestPgbench    = "pgbench"
-	TestRedis      = "redis"
-)
-
-var (
-	// CoreTests are the network tests, in run order.
-	CoreTests = []string{TestTCP1, TestTCP4, TestRR, TestCRR, TestCRR1}
-	// AppTests are the application tests, in run order; they run after
-	// the core tests in every run.
-	AppTests = []string{TestMemcached, TestNginx, TestNginxClose, TestPgbench, TestRedis}
-	// Tests lists all tests in run order.
-	Tests = slices.Concat(CoreTests, AppTests)
-)
-
 // Figure groups (Figure.Group): one chart each.
 const (
 	GroupThroughput = "throughput"

@@ -22,11 +22,11 @@ import (
 	"github.com/slimnet/slim/internal/lab/labtest"
 )
 
-// buildProbe builds test/slimprobe as a static binary (CGO_ENABLED=0).
+// buildProbe builds cmd/slimprobe as a static binary (CGO_ENABLED=0).
 func buildProbe(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "slimprobe")
-	cmd := exec.Command("go", "build", "-o", p, "github.com/slimnet/slim/test/slimprobe")
+	cmd := exec.Command("go", "build", "-o", p, "github.com/slimnet/slim/cmd/slimprobe")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build slimprobe: %v\n%s", err, out)

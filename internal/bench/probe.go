@@ -1,64 +1,16 @@
 package bench
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"strconv"
 	"strings"
-	"time"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
-// Latencies are percentiles of a set of latencies, in microseconds, as
-// slimprobe prints them.
-type Latencies struct {
-	P50  float64 `json:"p50Us"`
-	P90  float64 `json:"p90Us"`
-	P99  float64 `json:"p99Us"`
-	Mean float64 `json:"meanUs"`
-	Min  float64 `json:"minUs"`
-	Max  float64 `json:"maxUs"`
-}
-
-// RRResult is `slimprobe rr`'s report: ping-pong transactions on one
-// connection.
-type RRResult struct {
-	Mode         string  `json:"mode"`
-	Addr         string  `json:"addr"`
-	Size         int     `json:"size"`
-	Transactions int     `json:"transactions"`
-	Seconds      float64 `json:"seconds"`
-	TPS          float64 `json:"tps"`
-	Latencies
-	// CPUStatStart and CPUStatEnd are /proc/stat's cpu line read by the
-	// probe right before and after its timed loop.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
-}
-
-// CRRResult is `slimprobe crr`'s report: connections made, used for one
-// transaction and closed.
-type CRRResult struct {
-	Mode        string    `json:"mode"`
-	Addr        string    `json:"addr"`
-	Workers     int       `json:"workers"`
-	Connections int       `json:"connections"`
-	Errors      int       `json:"errors"`
-	FirstError  string    `json:"firstError"`
-	Seconds     float64   `json:"seconds"`
-	CPS         float64   `json:"cps"`
-	Connect     Latencies `json:"connect"`
-	Transaction Latencies `json:"transaction"`
-	// CPUStatStart and CPUStatEnd: as in RRResult.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
-}
-
 // ParseRR reads slimprobe rr's JSON report.
-func ParseRR(b []byte) (RRResult, error) {
-	var r RRResult
+func ParseRR(b []byte) (wire.RRResult, error) {
+	var r wire.RRResult
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("parse slimprobe rr output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
 	}
@@ -69,8 +21,8 @@ func ParseRR(b []byte) (RRResult, error) {
 }
 
 // ParseCRR reads slimprobe crr's JSON report.
-func ParseCRR(b []byte) (CRRResult, error) {
-	var r CRRResult
+func ParseCRR(b []byte) (wire.CRRResult, error) {
+	var r wire.CRRResult
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("parse slimprobe crr output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
 	}
@@ -81,91 +33,11 @@ func ParseCRR(b []byte) (CRRResult, error) {
 	return r, nil
 }
 
-// probeCPU is the machine's busy CPU time over a probe's timed window.
-func probeCPU(start, end string) (time.Duration, error) {
-	a, err := ParseCPULine(start)
-	if err != nil {
-		return 0, err
-	}
-	b, err := ParseCPULine(end)
-	if err != nil {
-		return 0, err
-	}
-	return b.BusySince(a), nil
-}
-
-// IfaceCounters are an interface's byte and packet counters.
-type IfaceCounters struct {
-	RxBytes, RxPackets, TxBytes, TxPackets uint64
-}
-
-// Bytes is received plus sent bytes.
-func (c IfaceCounters) Bytes() uint64 { return c.RxBytes + c.TxBytes }
-
-// ErrNoIface means the interface is not in the listing.
-var ErrNoIface = errors.New("no such interface")
-
-// ParseNetDev finds iface in a /proc/net/dev listing:
-//
-//	Inter-|   Receive                                                |  Transmit
-//	 face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets ...
-//	    lo:    1234      10    0    0    0     0          0         0     1234      10 ...
-func ParseNetDev(r io.Reader, iface string) (IfaceCounters, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || strings.TrimSpace(name) != iface {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) < 10 {
-			return IfaceCounters{}, fmt.Errorf("parse net/dev: %s: %d fields, want 16", iface, len(f))
-		}
-		var v [4]uint64
-		for i, k := range []int{0, 1, 8, 9} {
-			n, err := strconv.ParseUint(f[k], 10, 64)
-			if err != nil {
-				return IfaceCounters{}, fmt.Errorf("parse net/dev: %s: %w", iface, err)
-			}
-			v[i] = n
-		}
-		return IfaceCounters{RxBytes: v[0], RxPackets: v[1], TxBytes: v[2], TxPackets: v[3]}, nil
-	}
-	if err := sc.Err(); err != nil {
-		return IfaceCounters{}, fmt.Errorf("read net/dev: %w", err)
-	}
-	return IfaceCounters{}, fmt.Errorf("%s: %w", iface, ErrNoIface)
-}
-
-// MemcachedResult is `slimprobe memcached`'s report: the memcached load
-// generator's operations and their latencies.
-type MemcachedResult struct {
-	Mode       string  `json:"mode"`
-	Addr       string  `json:"addr"`
-	Conns      int     `json:"conns"`
-	Keys       int     `json:"keys"`
-	ValueSize  int     `json:"valueSize"`
-	Ratio      string  `json:"ratio"`
-	Ops        int     `json:"ops"`
-	Sets       int     `json:"sets"`
-	Gets       int     `json:"gets"`
-	Hits       int     `json:"hits"`
-	Misses     int     `json:"misses"`
-	Errors     int     `json:"errors"`
-	FirstError string  `json:"firstError"`
-	Seconds    float64 `json:"seconds"`
-	OpsPerSec  float64 `json:"opsPerSec"`
-	Latencies
-	// CPUStatStart and CPUStatEnd: as in RRResult.
-	CPUStatStart string `json:"cpuStatStart"`
-	CPUStatEnd   string `json:"cpuStatEnd"`
-}
-
 // ParseMemcached reads slimprobe memcached's JSON report. A report whose
 // connections failed is returned with an error: its figures cover only
 // part of the time.
-func ParseMemcached(b []byte) (MemcachedResult, error) {
-	var r MemcachedResult
+func ParseMemcached(b []byte) (wire.MemcachedResult, error) {
+	var r wire.MemcachedResult
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("parse slimprobe memcached output %q: %w", trim(strings.TrimSpace(string(b)), 80), err)
 	}
@@ -177,4 +49,12 @@ func ParseMemcached(b []byte) (MemcachedResult, error) {
 		return r, fmt.Errorf("slimprobe memcached: %d of %d connections failed (first: %s)", r.Errors, r.Conns, r.FirstError)
 	}
 	return r, nil
+}
+
+// trim shortens s to n bytes for an error message.
+func trim(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }

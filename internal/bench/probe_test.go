@@ -2,15 +2,20 @@ package bench
 
 import (
 	"errors"
-	"strings"
+	"fmt"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
 // Recorded from slimprobe over loopback.
 const (
-	rrOutput  = `{"mode":"rr","addr":"127.0.0.1:17201","size":1,"transactions":33053,"seconds":1.000002404,"tps":33052.92054077902,"p50Us":26.811,"p90Us":63.861,"p99Us":120.508,"meanUs":30.129320666807853,"minUs":16.612,"maxUs":3005.853,"cpuStatStart":"cpu  149623 0 84192 327057 1597 0 3904 0 0 0","cpuStatEnd":"cpu  149636 0 84256 327139 1597 0 3942 0 0 0"}`
-	crrOutput = `{"mode":"crr","addr":"127.0.0.1:17202","workers":4,"connections":13525,"errors":0,"seconds":1.000460352,"cps":13518.776604152727,"connect":{"p50Us":16.783,"p90Us":117.081,"p99Us":342.298,"meanUs":60.492317560073936,"minUs":9.949,"maxUs":10250.923},"transaction":{"p50Us":153.852,"p90Us":385.902,"p99Us":3810.316,"meanUs":295.3820048798521,"minUs":41.81,"maxUs":15316.798},"cpuStatStart":"cpu  149636 0 84257 327140 1597 0 3942 0 0 0","cpuStatEnd":"cpu  149662 0 84364 327160 1597 0 3985 0 0 0"}`
+	rrOutput  = `{"mode":"rr","addr":"127.0.0.1:17201","size":1,"transactions":33053,"seconds":1.000002404,"tps":33052.92054077902,"p50Us":26.811,"p90Us":63.861,"p99Us":120.508,"meanUs":30.129320666807853,"minUs":16.612,"maxUs":3005.853,"cpuStart":{"user":149623,"nice":0,"system":84192,"idle":327057,"iowait":1597,"irq":0,"softirq":3904,"steal":0},"cpuEnd":{"user":149636,"nice":0,"system":84256,"idle":327139,"iowait":1597,"irq":0,"softirq":3942,"steal":0}}`
+	crrOutput = `{"mode":"crr","addr":"127.0.0.1:17202","workers":4,"connections":13525,"errors":0,"seconds":1.000460352,"cps":13518.776604152727,"connect":{"p50Us":16.783,"p90Us":117.081,"p99Us":342.298,"meanUs":60.492317560073936,"minUs":9.949,"maxUs":10250.923},"transaction":{"p50Us":153.852,"p90Us":385.902,"p99Us":3810.316,"meanUs":295.3820048798521,"minUs":41.81,"maxUs":15316.798},"cpuStart":{"user":149636,"nice":0,"system":84257,"idle":327140,"iowait":1597,"irq":0,"softirq":3942,"steal":0},"cpuEnd":{"user":149662,"nice":0,"system":84364,"idle":327160,"iowait":1597,"irq":0,"softirq":3985,"steal":0}}`
 )
 
 func TestParseRR(t *testing.T) {
@@ -21,7 +26,7 @@ func TestParseRR(t *testing.T) {
 	if r.Transactions != 33053 || r.P50 != 26.811 || r.P99 != 120.508 || r.Size != 1 {
 		t.Errorf("got %+v", r)
 	}
-	cpu, err := probeCPU(r.CPUStatStart, r.CPUStatEnd)
+	cpu, err := probeCPU(r.CPUStart, r.CPUEnd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,39 +62,33 @@ func TestParseCRR(t *testing.T) {
 			t.Errorf("%s: want an error", name)
 		}
 	}
-	if _, err := probeCPU("cpu 1 2 3 4", "garbage"); err == nil {
-		t.Error("probeCPU of garbage: want an error")
+	if _, err := probeCPU(wire.CPUTimes{User: 1}, wire.CPUTimes{}); err == nil {
+		t.Error("probeCPU without an end: want an error")
 	}
 }
 
-const netDev = `Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo:    5432      60    0    0    0     0          0         0     5432      60    0    0    0     0       0          0
-  eth0: 88123456  70000    0    0    0     0          0         0 77123456   60000    0    0    0     0       0          0
-slim-vxlan:1234567    890    0    0    0     0          0         0  7654321    4321    0    0    0     0       0          0
-`
-
-func TestParseNetDev(t *testing.T) {
+// testdata/proc/4242/net/dev is h2's slimd's namespace.
+func TestIfaceBytes(t *testing.T) {
+	fs, err := procfs.NewFS("testdata/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
+		pid   int
 		iface string
-		want  IfaceCounters
+		want  uint64
 		err   error
 	}{
-		{"slim-vxlan", IfaceCounters{RxBytes: 1234567, RxPackets: 890, TxBytes: 7654321, TxPackets: 4321}, nil},
-		{"eth0", IfaceCounters{RxBytes: 88123456, RxPackets: 70000, TxBytes: 77123456, TxPackets: 60000}, nil},
-		{"wire", IfaceCounters{}, ErrNoIface},
+		{4242, "slim-vxlan", 1234567 + 7654321, nil},
+		{4242, "eth0", 88123456 + 77123456, nil},
+		{4242, "wire", 0, ErrNoIface},
+		{4243, "slim-vxlan", 0, os.ErrNotExist}, // slimd is gone
 	} {
-		t.Run(tc.iface, func(t *testing.T) {
-			got, err := ParseNetDev(strings.NewReader(netDev), tc.iface)
+		t.Run(fmt.Sprint(tc.pid, tc.iface), func(t *testing.T) {
+			got, err := ifaceBytes(fs, tc.pid, tc.iface)
 			if !errors.Is(err, tc.err) || got != tc.want {
-				t.Errorf("got %+v, %v; want %+v, %v", got, err, tc.want, tc.err)
+				t.Errorf("got %d, %v; want %d, %v", got, err, tc.want, tc.err)
 			}
 		})
-	}
-	if got := (IfaceCounters{RxBytes: 3, TxBytes: 4}).Bytes(); got != 7 {
-		t.Errorf("Bytes = %d", got)
-	}
-	if _, err := ParseNetDev(strings.NewReader("  eth0: 1 2 3\n"), "eth0"); err == nil {
-		t.Error("short line: want an error")
 	}
 }

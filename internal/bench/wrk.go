@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
 // WrkResult is what the benchmark takes from `wrk --latency`'s report.
@@ -15,7 +17,7 @@ type WrkResult struct {
 	RPS      float64
 	// Latency: mean and max from the thread stats, p50/p90/p99 from the
 	// latency distribution, in microseconds.
-	Latency Latencies
+	Latency wire.Latencies
 	// Socket errors (connect, read, write, timeout) and responses that
 	// were not 2xx or 3xx.
 	ConnectErrors, ReadErrors, WriteErrors, Timeouts, Non2xx int

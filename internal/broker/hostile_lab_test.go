@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slimnet/slim/internal/bench/wire"
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/lab/labtest"
 	"github.com/slimnet/slim/internal/poll"
@@ -106,7 +107,7 @@ func TestHostileContainer(t *testing.T) {
 			// It fails (nothing answers there on the overlay): the exit
 			// status is 1 and the summary says so.
 			out, _ := lab.Output(ctx, l.Config, "evil", probe, "connect", "-summary", "-addr", v.String(), "-bytes", "1")
-			var sum struct{ Failed int }
+			var sum wire.ConnectSummary
 			json.Unmarshal(out, &sum)
 			if sum.Failed != 1 {
 				t.Errorf("connect to the forged %s: %s; want it to fail (no such container on the overlay)", v, out)

@@ -24,13 +24,15 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/slimnet/slim/internal/api"
-	"github.com/slimnet/slim/internal/lab"
-	"github.com/slimnet/slim/internal/lab/labtest"
-	"github.com/slimnet/slim/internal/poll"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bench/wire"
+	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/poll"
 )
 
 var (
@@ -39,7 +41,7 @@ var (
 	probeErr  error
 )
 
-// buildProbe builds test/slimprobe as a static binary (CGO_ENABLED=0).
+// buildProbe builds cmd/slimprobe as a static binary (CGO_ENABLED=0).
 func buildProbe(t *testing.T) string {
 	t.Helper()
 	probeOnce.Do(func() {
@@ -49,7 +51,7 @@ func buildProbe(t *testing.T) string {
 			return
 		}
 		probePath = filepath.Join(dir, "slimprobe")
-		cmd := exec.Command("go", "build", "-o", probePath, "github.com/slimnet/slim/test/slimprobe")
+		cmd := exec.Command("go", "build", "-o", probePath, "github.com/slimnet/slim/cmd/slimprobe")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			probeErr = fmt.Errorf("build slimprobe: %v\n%s", err, out)
@@ -89,13 +91,6 @@ func overlayBytes(t *testing.T, hosts ...string) uint64 {
 		}
 	}
 	return sum
-}
-
-type report struct {
-	Local, Peer, Accept string
-	Bytes               int64
-	KeepIdle            int
-	Err                 string
 }
 
 // metric returns the sum of a slimd counter's samples whose labels contain
@@ -149,17 +144,13 @@ func sumSamples(t *testing.T, body, name, match string) float64 {
 	return sum
 }
 
-type result struct {
-	Client report
-	Server report
-}
-
-func parseResults(t *testing.T, out string) []result {
+// parseResults reads slimprobe connect's lines.
+func parseResults(t *testing.T, out string) []wire.ConnectResult {
 	t.Helper()
-	var rs []result
+	var rs []wire.ConnectResult
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
-		var r result
+		var r wire.ConnectResult
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("bad probe line %q: %v", sc.Text(), err)
 		}
@@ -178,7 +169,7 @@ func addrOf(t *testing.T, s string) netip.AddrPort {
 }
 
 // checkVirtual asserts that both ends saw only virtual addresses.
-func checkVirtual(t *testing.T, r result, client, server netip.Addr, port uint16) {
+func checkVirtual(t *testing.T, r wire.ConnectResult, client, server netip.Addr, port uint16) {
 	t.Helper()
 	if r.Client.Err != "" {
 		t.Fatalf("client: %s", r.Client.Err)
@@ -612,11 +603,7 @@ func TestChurn(t *testing.T) {
 	churn := func(n int) {
 		t.Helper()
 		out := l.Output(ctx, "cli", probe, "connect", "-summary", "-addr", dst, "-bytes", "1", "-conns", fmt.Sprint(n), "-parallel", "32")
-		var sum struct {
-			Conns, Failed int
-			FirstError    string
-			Seconds       float64
-		}
+		var sum wire.ConnectSummary
 		if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Failed != 0 || sum.Conns != n {
 			t.Fatalf("churn of %d: %s (%v)", n, out, err)
 		}
@@ -887,7 +874,7 @@ func TestClientClosesFirst(t *testing.T) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	out := l.Output(cctx, "cli", probe, "crr", "-close-first", "-addr", netip.AddrPortFrom(srv.IPv4, 7300).String(), "-workers", "4", "-n", fmt.Sprint(conns/4))
-	var res struct{ Connections, Errors int }
+	var res wire.CRRResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Connections != conns || res.Errors != 0 {
 		t.Fatalf("crr: %s (%v)", out, err)
 	}
@@ -920,11 +907,7 @@ func TestPortBlocksGrow(t *testing.T) {
 	f0, s0, b0 := fallbacks(), swaps(), statsOf(t, l.Config, "h2").blocks
 	const conns = 400 // the lab's blocks have 256 ports
 	out := l.Output(ctx, "cli", probe, "hold", "-addr", netip.AddrPortFrom(srv.IPv4, 7400).String(), "-conns", fmt.Sprint(conns))
-	var res struct {
-		Conns, Failed int
-		FirstError    string
-		Ports         []uint16
-	}
+	var res wire.HoldResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Conns != conns {
 		t.Fatalf("hold: %s (%v)", out, err)
 	}

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/slimnet/slim/internal/bench/wire"
 )
 
 // hold opens conns connections to a slimprobe server (serve), one after
@@ -25,13 +27,7 @@ func hold(args []string) error {
 	if err != nil {
 		return err
 	}
-	type result struct {
-		Conns      int      `json:"conns"`
-		Failed     int      `json:"failed"`
-		FirstError string   `json:"firstError,omitempty"`
-		Ports      []uint16 `json:"ports"`
-	}
-	var res result
+	var res wire.HoldResult
 	var held []net.Conn
 	defer func() {
 		for _, c := range held {

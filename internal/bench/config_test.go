@@ -106,36 +106,3 @@ func TestEstimateWithinBudget(t *testing.T) {
 		t.Errorf("without the applications: estimated at %v", d)
 	}
 }
-
-func TestStripElapsed(t *testing.T) {
-	for in, want := range map[string]string{
-		"   0.9s  lab ready: 2 hosts":   "lab ready: 2 hosts",
-		"  12.0s  warning: x":           "warning: x",
-		"no time here":                  "no time here",
-		"5s":                            "5s",
-		"sleeps  are not elapsed times": "sleeps  are not elapsed times",
-	} {
-		if got := stripElapsed(in); got != want {
-			t.Errorf("stripElapsed(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestCPUModel(t *testing.T) {
-	in := "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n"
-	if got := cpuModel(in); got != "AMD EPYC 7B13" {
-		t.Errorf("cpuModel = %q", got)
-	}
-	if got := cpuModel("processor: 0\n"); got != "unknown CPU" {
-		t.Errorf("cpuModel without a model = %q", got)
-	}
-}
-
-func TestTail(t *testing.T) {
-	tl := &tail{max: 5}
-	tl.Write([]byte("abc"))
-	tl.Write([]byte("defg"))
-	if got := tl.String(); got != "cdefg" {
-		t.Errorf("tail = %q", got)
-	}
-}
