@@ -3,20 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"flag"
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // fakeSlimd answers the read-only API with fixed data.
 type fakeSlimd struct{ api.Backend }
@@ -79,23 +76,6 @@ func serve(t *testing.T) string {
 	}
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Fatalf("%s differs:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
-
 func TestOutputs(t *testing.T) {
 	sock := serve(t)
 	for _, tc := range []struct {
@@ -122,7 +102,7 @@ func TestOutputs(t *testing.T) {
 			if errb.Len() != 0 {
 				t.Fatalf("stderr not empty: %s", errb.String())
 			}
-			golden(t, tc.golden, out.String())
+			testenv.Golden(t, tc.golden, out.Bytes())
 		})
 	}
 }

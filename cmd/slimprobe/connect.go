@@ -189,24 +189,9 @@ func interrupter() func() {
 // after setOpts, then calls connected and hands the socket to the Go
 // runtime.
 func blockingDial(ap netip.AddrPort, setOpts func(fd int) error, connected func(fd int)) (net.Conn, error) {
-	family, sa := sockaddrOf(ap)
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := dialBlocking(ap, setOpts)
 	if err != nil {
 		return nil, err
-	}
-	if err := setOpts(fd); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	for {
-		err = unix.Connect(fd, sa)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("connect: %w", err)
 	}
 	connected(fd)
 	f := os.NewFile(uintptr(fd), "conn")

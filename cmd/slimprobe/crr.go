@@ -136,7 +136,7 @@ func crr(args []string) error {
 // crrOne is one crr transaction; it returns connect(2)'s duration.
 func crrOne(ap netip.AddrPort, closeFirst bool) (time.Duration, error) {
 	t := time.Now()
-	fd, err := dialBlocking(ap)
+	fd, err := dialBlocking(ap, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -171,7 +171,7 @@ type mcConn struct {
 }
 
 func newMCConn(ap netip.AddrPort) (*mcConn, error) {
-	fd, err := dialBlocking(ap)
+	fd, err := dialBlocking(ap, nil)
 	if err != nil {
 		return nil, err
 	}

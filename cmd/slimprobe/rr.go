@@ -61,7 +61,7 @@ func rr(args []string) error {
 	if err != nil {
 		return err
 	}
-	fd, err := dialBlocking(ap)
+	fd, err := dialBlocking(ap, nil)
 	if err != nil {
 		return err
 	}

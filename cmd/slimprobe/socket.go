@@ -130,12 +130,19 @@ func readFull(fd int, b []byte) error {
 	return nil
 }
 
-// dialBlocking connects a new blocking socket to ap with connect(2).
-func dialBlocking(ap netip.AddrPort) (int, error) {
+// dialBlocking connects a new blocking socket to ap with connect(2),
+// after setOpts (nil for none). connect is restarted after EINTR.
+func dialBlocking(ap netip.AddrPort, setOpts func(fd int) error) (int, error) {
 	family, sa := sockaddrOf(ap)
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
+	}
+	if setOpts != nil {
+		if err := setOpts(fd); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
 	}
 	for {
 		err = unix.Connect(fd, sa)

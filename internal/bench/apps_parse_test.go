@@ -22,24 +22,20 @@ func readTestdata(t *testing.T, name string) []byte {
 	return b
 }
 
-func TestParseWrk(t *testing.T) {
-	for _, tc := range []struct {
-		file    string
-		want    WrkResult
-		wantErr error
-	}{
-		{file: "wrk-keepalive.txt", want: WrkResult{Requests: 50053, RPS: 24856.22,
-			Latency: wire.Latencies{P50: 1110, P90: 2460, P99: 5250, Mean: 1390, Max: 30600}}},
-		{file: "wrk-close.txt", want: WrkResult{Requests: 24672, RPS: 12125.33,
-			Latency: wire.Latencies{P50: 2080, P90: 3560, P99: 14670, Mean: 2470, Max: 27380}}},
-		// 404s: counted, for the caller to judge.
-		{file: "wrk-non2xx.txt", want: WrkResult{Requests: 56887, RPS: 51703.70, Non2xx: 56887,
-			Latency: wire.Latencies{P50: 558, P90: 880, P99: 2680, Mean: 614.68, Max: 5270}}},
-		{file: "wrk-socket-errors.txt", wantErr: ErrWrk},
-		{file: "wrk-refused.txt", wantErr: ErrWrk},
-	} {
+// parseCase is a captured output in testdata and what its parser makes
+// of it: want, or an error that is wantErr.
+type parseCase[T any] struct {
+	file    string
+	want    T
+	wantErr error
+}
+
+// testParse runs parse on every case; equal compares results.
+func testParse[T any](t *testing.T, cases []parseCase[T], parse func([]byte) (T, error), equal func(a, b T) bool) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.file, func(t *testing.T) {
-			got, err := ParseWrk(readTestdata(t, tc.file))
+			got, err := parse(readTestdata(t, tc.file))
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("err %v, want %v", err, tc.wantErr)
@@ -49,11 +45,27 @@ func TestParseWrk(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !approxWrk(got, tc.want) {
+			if !equal(got, tc.want) {
 				t.Errorf("got  %+v\nwant %+v", got, tc.want)
 			}
 		})
 	}
+}
+
+func near(x, y float64) bool { return x-y < 1e-6 && y-x < 1e-6 }
+
+func TestParseWrk(t *testing.T) {
+	testParse(t, []parseCase[WrkResult]{
+		{file: "wrk-keepalive.txt", want: WrkResult{Requests: 50053, RPS: 24856.22,
+			Latency: wire.Latencies{P50: 1110, P90: 2460, P99: 5250, Mean: 1390, Max: 30600}}},
+		{file: "wrk-close.txt", want: WrkResult{Requests: 24672, RPS: 12125.33,
+			Latency: wire.Latencies{P50: 2080, P90: 3560, P99: 14670, Mean: 2470, Max: 27380}}},
+		// 404s: counted, for the caller to judge.
+		{file: "wrk-non2xx.txt", want: WrkResult{Requests: 56887, RPS: 51703.70, Non2xx: 56887,
+			Latency: wire.Latencies{P50: 558, P90: 880, P99: 2680, Mean: 614.68, Max: 5270}}},
+		{file: "wrk-socket-errors.txt", wantErr: ErrWrk},
+		{file: "wrk-refused.txt", wantErr: ErrWrk},
+	}, ParseWrk, approxWrk)
 	r, err := ParseWrk(readTestdata(t, "wrk-socket-errors.txt"))
 	if err == nil || r.ReadErrors != 61 || r.Errors() != 61 {
 		t.Errorf("socket errors: %+v, %v", r, err)
@@ -61,7 +73,6 @@ func TestParseWrk(t *testing.T) {
 }
 
 func approxWrk(a, b WrkResult) bool {
-	near := func(x, y float64) bool { return x-y < 1e-6 && y-x < 1e-6 }
 	return a.Requests == b.Requests && near(a.RPS, b.RPS) && a.Errors() == b.Errors() && a.Non2xx == b.Non2xx &&
 		near(a.Latency.P50, b.Latency.P50) && near(a.Latency.P90, b.Latency.P90) && near(a.Latency.P99, b.Latency.P99) &&
 		near(a.Latency.Mean, b.Latency.Mean) && near(a.Latency.Max, b.Latency.Max)
@@ -81,34 +92,15 @@ func TestParseWrkDuration(t *testing.T) {
 }
 
 func TestParsePgbench(t *testing.T) {
-	for _, tc := range []struct {
-		file    string
-		want    PgbenchResult
-		wantErr error
-	}{
+	testParse(t, []parseCase[PgbenchResult]{
 		{file: "pgbench-select.txt", want: PgbenchResult{Clients: 4, Transactions: 53182, TPS: 27237.997780, LatencyAvg: 147, ConnectMs: 54.547}},
 		// -C: a connection per transaction; the rate includes them.
 		{file: "pgbench-connect.txt", want: PgbenchResult{Clients: 4, Transactions: 78, TPS: 38.391287, LatencyAvg: 104190, ConnectMs: 51.214}},
 		{file: "pgbench-refused.txt", wantErr: ErrPgbench},
-	} {
-		t.Run(tc.file, func(t *testing.T) {
-			got, err := ParsePgbench(readTestdata(t, tc.file))
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("err %v, want %v", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			near := func(x, y float64) bool { return x-y < 1e-6 && y-x < 1e-6 }
-			if got.Clients != tc.want.Clients || got.Transactions != tc.want.Transactions || got.Failed != tc.want.Failed ||
-				!near(got.TPS, tc.want.TPS) || !near(got.LatencyAvg, tc.want.LatencyAvg) || !near(got.ConnectMs, tc.want.ConnectMs) {
-				t.Errorf("got  %+v\nwant %+v", got, tc.want)
-			}
-		})
-	}
+	}, ParsePgbench, func(a, b PgbenchResult) bool {
+		return a.Clients == b.Clients && a.Transactions == b.Transactions && a.Failed == b.Failed &&
+			near(a.TPS, b.TPS) && near(a.LatencyAvg, b.LatencyAvg) && near(a.ConnectMs, b.ConnectMs)
+	})
 	// pgbench 13 and before: two tps lines, the second excluding the
 	// connections; and the failure modes of a report.
 	old := "number of transactions actually processed: 100\nlatency average = 0.5 ms\n" +
@@ -132,7 +124,6 @@ func TestParseRedisBenchmark(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	near := func(x, y float64) bool { return x-y < 1e-6 && y-x < 1e-6 }
 	for _, tc := range []struct {
 		name                  string
 		rps, avg, p50, p99, m float64

@@ -22,25 +22,6 @@ import (
 	"github.com/slimnet/slim/internal/lab/labtest"
 )
 
-// buildProbe builds cmd/slimprobe as a static binary (CGO_ENABLED=0).
-func buildProbe(t *testing.T) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "slimprobe")
-	cmd := exec.Command("go", "build", "-o", p, "github.com/slimnet/slim/cmd/slimprobe")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build slimprobe: %v\n%s", err, out)
-	}
-	return p
-}
-
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // assertClean checks that the benchmark left no container and no process
 // in the hosts' exec cgroups (where its host-mode servers and clients ran).
 func assertClean(t *testing.T, cfg lab.Config) {
@@ -74,11 +55,11 @@ func assertClean(t *testing.T, cfg lab.Config) {
 
 func TestBenchOnLab(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
-	probe := buildProbe(t)
+	probe := labtest.Probe(t)
 	cfg := bench.Config{
 		Lab: l.Config, Reuse: true, Probe: probe, Quick: true, Runs: 1,
 		TCPTime: time.Second, RRTime: 300 * time.Millisecond, CRRTime: 300 * time.Millisecond, AppTime: time.Second,
-		Progress: logWriter{t},
+		Progress: labtest.Log(t),
 	}
 	// Every application test, unless its tools are missing here: the
 	// benchmark leaves it out then, and so does the test.

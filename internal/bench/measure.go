@@ -75,7 +75,7 @@ func (r *runner) measure(ctx context.Context, run int, t benchTest, e *env) {
 			parts = append(parts, FormatValue(v.v)+" "+v.show)
 		}
 	}
-	r.pr.step("run %d/%d  %-11s  %-7s  %s", run, r.cfg.Runs, test, e.mode, strings.Join(parts, ", "))
+	r.pr.Step("run %d/%d  %-11s  %-7s  %s", run, r.cfg.Runs, test, e.mode, strings.Join(parts, ", "))
 }
 
 // value is one figure's value from one test; show is its unit in the

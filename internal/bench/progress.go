@@ -2,38 +2,16 @@ package bench
 
 import (
 	"bytes"
-	"fmt"
-	"io"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
+
+	"github.com/slimnet/slim/internal/lab"
 )
-
-// progress prints one line per step with the time since the benchmark
-// began; a nil writer silences it. Nothing animates: the lines are the
-// same on a terminal and in a log.
-type progress struct {
-	mu    sync.Mutex
-	w     io.Writer
-	start time.Time
-}
-
-func newProgress(w io.Writer) *progress { return &progress{w: w, start: time.Now()} }
-
-func (p *progress) step(format string, args ...any) {
-	if p.w == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, "%6.1fs  %s\n", time.Since(p.start).Seconds(), fmt.Sprintf(format, args...))
-}
 
 // labProgress turns package lab's progress lines ("   0.9s  lab ready")
 // into the benchmark's, timed from the benchmark's start.
 type labProgress struct {
-	pr  *progress
+	pr  *lab.Progress
 	buf []byte
 }
 
@@ -44,7 +22,7 @@ func (l *labProgress) Write(b []byte) (int, error) {
 		if i < 0 {
 			return len(b), nil
 		}
-		l.pr.step("lab: %s", stripElapsed(string(l.buf[:i])))
+		l.pr.Step("lab: %s", stripElapsed(string(l.buf[:i])))
 		l.buf = l.buf[i+1:]
 	}
 }

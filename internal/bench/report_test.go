@@ -4,33 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test -run %s -update rewrites it):\n--- got\n%s\n--- want\n%s", name, t.Name(), got, want)
-	}
-}
 
 // sampleReport is a report as a 3-run benchmark could make it, with one
 // failed slim rr run and one figure with a single run.
@@ -122,7 +103,7 @@ func TestMarkdownGolden(t *testing.T) {
 	if err := sampleReport().WriteMarkdown(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report.md", b.Bytes())
+	testenv.Golden(t, "report.md", b.Bytes())
 }
 
 func TestJSONGolden(t *testing.T) {
@@ -130,7 +111,7 @@ func TestJSONGolden(t *testing.T) {
 	if err := sampleReport().WriteJSON(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report.json", b.Bytes())
+	testenv.Golden(t, "report.json", b.Bytes())
 	// The contract: these keys stay.
 	var m map[string]any
 	if err := json.Unmarshal(b.Bytes(), &m); err != nil {
@@ -342,7 +323,7 @@ func TestSideFigures(t *testing.T) {
 }
 
 func TestAddSides(t *testing.T) {
-	r := &runner{pr: newProgress(nil)}
+	r := &runner{pr: lab.NewProgress(nil)}
 	vals := []value{{id: FigRRP50, v: 20}, {id: FigRRCPU, v: 40, work: 1000}}
 	r.sides = &sideCPU{client: 20 * time.Millisecond, server: 10 * time.Millisecond, slimd: time.Millisecond}
 	got := map[string]float64{}

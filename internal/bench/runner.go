@@ -92,7 +92,7 @@ type env struct {
 type runner struct {
 	cfg     Config
 	lab     lab.Config
-	pr      *progress
+	pr      *lab.Progress
 	envs    []*env
 	samples Samples
 	report  Report
@@ -139,7 +139,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, lab: cfg.Lab, pr: newProgress(cfg.Progress), samples: Samples{}, tests: newTests(cfg.tests()), proc: proc}
+	r := &runner{cfg: cfg, lab: cfg.Lab, pr: lab.NewProgress(cfg.Progress), samples: Samples{}, tests: newTests(cfg.tests()), proc: proc}
 	r.lab.Progress = nil
 	if cfg.Progress != nil {
 		r.lab.Progress = &labProgress{pr: r.pr}
@@ -176,7 +176,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	}
 	est := cfg
 	est.Tests = testNames(r.tests)
-	r.pr.step("%d runs of %s, about %s", cfg.Runs, strings.Join(est.Tests, ", "), est.Estimate().Round(10*time.Second))
+	r.pr.Step("%d runs of %s, about %s", cfg.Runs, strings.Join(est.Tests, ", "), est.Estimate().Round(10*time.Second))
 	for run := 1; run <= cfg.Runs; run++ {
 		for _, test := range slices.Clone(r.tests) {
 			for _, e := range r.envs {
@@ -270,7 +270,7 @@ func (r *runner) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	r.pr.step("containers: overlay %s -> %s, slim %s -> %s", overlayClient, overlayServer, slimClient, slimServer)
+	r.pr.Step("containers: overlay %s -> %s, slim %s -> %s", overlayClient, overlayServer, slimClient, slimServer)
 	// Every mode has an rr and a crr server, whatever the tests: the
 	// warm-ups below check with them that the clients work at all, and
 	// the rr and crr tests measure against them.
@@ -310,7 +310,7 @@ func (r *runner) setup(ctx context.Context) error {
 	} else {
 		r.report.FastPath.Checked = true
 	}
-	r.pr.step("servers ready: host %s, overlay %s, slim %s", r.envs[0].addr, r.envs[1].addr, r.envs[2].addr)
+	r.pr.Step("servers ready: host %s, overlay %s, slim %s", r.envs[0].addr, r.envs[1].addr, r.envs[2].addr)
 	return r.setupServers(ctx)
 }
 
@@ -379,7 +379,7 @@ func (r *runner) probe(ctx context.Context, e *env, args ...string) ([]byte, err
 func (r *runner) warn(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	r.report.Warnings = append(r.report.Warnings, msg)
-	r.pr.step("warning: %s", msg)
+	r.pr.Step("warning: %s", msg)
 }
 
 // finish builds the report from the samples.
@@ -391,7 +391,7 @@ func (r *runner) finish() *Report {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("slim mode's traffic crossed %s (%s, overlay mode: %s): not the fast path",
 			rep.FastPath.Iface, FormatBytes(rep.FastPath.OverlayBytes[ModeSlim]), FormatBytes(rep.FastPath.OverlayBytes[ModeOverlay])))
 	}
-	rep.Seconds = math.Round(time.Since(r.pr.start).Seconds()*10) / 10
+	rep.Seconds = math.Round(r.pr.Elapsed().Seconds()*10) / 10
 	return &rep
 }
 
@@ -432,7 +432,7 @@ func (r *runner) teardown(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	r.pr.step("the benchmark's containers removed; the lab stays up")
+	r.pr.Step("the benchmark's containers removed; the lab stays up")
 	return nil
 }
 

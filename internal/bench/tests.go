@@ -256,6 +256,6 @@ func (r *runner) setupServers(ctx context.Context) error {
 	for _, s := range prepared {
 		names = append(names, slices.DeleteFunc(slices.Clone(users[s]), func(t string) bool { return !r.has(t) })...)
 	}
-	r.pr.step("test servers ready: %s", strings.Join(names, ", "))
+	r.pr.Step("test servers ready: %s", strings.Join(names, ", "))
 	return nil
 }

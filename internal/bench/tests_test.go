@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slimnet/slim/internal/lab"
 )
 
 // The registry is the one list of tests: names, run order, figures.
@@ -92,7 +94,7 @@ func TestCheckTests(t *testing.T) {
 			{n: "missing", tools: []tool{{what: "no-such-command-here", pkg: "nothing"}, {what: "a file", pkg: "files", find: gone}}},
 			{n: "broken", checkErr: errors.New("no compiler")},
 		}
-		r := &runner{pr: newProgress(nil), report: Report{Warnings: []string{}}}
+		r := &runner{pr: lab.NewProgress(nil), report: Report{Warnings: []string{}}}
 		if named {
 			r.cfg.Tests = []string{"ok", "missing", "broken"}
 		}
@@ -132,7 +134,7 @@ func TestCheckTests(t *testing.T) {
 }
 
 func TestDropTest(t *testing.T) {
-	r := &runner{pr: newProgress(nil), tests: newTests([]string{TestNginx, TestNginxClose})}
+	r := &runner{pr: lab.NewProgress(nil), tests: newTests([]string{TestNginx, TestNginxClose})}
 	r.dropTest(TestNginx, errors.New("nginx: exited"))
 	r.dropTest(TestNginx, errors.New("again"))
 	if got := testNames(r.tests); !slices.Equal(got, []string{TestNginxClose}) || r.failures != 1 || r.done != 1 {

@@ -540,8 +540,8 @@ func TestRecorder(t *testing.T) {
 	}
 }
 
-// guardHooks are the hooks of the programs attached to slimd's cgroup.
-func guardHooks(t testing.TB) map[string]ebpf.AttachType {
+// specHooks are the hooks of every program of the compiled object.
+func specHooks(t testing.TB) map[string]ebpf.AttachType {
 	t.Helper()
 	spec, err := loadSlim()
 	if err != nil {
@@ -551,6 +551,13 @@ func guardHooks(t testing.TB) map[string]ebpf.AttachType {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return hooks
+}
+
+// guardHooks are the hooks of the programs attached to slimd's cgroup.
+func guardHooks(t testing.TB) map[string]ebpf.AttachType {
+	t.Helper()
+	hooks := specHooks(t)
 	out := map[string]ebpf.AttachType{}
 	for name := range (&Programs{}).programs() {
 		out[name] = hooks[name]
@@ -561,14 +568,7 @@ func guardHooks(t testing.TB) map[string]ebpf.AttachType {
 // TestHooksFromELF: every program's hook comes from its section name; a
 // renamed section would move a program to another hook.
 func TestHooksFromELF(t *testing.T) {
-	spec, err := loadSlim()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hooks, err := hooksOf(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hooks := specHooks(t)
 	want := map[string]ebpf.AttachType{
 		slimProgSlimGetsockname4:     ebpf.AttachCgroupInet4GetSockname,
 		slimProgSlimGetsockname6:     ebpf.AttachCgroupInet6GetSockname,
@@ -587,6 +587,10 @@ func TestHooksFromELF(t *testing.T) {
 	}
 	if !maps.Equal(hooks, want) {
 		t.Fatalf("hooks from the ELF sections:\n%v\nwant\n%v", hooks, want)
+	}
+	spec, err := loadSlim()
+	if err != nil {
+		t.Fatal(err)
 	}
 	spec.Programs[slimProgSlimBind4].AttachType = ebpf.AttachNone
 	if _, err := hooksOf(spec); err == nil {

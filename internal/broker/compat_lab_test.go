@@ -40,7 +40,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -311,7 +310,10 @@ func TestCompat(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
 	dumpOnFailure(t, l.Config)
 	e := newCompatEnv(t)
-	goHTTP := buildGoHTTP(t)
+	// Built as users build Go programs: go build with the default
+	// settings (the module's go line is >= 1.24, so its listeners are
+	// MPTCP).
+	goHTTP := filepath.Join(labtest.Build(t, "test/gohttp"), "gohttp")
 	servers, clients := compatServers(goHTTP), compatClients(goHTTP)
 
 	// Every server starts once, in its own container on h1.
@@ -604,34 +606,6 @@ func newCompatEnv(t *testing.T) *compatEnv {
 		t.Fatal(err)
 	}
 	return e
-}
-
-var (
-	goHTTPOnce sync.Once
-	goHTTPPath string
-	goHTTPErr  error
-)
-
-// buildGoHTTP builds test/gohttp as users build Go programs: go build with
-// the default settings (the module's go line is >= 1.24, so its listeners
-// are MPTCP).
-func buildGoHTTP(t *testing.T) string {
-	t.Helper()
-	goHTTPOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gohttp-")
-		if err != nil {
-			goHTTPErr = err
-			return
-		}
-		goHTTPPath = filepath.Join(dir, "gohttp")
-		if out, err := exec.Command("go", "build", "-o", goHTTPPath, "github.com/slimnet/slim/test/gohttp").CombinedOutput(); err != nil {
-			goHTTPErr = fmt.Errorf("build gohttp: %v\n%s", err, out)
-		}
-	})
-	if goHTTPErr != nil {
-		t.Fatal(goHTTPErr)
-	}
-	return goHTTPPath
 }
 
 // writeNginxConf writes a configuration for nginx as it usually runs (a

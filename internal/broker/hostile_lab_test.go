@@ -22,7 +22,7 @@ import (
 
 func TestHostileContainer(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
-	probe := buildProbe(t)
+	probe := labtest.Probe(t)
 	ctx := t.Context()
 	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "0.0.0.0:7500"}})
 	l.Run(lab.RunSpec{Host: "h2", Name: "evil", Command: []string{"sleep", "infinity"}})

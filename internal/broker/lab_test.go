@@ -15,11 +15,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,34 +32,6 @@ import (
 	"github.com/slimnet/slim/internal/lab/labtest"
 	"github.com/slimnet/slim/internal/poll"
 )
-
-var (
-	probeOnce sync.Once
-	probePath string
-	probeErr  error
-)
-
-// buildProbe builds cmd/slimprobe as a static binary (CGO_ENABLED=0).
-func buildProbe(t *testing.T) string {
-	t.Helper()
-	probeOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "slimprobe-")
-		if err != nil {
-			probeErr = err
-			return
-		}
-		probePath = filepath.Join(dir, "slimprobe")
-		cmd := exec.Command("go", "build", "-o", probePath, "github.com/slimnet/slim/cmd/slimprobe")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			probeErr = fmt.Errorf("build slimprobe: %v\n%s", err, out)
-		}
-	})
-	if probeErr != nil {
-		t.Fatal(probeErr)
-	}
-	return probePath
-}
 
 // overlayBytes sums rx+tx bytes of every interface that overlay traffic
 // crosses on the lab's hosts: the vxlan device and the container veths.
@@ -208,7 +178,7 @@ func waitListener(t *testing.T, cfg lab.Config, host string, vip netip.Addr, por
 
 func TestFastPath(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
-	probe := buildProbe(t)
+	probe := labtest.Probe(t)
 	ctx := t.Context()
 	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "0.0.0.0:7100"}})
 	cli := l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
@@ -594,7 +564,7 @@ func statsOf(t *testing.T, cfg lab.Config, host string) slimdStats {
 // blocks or memory growth in slimd.
 func TestChurn(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
-	probe := buildProbe(t)
+	probe := labtest.Probe(t)
 	ctx := t.Context()
 	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "0.0.0.0:7100"}})
 	l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
@@ -787,7 +757,7 @@ func TestRelisten(t *testing.T) {
 // client as its v4-mapped IPv4 VIP, because port blocks map to one VIP.
 func TestFastPathIPv6(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2), labtest.IPv6())
-	probe := buildProbe(t)
+	probe := labtest.Probe(t)
 	ctx := t.Context()
 	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "[::]:7100"}})
 	cli := l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
@@ -862,7 +832,7 @@ func TestFastPathIPv6(t *testing.T) {
 // and the container needs no more blocks.
 func TestClientClosesFirst(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
-	probe := buildProbe(t)
+	probe := labtest.Probe(t)
 	ctx := t.Context()
 	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "crrserve", "-wait-eof", "-addr", "0.0.0.0:7300"}})
 	l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})
@@ -897,7 +867,7 @@ func TestClientClosesFirst(t *testing.T) {
 // fast path: none goes to the overlay, none fails.
 func TestPortBlocksGrow(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
-	probe := buildProbe(t)
+	probe := labtest.Probe(t)
 	ctx := t.Context()
 	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "0.0.0.0:7400"}})
 	l.Run(lab.RunSpec{Host: "h2", Name: "cli", Command: []string{"sleep", "infinity"}})

@@ -21,7 +21,7 @@ import (
 // send the notification fd to slimd's agent socket themselves.
 func TestOCIRuntimes(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
-	probe := buildProbe(t)
+	probe := labtest.Probe(t)
 	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "0.0.0.0:7100"}})
 	waitListener(t, l.Config, "h1", srv.IPv4, 7100, true)
 	for _, rt := range []string{"runc", "crun"} {

@@ -307,19 +307,14 @@ func TestAddRollback(t *testing.T) {
 		for s := stepStatus; s <= numSteps; s++ {
 			t.Run(fmt.Sprintf("ipv6=%v/step%d", ipv6, s), func(t *testing.T) {
 				e := newEnv(t, ipv6)
-				hostBefore, contBefore := snapshot(t, e.host), snapshot(t, e.cont)
+				unchanged := e.unchanged(t)
 				e.p.failAt = s
 				args := e.args("c1", "eth0")
 				_, _, err := e.add(args)
 				if err == nil || !strings.Contains(err.Error(), errFault.Error()) {
 					t.Fatalf("ADD failing at step %d: error %v, want the injected fault", s, err)
 				}
-				if got := snapshot(t, e.host); got != hostBefore {
-					t.Errorf("host namespace changed:\n%s\nwant\n%s", got, hostBefore)
-				}
-				if got := snapshot(t, e.cont); got != contBefore {
-					t.Errorf("container namespace changed:\n%s\nwant\n%s", got, contBefore)
-				}
+				unchanged()
 				if got := e.slimd.attachments(); len(got) != 0 {
 					t.Errorf("slimd still holds %v", got)
 				}
@@ -331,24 +326,35 @@ func TestAddRollback(t *testing.T) {
 	}
 }
 
+// unchanged snapshots both namespaces and returns a check that they are
+// still the same.
+func (e *testEnv) unchanged(t *testing.T) func() {
+	t.Helper()
+	host, cont := snapshot(t, e.host), snapshot(t, e.cont)
+	return func() {
+		t.Helper()
+		if got := snapshot(t, e.host); got != host {
+			t.Errorf("host namespace changed:\n%s\nwant\n%s", got, host)
+		}
+		if got := snapshot(t, e.cont); got != cont {
+			t.Errorf("container namespace changed:\n%s\nwant\n%s", got, cont)
+		}
+	}
+}
+
 func TestAddIfNameExists(t *testing.T) {
 	e := newEnv(t, false)
 	e.must(e.inCont(func() error {
 		// A bridge: any kind but veth will do (this kernel has no dummy).
 		return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}})
 	}))
-	hostBefore, contBefore := snapshot(t, e.host), snapshot(t, e.cont)
+	unchanged := e.unchanged(t)
 	args := e.args("c1", "eth0")
 	_, _, err := e.add(args)
 	if err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("ADD over an existing eth0: error %v", err)
 	}
-	if got := snapshot(t, e.host); got != hostBefore {
-		t.Errorf("host namespace changed:\n%s\nwant\n%s", got, hostBefore)
-	}
-	if got := snapshot(t, e.cont); got != contBefore {
-		t.Errorf("container namespace changed:\n%s\nwant\n%s", got, contBefore)
-	}
+	unchanged()
 	if got := e.slimd.attachments(); len(got) != 0 {
 		t.Errorf("slimd still holds %v", got)
 	}

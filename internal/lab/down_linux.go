@@ -29,7 +29,7 @@ const (
 // cleans up after a crash or a half-made Up; running it twice is harmless.
 // It carries on past failures and returns them all.
 func Down(ctx context.Context, cfg Config) error {
-	pr := newProgress(cfg.Progress)
+	pr := NewProgress(cfg.Progress)
 	dir := cfg.stateDir()
 	var errs []error
 	cgRoot, err := cgroupRoot()
@@ -40,7 +40,7 @@ func Down(ctx context.Context, cfg Config) error {
 	if cgRoot != "" {
 		n := releaseContainers(ctx, cfg, cgRoot, pr)
 		if n > 0 {
-			pr.step("released %d container addresses", n)
+			pr.Step("released %d container addresses", n)
 		}
 		labCg := filepath.Join(cgRoot, cgroupDir)
 		if err := stopLab(ctx, labCg); err != nil {
@@ -49,7 +49,7 @@ func Down(ctx context.Context, cfg Config) error {
 		if err := removeCgroupTree(labCg); err != nil {
 			errs = append(errs, err)
 		}
-		pr.step("processes stopped, cgroup %s removed", labCg)
+		pr.Step("processes stopped, cgroup %s removed", labCg)
 	}
 
 	names, err := listLabNetns()
@@ -61,7 +61,7 @@ func Down(ctx context.Context, cfg Config) error {
 			errs = append(errs, err)
 		}
 	}
-	pr.step("%d namespaces removed", len(names))
+	pr.Step("%d namespaces removed", len(names))
 
 	// Unlinking the pins detaches the slimds' BPF programs (nothing else
 	// holds them once the slimds are gone).
@@ -72,7 +72,7 @@ func Down(ctx context.Context, cfg Config) error {
 	if err := removeStateDir(dir); err != nil {
 		errs = append(errs, err)
 	}
-	pr.step("state %s removed", dir)
+	pr.Step("state %s removed", dir)
 	return errors.Join(errs...)
 }
 
@@ -80,7 +80,7 @@ func Down(ctx context.Context, cfg Config) error {
 // alive, so that the store does not keep their addresses. Containers come
 // from state files and from the cgroup tree (h<i>/c-<name>), whichever
 // survived. Failures are only reported: the lab is going away.
-func releaseContainers(ctx context.Context, cfg Config, cgRoot string, pr *progress) int {
+func releaseContainers(ctx context.Context, cfg Config, cgRoot string, pr *Progress) int {
 	dir := cfg.stateDir()
 	p, err := loadPlan(dir)
 	if err != nil {
@@ -119,7 +119,7 @@ func releaseContainers(ctx context.Context, cfg Config, cgRoot string, pr *progr
 		err := cniCall{dir: dir, binDir: binDir, host: c.Host, name: c.Name, labels: c.Labels}.del(dctx)
 		cancel()
 		if err != nil {
-			pr.step("warning: %v", err)
+			pr.Step("warning: %v", err)
 			continue
 		}
 		n++

@@ -2,14 +2,11 @@ package lab
 
 import (
 	"bytes"
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+	"github.com/slimnet/slim/internal/testenv"
+)
 
 func testListing() Listing {
 	web := testContainer("web")
@@ -26,29 +23,12 @@ func testListing() Listing {
 	}
 }
 
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test -update rewrites it):\n got:\n%s\nwant:\n%s", path, got, want)
-	}
-}
-
 func TestListingTable(t *testing.T) {
 	var b bytes.Buffer
 	if err := testListing().WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "ls.table", b.Bytes())
+	testenv.Golden(t, "ls.table", b.Bytes())
 }
 
 // The JSON listing is a contract: this golden file may gain fields, never
@@ -58,10 +38,10 @@ func TestListingJSON(t *testing.T) {
 	if err := testListing().WriteJSON(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "ls.json", b.Bytes())
+	testenv.Golden(t, "ls.json", b.Bytes())
 	b.Reset()
 	if err := (Listing{StateDir: "/x"}).WriteJSON(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "ls-empty.json", b.Bytes())
+	testenv.Golden(t, "ls-empty.json", b.Bytes())
 }

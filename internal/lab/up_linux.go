@@ -28,7 +28,7 @@ func Up(ctx context.Context, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	pr := newProgress(cfg.Progress)
+	pr := NewProgress(cfg.Progress)
 	dir := cfg.StateDir
 	cgRoot, err := cgroupRoot()
 	if err != nil {
@@ -49,12 +49,12 @@ func Up(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	pr.step("state in %s", dir)
+	pr.Step("state in %s", dir)
 
 	if err := ensureWire(p.MTU); err != nil {
 		return fmt.Errorf("wire: %w", err)
 	}
-	pr.step("wire %s: bridge %s", WireNetns, bridgeName)
+	pr.Step("wire %s: bridge %s", WireNetns, bridgeName)
 	for i := 1; i <= p.Hosts; i++ {
 		ip, err := hostIP(p.Underlay, i)
 		if err != nil {
@@ -64,20 +64,20 @@ func Up(ctx context.Context, cfg Config) error {
 		if err := ensureHost(i, addr, p.MTU); err != nil {
 			return fmt.Errorf("host %s: %w", HostName(i), err)
 		}
-		pr.step("host %s: netns %s, %s %s", HostName(i), HostNetns(HostName(i)), HostIface, addr)
+		pr.Step("host %s: netns %s, %s %s", HostName(i), HostNetns(HostName(i)), HostIface, addr)
 	}
 
 	start := func(ctx context.Context, i int) error {
 		host := HostName(i)
 		if pid, alive := slimdPID(cgRoot, dir, host); alive {
-			pr.step("slimd %s: running (pid %d)", host, pid)
+			pr.Step("slimd %s: running (pid %d)", host, pid)
 			return nil
 		}
 		pid, err := startSlimd(ctx, dir, binDir, launcher, cgRoot, p, i)
 		if err != nil {
 			return err
 		}
-		pr.step("slimd %s: started (pid %d), log %s", host, pid, slimdLogPath(dir, host))
+		pr.Step("slimd %s: started (pid %d), log %s", host, pid, slimdLogPath(dir, host))
 		return nil
 	}
 	// h1 runs the etcd the others join: it must answer first.
@@ -87,7 +87,7 @@ func Up(ctx context.Context, cfg Config) error {
 	if err := waitReady(ctx, dir, cgRoot, []string{HostName(1)}, cfg.ReadyTimeout, func(api.Status) bool { return true }); err != nil {
 		return err
 	}
-	pr.step("slimd %s: answering", HostName(1))
+	pr.Step("slimd %s: answering", HostName(1))
 	g, gctx := errgroup.WithContext(ctx)
 	for i := 2; i <= p.Hosts; i++ {
 		g.Go(func() error { return start(gctx, i) })
@@ -103,7 +103,7 @@ func Up(ctx context.Context, cfg Config) error {
 	if err := waitReady(ctx, dir, cgRoot, hosts, cfg.ReadyTimeout, func(s api.Status) bool { return s.Peers == want }); err != nil {
 		return err
 	}
-	pr.step("lab ready: %d hosts, each with %d peers", p.Hosts, want)
+	pr.Step("lab ready: %d hosts, each with %d peers", p.Hosts, want)
 	return nil
 }
 

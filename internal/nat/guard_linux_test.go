@@ -62,18 +62,7 @@ func TestGuard(t *testing.T) {
 		addr string
 	}{{host, "192.168.88.1"}, {other, "192.168.99.2"}} {
 		for _, port := range []string{"2379", "8080"} {
-			var ln net.Listener
-			do(n.ns, func() (err error) { ln, err = net.Listen("tcp4", n.addr+":"+port); return err })
-			t.Cleanup(func() { ln.Close() })
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
+			listen(t, n.ns, n.addr+":"+port)
 		}
 	}
 	var tb *Table

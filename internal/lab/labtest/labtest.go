@@ -20,9 +20,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -198,10 +200,13 @@ var (
 	builtOnce = map[string]error{}
 )
 
-// Build builds the named commands of the module (./cmd/<name>), each at
-// most once per test binary, into one directory per checkout, and returns
-// that directory. Binaries are built aside and renamed into place, so a
-// lab of another test binary that runs the old ones is not disturbed.
+// Build builds the named commands of the module, each at most once per
+// test binary, into one directory per checkout, and returns that
+// directory. A name is a command (slimd: ./cmd/slimd) or a package path
+// within the module (test/gohttp); the binary is named for its last
+// element. Commands in static are built with CGO_ENABLED=0. Binaries are
+// built aside and renamed into place, so a lab of another test binary
+// that runs the old ones is not disturbed.
 func Build(t testing.TB, names ...string) string {
 	t.Helper()
 	root, err := moduleRoot()
@@ -225,17 +230,39 @@ func Build(t testing.TB, names ...string) string {
 	if len(todo) == 0 {
 		return dir
 	}
-	err = build(root, dir, todo)
-	for _, n := range todo {
-		builtOnce[n] = err
+	// One go build per linking mode.
+	var errs []error
+	for _, group := range [][]string{
+		slices.DeleteFunc(slices.Clone(todo), func(n string) bool { return static[n] }),
+		slices.DeleteFunc(slices.Clone(todo), func(n string) bool { return !static[n] }),
+	} {
+		if len(group) == 0 {
+			continue
+		}
+		err := build(root, dir, group, static[group[0]])
+		for _, n := range group {
+			builtOnce[n] = err
+		}
+		errs = append(errs, err)
 	}
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
 	return dir
 }
 
-func build(root, dir string, names []string) error {
+// static are the commands that run inside lab containers, whose root
+// filesystem may lack the host's libc: slimprobe.
+var static = map[string]bool{"slimprobe": true}
+
+// Probe builds cmd/slimprobe (static) once per test binary and returns
+// its path.
+func Probe(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(Build(t, "slimprobe"), "slimprobe")
+}
+
+func build(root, dir string, names []string, static bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -246,17 +273,24 @@ func build(root, dir string, names []string) error {
 	defer os.RemoveAll(tmp)
 	args := []string{"build", "-o", tmp + "/"}
 	for _, n := range names {
-		args = append(args, "./cmd/"+n)
+		if !strings.Contains(n, "/") {
+			n = "cmd/" + n
+		}
+		args = append(args, "./"+n)
 	}
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
+	if static {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out.String())
 	}
 	for _, n := range names {
-		if err := os.Rename(filepath.Join(tmp, n), filepath.Join(dir, n)); err != nil {
+		bin := filepath.Base(n)
+		if err := os.Rename(filepath.Join(tmp, bin), filepath.Join(dir, bin)); err != nil {
 			return err
 		}
 	}
@@ -274,6 +308,10 @@ func moduleRoot() (string, error) {
 	}
 	return filepath.Dir(gomod), nil
 }
+
+// Log returns a writer of progress lines into t's log (for
+// lab.Options.Progress and the like).
+func Log(t testing.TB) io.Writer { return logWriter{t} }
 
 // logWriter sends progress lines to the test log.
 type logWriter struct{ t testing.TB }
