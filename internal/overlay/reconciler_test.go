@@ -3,11 +3,8 @@ package overlay
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,8 +13,6 @@ import (
 
 	"github.com/slimnet/slim/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // desiredState is a store stand-in for ReconcilerConfig.Desired.
 type desiredState struct {
@@ -144,26 +139,8 @@ func TestReconcilerGolden(t *testing.T) {
 		err := <-done
 		f.note("Run returned %v; kernel keeps %d peers", err, len(f.state()))
 
-		checkGolden(t, "reconciler.golden", f.log())
+		testenv.Golden(t, "reconciler.golden", []byte(f.log()))
 	})
-}
-
-func checkGolden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs (run with -update to accept):\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
 }
 
 // transitionStates are desired states whose transitions exercise every

@@ -10,8 +10,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"slices"
+	"strings"
 )
 
 // event is one line of test2json's output.
@@ -23,13 +25,13 @@ type event struct {
 }
 
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Stdin, os.Stdout))
 }
 
-func run() int {
-	sc := bufio.NewScanner(os.Stdin)
+func run(in io.Reader, out io.Writer) int {
+	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	w := bufio.NewWriter(os.Stdout)
+	w := bufio.NewWriter(out)
 	defer w.Flush()
 	var skipped, failed []string
 	// A test's output is held until it ends: printed if it failed or was
@@ -65,16 +67,27 @@ func run() int {
 				flush(key)
 			}
 		case "fail":
-			if e.Test != "" {
-				failed = append(failed, key)
-				flush(key)
-			}
+			// A package fails without a failed test when its test
+			// binary does not build, panics in init or times out.
+			failed = append(failed, key)
+			flush(key)
 		}
 		w.Flush()
 	}
 	if err := sc.Err(); err != nil {
 		fmt.Fprintln(w, "testsummary:", err)
 		return 1
+	}
+	// A package that fails because a test failed is not news.
+	all := slices.Clone(failed)
+	failed = slices.DeleteFunc(failed, func(key string) bool {
+		pkg, test, _ := strings.Cut(key, " ")
+		return test == "" && slices.ContainsFunc(all, func(k string) bool { return strings.HasPrefix(k, pkg+" ") && k != key })
+	})
+	for i, key := range failed {
+		if pkg, ok := strings.CutSuffix(key, " "); ok {
+			failed[i] = pkg + " (the package: build, init, panic or timeout)"
+		}
 	}
 	for _, list := range []struct {
 		what  string
