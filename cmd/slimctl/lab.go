@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/lab"
 )
 
@@ -126,16 +127,20 @@ func dashArgs(n int, want string) cobra.PositionalArgs {
 
 func newLabRunCmd(g *globals, lf *labFlags) *cobra.Command {
 	var (
-		labels []string
-		noSlim bool
+		labels    []string
+		ports     []string
+		namespace string
+		noSlim    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "run HOST NAME [--label k=v]... [--no-slim] -- CMD [ARGS...]",
+		Use:   "run HOST NAME [--namespace NS] [--label k=v]... [--port NAME=PORT[/PROTO]]... [--no-slim] -- CMD [ARGS...]",
 		Short: "Start a command as a container on a lab host; print its IPv4 address",
 		Long: `Start CMD in the background as container NAME on lab host HOST (h1, h2, ...):
 a new network namespace (slimlab-c-NAME) attached by slim-cni, and a cgroup.
 Its output goes to <state-dir>/containers/NAME.log. Prints the container's
-IPv4 address.`,
+IPv4 address. --namespace and --label are what network policies select
+on (the namespace travels as a Kubernetes runtime passes it, in CNI_ARGS);
+--port names a port for policies that name ports.`,
 		Args: dashArgs(2, "HOST NAME -- CMD [ARGS...]"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := lf.config(g)
@@ -150,8 +155,16 @@ IPv4 address.`,
 				}
 				lbl[k] = v
 			}
+			var named []api.NamedPort
+			for _, p := range ports {
+				np, err := api.ParseNamedPort(p)
+				if err != nil {
+					return &usageError{fmt.Errorf("--port: %w", err)}
+				}
+				named = append(named, np)
+			}
 			c, err := lab.Run(cmd.Context(), cfg, lab.RunSpec{
-				Host: args[0], Name: args[1], Labels: lbl, NoSlim: noSlim, Command: args[2:],
+				Host: args[0], Name: args[1], Namespace: namespace, Labels: lbl, Ports: named, NoSlim: noSlim, Command: args[2:],
 			})
 			if err != nil {
 				return err
@@ -161,6 +174,8 @@ IPv4 address.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	cmd.Flags().StringVar(&namespace, "namespace", "", `namespace for network policies (default "default")`)
+	cmd.Flags().StringArrayVar(&ports, "port", nil, "named port NAME=PORT[/PROTO] for network policies (repeatable)")
 	cmd.Flags().BoolVar(&noSlim, "no-slim", false, "keep the container off the fast path (overlay only)")
 	return cmd
 }

@@ -100,14 +100,20 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 check found a problem.`,
 	pf.StringVar(&g.socket, "socket", "/run/slim/slimd.sock", "slimd API socket")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "no progress output on stderr")
-	root.AddCommand(newStatusCmd(g), newHostsCmd(g), newEndpointsCmd(g), newConnectionsCmd(g), newFastPathCmd(g), newCheckCmd(g), newLabCmd(g), newBenchCmd(g))
+	root.AddCommand(newStatusCmd(g), newHostsCmd(g), newEndpointsCmd(g), newConnectionsCmd(g), newFastPathCmd(g), newCheckCmd(g), newPolicyCmd(g), newNamespaceCmd(g), newLabCmd(g), newBenchCmd(g))
 	return root
 }
 
 func isCobraUsage(err error) bool {
-	// cobra reports unknown commands and flag-group conflicts this way;
-	// flag and argument errors are already usageErrors.
-	return strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "if any flags in the group")
+	// cobra reports unknown commands, missing required flags and
+	// flag-group conflicts this way; flag and argument errors are
+	// already usageErrors.
+	for _, p := range []string{"unknown command", "required flag(s)", "if any flags in the group"} {
+		if strings.HasPrefix(err.Error(), p) {
+			return true
+		}
+	}
+	return false
 }
 
 // usageArgs wraps a cobra argument validator so its errors exit 2.

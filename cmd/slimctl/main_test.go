@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -109,6 +110,8 @@ func TestOutputs(t *testing.T) {
 
 func TestExitCodes(t *testing.T) {
 	absent := filepath.Join(t.TempDir(), "absent.sock")
+	badPolicy := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(badPolicy, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  ingress: [{ports: [{port: 90, endPort: 80}]}]\n"), 0o644)
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -122,6 +125,13 @@ func TestExitCodes(t *testing.T) {
 		{"exclusive flags", []string{"bench", "--keep", "--reuse"}, exitUsage, "[keep reuse] were all set"},
 		{"nothing runs with --from", []string{"bench", "--from", "report.json", "--quick"}, exitUsage, "[from quick] were all set"},
 		{"slimd down", []string{"status", "--socket", absent}, exitFailed, "slimd unavailable"},
+		// Policies are checked before slimd is asked.
+		{"invalid policy", []string{"policy", "apply", "-f", badPolicy, "--socket", absent}, exitFailed, "spec.ingress[0].ports[0].endPort"},
+		{"policy file missing", []string{"policy", "apply", "--socket", absent}, exitUsage, "filename"},
+		{"policy rm without namespace", []string{"policy", "rm", "p", "--socket", absent}, exitUsage, "NAMESPACE/NAME"},
+		{"explain bad port", []string{"policy", "explain", "10.0.0.1", "10.0.0.2", "http", "--socket", absent}, exitUsage, "PORT"},
+		{"namespace label bad", []string{"namespace", "label", "y", "team", "--socket", absent}, exitUsage, "KEY=VALUE or KEY-"},
+		{"lab run bad port", []string{"lab", "run", "h1", "c", "--port", "http", "--", "true"}, exitUsage, "NAME=PORT"},
 		{"check finds a problem", []string{"check", "-o", "json", "--socket", serve(t)}, exitProblem, "1 check(s) found a problem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,8 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
 )
 
 // Client talks to slimd's API over its unix socket.
@@ -190,4 +194,45 @@ func (c *Client) SetFastPath(ctx context.Context, enabled bool) (FastPathStatus,
 func (c *Client) Check(ctx context.Context) ([]Check, error) {
 	var out []Check
 	return out, c.Do(ctx, http.MethodGet, "/v1/check", nil, &out)
+}
+
+// Policies lists the network policies.
+func (c *Client) Policies(ctx context.Context) ([]networkingv1.NetworkPolicy, error) {
+	var out Policies
+	err := c.Do(ctx, http.MethodGet, "/v1/policies", nil, &out)
+	return out.Policies, err
+}
+
+// ApplyPolicies creates or replaces policies, all or none; it returns
+// once the local slimd enforces them.
+func (c *Client) ApplyPolicies(ctx context.Context, ps []networkingv1.NetworkPolicy) error {
+	return c.Do(ctx, http.MethodPut, "/v1/policies", Policies{Policies: ps}, nil)
+}
+
+// DeletePolicy removes a policy (ErrNotFound if there is none).
+func (c *Client) DeletePolicy(ctx context.Context, namespace, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/policies/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, nil)
+}
+
+// ExplainPolicy says whether a connection from src to dst at port/proto
+// is allowed, and which rules decide.
+func (c *Client) ExplainPolicy(ctx context.Context, src, dst netip.Addr, port uint16, proto string) (PolicyExplanation, error) {
+	var out PolicyExplanation
+	q := url.Values{"src": {src.String()}, "dst": {dst.String()}, "port": {strconv.Itoa(int(port))}, "proto": {proto}}
+	err := c.Do(ctx, http.MethodGet, "/v1/policies/explain?"+q.Encode(), nil, &out)
+	return out, err
+}
+
+// Namespaces lists the namespaces with their labels.
+func (c *Client) Namespaces(ctx context.Context) ([]Namespace, error) {
+	var out []Namespace
+	err := c.Do(ctx, http.MethodGet, "/v1/namespaces", nil, &out)
+	return out, err
+}
+
+// LabelNamespace changes a namespace's labels.
+func (c *Client) LabelNamespace(ctx context.Context, name string, change NamespaceLabels) (Namespace, error) {
+	var out Namespace
+	err := c.Do(ctx, http.MethodPatch, "/v1/namespaces/"+url.PathEscape(name), change, &out)
+	return out, err
 }

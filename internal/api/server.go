@@ -155,6 +155,10 @@ func attachmentFromPath(r *http.Request) (Attachment, error) {
 	return a, nil
 }
 
+// Decode reads a request's JSON body strictly (unknown fields and
+// trailing data are ErrInvalid), for routes added with Handle.
+func Decode(r *http.Request, v any) error { return decode(r, v) }
+
 func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()

@@ -38,6 +38,8 @@ type Endpoint struct {
 	Created     time.Time         `json:"created"`
 	// PortBlocks are the endpoint's host source ports for the fast path.
 	PortBlocks []PortBlock `json:"portBlocks,omitempty"`
+	// Ports are the ports the endpoint names, for network policies.
+	Ports []NamedPort `json:"ports,omitempty"`
 }
 
 // PortBlock is a block of host source ports owned by one endpoint: the
@@ -121,6 +123,9 @@ type EndpointRequest struct {
 	IfName      string            `json:"ifName"`
 	Netns       string            `json:"netns"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// Ports are the ports the container names (NAME=PORT/PROTO), for
+	// network policies that name ports.
+	Ports []NamedPort `json:"ports,omitempty"`
 }
 
 // Attachment names one container interface, as CNI GC lists them.
@@ -234,6 +239,14 @@ func (r EndpointRequest) Validate() error {
 	}
 	if r.Netns == "" || !strings.HasPrefix(r.Netns, "/") || len(r.Netns) > 4096 {
 		return fmt.Errorf("invalid netns path %q: want an absolute path", r.Netns)
+	}
+	if ns, ok := r.Labels[LabelPodNamespace]; ok {
+		if err := ValidateNamespace(ns); err != nil {
+			return err
+		}
+	}
+	if err := ValidatePorts(r.Ports); err != nil {
+		return err
 	}
 	return ValidateLabels(r.Labels)
 }

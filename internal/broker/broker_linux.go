@@ -34,6 +34,7 @@ type Config struct {
 	Recorder  Recorder // nil: every option of a socket is read
 	Keeper    Keeper   // nil: fds die with slimd
 	Journal   Journal  // nil: no journal
+	Policy    Policy   // nil: no network policy
 	Log       *slog.Logger
 	Metrics   *Metrics
 	// Workers is how many goroutines of one supervised process tree

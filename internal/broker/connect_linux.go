@@ -210,6 +210,22 @@ func (a appSocket) close() {
 	}
 }
 
+// allowed applies network policy to a connect from container c to dst,
+// whether it would take the fast path or the overlay. Loopback stays
+// inside the container and policies do not see it; containers that are
+// not Slim's have no address policies could name.
+func (s *session) allowed(c *Container, dst netip.AddrPort) bool {
+	p := s.b.cfg.Policy
+	if p == nil || c == nil || !c.VIP4.IsValid() || dst.Addr().Unmap().IsLoopback() {
+		return true
+	}
+	src := c.VIP4
+	if dst.Addr().Is6() && !dst.Addr().Is4In6() && c.VIP6.IsValid() {
+		src = c.VIP6
+	}
+	return p.AllowTCP(src, netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()))
+}
+
 func (s *session) fallback(op string, n seccomp.Notif, r Reason) error {
 	s.b.cfg.Metrics.fallback(op, r).Inc()
 	if s.debug {
@@ -271,6 +287,9 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 			}
 		}
 		return s.fallback("connect", n, ReasonNotInet)
+	}
+	if !s.allowed(c, dst) {
+		return s.l.Return(n.ID, 0, unix.ECONNREFUSED)
 	}
 	if reason != "" {
 		// Safe on our host sockets too: the kernel answers EISCONN or

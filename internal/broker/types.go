@@ -66,6 +66,14 @@ type Recorder interface {
 	MarkListened(fd int) error
 }
 
+// Policy is network policy at connect(): whether a TCP connection from a
+// container's address to dst is allowed (the client's egress and the
+// server's ingress), decided from memory. A denied connect fails with
+// ECONNREFUSED at once, on the fast path and off it.
+type Policy interface {
+	AllowTCP(src netip.Addr, dst netip.AddrPort) bool
+}
+
 // Resolver finds the container behind a network namespace (by inode).
 type Resolver interface {
 	ContainerByNetns(ino uint64) (*Container, bool)

@@ -23,8 +23,8 @@ const PluginType = "slim-cni"
 // Label keys slim-cni derives from CNI_ARGS, named as container runtimes
 // label pods.
 const (
-	LabelPodName      = "io.kubernetes.pod.name"
-	LabelPodNamespace = "io.kubernetes.pod.namespace"
+	LabelPodName      = api.LabelPodName
+	LabelPodNamespace = api.LabelPodNamespace
 )
 
 // supportedVersions are the spec versions slim-cni speaks: those of
@@ -37,7 +37,8 @@ type NetConf struct {
 	types.PluginConf
 	// Socket is slimd's API socket; api.DefaultSocket when empty.
 	Socket string `json:"socket,omitempty"`
-	// Args follows the CNI "args" convention; only args.cni.labels is used,
+	// Args follows the CNI "args" convention; only args.cni.labels and
+	// args.cni.ports are used,
 	// anything else in it is ignored as the spec asks.
 	Args *Args `json:"args,omitempty"`
 	// RuntimeConfig is accepted and ignored: slim-cni declares no
@@ -56,6 +57,10 @@ type Args struct {
 // CNIArgs is "args.cni".
 type CNIArgs struct {
 	Labels Labels `json:"labels,omitempty"`
+	// Ports are the container's named ports, for network policies that
+	// name ports (Kubernetes takes them from the pod spec; a runtime
+	// that knows them passes them here).
+	Ports []api.NamedPort `json:"ports,omitempty"`
 }
 
 // Labels are endpoint labels. In JSON they are either the CNI convention's
@@ -158,6 +163,9 @@ func loadConfig(data []byte) (*NetConf, error) {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig,
 			fmt.Sprintf("socket %q: want an absolute path", conf.Socket), "")
 	}
+	if err := api.ValidatePorts(conf.ports()); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("args.cni.ports: %v", err), "")
+	}
 	if err := api.ValidateLabels(conf.labels()); err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("args.cni.labels: %v", err), "")
 	}
@@ -187,6 +195,14 @@ func checkKeys(raw map[string]json.RawMessage) error {
 	sort.Strings(unknown)
 	return types.NewError(types.ErrUnsupportedField,
 		"unsupported field(s) in network config: "+strings.Join(unknown, ", "), "")
+}
+
+// ports returns the named ports from args.cni.ports.
+func (c *NetConf) ports() []api.NamedPort {
+	if c.Args == nil || c.Args.CNI == nil {
+		return nil
+	}
+	return c.Args.CNI.Ports
 }
 
 // labels returns the labels from args.cni.labels.
@@ -220,6 +236,9 @@ func endpointLabels(conf *NetConf, cniArgs string) (map[string]string, error) {
 		pod[LabelPodName] = string(pa.K8S_POD_NAME)
 	}
 	if pa.K8S_POD_NAMESPACE != "" {
+		if err := api.ValidateNamespace(string(pa.K8S_POD_NAMESPACE)); err != nil {
+			return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: K8S_POD_NAMESPACE: %v", err), "")
+		}
 		pod[LabelPodNamespace] = string(pa.K8S_POD_NAMESPACE)
 	}
 	if err := api.ValidateLabels(pod); err != nil {

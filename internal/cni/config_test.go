@@ -68,6 +68,8 @@ func TestLoadConfig(t *testing.T) {
 		{name: "bad name", data: `{"cniVersion":"1.1.0","name":"a b","type":"slim-cni"}`, code: types.ErrInvalidNetworkConfig},
 		{name: "relative socket", data: string(conf(`"socket":"slimd.sock"`)), code: types.ErrInvalidNetworkConfig},
 		{name: "bad label", data: string(conf(`"args":{"cni":{"labels":{"-bad":"x"}}}`)), code: types.ErrInvalidNetworkConfig},
+		{name: "bad port name", data: string(conf(`"args":{"cni":{"ports":[{"name":"HTTP","port":80,"protocol":"TCP"}]}}`)), code: types.ErrInvalidNetworkConfig},
+		{name: "bad port protocol", data: string(conf(`"args":{"cni":{"ports":[{"name":"http","port":80,"protocol":"ICMP"}]}}`)), code: types.ErrInvalidNetworkConfig},
 		{name: "old version", data: `{"cniVersion":"0.4.0","name":"slim","type":"slim-cni"}`, code: types.ErrIncompatibleCNIVersion},
 		{name: "no version", data: `{"name":"slim","type":"slim-cni"}`, code: types.ErrIncompatibleCNIVersion},
 	}
@@ -135,6 +137,7 @@ func TestEndpointLabels(t *testing.T) {
 		{name: "malformed args", cniArgs: "K8S_POD_NAME", code: types.ErrInvalidEnvironmentVariables},
 		{name: "long pod name", cniArgs: "K8S_POD_NAME=" + strings.Repeat("a", 253), want: map[string]string{LabelPodName: strings.Repeat("a", 253)}},
 		{name: "bad pod name", cniArgs: "K8S_POD_NAME=" + strings.Repeat("a", 254), code: types.ErrInvalidEnvironmentVariables},
+		{name: "bad pod namespace", cniArgs: "K8S_POD_NAMESPACE=Shop_1", code: types.ErrInvalidEnvironmentVariables},
 		{name: "too many", conf: `"args":{"cni":{"labels":{` + manyLabels(64) + `}}}`, cniArgs: "K8S_POD_NAME=x",
 			code: types.ErrInvalidNetworkConfig},
 	}

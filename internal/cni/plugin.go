@@ -225,7 +225,7 @@ func (p *plugin) add(ctx context.Context, args *skel.CmdArgs) (err error) {
 		return fmt.Errorf("slimd endpoint lookup: %w", err)
 	}
 	ep, err := c.AddEndpoint(ctx, api.EndpointRequest{
-		ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, Labels: labels,
+		ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, Labels: labels, Ports: conf.ports(),
 	})
 	if err != nil {
 		return fmt.Errorf("slimd add endpoint: %w", err)

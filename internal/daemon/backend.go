@@ -93,6 +93,8 @@ func apiError(err error) error {
 		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
 	case errors.Is(err, store.ErrExhausted):
 		return fmt.Errorf("%w: %w", api.ErrExhausted, err)
+	case errors.Is(err, store.ErrInvalid):
+		return fmt.Errorf("%w: %w", api.ErrInvalid, err)
 	}
 	return err
 }

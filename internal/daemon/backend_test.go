@@ -17,6 +17,7 @@ func TestAPIError(t *testing.T) {
 	}{
 		{fmt.Errorf("no free address in 10.0.0.0/28: %w", store.ErrExhausted), api.ErrExhausted},
 		{store.ErrNotFound, api.ErrNotFound},
+		{fmt.Errorf("%w: endPort below port", store.ErrInvalid), api.ErrInvalid},
 		{other, nil},
 	} {
 		got := apiError(tc.in)

@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
+	networkingv1 "k8s.io/api/networking/v1"
 )
 
 // etcdDialTimeout bounds the first connection to etcd; slimd retries the
@@ -60,6 +61,9 @@ type Daemon struct {
 	endpoints *store.Cache[api.Endpoint]
 	listeners *store.Cache[api.Listener]
 	fpSwitch  *store.Cache[store.FastPath]
+	pols      *store.Cache[networkingv1.NetworkPolicy]
+	nss       *store.Cache[map[string]string]
+	policies  *policies
 	lease     *store.Lease
 	overlay   *overlay.Reconciler
 	view      *view
@@ -247,14 +251,22 @@ func (d *Daemon) setup(ctx context.Context) error {
 		d.tables.mark()
 	})
 	d.hosts.OnResync = func() { d.metrics.resyncs.WithLabelValues("hosts").Inc() }
-	d.endpoints = d.store.EndpointCache(d.log.With("component", "endpoints"), func() { d.fp.rebuild() })
+	d.endpoints = d.store.EndpointCache(d.log.With("component", "endpoints"), func() {
+		d.fp.rebuild()
+		d.policies.mark()
+	})
 	d.endpoints.OnResync = func() { d.metrics.resyncs.WithLabelValues("endpoints").Inc() }
 	d.listeners = d.store.ListenerCache(d.log.With("component", "listeners"), func() { d.tables.mark() })
 	d.listeners.OnResync = func() { d.metrics.resyncs.WithLabelValues("listeners").Inc() }
 	d.fpSwitch = d.store.FastPathCache(d.log.With("component", "fastpath"), nil)
-	d.metrics.watch(counts{peers: d.overlay.Programmed, hosts: d.hosts.Len, endpoints: d.endpoints.Len})
+	d.pols = d.store.PolicyCache(d.log.With("component", "policies"), func() { d.policies.mark() })
+	d.pols.OnResync = func() { d.metrics.resyncs.WithLabelValues("policies").Inc() }
+	d.nss = d.store.NamespaceCache(d.log.With("component", "namespaces"), func() { d.policies.mark() })
+	d.metrics.watch(counts{peers: d.overlay.Programmed, hosts: d.hosts.Len, endpoints: d.endpoints.Len, policies: d.pols.Len})
 	d.view = &view{self: d.self, lease: d.lease.ID, hosts: d.hosts, endpoints: d.endpoints, listeners: d.listeners,
 		fpSwitch: d.fpSwitch, valid: d.valid}
+	d.policies = newPolicies(d.pols, d.nss, d.endpoints, d.view.validEndpoint, d.metrics.policyDenied,
+		d.log.With("component", "policies"))
 	return d.setupFastPath(uip)
 }
 
@@ -345,6 +357,7 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 		Recorder:  d.recorder(),
 		Keeper:    d.keeper,
 		Journal:   d.journal,
+		Policy:    d.policies,
 		Log:       d.log.With("component", "broker"),
 		Metrics:   bm,
 	})
@@ -403,6 +416,9 @@ func (d *Daemon) serve(ctx context.Context) error {
 	g.Go(func() error { return d.endpoints.Run(ctx) })
 	g.Go(func() error { return d.listeners.Run(ctx) })
 	g.Go(func() error { return d.fpSwitch.Run(ctx) })
+	g.Go(func() error { return d.pols.Run(ctx) })
+	g.Go(func() error { return d.nss.Run(ctx) })
+	g.Go(func() error { d.policies.run(ctx); return nil })
 	g.Go(func() error { return d.tables.run(ctx) })
 	g.Go(func() error { return d.serveFastPath(ctx) })
 	g.Go(func() error {
@@ -436,13 +452,16 @@ func (d *Daemon) serve(ctx context.Context) error {
 // serveFastPath restores what a previous slimd left, then runs the broker
 // and takes notification fds on the agent socket.
 func (d *Daemon) serveFastPath(ctx context.Context) error {
-	for !d.listeners.Synced() || !d.endpoints.Synced() {
+	// Policies too: a broker that served before they were read would
+	// let denied connections through.
+	for !d.listeners.Synced() || !d.endpoints.Synced() || !d.pols.Synced() || !d.nss.Synced() {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	d.policies.rebuild()
 	if err := d.retry(ctx, "restore fast path", d.fp.restore); err != nil {
 		return err
 	}

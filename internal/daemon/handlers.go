@@ -4,15 +4,25 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/policy"
+	"github.com/slimnet/slim/internal/store"
+	networkingv1 "k8s.io/api/networking/v1"
 )
 
 // routes adds the local API's routes beyond the backend's (api.Backend).
 func (d *Daemon) routes(srv *api.Server) {
+	d.policyRoutes(srv)
 	srv.Handle("GET /v1/listeners", func(r *http.Request) (any, error) {
 		return d.listenerList(r.URL.Query().Get("host"))
 	})
@@ -63,4 +73,94 @@ func (d *Daemon) setFastPath(ctx context.Context, enabled bool) (api.FastPathSta
 		return api.FastPathStatus{}, err
 	}
 	return d.fastPathStatus(), nil
+}
+
+// policyRoutes adds the network policy and namespace routes.
+func (d *Daemon) policyRoutes(srv *api.Server) {
+	srv.Handle("GET /v1/policies", func(r *http.Request) (any, error) { return d.policyList(), nil })
+	srv.Handle("PUT /v1/policies", func(r *http.Request) (any, error) {
+		var req api.Policies
+		if err := api.Decode(r, &req); err != nil {
+			return nil, err
+		}
+		return d.applyPolicies(r.Context(), req.Policies)
+	})
+	srv.Handle("DELETE /v1/policies/{namespace}/{name}", func(r *http.Request) (any, error) {
+		rev, err := d.store.DeletePolicy(r.Context(), r.PathValue("namespace"), r.PathValue("name"))
+		if err != nil {
+			return nil, apiError(err)
+		}
+		return struct{}{}, d.pols.WaitRev(r.Context(), rev)
+	})
+	srv.Handle("GET /v1/policies/explain", func(r *http.Request) (any, error) {
+		q := r.URL.Query()
+		src, err1 := netip.ParseAddr(q.Get("src"))
+		dst, err2 := netip.ParseAddr(q.Get("dst"))
+		port, err3 := strconv.ParseUint(q.Get("port"), 10, 16)
+		proto := policy.Protocol(strings.ToUpper(cmp.Or(q.Get("proto"), "TCP")))
+		if err := errors.Join(err1, err2, err3); err != nil || port == 0 {
+			return nil, fmt.Errorf("%w: want src=IP&dst=IP&port=1-65535[&proto=TCP|UDP|SCTP]", api.ErrInvalid)
+		}
+		switch proto {
+		case policy.ProtocolTCP, policy.ProtocolUDP, policy.ProtocolSCTP:
+		default:
+			return nil, fmt.Errorf("%w: protocol %q: want TCP, UDP or SCTP", api.ErrInvalid, proto)
+		}
+		return d.policies.explain(src, dst, uint16(port), proto), nil
+	})
+	srv.Handle("GET /v1/namespaces", func(r *http.Request) (any, error) { return d.namespaceList(), nil })
+	srv.Handle("PATCH /v1/namespaces/{name}", func(r *http.Request) (any, error) {
+		var req api.NamespaceLabels
+		if err := api.Decode(r, &req); err != nil {
+			return nil, err
+		}
+		ns, rev, err := d.store.LabelNamespace(r.Context(), r.PathValue("name"), req)
+		if err != nil {
+			return nil, apiError(err)
+		}
+		return ns, d.nss.WaitRev(r.Context(), rev)
+	})
+}
+
+// policyList serves GET /v1/policies, sorted by namespace and name.
+func (d *Daemon) policyList() api.Policies {
+	pols, _ := d.pols.Snapshot()
+	out := api.Policies{Policies: []networkingv1.NetworkPolicy{}}
+	for _, k := range slices.Sorted(maps.Keys(pols)) {
+		out.Policies = append(out.Policies, pols[k])
+	}
+	return out
+}
+
+// applyPolicies serves PUT /v1/policies and waits (bounded by ctx) until
+// this host enforces them.
+func (d *Daemon) applyPolicies(ctx context.Context, ps []networkingv1.NetworkPolicy) (api.Policies, error) {
+	rev, err := d.store.PutPolicies(ctx, ps)
+	if err != nil {
+		return api.Policies{}, apiError(err)
+	}
+	if err := d.pols.WaitRev(ctx, rev); err != nil {
+		return api.Policies{}, err
+	}
+	d.policies.rebuild()
+	return api.Policies{Policies: ps}, nil
+}
+
+// namespaceList serves GET /v1/namespaces: the labelled ones and those
+// endpoints are in, each with its implied name label.
+func (d *Daemon) namespaceList() []api.Namespace {
+	nss, _ := d.nss.Snapshot()
+	eps, _ := d.endpoints.Snapshot()
+	names := map[string]bool{api.DefaultNamespace: true}
+	for n := range nss {
+		names[n] = true
+	}
+	for _, ep := range eps {
+		names[ep.Namespace()] = true
+	}
+	var out []api.Namespace
+	for _, n := range slices.Sorted(maps.Keys(names)) {
+		out = append(out, store.NamespaceOf(n, nss[n]))
+	}
+	return out
 }

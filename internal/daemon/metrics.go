@@ -14,6 +14,7 @@ type metrics struct {
 	refused      *prometheus.CounterVec
 	allocations  prometheus.Counter
 	releases     prometheus.Counter
+	denied       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -37,15 +38,24 @@ func newMetrics() *metrics {
 		releases: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "slim_endpoint_releases_total", Help: "Endpoints released on this host (DEL and GC).",
 		}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_policy_denied_total",
+			Help: "Connections network policy denied at connect(), by direction (egress of the client, ingress of the server) and the first policy isolating that side.",
+		}, []string{"direction", "policy"}),
 	}
 	m.reg.MustRegister(m.apiRequests, m.overlayApply, m.resyncs, m.refused,
-		m.allocations, m.releases, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.allocations, m.releases, m.denied, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// policyDenied counts one denied connection.
+func (m *metrics) policyDenied(direction, policy string) {
+	m.denied.WithLabelValues(direction, policy).Inc()
 }
 
 // counts are the state the gauges report, read at scrape time.
 type counts struct {
-	peers, hosts, endpoints func() int
+	peers, hosts, endpoints, policies func() int
 }
 
 // watch registers the gauges that report state (programmed peers, hosts and
@@ -59,5 +69,6 @@ func (m *metrics) watch(c counts) {
 		gauge("slim_overlay_peers", "Remote hosts programmed in the overlay.", c.peers),
 		gauge("slim_store_hosts", "Hosts in the store, this one included.", c.hosts),
 		gauge("slim_store_endpoints", "Endpoints in the store, all hosts.", c.endpoints),
+		gauge("slim_policies", "Network policies in the store.", c.policies),
 	)
 }

@@ -12,7 +12,7 @@ func TestMetricsExposition(t *testing.T) {
 	m := newMetrics()
 	m.apiRequests.WithLabelValues("POST /v1/endpoints", "200").Inc()
 	peers := 2
-	m.watch(counts{peers: func() int { return peers }, hosts: func() int { return 3 }, endpoints: func() int { return 7 }})
+	m.watch(counts{peers: func() int { return peers }, hosts: func() int { return 3 }, endpoints: func() int { return 7 }, policies: func() int { return 2 }})
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
@@ -27,6 +27,7 @@ func TestMetricsExposition(t *testing.T) {
 		"slim_overlay_peers 2",
 		"slim_store_hosts 3",
 		"slim_store_endpoints 7",
+		"slim_policies 2",
 		"slim_endpoint_allocations_total 0",
 		"go_goroutines",
 	} {

@@ -10,12 +10,20 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/slimnet/slim/internal/api"
 )
 
 // cniCall says which container attachment a CNI call is about.
 type cniCall struct {
 	dir, binDir, host, name string
 	labels                  map[string]string
+	namespace               string
+	ports                   []api.NamedPort
+}
+
+// cniCallOf is the plugin call for container c, the same for ADD and DEL.
+func cniCallOf(dir, binDir string, c Container) cniCall {
+	return cniCall{dir: dir, binDir: binDir, host: c.Host, name: c.Name, labels: c.Labels, namespace: c.Namespace, ports: c.Ports}
 }
 
 // cniTimeout bounds one plugin run: slim-cni makes a veth and asks the
@@ -29,7 +37,7 @@ type attachment struct {
 }
 
 func (c cniCall) prepare() (*libcni.CNIConfig, *libcni.NetworkConfigList, *libcni.RuntimeConf, error) {
-	b, err := conflist(socketPath(c.dir, c.host), c.labels)
+	b, err := conflist(socketPath(c.dir, c.host), c.labels, c.ports)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -42,6 +50,10 @@ func (c cniCall) prepare() (*libcni.CNIConfig, *libcni.NetworkConfigList, *libcn
 		ContainerID: ContainerID(c.name),
 		NetNS:       NetnsPath(ContainerNetns(c.name)),
 		IfName:      ContainerIface,
+	}
+	if c.namespace != "" {
+		// As a Kubernetes runtime passes a pod's identity.
+		rt.Args = [][2]string{{"K8S_POD_NAMESPACE", c.namespace}, {"K8S_POD_NAME", c.name}}
 	}
 	return cfg, list, rt, nil
 }

@@ -26,6 +26,14 @@ func Run(ctx context.Context, cfg Config, spec RunSpec) (c Container, err error)
 	if err := api.ValidateLabels(spec.Labels); err != nil {
 		return c, err
 	}
+	if spec.Namespace != "" {
+		if err := api.ValidateNamespace(spec.Namespace); err != nil {
+			return c, err
+		}
+	}
+	if err := api.ValidatePorts(spec.Ports); err != nil {
+		return c, err
+	}
 	if len(spec.Command) == 0 {
 		return c, errors.New("no command")
 	}
@@ -59,11 +67,13 @@ func Run(ctx context.Context, cfg Config, spec RunSpec) (c Container, err error)
 		Netns:       NetnsPath(ContainerNetns(spec.Name)),
 		Cgroup:      ContainerCgroup(cgRoot, spec.Host, spec.Name),
 		Labels:      spec.Labels,
+		Namespace:   spec.Namespace,
+		Ports:       spec.Ports,
 		NoSlim:      spec.NoSlim,
 		Command:     spec.Command,
 		Created:     time.Now().UTC().Truncate(time.Millisecond),
 	}
-	cni := cniCall{dir: dir, binDir: binDir, host: spec.Host, name: spec.Name, labels: spec.Labels}
+	cni := cniCallOf(dir, binDir, c)
 
 	// Creating the namespace exclusively claims the name, also against a
 	// concurrent Run.
@@ -176,7 +186,7 @@ func Remove(ctx context.Context, cfg Config, name string) error {
 	if err := removeCgroupTree(c.Cgroup); err != nil {
 		errs = append(errs, err)
 	}
-	delErr := cniCall{dir: dir, binDir: binDir, host: c.Host, name: name, labels: c.Labels}.del(ctx)
+	delErr := cniCallOf(dir, binDir, c).del(ctx)
 	if err := deleteNetns(ContainerNetns(name)); err != nil {
 		errs = append(errs, err)
 	}

@@ -116,7 +116,7 @@ func releaseContainers(ctx context.Context, cfg Config, cgRoot string, pr *Progr
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, downCNITimeout)
-		err := cniCall{dir: dir, binDir: binDir, host: c.Host, name: c.Name, labels: c.Labels}.del(dctx)
+		err := cniCallOf(dir, binDir, c).del(dctx)
 		cancel()
 		if err != nil {
 			pr.Step("warning: %v", err)

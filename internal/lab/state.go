@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/slimnet/slim/internal/api"
 )
 
 // Container is a lab container as recorded in its state file. The JSON form
@@ -26,6 +28,9 @@ type Container struct {
 	IPv4        netip.Addr        `json:"ipv4"`
 	IPv6        netip.Addr        `json:"ipv6,omitzero"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// Namespace and Ports: see RunSpec.
+	Namespace string          `json:"namespace,omitempty"`
+	Ports     []api.NamedPort `json:"ports,omitempty"`
 	// NoSlim keeps the container off the fast path (overlay only).
 	NoSlim  bool      `json:"noSlim"`
 	Command []string  `json:"command"`
@@ -41,6 +46,12 @@ type RunSpec struct {
 	// Name is the container's name (see ValidateName).
 	Name   string
 	Labels map[string]string
+	// Namespace is the container's namespace for network policies,
+	// passed as a Kubernetes runtime does (K8S_POD_NAMESPACE in
+	// CNI_ARGS); empty: "default".
+	Namespace string
+	// Ports are the container's named ports (args.cni.ports).
+	Ports []api.NamedPort
 	// NoSlim is recorded in the state; the fast path will honour it.
 	NoSlim bool
 	// Command is what runs in the container, in the background.

@@ -64,6 +64,7 @@ func (s *Store) AddEndpoint(ctx context.Context, hn HostNet, r api.EndpointReque
 			IPv4:        ip4,
 			IPv6:        ipam.Pair(ip4, hn.Subnet4, hn.Subnet6),
 			Labels:      r.Labels,
+			Ports:       r.Ports,
 			Netns:       r.Netns,
 			Created:     now.UTC().Truncate(time.Second),
 		}

@@ -46,6 +46,13 @@ type endpointRecord struct {
 	Netns       string            `json:"netns"`
 	Created     time.Time         `json:"created"`
 	PortBlocks  []portBlockRecord `json:"portBlocks,omitempty"`
+	Ports       []namedPortRecord `json:"ports,omitempty"`
+}
+
+type namedPortRecord struct {
+	Name     string `json:"name"`
+	Port     uint16 `json:"port"`
+	Protocol string `json:"protocol"`
 }
 
 type portBlockRecord struct {
@@ -60,6 +67,9 @@ func endpointRecordOf(ep api.Endpoint) endpointRecord {
 	for _, b := range ep.PortBlocks {
 		r.PortBlocks = append(r.PortBlocks, portBlockRecord{Start: b.Start, Size: b.Size, IPv6: b.IPv6})
 	}
+	for _, p := range ep.Ports {
+		r.Ports = append(r.Ports, namedPortRecord(p))
+	}
 	return r
 }
 
@@ -68,6 +78,9 @@ func (r endpointRecord) api() api.Endpoint {
 		Labels: r.Labels, Netns: r.Netns, Created: r.Created}
 	for _, b := range r.PortBlocks {
 		ep.PortBlocks = append(ep.PortBlocks, api.PortBlock{Start: b.Start, Size: b.Size, IPv6: b.IPv6})
+	}
+	for _, p := range r.Ports {
+		ep.Ports = append(ep.Ports, api.NamedPort(p))
 	}
 	return ep
 }

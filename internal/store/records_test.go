@@ -18,7 +18,8 @@ func TestRecordSchema(t *testing.T) {
 		Subnet4: netip.MustParsePrefix("10.244.1.0/24"), Subnet6: netip.MustParsePrefix("fd00:0:0:1::/64"), MTU: 1450, Started: started}
 	ep := api.Endpoint{ContainerID: "c1", IfName: "eth0", Host: "h1", IPv4: netip.MustParseAddr("10.244.1.2"),
 		IPv6: netip.MustParseAddr("fd00:0:0:1::2"), Labels: map[string]string{"app": "web"}, Netns: "/run/netns/c1", Created: started,
-		PortBlocks: []api.PortBlock{{Start: 20480, Size: 256}, {Start: 20736, Size: 256, IPv6: true}}}
+		PortBlocks: []api.PortBlock{{Start: 20480, Size: 256}, {Start: 20736, Size: 256, IPv6: true}},
+		Ports:      []api.NamedPort{{Name: "http", Port: 80, Protocol: "TCP"}}}
 	l := api.Listener{VIP: netip.MustParseAddr("10.244.1.2"), Port: 80, Host: "h1", HostIP: netip.MustParseAddr("192.168.77.1"),
 		HostPort: 30000, ContainerID: "c1", IfName: "eth0"}
 	for _, tc := range []struct {
@@ -31,7 +32,7 @@ func TestRecordSchema(t *testing.T) {
 		{"host", func() ([]byte, error) { return encodeHost(host) }, func(b []byte) (any, error) { return decodeHost(b) },
 			`{"name":"h1","underlayIP":"192.168.77.1","vtepMAC":"02:00:00:00:00:01","subnet4":"10.244.1.0/24","subnet6":"fd00:0:0:1::/64","mtu":1450,"started":"2026-12-04T10:00:00Z"}`, host},
 		{"endpoint", func() ([]byte, error) { return encodeEndpoint(ep) }, func(b []byte) (any, error) { return decodeEndpoint(b) },
-			`{"containerID":"c1","ifName":"eth0","host":"h1","ipv4":"10.244.1.2","ipv6":"fd00:0:0:1::2","labels":{"app":"web"},"netns":"/run/netns/c1","created":"2026-12-04T10:00:00Z","portBlocks":[{"start":20480,"size":256},{"start":20736,"size":256,"ipv6":true}]}`, ep},
+			`{"containerID":"c1","ifName":"eth0","host":"h1","ipv4":"10.244.1.2","ipv6":"fd00:0:0:1::2","labels":{"app":"web"},"netns":"/run/netns/c1","created":"2026-12-04T10:00:00Z","portBlocks":[{"start":20480,"size":256},{"start":20736,"size":256,"ipv6":true}],"ports":[{"name":"http","port":80,"protocol":"TCP"}]}`, ep},
 		{"listener", func() ([]byte, error) { return encodeListener(l) }, func(b []byte) (any, error) { return decodeListener(b) },
 			`{"vip":"10.244.1.2","port":80,"host":"h1","hostIP":"192.168.77.1","hostPort":30000,"containerID":"c1","ifName":"eth0"}`, l},
 	} {

@@ -1,0 +1,164 @@
+//go:build linux
+
+package broker_test
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/poll"
+)
+
+// TestPolicyFastPath applies Kubernetes NetworkPolicies with slimctl and
+// checks them at connect() on the fast path: an allowed client is
+// swapped, a denied one gets ECONNREFUSED at once; namespace labels,
+// named ports, explain, removal and a refused invalid policy.
+func TestPolicyFastPath(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(2))
+	dumpOnFailure(t, l.Config)
+	probe := labtest.Probe(t)
+	slimctl := filepath.Join(labtest.Build(t, "slimctl"), "slimctl")
+	ctx := t.Context()
+	const port = 7400
+	web := l.Run(lab.RunSpec{Host: "h1", Name: "web", Namespace: "x", Labels: map[string]string{"app": "web"},
+		Ports: []api.NamedPort{{Name: "http", Port: port, Protocol: "TCP"}}, Command: []string{probe, "serve", "-addr", "0.0.0.0:7400"}})
+	a := l.Run(lab.RunSpec{Host: "h2", Name: "a", Namespace: "x", Labels: map[string]string{"app": "client"}, Command: []string{"sleep", "infinity"}})
+	b := l.Run(lab.RunSpec{Host: "h2", Name: "b", Namespace: "y", Labels: map[string]string{"app": "client"}, Command: []string{"sleep", "infinity"}})
+	c := l.Run(lab.RunSpec{Host: "h1", Name: "c", Namespace: "x", Labels: map[string]string{"app": "other"}, Command: []string{"sleep", "infinity"}})
+	waitListener(t, l.Config, "h1", web.IPv4, port, true)
+	dst := netip.AddrPortFrom(web.IPv4, port).String()
+
+	ctl := func(host string, args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, slimctl, append([]string{"--socket", lab.SocketPath(l.Config, host)}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	apply := func(yaml string) {
+		t.Helper()
+		f := filepath.Join(t.TempDir(), "policy.yaml")
+		if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := ctl("h1", "policy", "apply", "-f", f); err != nil {
+			t.Fatalf("policy apply: %v\n%s", err, out)
+		}
+	}
+	swaps := func(host string) float64 { return metric(t, host, "slim_broker_swaps_total", `op="connect"`) }
+	// reach connects from container from to web and says whether it
+	// worked; a refused connect must fail at once.
+	reach := func(from lab.Container) bool {
+		t.Helper()
+		start := time.Now()
+		out, _ := lab.Output(ctx, l.Config, from.Name, probe, "connect", "-addr", dst, "-bytes", "1000")
+		rs := parseResults(t, string(out))
+		if len(rs) != 1 {
+			t.Fatalf("%s: probe said %q", from.Name, out)
+		}
+		if e := rs[0].Client.Err; e != "" {
+			if !strings.Contains(e, "connection refused") {
+				t.Errorf("%s -> web: %s; want connection refused", from.Name, e)
+			}
+			if d := time.Since(start); d > time.Second {
+				t.Errorf("%s -> web: refused after %v; want at once", from.Name, d)
+			}
+			return false
+		}
+		checkVirtual(t, rs[0], from.IPv4, web.IPv4, port)
+		return true
+	}
+	matrix := func(want map[string]bool) {
+		t.Helper()
+		for _, from := range []lab.Container{a, b, c} {
+			host := from.Host
+			s0 := swaps(host)
+			got := reach(from)
+			if got != want[from.Name] {
+				t.Errorf("%s -> web: reached %v, want %v", from.Name, got, want[from.Name])
+			}
+			if got && swaps(host) <= s0 {
+				t.Errorf("%s -> web: connected but not swapped", from.Name)
+			}
+		}
+	}
+
+	matrix(map[string]bool{"a": true, "b": true, "c": true})
+
+	// Ingress to web only from app=client pods of its namespace, on the
+	// named port.
+	apply(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-clients, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: http}]
+`)
+	denied0 := metric(t, "h2", "slim_policy_denied_total", `direction="ingress"`)
+	matrix(map[string]bool{"a": true, "b": false, "c": false})
+	if metric(t, "h2", "slim_policy_denied_total", `direction="ingress",policy="x/web-from-clients"`) <= denied0 {
+		t.Error("slim_policy_denied_total did not count b's denied connect")
+	}
+	out, err := ctl("h2", "policy", "explain", a.IPv4.String(), web.IPv4.String(), "7400")
+	if err != nil || !strings.Contains(out, "x/web-from-clients ingress[0]") {
+		t.Errorf("explain a -> web: %v\n%s", err, out)
+	}
+	out, err = ctl("h2", "policy", "explain", b.IPv4.String(), web.IPv4.String(), "7400")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, "x/web-from-clients") {
+		t.Errorf("explain b -> web: %v (want exit 1)\n%s", err, out)
+	}
+
+	// A second policy allows namespaces labelled team=blue; labelling y
+	// lets b in (a union of allows), c stays out.
+	apply(`{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+ "metadata": {"name": "web-from-blue", "namespace": "x"},
+ "spec": {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}]}}]}`)
+	if out, err := ctl("h1", "namespace", "label", "y", "team=blue"); err != nil {
+		t.Fatalf("namespace label: %v\n%s", err, out)
+	}
+	poll.Until(t, 5*time.Second, func() error {
+		if !reach(b) {
+			return errors.New("b is still refused after y was labelled team=blue")
+		}
+		return nil
+	})
+	matrix(map[string]bool{"a": true, "b": true, "c": false})
+
+	// An invalid policy is refused whole, and changes nothing.
+	f := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(f, []byte(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{port: 90, endPort: 80}]}]
+`), 0o644)
+	if out, err := ctl("h1", "policy", "apply", "-f", f); err == nil || !strings.Contains(out, "endPort") {
+		t.Errorf("invalid policy: %v\n%s", err, out)
+	}
+	if out, _ := ctl("h1", "policy", "ls"); strings.Contains(out, "bad") || !strings.Contains(out, "web-from-blue") {
+		t.Errorf("policy ls after a refused apply:\n%s", out)
+	}
+
+	// Removing both policies opens web again.
+	if out, err := ctl("h1", "policy", "rm", "x/web-from-clients", "x/web-from-blue"); err != nil {
+		t.Fatalf("policy rm: %v\n%s", err, out)
+	}
+	poll.Until(t, 5*time.Second, func() error {
+		if !reach(c) {
+			return errors.New("c is still refused after the policies were removed")
+		}
+		return nil
+	})
+	matrix(map[string]bool{"a": true, "b": true, "c": true})
+}

@@ -1,0 +1,172 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/policy"
+	"github.com/slimnet/slim/internal/store"
+)
+
+// policies keeps the compiled network policies current: a policy.Set and
+// the endpoints by address, rebuilt off the connect path whenever the
+// policies, the namespaces or the endpoints change, and swapped in whole.
+// A connect reads both with two atomic loads and no lock.
+type policies struct {
+	pol       *store.Cache[networkingv1.NetworkPolicy]
+	ns        *store.Cache[map[string]string]
+	endpoints *store.Cache[api.Endpoint]
+	valid     func(api.Endpoint) bool
+	log       *slog.Logger
+
+	state atomic.Pointer[policyState]
+	dirty chan struct{}
+	// denied counts denied connections by direction and policy.
+	denied func(direction, policy string)
+}
+
+type policyState struct {
+	set  *policy.Set
+	byIP map[netip.Addr]*policy.Endpoint
+	// names are the endpoints by address, for explanations.
+	names map[netip.Addr]string
+}
+
+func newPolicies(pol *store.Cache[networkingv1.NetworkPolicy], ns *store.Cache[map[string]string],
+	endpoints *store.Cache[api.Endpoint], valid func(api.Endpoint) bool, denied func(direction, policy string), log *slog.Logger) *policies {
+	p := &policies{pol: pol, ns: ns, endpoints: endpoints, valid: valid, denied: denied, log: log, dirty: make(chan struct{}, 1)}
+	set, _ := policy.Compile(nil, nil)
+	p.state.Store(&policyState{set: set, byIP: map[netip.Addr]*policy.Endpoint{}, names: map[netip.Addr]string{}})
+	return p
+}
+
+// mark asks for a rebuild; it never blocks (the caches call it).
+func (p *policies) mark() {
+	select {
+	case p.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// run rebuilds after each mark until ctx ends.
+func (p *policies) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.dirty:
+			p.rebuild()
+		}
+	}
+}
+
+// rebuild compiles the cached policies and indexes the endpoints. A
+// policy the store holds was validated on write and on read, so Compile
+// failing is a bug: the previous state stays and the error is logged.
+func (p *policies) rebuild() {
+	pols, _ := p.pol.Snapshot()
+	list := make([]networkingv1.NetworkPolicy, 0, len(pols))
+	for _, k := range slices.Sorted(maps.Keys(pols)) {
+		list = append(list, pols[k])
+	}
+	nss, _ := p.ns.Snapshot()
+	var namespaces []policy.Namespace
+	for name, labels := range nss {
+		namespaces = append(namespaces, policy.Namespace{Name: name, Labels: labels})
+	}
+	set, err := policy.Compile(list, namespaces)
+	if err != nil {
+		p.log.Error("network policies do not compile; the previous ones stay in force", "err", err)
+		return
+	}
+	eps, _ := p.endpoints.Snapshot()
+	byIP := make(map[netip.Addr]*policy.Endpoint, len(eps))
+	names := make(map[netip.Addr]string, len(eps))
+	for _, ep := range eps {
+		if !p.valid(ep) {
+			continue
+		}
+		pe := policyEndpoint(ep)
+		for _, a := range []netip.Addr{ep.IPv4, ep.IPv6} {
+			if a.IsValid() {
+				byIP[a] = pe
+				names[a] = pe.Namespace + "/" + endpointName(ep)
+			}
+		}
+	}
+	p.state.Store(&policyState{set: set, byIP: byIP, names: names})
+}
+
+// policyEndpoint is what policies know of an endpoint.
+func policyEndpoint(ep api.Endpoint) *policy.Endpoint {
+	pe := &policy.Endpoint{Namespace: ep.Namespace(), Labels: ep.PodLabels()}
+	for _, np := range ep.Ports {
+		pe.Ports = append(pe.Ports, policy.NamedPort{Name: np.Name, Port: np.Port, Protocol: policy.Protocol(np.Protocol)})
+	}
+	return pe
+}
+
+// endpointName is how explanations name an endpoint: its pod name when a
+// runtime gave one, else its container ID.
+func endpointName(ep api.Endpoint) string {
+	if n := ep.Labels[api.LabelPodName]; n != "" {
+		return n
+	}
+	return ep.ContainerID
+}
+
+// peer is the policy side of an address.
+func (s *policyState) peer(a netip.Addr) policy.Peer {
+	a = a.Unmap()
+	return policy.Peer{IP: a, Endpoint: s.byIP[a]}
+}
+
+// name is how an explanation names an address.
+func (s *policyState) name(a netip.Addr) string {
+	if n, ok := s.names[a.Unmap()]; ok {
+		return n + " (" + a.Unmap().String() + ")"
+	}
+	return a.Unmap().String()
+}
+
+// AllowTCP implements broker.Policy: whether a TCP connection from src
+// (a container's address) to dst is allowed, by the egress policies of
+// src and the ingress policies of dst.
+func (p *policies) AllowTCP(src netip.Addr, dst netip.AddrPort) bool {
+	s := p.state.Load()
+	d := s.set.Decide(s.peer(src), s.peer(dst.Addr()), dst.Port(), policy.ProtocolTCP)
+	if !d.Allowed && p.denied != nil {
+		switch {
+		case !d.Egress.Allowed:
+			p.denied("egress", firstOr(d.Egress.Selecting, ""))
+		default:
+			p.denied("ingress", firstOr(d.Ingress.Selecting, ""))
+		}
+	}
+	return d.Allowed
+}
+
+func firstOr(s []string, def string) string {
+	if len(s) > 0 {
+		return s[0]
+	}
+	return def
+}
+
+// explain serves the policy explain call.
+func (p *policies) explain(src, dst netip.Addr, port uint16, proto policy.Protocol) api.PolicyExplanation {
+	s := p.state.Load()
+	d := s.set.Decide(s.peer(src), s.peer(dst), port, proto)
+	out := api.PolicyExplanation{Allowed: d.Allowed, Explanation: d.Explain(s.name(src), s.name(dst))}
+	for _, r := range slices.Concat(d.Egress.AllowedBy, d.Ingress.AllowedBy) {
+		out.AllowedBy = append(out.AllowedBy, r.String())
+	}
+	return out
+}

@@ -1,0 +1,154 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/policy"
+	"github.com/slimnet/slim/internal/poll"
+	"github.com/slimnet/slim/internal/store"
+)
+
+// TestPolicies: the compiled state follows the store (policies,
+// namespace labels, endpoints) and decides connects from memory.
+func TestPolicies(t *testing.T) {
+	e := newFPEnv(t)
+	ctx := t.Context()
+	log := slog.New(slog.DiscardHandler)
+	hn := store.HostNet{Host: "h1", Subnet4: e.v.self.Subnet4}
+	add := func(id, ns string, labels map[string]string, ports ...api.NamedPort) api.Endpoint {
+		t.Helper()
+		l := map[string]string{api.LabelPodNamespace: ns, api.LabelPodName: id}
+		for k, v := range labels {
+			l[k] = v
+		}
+		ep, err := e.st.AddEndpoint(ctx, hn, api.EndpointRequest{ContainerID: id, IfName: "eth0", Netns: "/x/" + id, Labels: l, Ports: ports},
+			store.BlockRange{}, netip.Addr{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ep
+	}
+	web := add("web", "x", map[string]string{"app": "web"}, api.NamedPort{Name: "http", Port: 8080, Protocol: "TCP"})
+	cli := add("cli", "x", map[string]string{"app": "client"})
+	other := add("other", "y", map[string]string{"app": "client"})
+
+	pols, nss := e.st.PolicyCache(log, nil), e.st.NamespaceCache(log, nil)
+	var denied []string
+	p := newPolicies(pols, nss, e.v.endpoints, e.v.validEndpoint, func(dir, pol string) { denied = append(denied, dir+" "+pol) }, log)
+	// The caches' callbacks would mark; here the test rebuilds itself.
+	for _, run := range []func(context.Context) error{pols.Run, nss.Run} {
+		go run(ctx)
+	}
+	// waitRev waits until cache c has applied the write at rev (a cache
+	// advances only with writes under its prefix), then rebuilds.
+	waitRev := func(c interface {
+		WaitRev(context.Context, int64) error
+	}, rev int64) {
+		t.Helper()
+		if err := c.WaitRev(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+		p.rebuild()
+	}
+	waitRev(e.v.endpoints, e.v.endpoints.Rev())
+	poll.Until(t, 5*time.Second, func() error {
+		if !pols.Synced() || !nss.Synced() {
+			return errors.New("policy caches not synced")
+		}
+		return nil
+	})
+	to := func(ep api.Endpoint, port uint16) netip.AddrPort { return netip.AddrPortFrom(ep.IPv4, port) }
+	if !p.AllowTCP(other.IPv4, to(web, 8080)) || len(denied) != 0 {
+		t.Fatal("denied without any policy")
+	}
+
+	rev, err := e.st.PutPolicies(ctx, []networkingv1.NetworkPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "web"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Port: new(intstr.FromString("http"))}},
+			}},
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRev(pols, rev)
+	for _, tc := range []struct {
+		src  netip.Addr
+		dst  netip.AddrPort
+		want bool
+	}{
+		{cli.IPv4, to(web, 8080), true},    // same namespace, app=client, the named port
+		{cli.IPv4, to(web, 8081), false},   // another port
+		{other.IPv4, to(web, 8080), false}, // another namespace
+		{web.IPv4, to(cli, 9), true},       // cli is not isolated
+		{netip.MustParseAddr("192.0.2.1"), to(web, 8080), false},
+	} {
+		if got := p.AllowTCP(tc.src, tc.dst); got != tc.want {
+			t.Errorf("%v -> %v: allowed %v, want %v", tc.src, tc.dst, got, tc.want)
+		}
+	}
+	if len(denied) != 3 || denied[0] != "ingress x/web" {
+		t.Errorf("denials counted %q", denied)
+	}
+	ex := p.explain(cli.IPv4, web.IPv4, 8080, policy.ProtocolTCP)
+	if !ex.Allowed || len(ex.AllowedBy) != 1 || ex.AllowedBy[0] != "x/web ingress[0]" || !strings.Contains(ex.Explanation, "x/cli") {
+		t.Errorf("explain: %+v", ex)
+	}
+
+	// Namespace labels reach namespace selectors.
+	rev, err = e.st.PutPolicies(ctx, []networkingv1.NetworkPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "blue"},
+		Spec: networkingv1.NetworkPolicySpec{
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "blue"}}}},
+			}},
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRev(pols, rev)
+	if p.AllowTCP(other.IPv4, to(web, 8080)) {
+		t.Fatal("y is not labelled yet")
+	}
+	if _, rev, err = e.st.LabelNamespace(ctx, "y", api.NamespaceLabels{Set: map[string]string{"team": "blue"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitRev(nss, rev)
+	if !p.AllowTCP(other.IPv4, to(web, 8080)) {
+		t.Fatal("y labelled team=blue, still denied")
+	}
+
+	// An endpoint's labels change: the index follows.
+	if _, err := e.st.DeletePolicy(ctx, "x", "blue"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.DeletePolicy(ctx, "x", "blue"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second delete: %v, want ErrNotFound", err)
+	}
+	if err := e.st.DelEndpoint(ctx, "h1", api.Attachment{ContainerID: "cli", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 5*time.Second, func() error {
+		p.rebuild()
+		if p.AllowTCP(cli.IPv4, to(web, 8080)) {
+			return errors.New("a released endpoint's address still counts as app=client")
+		}
+		return nil
+	})
+}
