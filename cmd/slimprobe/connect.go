@@ -32,6 +32,7 @@ func connect(args []string) error {
 	summary := fs.Bool("summary", false, "print one summary line instead of a line per connection")
 	keepIdle := fs.Int("keepidle", 0, "set SO_KEEPALIVE and this TCP_KEEPIDLE before connect, and report TCP_KEEPIDLE after (0: leave alone)")
 	tos := fs.Int("tos", -1, "set IP_TOS (IPv4) or IPV6_TCLASS (IPv6) to this before connect (-1: leave alone)")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up a non-blocking connect after this long (a dropped SYN)")
 	fs.Parse(args)
 	if *signals {
 		stop := interrupter()
@@ -51,7 +52,7 @@ func connect(args []string) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cl, sv := one(ap, *n, *blocking, *keepIdle, *tos)
+			cl, sv := one(ap, *n, *blocking, *keepIdle, *tos, *timeout)
 			out <- wire.ConnectResult{Client: cl, Server: sv}
 		}()
 	}
@@ -79,7 +80,7 @@ func connect(args []string) error {
 	return nil
 }
 
-func one(ap netip.AddrPort, n int64, blocking bool, keepIdle, tos int) (cl, sv wire.ConnReport) {
+func one(ap netip.AddrPort, n int64, blocking bool, keepIdle, tos int, timeout time.Duration) (cl, sv wire.ConnReport) {
 	// setOpts runs on the socket before connect.
 	setOpts := func(fd int) error {
 		if tos >= 0 {
@@ -113,7 +114,7 @@ func one(ap netip.AddrPort, n int64, blocking bool, keepIdle, tos int) (cl, sv w
 	if blocking {
 		c, err = blockingDial(ap, setOpts, readOpts)
 	} else {
-		d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
+		d := net.Dialer{Timeout: timeout, KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			if err := rc.Control(func(fd uintptr) { serr = setOpts(int(fd)) }); err != nil {
 				return err

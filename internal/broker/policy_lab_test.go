@@ -4,6 +4,7 @@ package broker_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,11 +19,12 @@ import (
 	"github.com/slimnet/slim/internal/poll"
 )
 
-// TestPolicyFastPath applies Kubernetes NetworkPolicies with slimctl and
-// checks them at connect() on the fast path: an allowed client is
-// swapped, a denied one gets ECONNREFUSED at once; namespace labels,
-// named ports, explain, removal and a refused invalid policy.
-func TestPolicyFastPath(t *testing.T) {
+// TestPolicy applies Kubernetes NetworkPolicies with slimctl and checks
+// them on both paths: at connect() on the fast path (an allowed client is
+// swapped, a denied one gets ECONNREFUSED at once) and in the hosts'
+// packet filters for overlay clients (a denied SYN is dropped); namespace
+// labels, named ports, explain, removal and a refused invalid policy.
+func TestPolicy(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
 	dumpOnFailure(t, l.Config)
 	probe := labtest.Probe(t)
@@ -34,6 +36,10 @@ func TestPolicyFastPath(t *testing.T) {
 	a := l.Run(lab.RunSpec{Host: "h2", Name: "a", Namespace: "x", Labels: map[string]string{"app": "client"}, Command: []string{"sleep", "infinity"}})
 	b := l.Run(lab.RunSpec{Host: "h2", Name: "b", Namespace: "y", Labels: map[string]string{"app": "client"}, Command: []string{"sleep", "infinity"}})
 	c := l.Run(lab.RunSpec{Host: "h1", Name: "c", Namespace: "x", Labels: map[string]string{"app": "other"}, Command: []string{"sleep", "infinity"}})
+	// Overlay-only clients: their connects are left to the kernel, so
+	// only the packet filters stand between them and web.
+	oa := l.Run(lab.RunSpec{Host: "h2", Name: "oa", Namespace: "x", Labels: map[string]string{"app": "client"}, NoSlim: true, Command: []string{"sleep", "infinity"}})
+	ob := l.Run(lab.RunSpec{Host: "h2", Name: "ob", Namespace: "y", Labels: map[string]string{"app": "client"}, NoSlim: true, Command: []string{"sleep", "infinity"}})
 	waitListener(t, l.Config, "h1", web.IPv4, port, true)
 	dst := netip.AddrPortFrom(web.IPv4, port).String()
 
@@ -54,43 +60,56 @@ func TestPolicyFastPath(t *testing.T) {
 	}
 	swaps := func(host string) float64 { return metric(t, host, "slim_broker_swaps_total", `op="connect"`) }
 	// reach connects from container from to web and says whether it
-	// worked; a refused connect must fail at once.
+	// worked. A fast-path client must be swapped, or refused at once; an
+	// overlay client's denied SYN is dropped (a timeout).
 	reach := func(from lab.Container) bool {
 		t.Helper()
+		s0 := swaps(from.Host)
 		start := time.Now()
-		out, _ := lab.Output(ctx, l.Config, from.Name, probe, "connect", "-addr", dst, "-bytes", "1000")
+		out, _ := lab.Output(ctx, l.Config, from.Name, probe, "connect", "-addr", dst, "-bytes", "1000", "-timeout", "1s")
 		rs := parseResults(t, string(out))
 		if len(rs) != 1 {
 			t.Fatalf("%s: probe said %q", from.Name, out)
 		}
 		if e := rs[0].Client.Err; e != "" {
-			if !strings.Contains(e, "connection refused") {
+			switch {
+			case from.NoSlim && !strings.Contains(e, "timeout"):
+				t.Errorf("%s -> web: %s; want a timeout (dropped)", from.Name, e)
+			case !from.NoSlim && !strings.Contains(e, "connection refused"):
 				t.Errorf("%s -> web: %s; want connection refused", from.Name, e)
-			}
-			if d := time.Since(start); d > time.Second {
-				t.Errorf("%s -> web: refused after %v; want at once", from.Name, d)
+			case !from.NoSlim && time.Since(start) > time.Second:
+				t.Errorf("%s -> web: refused after %v; want at once", from.Name, time.Since(start))
 			}
 			return false
 		}
 		checkVirtual(t, rs[0], from.IPv4, web.IPv4, port)
+		if swapped := swaps(from.Host) > s0; swapped == from.NoSlim {
+			t.Errorf("%s -> web: swapped %v, want %v", from.Name, swapped, !from.NoSlim)
+		}
 		return true
+	}
+	// settle waits until container from's connect to web gives want:
+	// every host applies a change on its own (the client's host at
+	// connect, web's host in its filter).
+	settle := func(from lab.Container, want bool) {
+		t.Helper()
+		poll.Until(t, 5*time.Second, func() error {
+			if reach(from) != want {
+				return fmt.Errorf("%s -> web: still not reached=%v", from.Name, want)
+			}
+			return nil
+		})
 	}
 	matrix := func(want map[string]bool) {
 		t.Helper()
-		for _, from := range []lab.Container{a, b, c} {
-			host := from.Host
-			s0 := swaps(host)
-			got := reach(from)
-			if got != want[from.Name] {
+		for _, from := range []lab.Container{a, b, c, oa, ob} {
+			if got := reach(from); got != want[from.Name] {
 				t.Errorf("%s -> web: reached %v, want %v", from.Name, got, want[from.Name])
-			}
-			if got && swaps(host) <= s0 {
-				t.Errorf("%s -> web: connected but not swapped", from.Name)
 			}
 		}
 	}
 
-	matrix(map[string]bool{"a": true, "b": true, "c": true})
+	matrix(map[string]bool{"a": true, "b": true, "c": true, "oa": true, "ob": true})
 
 	// Ingress to web only from app=client pods of its namespace, on the
 	// named port.
@@ -104,7 +123,8 @@ spec:
     ports: [{port: http}]
 `)
 	denied0 := metric(t, "h2", "slim_policy_denied_total", `direction="ingress"`)
-	matrix(map[string]bool{"a": true, "b": false, "c": false})
+	settle(ob, false)
+	matrix(map[string]bool{"a": true, "b": false, "c": false, "oa": true, "ob": false})
 	if metric(t, "h2", "slim_policy_denied_total", `direction="ingress",policy="x/web-from-clients"`) <= denied0 {
 		t.Error("slim_policy_denied_total did not count b's denied connect")
 	}
@@ -126,13 +146,9 @@ spec:
 	if out, err := ctl("h1", "namespace", "label", "y", "team=blue"); err != nil {
 		t.Fatalf("namespace label: %v\n%s", err, out)
 	}
-	poll.Until(t, 5*time.Second, func() error {
-		if !reach(b) {
-			return errors.New("b is still refused after y was labelled team=blue")
-		}
-		return nil
-	})
-	matrix(map[string]bool{"a": true, "b": true, "c": false})
+	settle(b, true)
+	settle(ob, true)
+	matrix(map[string]bool{"a": true, "b": true, "c": false, "oa": true, "ob": true})
 
 	// An invalid policy is refused whole, and changes nothing.
 	f := filepath.Join(t.TempDir(), "bad.yaml")
@@ -154,11 +170,7 @@ spec:
 	if out, err := ctl("h1", "policy", "rm", "x/web-from-clients", "x/web-from-blue"); err != nil {
 		t.Fatalf("policy rm: %v\n%s", err, out)
 	}
-	poll.Until(t, 5*time.Second, func() error {
-		if !reach(c) {
-			return errors.New("c is still refused after the policies were removed")
-		}
-		return nil
-	})
-	matrix(map[string]bool{"a": true, "b": true, "c": true})
+	settle(c, true)
+	settle(ob, true)
+	matrix(map[string]bool{"a": true, "b": true, "c": true, "oa": true, "ob": true})
 }

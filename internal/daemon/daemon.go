@@ -265,7 +265,7 @@ func (d *Daemon) setup(ctx context.Context) error {
 	d.metrics.watch(counts{peers: d.overlay.Programmed, hosts: d.hosts.Len, endpoints: d.endpoints.Len, policies: d.pols.Len})
 	d.view = &view{self: d.self, lease: d.lease.ID, hosts: d.hosts, endpoints: d.endpoints, listeners: d.listeners,
 		fpSwitch: d.fpSwitch, valid: d.valid}
-	d.policies = newPolicies(d.pols, d.nss, d.endpoints, d.view.validEndpoint, d.metrics.policyDenied,
+	d.policies = newPolicies(d.self.Name, d.pols, d.nss, d.endpoints, d.view.validEndpoint, d.metrics.policyDenied,
 		d.log.With("component", "policies"))
 	return d.setupFastPath(uip)
 }
@@ -340,6 +340,8 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 		maps = d.bpf
 	}
 	d.tables = newHostTables(d.view, t, maps, d.cfg.guardBase(), d.cfg.ResyncInterval, d.log.With("component", "tables"))
+	d.tables.policy = d.policies.filter
+	d.policies.changed = d.tables.mark
 	d.fp = newFastPath(d.view, d.store, d.cfg.Blocks(), d.bpf != nil, d.tables.mark, d.log.With("component", "fastpath"))
 	if err := d.openKeeper(context.Background()); err != nil {
 		return err

@@ -24,7 +24,10 @@ type policies struct {
 	ns        *store.Cache[map[string]string]
 	endpoints *store.Cache[api.Endpoint]
 	valid     func(api.Endpoint) bool
+	self      string // this host's name: its endpoints are the filter's
 	log       *slog.Logger
+	// changed is called after each rebuild (the packet filter follows).
+	changed func()
 
 	state atomic.Pointer[policyState]
 	dirty chan struct{}
@@ -33,15 +36,18 @@ type policies struct {
 }
 
 type policyState struct {
-	set  *policy.Set
-	byIP map[netip.Addr]*policy.Endpoint
+	set *policy.Set
+	// local and all are the endpoints with their addresses, for the
+	// packet filter.
+	local, all []policy.Addressed
+	byIP       map[netip.Addr]*policy.Endpoint
 	// names are the endpoints by address, for explanations.
 	names map[netip.Addr]string
 }
 
-func newPolicies(pol *store.Cache[networkingv1.NetworkPolicy], ns *store.Cache[map[string]string],
+func newPolicies(self string, pol *store.Cache[networkingv1.NetworkPolicy], ns *store.Cache[map[string]string],
 	endpoints *store.Cache[api.Endpoint], valid func(api.Endpoint) bool, denied func(direction, policy string), log *slog.Logger) *policies {
-	p := &policies{pol: pol, ns: ns, endpoints: endpoints, valid: valid, denied: denied, log: log, dirty: make(chan struct{}, 1)}
+	p := &policies{self: self, pol: pol, ns: ns, endpoints: endpoints, valid: valid, denied: denied, log: log, dirty: make(chan struct{}, 1)}
 	set, _ := policy.Compile(nil, nil)
 	p.state.Store(&policyState{set: set, byIP: map[netip.Addr]*policy.Endpoint{}, names: map[netip.Addr]string{}})
 	return p
@@ -89,11 +95,23 @@ func (p *policies) rebuild() {
 	eps, _ := p.endpoints.Snapshot()
 	byIP := make(map[netip.Addr]*policy.Endpoint, len(eps))
 	names := make(map[netip.Addr]string, len(eps))
-	for _, ep := range eps {
+	var local, all []policy.Addressed
+	for _, k := range slices.Sorted(maps.Keys(eps)) {
+		ep := eps[k]
 		if !p.valid(ep) {
 			continue
 		}
 		pe := policyEndpoint(ep)
+		ad := policy.Addressed{Endpoint: pe}
+		for _, a := range []netip.Addr{ep.IPv4, ep.IPv6} {
+			if a.IsValid() {
+				ad.Addrs = append(ad.Addrs, a)
+			}
+		}
+		all = append(all, ad)
+		if ep.Host == p.self {
+			local = append(local, ad)
+		}
 		for _, a := range []netip.Addr{ep.IPv4, ep.IPv6} {
 			if a.IsValid() {
 				byIP[a] = pe
@@ -101,7 +119,16 @@ func (p *policies) rebuild() {
 			}
 		}
 	}
-	p.state.Store(&policyState{set: set, byIP: byIP, names: names})
+	p.state.Store(&policyState{set: set, byIP: byIP, names: names, local: local, all: all})
+	if p.changed != nil {
+		p.changed()
+	}
+}
+
+// filter is what this host's packet filter enforces for routed traffic.
+func (p *policies) filter() policy.Filter {
+	s := p.state.Load()
+	return s.set.Filter(s.local, s.all)
 }
 
 // policyEndpoint is what policies know of an endpoint.

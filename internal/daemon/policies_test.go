@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func TestPolicies(t *testing.T) {
 
 	pols, nss := e.st.PolicyCache(log, nil), e.st.NamespaceCache(log, nil)
 	var denied []string
-	p := newPolicies(pols, nss, e.v.endpoints, e.v.validEndpoint, func(dir, pol string) { denied = append(denied, dir+" "+pol) }, log)
+	p := newPolicies("h1", pols, nss, e.v.endpoints, e.v.validEndpoint, func(dir, pol string) { denied = append(denied, dir+" "+pol) }, log)
 	// The caches' callbacks would mark; here the test rebuilds itself.
 	for _, run := range []func(context.Context) error{pols.Run, nss.Run} {
 		go run(ctx)
@@ -104,6 +105,13 @@ func TestPolicies(t *testing.T) {
 	}
 	if len(denied) != 3 || denied[0] != "ingress x/web" {
 		t.Errorf("denials counted %q", denied)
+	}
+	// The packet filter's form: web isolated for ingress, cli allowed to
+	// its named port.
+	f := p.filter()
+	wantAllow := policy.Allow{Local: web.IPv4, Peer: netip.PrefixFrom(cli.IPv4, 32), Proto: policy.ProtocolTCP, First: 8080, Last: 8080}
+	if !slices.Equal(f.IsolatedIngress, []netip.Addr{web.IPv4}) || len(f.IsolatedEgress) != 0 || !slices.Equal(f.Ingress, []policy.Allow{wantAllow}) {
+		t.Errorf("filter %+v, want ingress of web allowing %+v", f, wantAllow)
 	}
 	ex := p.explain(cli.IPv4, web.IPv4, 8080, policy.ProtocolTCP)
 	if !ex.Allowed || len(ex.AllowedBy) != 1 || ex.AllowedBy[0] != "x/web ingress[0]" || !strings.Contains(ex.Explanation, "x/cli") {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/nat"
+	"github.com/slimnet/slim/internal/policy"
 )
 
 // hostTables keeps this host's kernel tables equal to the store: the DNAT
@@ -19,6 +20,8 @@ type hostTables struct {
 	nat    *nat.Table
 	maps   addrMaps // nil without the BPF programs
 	guard0 nat.Guard
+	// policy is the network policy filter for routed traffic (nil: none).
+	policy func() policy.Filter
 	resync time.Duration
 	log    *slog.Logger
 
@@ -65,6 +68,11 @@ func (h *hostTables) pass() {
 	}
 	if err := h.nat.SyncGuard(h.guard()); err != nil {
 		h.log.Warn("control-plane guard sync failed", "err", err)
+	}
+	if h.policy != nil {
+		if err := h.nat.SyncPolicy(h.policy()); err != nil {
+			h.log.Warn("network policy filter sync failed", "err", err)
+		}
 	}
 	if h.maps == nil {
 		return

@@ -44,6 +44,21 @@ func (t *Table) guardChains(tb *nftables.Table) []*nftables.Chain {
 	}
 }
 
+// fillSet queues, in the current batch, making set and replacing its
+// elements with elems.
+func (t *Table) fillSet(set *nftables.Set, elems []nftables.SetElement) error {
+	if err := t.conn.AddSet(set, nil); err != nil {
+		return fmt.Errorf("nftables set %s: %w", set.Name, err)
+	}
+	t.conn.FlushSet(set)
+	if len(elems) > 0 {
+		if err := t.conn.SetAddElements(set, elems); err != nil {
+			return fmt.Errorf("nftables set %s: %w", set.Name, err)
+		}
+	}
+	return nil
+}
+
 // SyncGuard makes the table's guard chains and sets hold exactly g, in one
 // atomic batch.
 func (t *Table) SyncGuard(g Guard) error {
@@ -62,19 +77,11 @@ func (t *Table) SyncGuard(g Guard) error {
 			he = append(he, nftables.SetElement{Key: h.AsSlice()})
 		}
 	}
-	for _, s := range []struct {
-		set   *nftables.Set
-		elems []nftables.SetElement
-	}{{ports, pe}, {hosts, he}} {
-		if err := t.conn.AddSet(s.set, nil); err != nil {
-			return fmt.Errorf("guard set %s: %w", s.set.Name, err)
-		}
-		t.conn.FlushSet(s.set)
-		if len(s.elems) > 0 {
-			if err := t.conn.SetAddElements(s.set, s.elems); err != nil {
-				return fmt.Errorf("guard set %s: %w", s.set.Name, err)
-			}
-		}
+	if err := t.fillSet(ports, pe); err != nil {
+		return err
+	}
+	if err := t.fillSet(hosts, he); err != nil {
+		return err
 	}
 	chains := t.guardChains(tb)
 	for _, ch := range chains {

@@ -17,44 +17,13 @@ import (
 // other ports, and the host itself, still can.
 func TestGuard(t *testing.T) {
 	testenv.RequireRoot(t)
-	host, client, other := newNS(t), newNS(t), newNS(t)
-	link := func(from ns.NetNS, name, peer string, to ns.NetNS) {
-		t.Helper()
-		err := from.Do(func(ns.NetNS) error {
-			la := netlink.NewLinkAttrs()
-			la.Name = name
-			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: peer}); err != nil {
-				return err
-			}
-			p, err := netlink.LinkByName(peer)
-			if err != nil {
-				return err
-			}
-			return netlink.LinkSetNsFd(p, int(to.Fd()))
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	link(host, "slimg0", "c0", client) // a container's veth
-	link(host, "under0", "o0", other)  // the underlay to another host
+	host, client, other := routed(t)
 	do := func(n ns.NetNS, f func() error) {
 		t.Helper()
 		if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
 			t.Fatal(err)
 		}
 	}
-	do(host, func() error {
-		if err := setup("slimg0", "192.168.88.1/24", "fd88::1/64", ""); err != nil {
-			return err
-		}
-		if err := setup("under0", "192.168.99.1/24", "fd99::1/64", ""); err != nil {
-			return err
-		}
-		return forward()
-	})
-	do(client, func() error { return setupRoute("c0", "192.168.88.2/24", "192.168.88.1") })
-	do(other, func() error { return setupRoute("o0", "192.168.99.2/24", "192.168.99.1") })
 	// Listeners: the host and the other host each serve a guarded port
 	// (2379) and an open one (8080).
 	for _, n := range []struct {
@@ -100,6 +69,52 @@ func TestGuard(t *testing.T) {
 	reach(true, client, "192.168.99.2:2379")
 	reach(false, client, "192.168.88.1:2379")
 	do(host, func() error { return tb.Remove() })
+}
+
+// routed builds a host that routes between a container (client,
+// 192.168.88.2 behind the host's veth slimg0, 192.168.88.1) and another
+// host (other, 192.168.99.2 behind under0, 192.168.99.1).
+func routed(t *testing.T) (host, client, other ns.NetNS) {
+	t.Helper()
+	host, client, other = newNS(t), newNS(t), newNS(t)
+	link := func(from ns.NetNS, name, peer string, to ns.NetNS) {
+		t.Helper()
+		err := from.Do(func(ns.NetNS) error {
+			la := netlink.NewLinkAttrs()
+			la.Name = name
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: peer}); err != nil {
+				return err
+			}
+			p, err := netlink.LinkByName(peer)
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetNsFd(p, int(to.Fd()))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	link(host, "slimg0", "c0", client) // a container's veth
+	link(host, "under0", "o0", other)  // the underlay to another host
+	do := func(n ns.NetNS, f func() error) {
+		t.Helper()
+		if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do(host, func() error {
+		if err := setup("slimg0", "192.168.88.1/24", "fd88::1/64", ""); err != nil {
+			return err
+		}
+		if err := setup("under0", "192.168.99.1/24", "fd99::1/64", ""); err != nil {
+			return err
+		}
+		return forward()
+	})
+	do(client, func() error { return setupRoute("c0", "192.168.88.2/24", "192.168.88.1") })
+	do(other, func() error { return setupRoute("o0", "192.168.99.2/24", "192.168.99.1") })
+	return host, client, other
 }
 
 func forward() error {

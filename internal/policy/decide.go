@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"iter"
 	"net/netip"
 	"strings"
 
@@ -73,25 +74,7 @@ func (s *Set) Decide(src, dst Peer, port uint16, proto Protocol) Decision {
 func (s *Set) verdict(dir networkingv1.PolicyType, e *Endpoint, other Peer, dst *Endpoint, port uint16, proto Protocol) Verdict {
 	var v Verdict
 	ip := other.IP.Unmap().WithZone("")
-	cs := s.byNS[namespaceOr(e.Namespace)]
-	for ci, c := range cs {
-		rules := c.inRules
-		if dir == networkingv1.PolicyTypeEgress {
-			if !c.egress {
-				continue
-			}
-			rules = c.egRules
-		} else if !c.ingress {
-			continue
-		}
-		if !c.selector.Matches(labels.Set(e.Labels)) {
-			continue
-		}
-		if v.Selecting == nil {
-			// One allocation for the rest of the namespace's policies,
-			// rather than growing one name at a time.
-			v.Selecting = make([]string, 0, len(cs)-ci)
-		}
+	for c, rules := range s.selecting(dir, e) {
 		v.Selecting = append(v.Selecting, c.name)
 		for i := range rules {
 			if s.ruleMatches(&rules[i], c.namespace, other.Endpoint, ip, dst, port, proto) {
@@ -102,6 +85,27 @@ func (s *Set) verdict(dir networkingv1.PolicyType, e *Endpoint, other Peer, dst 
 	v.Isolated = len(v.Selecting) > 0
 	v.Allowed = !v.Isolated || len(v.AllowedBy) > 0
 	return v
+}
+
+// selecting yields the policies that select e and isolate dir, in name
+// order, each with its rules of that direction.
+func (s *Set) selecting(dir networkingv1.PolicyType, e *Endpoint) iter.Seq2[*compiled, []rule] {
+	return func(yield func(*compiled, []rule) bool) {
+		for _, c := range s.byNS[namespaceOr(e.Namespace)] {
+			rules := c.inRules
+			if dir == networkingv1.PolicyTypeEgress {
+				if !c.egress {
+					continue
+				}
+				rules = c.egRules
+			} else if !c.ingress {
+				continue
+			}
+			if c.selector.Matches(labels.Set(e.Labels)) && !yield(c, rules) {
+				return
+			}
+		}
+	}
 }
 
 func (s *Set) ruleMatches(r *rule, policyNS string, other *Endpoint, ip netip.Addr, dst *Endpoint, port uint16, proto Protocol) bool {

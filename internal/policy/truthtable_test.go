@@ -561,12 +561,22 @@ z/c X.. ... ..X`},
 func checkReachability(t *testing.T, s *Set, eps []universeEndpoint, p probe) {
 	t.Helper()
 	want := parseMatrix(t, eps, p.want)
+	// The packet filter's form of the policies must agree with Decide
+	// on every cell, every endpoint guarded as a local one.
+	var all []Addressed
+	for _, e := range eps {
+		all = append(all, Addressed{Endpoint: e.peer.Endpoint, Addrs: []netip.Addr{e.peer.IP}})
+	}
+	f := s.Filter(all, all)
 	var got [][]bool
 	var wrong []string
 	for i, from := range eps {
 		row := make([]bool, len(eps))
 		for j, to := range eps {
 			d := s.Decide(from.peer, to.peer, p.port, p.proto)
+			if fa := f.allows(from.peer.IP, to.peer.IP, p.port, p.proto); fa != d.Allowed {
+				t.Errorf("%d/%s %s -> %s: the filter allows %v, Decide %v", p.port, p.proto, from.name, to.name, fa, d.Allowed)
+			}
 			row[j] = d.Allowed
 			if d.Allowed != want[i][j] {
 				wrong = append(wrong, fmt.Sprintf("%s -> %s: got %s", from.name, to.name, indent(d.Explain(from.name, to.name))))
