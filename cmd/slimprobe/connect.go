@@ -33,6 +33,7 @@ func connect(args []string) error {
 	keepIdle := fs.Int("keepidle", 0, "set SO_KEEPALIVE and this TCP_KEEPIDLE before connect, and report TCP_KEEPIDLE after (0: leave alone)")
 	tos := fs.Int("tos", -1, "set IP_TOS (IPv4) or IPV6_TCLASS (IPv6) to this before connect (-1: leave alone)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up a non-blocking connect after this long (a dropped SYN)")
+	sport := fs.Int("sport", 0, "bind this source port before a non-blocking connect (0: the kernel picks)")
 	fs.Parse(args)
 	if *signals {
 		stop := interrupter()
@@ -52,7 +53,7 @@ func connect(args []string) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cl, sv := one(ap, *n, *blocking, *keepIdle, *tos, *timeout)
+			cl, sv := one(ap, *n, *blocking, *keepIdle, *tos, *timeout, *sport)
 			out <- wire.ConnectResult{Client: cl, Server: sv}
 		}()
 	}
@@ -80,7 +81,7 @@ func connect(args []string) error {
 	return nil
 }
 
-func one(ap netip.AddrPort, n int64, blocking bool, keepIdle, tos int, timeout time.Duration) (cl, sv wire.ConnReport) {
+func one(ap netip.AddrPort, n int64, blocking bool, keepIdle, tos int, timeout time.Duration, sport int) (cl, sv wire.ConnReport) {
 	// setOpts runs on the socket before connect.
 	setOpts := func(fd int) error {
 		if tos >= 0 {
@@ -114,7 +115,11 @@ func one(ap netip.AddrPort, n int64, blocking bool, keepIdle, tos int, timeout t
 	if blocking {
 		c, err = blockingDial(ap, setOpts, readOpts)
 	} else {
-		d := net.Dialer{Timeout: timeout, KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
+		var local net.Addr
+		if sport != 0 {
+			local = &net.TCPAddr{Port: sport}
+		}
+		d := net.Dialer{Timeout: timeout, LocalAddr: local, KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			if err := rc.Control(func(fd uintptr) { serr = setOpts(int(fd)) }); err != nil {
 				return err

@@ -111,6 +111,41 @@ func TestPolicy(t *testing.T) {
 
 	matrix(map[string]bool{"a": true, "b": true, "c": true, "oa": true, "ob": true})
 
+	// The host-port surface: web's host listener, on h1's underlay
+	// address, takes connections only from fast-path host sockets, whose
+	// source ports come from the port blocks.
+	var hostDst string
+	ls, err := api.NewClient(lab.SocketPath(l.Config, "h1")).Listeners(ctx, "h1")
+	for _, x := range ls {
+		if x.VIP == web.IPv4 && x.Port == port {
+			hostDst = netip.AddrPortFrom(x.HostIP, x.HostPort).String()
+		}
+	}
+	if hostDst == "" {
+		t.Fatalf("web's listener not found: %v %v", ls, err)
+	}
+	eps, err := api.NewClient(lab.SocketPath(l.Config, "h2")).Endpoints(ctx, "h2")
+	var bBlock uint16
+	for _, ep := range eps {
+		if ep.ContainerID == b.ContainerID && len(ep.PortBlocks) > 0 {
+			bBlock = ep.PortBlocks[0].Start
+		}
+	}
+	if bBlock == 0 {
+		t.Fatalf("b's port block not found: %v %v", eps, err)
+	}
+	// refusedDirect: a process of host h2, outside any container,
+	// connecting straight to web's host port from source port sport
+	// (0: an ordinary one) gets a reset.
+	refusedDirect := func(what string, sport uint16) {
+		t.Helper()
+		out, _ := lab.Output(ctx, l.Config, "h2", probe, "connect", "-addr", hostDst, "-bytes", "10", "-timeout", "1s", "-sport", fmt.Sprint(sport))
+		if rs := parseResults(t, string(out)); len(rs) != 1 || !strings.Contains(rs[0].Client.Err, "connection refused") {
+			t.Errorf("%s: a host process connecting straight to web's host port %s: %s; want connection refused", what, hostDst, out)
+		}
+	}
+	refusedDirect("no policy, ordinary source port", 0)
+
 	// Ingress to web only from app=client pods of its namespace, on the
 	// named port.
 	apply(`apiVersion: networking.k8s.io/v1
@@ -128,6 +163,11 @@ spec:
 	if metric(t, "h2", "slim_policy_denied_total", `direction="ingress",policy="x/web-from-clients"`) <= denied0 {
 		t.Error("slim_policy_denied_total did not count b's denied connect")
 	}
+	// b's port block names b, which web's policy denies: a port of it
+	// does not open web's host port either.
+	refusedDirect("isolated web, source port of b's block", bBlock+9)
+	refusedDirect("isolated web, ordinary source port", 0)
+
 	out, err := ctl("h2", "policy", "explain", a.IPv4.String(), web.IPv4.String(), "7400")
 	if err != nil || !strings.Contains(out, "x/web-from-clients ingress[0]") {
 		t.Errorf("explain a -> web: %v\n%s", err, out)

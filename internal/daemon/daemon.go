@@ -340,7 +340,7 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 		maps = d.bpf
 	}
 	d.tables = newHostTables(d.view, t, maps, d.cfg.guardBase(), d.cfg.ResyncInterval, d.log.With("component", "tables"))
-	d.tables.policy = d.policies.filter
+	d.tables.pol, d.tables.ports = d.policies, d.cfg.Blocks()
 	d.policies.changed = d.tables.mark
 	d.fp = newFastPath(d.view, d.store, d.cfg.Blocks(), d.bpf != nil, d.tables.mark, d.log.With("component", "fastpath"))
 	if err := d.openKeeper(context.Background()); err != nil {

@@ -11,6 +11,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/nat"
 	"github.com/slimnet/slim/internal/policy"
 	"github.com/slimnet/slim/internal/store"
 )
@@ -196,4 +197,60 @@ func (p *policies) explain(src, dst netip.Addr, port uint16, proto policy.Protoc
 		out.AllowedBy = append(out.AllowedBy, r.String())
 	}
 	return out
+}
+
+// hostPorts is who may reach this host's fast-path listener ports: a
+// fast-path client's host socket, from a cluster host and a port of the
+// client range; for a listener whose endpoint is isolated for ingress,
+// only the port blocks whose owners its policies let in (the block names
+// the client, whatever host it is on).
+func (p *policies) hostPorts(v *view, hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[string]api.Listener, ports store.BlockRange) nat.HostPorts {
+	s := p.state.Load()
+	hp := nat.HostPorts{First: ports.First, Last: ports.Last, Hosts: []netip.Addr{v.self.UnderlayIP}}
+	for _, name := range slices.Sorted(maps.Keys(hosts)) {
+		if h := hosts[name]; name != v.self.Name && v.valid.host(h) {
+			hp.Hosts = append(hp.Hosts, h.UnderlayIP)
+		}
+	}
+	// The port blocks, each with its owner as a policy peer.
+	type src struct {
+		host        netip.Addr
+		first, last uint16
+		peer        policy.Peer
+	}
+	var srcs []src
+	for _, k := range slices.Sorted(maps.Keys(eps)) {
+		ep := eps[k]
+		h, ok := v.hostRecord(ep.Host)
+		if !ok || !v.validEndpoint(ep) {
+			continue
+		}
+		for _, b := range ep.PortBlocks {
+			a := ep.IPv4
+			if b.IPv6 {
+				a = ep.IPv6
+			}
+			if a.IsValid() && b.Size > 0 {
+				srcs = append(srcs, src{h.UnderlayIP, b.Start, b.Start + (b.Size - 1), s.peer(a)})
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(ls)) {
+		l := ls[k]
+		if l.Host != v.self.Name || !v.validListener(l) {
+			continue
+		}
+		dst := s.peer(l.VIP)
+		if dst.Endpoint == nil || !s.set.Decide(policy.Peer{}, dst, l.Port, policy.ProtocolTCP).Ingress.Isolated {
+			hp.Open = append(hp.Open, l.HostPort)
+			continue
+		}
+		hp.Guarded = append(hp.Guarded, l.HostPort)
+		for _, c := range srcs {
+			if s.set.Decide(c.peer, dst, l.Port, policy.ProtocolTCP).Ingress.Allowed {
+				hp.Allow = append(hp.Allow, nat.HostPortAllow{Port: l.HostPort, Host: c.host, First: c.first, Last: c.last})
+			}
+		}
+	}
+	return hp
 }

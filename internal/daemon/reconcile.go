@@ -9,7 +9,7 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/nat"
-	"github.com/slimnet/slim/internal/policy"
+	"github.com/slimnet/slim/internal/store"
 )
 
 // hostTables keeps this host's kernel tables equal to the store: the DNAT
@@ -20,8 +20,11 @@ type hostTables struct {
 	nat    *nat.Table
 	maps   addrMaps // nil without the BPF programs
 	guard0 nat.Guard
-	// policy is the network policy filter for routed traffic (nil: none).
-	policy func() policy.Filter
+	// pol is network policy (nil: none): the filter for routed traffic,
+	// and who may reach the fast path's host ports.
+	pol *policies
+	// ports is the fast path's host port range (client blocks).
+	ports  store.BlockRange
 	resync time.Duration
 	log    *slog.Logger
 
@@ -69,9 +72,15 @@ func (h *hostTables) pass() {
 	if err := h.nat.SyncGuard(h.guard()); err != nil {
 		h.log.Warn("control-plane guard sync failed", "err", err)
 	}
-	if h.policy != nil {
-		if err := h.nat.SyncPolicy(h.policy()); err != nil {
+	if h.pol != nil {
+		if err := h.nat.SyncPolicy(h.pol.filter()); err != nil {
 			h.log.Warn("network policy filter sync failed", "err", err)
+		}
+		hosts, _ := h.v.hosts.Snapshot()
+		eps, _ := h.v.endpoints.Snapshot()
+		ls, _ := h.v.listeners.Snapshot()
+		if err := h.nat.SyncHostPorts(h.pol.hostPorts(h.v, hosts, eps, ls, h.ports)); err != nil {
+			h.log.Warn("host port filter sync failed", "err", err)
 		}
 	}
 	if h.maps == nil {
