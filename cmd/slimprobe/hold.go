@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -16,12 +17,16 @@ import (
 // hold opens conns connections to a slimprobe server (serve), one after
 // another, keeps every one open until all are, checks each with the
 // server's greeting, and prints one JSON line: how many worked and the
-// local ports they had (what a port block test needs).
+// local ports they had (what a port block test needs). With
+// -until-closed it then waits, at most that long, for the network to
+// close or reset the held connections, and counts those it did (what a
+// revocation test needs).
 func hold(args []string) error {
 	fs := flag.NewFlagSet("hold", flag.ExitOnError)
 	addr := fs.String("addr", "", "server address (slimprobe serve)")
 	conns := fs.Int("conns", 1, "connections held open at once")
 	pause := fs.Duration("pause", 0, "pause between connects")
+	untilClosed := fs.Duration("until-closed", 0, "then wait this long at most for the held connections to be closed or reset")
 	fs.Parse(args)
 	ap, err := netip.ParseAddrPort(*addr)
 	if err != nil {
@@ -51,6 +56,20 @@ func hold(args []string) error {
 		res.Conns++
 		res.Ports = append(res.Ports, netip.MustParseAddrPort(c.LocalAddr().String()).Port())
 		time.Sleep(*pause)
+	}
+	if *untilClosed > 0 {
+		deadline := time.Now().Add(*untilClosed)
+		for _, c := range held {
+			c.SetReadDeadline(deadline)
+			_, err := c.Read(make([]byte, 1))
+			if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // still open: the server never writes again
+			}
+			res.Cut++
+			if res.FirstCut == "" {
+				res.FirstCut = err.Error()
+			}
+		}
 	}
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		return err

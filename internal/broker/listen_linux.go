@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/seccomp"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -371,4 +373,51 @@ func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(v.Addr).Unmap(), uint16(v.Port))
 	}
 	return netip.AddrPort{}
+}
+
+// DestroyTCP aborts the TCP socket that sock_diag listed as sk, in the
+// calling thread's network namespace, as ss -K does (SOCK_DESTROY,
+// CONFIG_INET_DIAG_DESTROY): the owner's next call fails with
+// ECONNABORTED and the peer gets a reset. The socket's cookie goes with
+// the 4-tuple: without it the kernel falls back to a listener on the
+// local address when the connection is gone already, and would abort
+// that. netlink's own SocketDestroy speaks AF_INET only and sends no
+// cookie.
+func DestroyTCP(sk *netlink.Socket) error {
+	k := diagKey(sk)
+	req := nl.NewNetlinkRequest(nl.SOCK_DESTROY, unix.NLM_F_ACK)
+	req.AddData(&diagReq{family: sk.Family, local: k.Local, remote: k.Remote, cookie: sk.ID.Cookie})
+	_, err := req.Execute(unix.NETLINK_INET_DIAG, 0)
+	return err
+}
+
+// diagReq is struct inet_diag_req_v2 (linux/inet_diag.h), for one
+// socket in any state.
+type diagReq struct {
+	family        uint8
+	local, remote netip.AddrPort
+	cookie        [2]uint32
+}
+
+func (r *diagReq) Len() int { return 56 }
+
+func (r *diagReq) Serialize() []byte {
+	b := make([]byte, 56)
+	b[0], b[1] = r.family, unix.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(b[4:], ^uint32(0)) // every state
+	binary.BigEndian.PutUint16(b[8:], r.local.Port())
+	binary.BigEndian.PutUint16(b[10:], r.remote.Port())
+	addr := func(a netip.Addr) []byte {
+		if r.family == unix.AF_INET6 {
+			s := a.As16()
+			return s[:]
+		}
+		s := a.Unmap().As4()
+		return s[:]
+	}
+	copy(b[12:28], addr(r.local.Addr()))
+	copy(b[28:44], addr(r.remote.Addr()))
+	binary.NativeEndian.PutUint32(b[48:], r.cookie[0])
+	binary.NativeEndian.PutUint32(b[52:], r.cookie[1])
+	return b
 }

@@ -3,6 +3,7 @@
 package broker_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bench/wire"
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/lab/labtest"
 	"github.com/slimnet/slim/internal/poll"
@@ -146,6 +148,50 @@ func TestPolicy(t *testing.T) {
 	}
 	refusedDirect("no policy, ordinary source port", 0)
 
+	// Live connections from four clients, held across the policy change:
+	// those it denies (b on the fast path, ob on the overlay) are cut
+	// within a second, the others left alone.
+	type held struct {
+		name string
+		res  wire.HoldResult
+		done time.Time
+	}
+	holders := []lab.Container{a, b, oa, ob}
+	holds := make(chan held, len(holders))
+	for _, from := range holders {
+		go func() {
+			out, _ := lab.Output(ctx, l.Config, from.Name, probe, "hold", "-addr", dst, "-until-closed", "5s")
+			h := held{name: from.Name, done: time.Now()}
+			if err := json.Unmarshal(out, &h.res); err != nil {
+				h.res.FirstError = fmt.Sprintf("hold said %q", out)
+			}
+			holds <- h
+		}()
+	}
+	poll.Until(t, 5*time.Second, func() error {
+		conns, err := api.NewClient(lab.SocketPath(l.Config, "h2")).Connections(ctx)
+		if err != nil {
+			return err
+		}
+		for _, from := range holders {
+			n := 0
+			if from.NoSlim {
+				out, _ := lab.Output(ctx, l.Config, from.Name, "ss", "-Htn", "state", "established")
+				n = strings.Count(string(out), "\n")
+			} else {
+				for _, c := range conns {
+					if c.Container == from.ContainerID && c.Role == "client" && c.State == "ESTABLISHED" {
+						n++
+					}
+				}
+			}
+			if n == 0 {
+				return fmt.Errorf("%s holds no connection yet", from.Name)
+			}
+		}
+		return nil
+	})
+
 	// Ingress to web only from app=client pods of its namespace, on the
 	// named port.
 	apply(`apiVersion: networking.k8s.io/v1
@@ -157,6 +203,7 @@ spec:
   - from: [{podSelector: {matchLabels: {app: client}}}]
     ports: [{port: http}]
 `)
+	applied := time.Now()
 	denied0 := metric(t, "h2", "slim_policy_denied_total", `direction="ingress"`)
 	settle(ob, false)
 	matrix(map[string]bool{"a": true, "b": false, "c": false, "oa": true, "ob": false})
@@ -176,6 +223,25 @@ spec:
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, "x/web-from-clients") {
 		t.Errorf("explain b -> web: %v (want exit 1)\n%s", err, out)
+	}
+
+	for range holders {
+		h := <-holds
+		wantCut := h.name == "b" || h.name == "ob"
+		switch {
+		case h.res.Conns != 1:
+			t.Errorf("%s held no connection: %+v", h.name, h.res)
+		case wantCut && h.res.Cut != 1:
+			t.Errorf("%s's connection, which the policy denies, was not cut: %+v", h.name, h.res)
+		case wantCut && h.done.Sub(applied) > time.Second:
+			t.Errorf("%s's connection cut %v after the policy was applied; want within 1s", h.name, h.done.Sub(applied))
+		case !wantCut && h.res.Cut != 0:
+			t.Errorf("%s's connection, which the policy allows, was cut: %+v", h.name, h.res)
+		}
+		t.Logf("%s: %+v, returned %v after the apply", h.name, h.res, h.done.Sub(applied).Round(time.Millisecond))
+	}
+	if metric(t, "h2", "slim_policy_revoked_total", `path="fastpath"`) < 1 {
+		t.Error("h2 counted no revoked fast-path connection")
 	}
 
 	// A second policy allows namespaces labelled team=blue; labelling y

@@ -79,6 +79,9 @@ type Daemon struct {
 	journal   *keeper.Journal
 	leftovers []keeper.Entry
 
+	// revokeDirty asks for a pass that cuts connections policies now deny.
+	revokeDirty chan struct{}
+
 	allocMu  sync.Mutex // serializes allocation on this host
 	lastIPv4 netip.Addr
 }
@@ -88,7 +91,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Log, metrics: newMetrics()}
+	d := &Daemon{cfg: cfg, log: cfg.Log, metrics: newMetrics(), revokeDirty: make(chan struct{}, 1)}
 	defer d.close()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -341,7 +344,10 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 	}
 	d.tables = newHostTables(d.view, t, maps, d.cfg.guardBase(), d.cfg.ResyncInterval, d.log.With("component", "tables"))
 	d.tables.pol, d.tables.ports = d.policies, d.cfg.Blocks()
-	d.policies.changed = d.tables.mark
+	d.policies.changed = func() {
+		d.tables.mark()
+		d.markRevoke()
+	}
 	d.fp = newFastPath(d.view, d.store, d.cfg.Blocks(), d.bpf != nil, d.tables.mark, d.log.With("component", "fastpath"))
 	if err := d.openKeeper(context.Background()); err != nil {
 		return err
@@ -421,6 +427,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 	g.Go(func() error { return d.pols.Run(ctx) })
 	g.Go(func() error { return d.nss.Run(ctx) })
 	g.Go(func() error { d.policies.run(ctx); return nil })
+	g.Go(func() error { return d.runRevoke(ctx) })
 	g.Go(func() error { return d.tables.run(ctx) })
 	g.Go(func() error { return d.serveFastPath(ctx) })
 	g.Go(func() error {

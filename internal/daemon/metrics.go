@@ -15,6 +15,7 @@ type metrics struct {
 	allocations  prometheus.Counter
 	releases     prometheus.Counter
 	denied       *prometheus.CounterVec
+	revoked      *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -42,9 +43,13 @@ func newMetrics() *metrics {
 			Name: "slim_policy_denied_total",
 			Help: "Connections network policy denied at connect(), by direction (egress of the client, ingress of the server) and the first policy isolating that side.",
 		}, []string{"direction", "policy"}),
+		revoked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_policy_revoked_total",
+			Help: "Live connections cut because a policy change denies them, by path: fastpath (host sockets), overlay (container sockets), conntrack (entries).",
+		}, []string{"path"}),
 	}
 	m.reg.MustRegister(m.apiRequests, m.overlayApply, m.resyncs, m.refused,
-		m.allocations, m.releases, m.denied, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.allocations, m.releases, m.denied, m.revoked, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -143,4 +143,8 @@ type HoldResult struct {
 	Failed     int      `json:"failed"`
 	FirstError string   `json:"firstError,omitempty"`
 	Ports      []uint16 `json:"ports"`
+	// Cut counts held connections the network closed or reset while
+	// hold waited (-until-closed), FirstCut the first one's error.
+	Cut      int    `json:"cut,omitempty"`
+	FirstCut string `json:"firstCut,omitempty"`
 }

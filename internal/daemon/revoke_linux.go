@@ -1,0 +1,169 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/slimnet/slim/internal/broker"
+)
+
+// revokeDelay gathers the changes of one policy update (the policy, then
+// the caches that follow) into one pass.
+const revokeDelay = 50 * time.Millisecond
+
+// markRevoke asks for a revocation pass; it never blocks.
+func (d *Daemon) markRevoke() {
+	select {
+	case d.revokeDirty <- struct{}{}:
+	default:
+	}
+}
+
+// runRevoke cuts, after each policy change, the live connections the
+// policies now deny, until ctx ends.
+func (d *Daemon) runRevoke(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.revokeDirty:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(revokeDelay):
+		}
+		d.revoke()
+	}
+}
+
+// revoke makes one pass: the fast path's host sockets of this host, the
+// overlay sockets in the local containers' namespaces, and the conntrack
+// entries of local endpoints (a flow cut there is judged again as new at
+// its next packet, by the policy chain).
+func (d *Daemon) revoke() {
+	allow := d.policies.allowNow()
+	n := map[string]int{}
+	if conns, err := d.fastPathSockets(); err != nil {
+		d.log.Warn("revoke: listing fast-path connections", "err", err)
+	} else {
+		for _, c := range revokedFastPath(conns, allow) {
+			if err := broker.DestroyTCP(c.ref.(*netlink.Socket)); err != nil && !errors.Is(err, unix.ENOENT) {
+				d.log.Warn("revoke: destroying a fast-path socket", "local", c.c.HostLocal, "remote", c.c.HostRemote, "err", err)
+				continue
+			}
+			n["fastpath"]++
+		}
+	}
+	eps, _ := d.endpoints.Snapshot()
+	local := map[netip.Addr]bool{}
+	for _, ep := range eps {
+		if ep.Host != d.self.Name || !d.view.validEndpoint(ep) {
+			continue
+		}
+		for _, a := range []netip.Addr{ep.IPv4, ep.IPv6} {
+			if a.IsValid() {
+				local[a] = true
+			}
+		}
+		err := ns.WithNetNSPath(ep.Netns, func(ns.NetNS) error {
+			socks, listening, err := containerSockets()
+			if err != nil {
+				return err
+			}
+			for _, s := range revokedSockets(socks, listening, allow) {
+				if err := broker.DestroyTCP(s.ref.(*netlink.Socket)); err != nil && !errors.Is(err, unix.ENOENT) {
+					return err
+				}
+				n["overlay"]++
+			}
+			return nil
+		})
+		if err != nil {
+			d.log.Debug("revoke: container sockets", "container", ep.ContainerID, "err", err)
+		}
+	}
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		del, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, flowFilter(func(f *netlink.ConntrackFlow) bool {
+			src, _ := netip.AddrFromSlice(f.Forward.SrcIP)
+			dst, _ := netip.AddrFromSlice(f.Forward.DstIP)
+			src, dst = src.Unmap(), dst.Unmap()
+			if !local[src] && !local[dst] {
+				return false
+			}
+			return !allow(src, netip.AddrPortFrom(dst, f.Forward.DstPort), protocolOf(f.Forward.Protocol))
+		}))
+		if err != nil {
+			d.log.Debug("revoke: conntrack", "err", err)
+		}
+		n["conntrack"] += int(del)
+	}
+	for path, k := range n {
+		if k > 0 {
+			d.metrics.revoked.WithLabelValues(path).Add(float64(k))
+			d.log.Info("network policy: live connections cut", "path", path, "count", k)
+		}
+	}
+}
+
+// fastPathSockets lists this host's fast-path connections with their
+// sockets.
+func (d *Daemon) fastPathSockets() ([]fpConn, error) {
+	eps, _ := d.endpoints.Snapshot()
+	hosts, _ := d.hosts.Snapshot()
+	ls, _ := d.listeners.Snapshot()
+	t := newConnTable(d.self.UnderlayIP, d.cfg.PortBlockSize, hosts, eps, ls)
+	var out []fpConn
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := broker.DiagTCP(fam)
+		if err != nil {
+			return nil, err
+		}
+		for _, sk := range socks {
+			state, known := tcpStates[sk.State]
+			if !known || sk.State == netlink.TCP_TIME_WAIT {
+				continue
+			}
+			k := broker.DiagKey(sk)
+			if c, ok := t.classify(k.Local, k.Remote, state); ok {
+				out = append(out, fpConn{c: c, ref: sk})
+			}
+		}
+	}
+	return out, nil
+}
+
+// containerSockets lists the TCP sockets of the calling thread's network
+// namespace, and the ports it listens on.
+func containerSockets() ([]sockTuple, map[uint16]bool, error) {
+	var out []sockTuple
+	listening := map[uint16]bool{}
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := broker.DiagTCP(fam)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, sk := range socks {
+			k := broker.DiagKey(sk)
+			switch sk.State {
+			case netlink.TCP_LISTEN:
+				listening[k.Local.Port()] = true
+			case netlink.TCP_TIME_WAIT, netlink.TCP_CLOSE:
+			default:
+				out = append(out, sockTuple{local: k.Local, remote: k.Remote, ref: sk})
+			}
+		}
+	}
+	return out, listening, nil
+}
+
+// flowFilter is a conntrack filter from a function.
+type flowFilter func(*netlink.ConntrackFlow) bool
+
+func (f flowFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool { return f(flow) }
