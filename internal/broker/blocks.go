@@ -12,8 +12,13 @@ import (
 
 // growAt: a container whose chosen blocks have this share of their ports
 // bound by live connections (numerator/denominator) gets another block,
-// claimed in the background, before its connects run out of ports.
-const growAtNum, growAtDen = 3, 4
+// claimed in the background, before its connects run out of ports. Half:
+// a new block is usable only after the claim and propagationGrace, and a
+// burst of connects must not use up the rest before then (measured: a
+// client opening connections back to back used the last quarter of a
+// 256-port block, 64 ports, before a new one was usable, and fell back to
+// the overlay for the rest of the wait).
+const growAtNum, growAtDen = 1, 2
 
 // chooseBlocks picks up to bpf.MaxBlocks of a container's port blocks of
 // one family (ipv6) for a connect: those with the fewest ports in use
@@ -75,7 +80,8 @@ const propagationGrace = 250 * time.Millisecond
 // blocks are full goes to the overlay until the claim lands.
 func (b *Broker) pickBlocks(ctx context.Context, c *Container, ipv6 bool, conn *bpf.Conn) Reason {
 	inUse := b.cfg.Permits.PortsInUse
-	starts, n, used, capacity := chooseBlocks(b.blocksFor(c, ipv6), ipv6, inUse)
+	usable, pending := b.blocksFor(c, ipv6)
+	starts, n, used, capacity := chooseBlocks(usable, ipv6, inUse)
 	if n == 0 {
 		gctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
 		err := b.cfg.Ports.Grow(gctx, c, ipv6)
@@ -91,11 +97,14 @@ func (b *Broker) pickBlocks(ctx context.Context, c *Container, ipv6 bool, conn *
 		case <-ctx.Done():
 			return ReasonNoPorts
 		}
-		if starts, n, used, capacity = chooseBlocks(b.blocksFor(c, ipv6), ipv6, inUse); n == 0 {
+		usable, _ = b.blocksFor(c, ipv6)
+		if starts, n, used, capacity = chooseBlocks(usable, ipv6, inUse); n == 0 {
 			return ReasonNoPorts
 		}
 	}
-	if used*growAtDen >= capacity*growAtNum {
+	// A block still in its grace is the one the last growth claimed: no
+	// other until it is in use, or a burst claims one per connect.
+	if !pending && used*growAtDen >= capacity*growAtNum {
 		b.growLater(ctx, c, ipv6)
 	}
 	if used >= capacity {
@@ -107,8 +116,8 @@ func (b *Broker) pickBlocks(ctx context.Context, c *Container, ipv6 bool, conn *
 
 // blocksFor returns c's port blocks of one family, leaving out those first
 // seen less than propagationGrace ago when older ones remain (see
-// propagationGrace).
-func (b *Broker) blocksFor(c *Container, ipv6 bool) []api.PortBlock {
+// propagationGrace); pending says some were left out.
+func (b *Broker) blocksFor(c *Container, ipv6 bool) (usable []api.PortBlock, pending bool) {
 	var all []api.PortBlock
 	for _, bl := range b.cfg.Ports.Blocks(c) {
 		if bl.IPv6 == ipv6 {
@@ -139,7 +148,7 @@ func (b *Broker) blocksFor(c *Container, ipv6 bool) []api.PortBlock {
 		}
 	}
 	if young == 0 || young == len(all) {
-		return all
+		return all, false
 	}
 	out := make([]api.PortBlock, 0, len(all)-young)
 	for _, bl := range all {
@@ -147,7 +156,7 @@ func (b *Broker) blocksFor(c *Container, ipv6 bool) []api.PortBlock {
 			out = append(out, bl)
 		}
 	}
-	return out
+	return out, true
 }
 
 // seenKey names one block of one container.

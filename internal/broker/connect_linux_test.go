@@ -105,8 +105,8 @@ func TestPickBlocks(t *testing.T) {
 	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" || conn.NBlocks != 1 || conn.Blocks[0] != 256 || ports.grows != 1 {
 		t.Fatalf("first connect: reason %q, blocks %v, grows %d", r, conn.Blocks[:conn.NBlocks], ports.grows)
 	}
-	// 3/4 in use: still fine, and one more block is claimed meanwhile.
-	inUse[256] = 192
+	// Half in use: still fine, and one more block is claimed meanwhile.
+	inUse[256] = 128
 	if r := b.pickBlocks(t.Context(), c, false, &conn); r != "" {
 		t.Fatalf("blocks filling up: reason %q", r)
 	}

@@ -876,7 +876,11 @@ func TestPortBlocksGrow(t *testing.T) {
 	swaps := func() float64 { return metric(t, "h2", "slim_broker_swaps_total", `op="connect"`) }
 	f0, s0, b0 := fallbacks(), swaps(), statsOf(t, l.Config, "h2").blocks
 	const conns = 400 // the lab's blocks have 256 ports
-	out := l.Output(ctx, "cli", probe, "hold", "-addr", netip.AddrPortFrom(srv.IPv4, 7400).String(), "-conns", fmt.Sprint(conns))
+	// Paced at about 300 connections a second: a new block is usable
+	// after its claim and the 250 ms propagation grace, and a container
+	// opening connections faster than half a block (128) in that time
+	// sends the excess to the overlay until then, by design.
+	out := l.Output(ctx, "cli", probe, "hold", "-addr", netip.AddrPortFrom(srv.IPv4, 7400).String(), "-conns", fmt.Sprint(conns), "-pause", "2ms")
 	var res wire.HoldResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Conns != conns {
 		t.Fatalf("hold: %s (%v)", out, err)
