@@ -16,6 +16,8 @@
 //	memcached             memcached load generator (text protocol)
 //	get                   fetch a URL and print the body (a lab slimd's
 //	                      metrics, from inside its host's namespace)
+//	netserve, reach       network policy truth tables: TCP and UDP
+//	                      servers, and a client trying many targets
 //
 // connect, hold, rr, crr and memcached print JSON reports, the types of
 // package wire (internal/bench/wire), which slimctl bench and the lab
@@ -41,10 +43,12 @@ var modes = map[string]func(args []string) error{
 	"wait":      waitFor,
 	"memcached": memcached,
 	"get":       get,
+	"netserve":  netServe,
+	"reach":     reach,
 }
 
 // modeNames lists the modes for the usage line.
-const modeNames = "serve|connect|hold|attack|rrserve|rr|crrserve|crr|wait|memcached|get"
+const modeNames = "serve|connect|hold|attack|rrserve|rr|crrserve|crr|wait|memcached|get|netserve|reach"
 
 func main() {
 	if len(os.Args) < 2 {

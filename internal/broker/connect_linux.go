@@ -210,8 +210,8 @@ func (a appSocket) close() {
 	}
 }
 
-// allowed applies network policy to a connect from container c to dst,
-// whether it would take the fast path or the overlay. Loopback stays
+// allowed applies network policy to a TCP connect from container c to
+// dst that would take the fast path. Loopback stays
 // inside the container and policies do not see it; containers that are
 // not Slim's have no address policies could name.
 func (s *session) allowed(c *Container, dst netip.AddrPort) bool {
@@ -288,9 +288,6 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 		}
 		return s.fallback("connect", n, ReasonNotInet)
 	}
-	if !s.allowed(c, dst) {
-		return s.l.Return(n.ID, 0, unix.ECONNREFUSED)
-	}
 	if reason != "" {
 		// Safe on our host sockets too: the kernel answers EISCONN or
 		// EALREADY, and the guard refuses a connect on a fresh one.
@@ -304,6 +301,12 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 	tm.step("fetch_socket")
 	if r != "" {
 		return s.fallback("connect", n, r)
+	}
+	// A TCP connect bound for the fast path: policy decides here, and a
+	// denied one fails at once. Connects left to the kernel (UDP, no
+	// published listener) meet the policy chain of the packet filters.
+	if !s.allowed(c, dst) {
+		return s.l.Return(n.ID, 0, unix.ECONNREFUSED)
 	}
 	if a.ours {
 		return s.reconnect(n, a, true, resumed)
