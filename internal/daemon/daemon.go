@@ -344,6 +344,9 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 	}
 	d.tables = newHostTables(d.view, t, maps, d.cfg.guardBase(), d.cfg.ResyncInterval, d.log.With("component", "tables"))
 	d.tables.pol, d.tables.ports = d.policies, d.cfg.Blocks()
+	if d.tables.slimd, err = cgroupOf(cg); err != nil {
+		return fmt.Errorf("slimd cgroup: %w", err)
+	}
 	d.policies.changed = func() {
 		d.tables.mark()
 		d.markRevoke()

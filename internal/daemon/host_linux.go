@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/slimnet/slim/internal/cgroupfs"
+	"github.com/slimnet/slim/internal/nat"
+	"golang.org/x/sys/unix"
 )
 
 // reservePorts adds [first, last] to net.ipv4.ip_local_reserved_ports (which
@@ -61,4 +63,26 @@ func (d *Daemon) ownCgroup() (string, error) {
 		return "", err
 	}
 	return dir, nil
+}
+
+// cgroupOf is cgroup directory dir as nftables' socket cgroupv2 match
+// takes it: its inode, and its depth below the cgroup2 mount.
+func cgroupOf(dir string) (nat.Cgroup, error) {
+	root, err := cgroupfs.Mount()
+	if err != nil {
+		return nat.Cgroup{}, err
+	}
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return nat.Cgroup{}, fmt.Errorf("%s is not below the cgroup2 mount %s", dir, root)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return nat.Cgroup{}, err
+	}
+	level := 0
+	if rel != "." {
+		level = len(strings.Split(rel, string(filepath.Separator)))
+	}
+	return nat.Cgroup{ID: st.Ino, Level: uint32(level)}, nil
 }

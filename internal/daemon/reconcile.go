@@ -24,7 +24,9 @@ type hostTables struct {
 	// and who may reach the fast path's host ports.
 	pol *policies
 	// ports is the fast path's host port range (client blocks).
-	ports  store.BlockRange
+	ports store.BlockRange
+	// slimd is slimd's cgroup: the fast path's host sockets are its.
+	slimd  nat.Cgroup
 	resync time.Duration
 	log    *slog.Logger
 
@@ -79,7 +81,9 @@ func (h *hostTables) pass() {
 		hosts, _ := h.v.hosts.Snapshot()
 		eps, _ := h.v.endpoints.Snapshot()
 		ls, _ := h.v.listeners.Snapshot()
-		if err := h.nat.SyncHostPorts(h.pol.hostPorts(h.v, hosts, eps, ls, h.ports)); err != nil {
+		hp := h.pol.hostPorts(h.v, hosts, eps, ls, h.ports)
+		hp.Slimd = h.slimd
+		if err := h.nat.SyncHostPorts(hp); err != nil {
 			h.log.Warn("host port filter sync failed", "err", err)
 		}
 	}

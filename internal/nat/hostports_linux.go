@@ -28,6 +28,20 @@ type HostPorts struct {
 	// the sources of Allow reach them.
 	Guarded []uint16
 	Allow   []HostPortAllow
+	// Slimd is slimd's cgroup. Fast-path host sockets are made by slimd
+	// and charged to its cgroup for good (whatever process holds them
+	// later), so a connection this host opens from a port of First-Last
+	// out of another cgroup is some other process borrowing a port of
+	// the blocks, which name containers: it gets a reset. Zero: no such
+	// check.
+	Slimd Cgroup
+}
+
+// Cgroup is a cgroup v2 by id (its directory's inode) and level (its
+// depth below the root), as nftables' socket cgroupv2 match takes it.
+type Cgroup struct {
+	ID    uint64
+	Level uint32
 }
 
 // HostPortAllow lets a port block of a host reach listener port Port.
@@ -139,6 +153,28 @@ func (t *Table) SyncHostPorts(hp HostPorts) error {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Lookup{SourceRegister: 1, SetName: c.set.Name, SetID: c.set.ID},
 			&expr.Verdict{Kind: expr.VerdictGoto, Chain: ch.Name},
+		}})
+	}
+	// chain fp_spoof { type filter hook output priority filter
+	//     meta l4proto tcp ct state new tcp sport First-Last
+	//         socket cgroupv2 level L != slimd counter reject with tcp reset
+	spoof := t.conn.AddChain(&nftables.Chain{Name: "fp_spoof", Table: tb, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	t.conn.FlushChain(spoof)
+	if hp.Slimd.ID != 0 && hp.First <= hp.Last && hp.First != 0 {
+		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: spoof, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binaryutil.BigEndian.PutUint16(hp.First)},
+			&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(hp.Last)},
+			&expr.Socket{Key: expr.SocketKeyCgroupv2, Level: hp.Slimd.Level, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint64(hp.Slimd.ID)},
+			&expr.Counter{},
+			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
 		}})
 	}
 	if err := t.conn.Flush(); err != nil {
