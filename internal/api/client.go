@@ -236,3 +236,11 @@ func (c *Client) LabelNamespace(ctx context.Context, name string, change Namespa
 	err := c.Do(ctx, http.MethodPatch, "/v1/namespaces/"+url.PathEscape(name), change, &out)
 	return out, err
 }
+
+// Denials lists the latest connects network policy denied on this host,
+// oldest first.
+func (c *Client) Denials(ctx context.Context) ([]Denial, error) {
+	var out []Denial
+	err := c.Do(ctx, http.MethodGet, "/v1/denials", nil, &out)
+	return out, err
+}

@@ -2,7 +2,9 @@ package api
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
+	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -149,4 +151,16 @@ type PolicyExplanation struct {
 	Allowed     bool     `json:"allowed"`
 	Explanation string   `json:"explanation"`
 	AllowedBy   []string `json:"allowedBy,omitempty"`
+}
+
+// Denial is one connect network policy refused on this host (the fast
+// path's; the overlay's are drops in the packet filter, counted there).
+type Denial struct {
+	Time        time.Time      `json:"time"`
+	Source      netip.Addr     `json:"source"`
+	Destination netip.AddrPort `json:"destination"`
+	// Direction is the side that denied: egress (the client's policies)
+	// or ingress (the server's); Policy the first policy isolating it.
+	Direction string `json:"direction"`
+	Policy    string `json:"policy"`
 }

@@ -220,6 +220,9 @@ spec:
 	refusedDirect("isolated web, source port of b's block", bBlock+9)
 	refusedDirect("isolated web, ordinary source port", 0)
 
+	if out, err := ctl("h2", "connections", "--denied"); err != nil || !strings.Contains(out, b.IPv4.String()) || !strings.Contains(out, "x/web-from-clients") {
+		t.Errorf("connections --denied on h2: %v\n%s", err, out)
+	}
 	out, err := ctl("h2", "policy", "explain", a.IPv4.String(), web.IPv4.String(), "7400")
 	if err != nil || !strings.Contains(out, "x/web-from-clients ingress[0]") {
 		t.Errorf("explain a -> web: %v\n%s", err, out)

@@ -108,6 +108,7 @@ func (d *Daemon) policyRoutes(srv *api.Server) {
 		}
 		return d.policies.explain(src, dst, uint16(port), proto), nil
 	})
+	srv.Handle("GET /v1/denials", func(r *http.Request) (any, error) { return d.policies.recent.list(), nil })
 	srv.Handle("GET /v1/namespaces", func(r *http.Request) (any, error) { return d.namespaceList(), nil })
 	srv.Handle("PATCH /v1/namespaces/{name}", func(r *http.Request) (any, error) {
 		var req api.NamespaceLabels

@@ -6,7 +6,9 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 
@@ -29,6 +31,8 @@ type policies struct {
 	log       *slog.Logger
 	// changed is called after each rebuild (the packet filter follows).
 	changed func()
+	// recent are the latest denied connects, for slimctl.
+	recent denials
 
 	state atomic.Pointer[policyState]
 	dirty chan struct{}
@@ -170,15 +174,47 @@ func (s *policyState) name(a netip.Addr) string {
 func (p *policies) AllowTCP(src netip.Addr, dst netip.AddrPort) bool {
 	s := p.state.Load()
 	d := s.set.Decide(s.peer(src), s.peer(dst.Addr()), dst.Port(), policy.ProtocolTCP)
-	if !d.Allowed && p.denied != nil {
-		switch {
-		case !d.Egress.Allowed:
-			p.denied("egress", firstOr(d.Egress.Selecting, ""))
-		default:
-			p.denied("ingress", firstOr(d.Ingress.Selecting, ""))
-		}
+	if d.Allowed {
+		return true
 	}
-	return d.Allowed
+	dn := api.Denial{Time: time.Now().UTC(), Source: src, Destination: dst, Direction: "ingress",
+		Policy: firstOr(d.Ingress.Selecting, "")}
+	if !d.Egress.Allowed {
+		dn.Direction, dn.Policy = "egress", firstOr(d.Egress.Selecting, "")
+	}
+	if p.denied != nil {
+		p.denied(dn.Direction, dn.Policy)
+	}
+	p.recent.add(dn)
+	return false
+}
+
+// maxDenials is how many recent denials a host keeps for slimctl.
+const maxDenials = 256
+
+// denials is a ring of the latest denied connects.
+type denials struct {
+	mu   sync.Mutex
+	ring []api.Denial
+	next int
+}
+
+func (r *denials) add(d api.Denial) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.ring) < maxDenials {
+		r.ring = append(r.ring, d)
+		return
+	}
+	r.ring[r.next] = d
+	r.next = (r.next + 1) % maxDenials
+}
+
+// list returns the denials, oldest first.
+func (r *denials) list() []api.Denial {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append(append([]api.Denial{}, r.ring[r.next:]...), r.ring[:r.next]...)
 }
 
 func firstOr(s []string, def string) string {

@@ -106,6 +106,16 @@ func TestPolicies(t *testing.T) {
 	if len(denied) != 3 || denied[0] != "ingress x/web" {
 		t.Errorf("denials counted %q", denied)
 	}
+	if ds := p.recent.list(); len(ds) != 3 || ds[0].Source != cli.IPv4 || ds[0].Destination != to(web, 8081) || ds[0].Policy != "x/web" {
+		t.Errorf("recent denials %+v", ds)
+	}
+	var r denials
+	for i := range maxDenials + 3 {
+		r.add(api.Denial{Destination: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(i))})
+	}
+	if l := r.list(); len(l) != maxDenials || l[0].Destination.Port() != 3 || l[maxDenials-1].Destination.Port() != maxDenials+2 {
+		t.Errorf("ring of %d: first %v last %v", len(l), l[0].Destination, l[len(l)-1].Destination)
+	}
 	// The packet filter's form: web isolated for ingress, cli allowed to
 	// its named port.
 	f := p.filter()
