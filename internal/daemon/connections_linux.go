@@ -10,7 +10,6 @@ import (
 	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/broker"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // tcpStates names the TCP states sock_diag reports.
@@ -21,43 +20,29 @@ var tcpStates = map[uint8]string{
 	netlink.TCP_CLOSING: "CLOSING", netlink.TCP_NEW_SYN_REC: "NEW_SYN_RECV",
 }
 
-// connections lists this host's fast-path connections from sock_diag: host
+// connections lists this host's fast-path connections (fastPathSockets),
+// with the time each client was swapped in. Host
 // sockets bound to a port of a local endpoint's blocks (clients) or
 // accepted on a local listener's host port (servers), with their virtual
 // 4-tuples from the same tables the BPF programs use.
 func (d *Daemon) connections() ([]api.Connection, error) {
-	eps, _ := d.endpoints.Snapshot()
-	hosts, _ := d.hosts.Snapshot()
-	ls, _ := d.listeners.Snapshot()
-	t := newConnTable(d.self.UnderlayIP, d.cfg.PortBlockSize, hosts, eps, ls)
+	fcs, err := d.fastPathSockets()
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag: %w", err)
+	}
 	var since map[bpf.ConnKey]time.Time
 	if d.bpf != nil {
-		var err error
 		if since, err = d.bpf.ConnsSince(); err != nil {
 			d.log.Debug("connections: no connect times", "err", err)
 		}
 	}
-	var out []api.Connection
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := broker.DiagTCP(fam)
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag: %w", err)
+	out := make([]api.Connection, 0, len(fcs))
+	for _, fc := range fcs {
+		c := fc.c
+		if c.Role == "client" {
+			c.Since = since[bpf.ConnKey(broker.DiagKey(fc.ref.(*netlink.Socket)))]
 		}
-		for _, sk := range socks {
-			state, known := tcpStates[sk.State]
-			if !known { // listeners, and states newer than this list
-				continue
-			}
-			k := broker.DiagKey(sk)
-			c, ok := t.classify(k.Local, k.Remote, state)
-			if !ok {
-				continue
-			}
-			if c.Role == "client" {
-				c.Since = since[bpf.ConnKey(k)]
-			}
-			out = append(out, c)
-		}
+		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b api.Connection) int {
 		return cmp.Or(cmp.Compare(a.Container, b.Container), a.VirtualLocal.Compare(b.VirtualLocal), a.HostLocal.Compare(b.HostLocal))

@@ -27,8 +27,8 @@ func revokedFastPath(conns []fpConn, allow allowFunc) []fpConn {
 	var out []fpConn
 	for _, fc := range conns {
 		c := fc.c
-		if !c.VirtualRemote.IsValid() || !c.VirtualLocal.IsValid() {
-			continue
+		if !c.VirtualRemote.IsValid() || !c.VirtualLocal.IsValid() || c.State == "TIME_WAIT" {
+			continue // nothing to cut: no virtual peer, or closed already
 		}
 		src, dst := c.VirtualLocal.Addr(), c.VirtualRemote
 		if c.Role == "server" {

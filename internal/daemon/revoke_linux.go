@@ -112,8 +112,10 @@ func (d *Daemon) revoke() {
 	}
 }
 
-// fastPathSockets lists this host's fast-path connections with their
-// sockets.
+// fastPathSockets lists this host's fast-path connections from sock_diag:
+// host sockets bound to a port of a local endpoint's blocks (clients) or
+// accepted on a local listener's host port (servers), with their virtual
+// 4-tuples from the same tables the BPF programs use, and their sockets.
 func (d *Daemon) fastPathSockets() ([]fpConn, error) {
 	eps, _ := d.endpoints.Snapshot()
 	hosts, _ := d.hosts.Snapshot()
@@ -127,7 +129,7 @@ func (d *Daemon) fastPathSockets() ([]fpConn, error) {
 		}
 		for _, sk := range socks {
 			state, known := tcpStates[sk.State]
-			if !known || sk.State == netlink.TCP_TIME_WAIT {
+			if !known { // listeners, and states newer than this list
 				continue
 			}
 			k := broker.DiagKey(sk)

@@ -26,6 +26,7 @@ func TestRevoked(t *testing.T) {
 		{c: api.Connection{Role: "server", VirtualLocal: ap("10.0.0.9:80"), VirtualRemote: ap("10.0.0.1:20481")}, ref: "server denied"},
 		{c: api.Connection{Role: "server", VirtualLocal: ap("10.0.0.8:80"), VirtualRemote: ap("10.0.0.9:20481")}, ref: "server allowed"},
 		{c: api.Connection{Role: "client", VirtualLocal: ap("10.0.0.1:20483")}, ref: "no virtual peer"},
+		{c: api.Connection{Role: "client", VirtualLocal: ap("10.0.0.1:20484"), VirtualRemote: ap("10.0.0.9:80"), State: "TIME_WAIT"}, ref: "closed already"},
 	}
 	var got []any
 	for _, c := range revokedFastPath(conns, allow) {
