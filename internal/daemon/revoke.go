@@ -77,17 +77,3 @@ func revokedSockets(socks []sockTuple, listening map[uint16]bool, allow allowFun
 }
 
 func unmapAP(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
-
-// protocolOf names an IP protocol number for policies ("" for one they
-// do not name, which only a rule without ports allows).
-func protocolOf(p uint8) policy.Protocol {
-	switch p {
-	case 6:
-		return policy.ProtocolTCP
-	case 17:
-		return policy.ProtocolUDP
-	case 132:
-		return policy.ProtocolSCTP
-	}
-	return ""
-}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/broker"
+	"github.com/slimnet/slim/internal/policy"
 )
 
 // revokeDelay gathers the changes of one policy update (the policy, then
@@ -97,7 +98,7 @@ func (d *Daemon) revoke() {
 			if !local[src] && !local[dst] {
 				return false
 			}
-			return !allow(src, netip.AddrPortFrom(dst, f.Forward.DstPort), protocolOf(f.Forward.Protocol))
+			return !allow(src, netip.AddrPortFrom(dst, f.Forward.DstPort), policy.ProtocolOf(f.Forward.Protocol))
 		}))
 		if err != nil {
 			d.log.Debug("revoke: conntrack", "err", err)

@@ -3,6 +3,7 @@ package nat
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -109,16 +110,9 @@ func (t *Table) SyncHostPorts(hp HostPorts) error {
 	base := t.conn.AddChain(&nftables.Chain{Name: hostPortsChain, Table: tb, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
 	t.conn.FlushChain(base)
-	ct := func(key expr.CtKey, bits uint32) []expr.Any {
-		return []expr.Any{
-			&expr.Ct{Key: key, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-			&expr.Verdict{Kind: expr.VerdictAccept},
-		}
-	}
-	t.conn.AddRule(&nftables.Rule{Table: tb, Chain: base, Exprs: ct(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)})
-	t.conn.AddRule(&nftables.Rule{Table: tb, Chain: base, Exprs: ct(expr.CtKeySTATUS, 1<<5 /* IPS_DST_NAT */)})
+	accepted := &expr.Verdict{Kind: expr.VerdictAccept}
+	t.conn.AddRule(&nftables.Rule{Table: tb, Chain: base, Exprs: append(ctAny(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accepted)})
+	t.conn.AddRule(&nftables.Rule{Table: tb, Chain: base, Exprs: append(ctAny(expr.CtKeySTATUS, 1<<5 /* IPS_DST_NAT */), accepted)})
 	reject := []expr.Any{&expr.Counter{}, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}
 	ipv4 := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
@@ -162,12 +156,10 @@ func (t *Table) SyncHostPorts(hp HostPorts) error {
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
 	t.conn.FlushChain(spoof)
 	if hp.Slimd.ID != 0 && hp.First <= hp.Last && hp.First != 0 {
-		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: spoof, Exprs: []expr.Any{
+		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: spoof, Exprs: slices.Concat([]expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+		}, ctAny(expr.CtKeySTATE, expr.CtStateBitNEW), []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binaryutil.BigEndian.PutUint16(hp.First)},
 			&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(hp.Last)},
@@ -175,12 +167,22 @@ func (t *Table) SyncHostPorts(hp HostPorts) error {
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint64(hp.Slimd.ID)},
 			&expr.Counter{},
 			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
-		}})
+		})})
 	}
 	if err := t.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables host ports sync: %w", err)
 	}
 	return nil
+}
+
+// ctAny matches a packet whose conntrack key (state or status) has any
+// of bits set.
+func ctAny(key expr.CtKey, bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: key, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
 }
 
 // dedupe drops repeated keys (a set refuses a batch adding one twice).

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
@@ -75,13 +74,8 @@ func (t *Table) SyncPolicy(f policy.Filter) error {
 	base := t.conn.AddChain(&nftables.Chain{Name: policyChain, Table: tb, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept})
 	t.conn.FlushChain(base)
-	t.conn.AddRule(&nftables.Rule{Table: tb, Chain: base, Exprs: []expr.Any{
-		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	}})
+	t.conn.AddRule(&nftables.Rule{Table: tb, Chain: base,
+		Exprs: append(ctAny(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), &expr.Verdict{Kind: expr.VerdictAccept})})
 	for _, ps := range t.polSets(tb) {
 		iso, allows := f.IsolatedEgress, f.Egress
 		if ps.ingress {
@@ -102,7 +96,7 @@ func (t *Table) SyncPolicy(f policy.Filter) error {
 				anyElems = append(anyElems, nftables.SetElement{Key: cat(a.Local, lo), KeyEnd: cat(a.Local, hi)})
 				continue
 			}
-			p, ok := protoNumber(a.Proto)
+			p, ok := a.Proto.Number()
 			if !ok {
 				continue
 			}
@@ -176,15 +170,3 @@ func dstOff(v6 bool) uint32 {
 // cat is two addresses as the first parts of a concatenation (each
 // 4-byte aligned already).
 func cat(a, b netip.Addr) []byte { return append(a.AsSlice(), b.AsSlice()...) }
-
-func protoNumber(p policy.Protocol) (byte, bool) {
-	switch p {
-	case policy.ProtocolTCP:
-		return unix.IPPROTO_TCP, true
-	case policy.ProtocolUDP:
-		return unix.IPPROTO_UDP, true
-	case policy.ProtocolSCTP:
-		return unix.IPPROTO_SCTP, true
-	}
-	return 0, false
-}

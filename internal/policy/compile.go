@@ -24,6 +24,26 @@ const (
 	ProtocolSCTP Protocol = "SCTP"
 )
 
+// ipProtocols are the IP protocol numbers of the protocols policies name.
+var ipProtocols = map[Protocol]uint8{ProtocolTCP: 6, ProtocolUDP: 17, ProtocolSCTP: 132}
+
+// Number is p's IP protocol number, for packet filters and conntrack.
+func (p Protocol) Number() (uint8, bool) {
+	n, ok := ipProtocols[p]
+	return n, ok
+}
+
+// ProtocolOf names IP protocol number n: "" for one policies do not name,
+// which only a rule without ports allows.
+func ProtocolOf(n uint8) Protocol {
+	for p, m := range ipProtocols {
+		if m == n {
+			return p
+		}
+	}
+	return ""
+}
+
 // Namespace is a namespace and its labels. Compile always sets
 // kubernetes.io/metadata.name to Name, whatever Labels hold, as the API
 // server does; a namespace not given to Compile has that label only.

@@ -98,3 +98,18 @@ func TestFilterShape(t *testing.T) {
 		t.Error("no policies isolate nothing")
 	}
 }
+
+func TestProtocolNumbers(t *testing.T) {
+	for _, p := range []Protocol{ProtocolTCP, ProtocolUDP, ProtocolSCTP} {
+		n, ok := p.Number()
+		if !ok || ProtocolOf(n) != p {
+			t.Errorf("%s: number %d %v, back %q", p, n, ok, ProtocolOf(n))
+		}
+	}
+	if n, ok := Protocol("ICMP").Number(); ok {
+		t.Errorf("ICMP has number %d", n)
+	}
+	if p := ProtocolOf(1); p != "" {
+		t.Errorf("protocol 1 is %q, want none", p)
+	}
+}
