@@ -68,19 +68,20 @@ func (h *hostTables) run(ctx context.Context) error {
 }
 
 func (h *hostTables) pass() {
-	if err := h.nat.Sync(h.localRules()); err != nil {
+	// One snapshot of each cache for the whole pass.
+	hosts, _ := h.v.hosts.Snapshot()
+	eps, _ := h.v.endpoints.Snapshot()
+	ls, _ := h.v.listeners.Snapshot()
+	if err := h.nat.Sync(dnatRules(h.v.self.Name, ls, h.v.validListener)); err != nil {
 		h.log.Warn("dnat sync failed", "err", err)
 	}
-	if err := h.nat.SyncGuard(h.guard()); err != nil {
+	if err := h.nat.SyncGuard(h.guard(hosts)); err != nil {
 		h.log.Warn("control-plane guard sync failed", "err", err)
 	}
 	if h.pol != nil {
 		if err := h.nat.SyncPolicy(h.pol.filter()); err != nil {
 			h.log.Warn("network policy filter sync failed", "err", err)
 		}
-		hosts, _ := h.v.hosts.Snapshot()
-		eps, _ := h.v.endpoints.Snapshot()
-		ls, _ := h.v.listeners.Snapshot()
 		hp := h.pol.hostPorts(h.v, hosts, eps, ls, h.ports)
 		hp.Slimd = h.slimd
 		if err := h.nat.SyncHostPorts(hp); err != nil {
@@ -90,18 +91,9 @@ func (h *hostTables) pass() {
 	if h.maps == nil {
 		return
 	}
-	hosts, _ := h.v.hosts.Snapshot()
-	eps, _ := h.v.endpoints.Snapshot()
-	ls, _ := h.v.listeners.Snapshot()
 	if err := desiredBPF(hosts, eps, ls, h.v.validEndpoint, h.v.validListener).apply(h.maps); err != nil {
 		h.log.Warn("bpf map sync failed", "err", err)
 	}
-}
-
-// localRules are the DNAT rules for listeners on this host.
-func (h *hostTables) localRules() []nat.Rule {
-	ls, _ := h.v.listeners.Snapshot()
-	return dnatRules(h.v.self.Name, ls, h.v.validListener)
 }
 
 // dnatRules are the DNAT rules for host's valid listeners.
@@ -124,8 +116,7 @@ func dnatRules(host string, ls map[string]api.Listener, valid func(api.Listener)
 
 // guard is the control-plane guard for this host now: the configured
 // ports, on every other valid host and store member.
-func (h *hostTables) guard() nat.Guard {
-	hosts, _ := h.v.hosts.Snapshot()
+func (h *hostTables) guard(hosts map[string]api.Host) nat.Guard {
 	g := h.guard0
 	g.Hosts = append([]netip.Addr(nil), h.guard0.Hosts...)
 	for _, o := range hosts {
