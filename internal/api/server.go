@@ -65,7 +65,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	})
 	s.handle("POST /v1/endpoints", func(r *http.Request) (any, error) {
 		var req EndpointRequest
-		if err := decode(r, &req); err != nil {
+		if err := Decode(r, &req); err != nil {
 			return nil, err
 		}
 		if err := req.Validate(); err != nil {
@@ -89,7 +89,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	})
 	s.handle("POST /v1/gc", func(r *http.Request) (any, error) {
 		var req GCRequest
-		if err := decode(r, &req); err != nil {
+		if err := Decode(r, &req); err != nil {
 			return nil, err
 		}
 		for _, a := range req.Valid {
@@ -156,10 +156,9 @@ func attachmentFromPath(r *http.Request) (Attachment, error) {
 }
 
 // Decode reads a request's JSON body strictly (unknown fields and
-// trailing data are ErrInvalid), for routes added with Handle.
-func Decode(r *http.Request, v any) error { return decode(r, v) }
-
-func decode(r *http.Request, v any) error {
+// trailing data are ErrInvalid), for the routes here and those added with
+// Handle.
+func Decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

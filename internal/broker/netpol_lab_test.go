@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,7 +34,6 @@ func TestNetPolTruthTable(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
 	dumpOnFailure(t, l.Config)
 	probe := labtest.Probe(t)
-	slimctl := filepath.Join(labtest.Build(t, "slimctl"), "slimctl")
 	ctx := t.Context()
 	ports := []api.NamedPort{{Name: "serve-80-tcp", Port: 80, Protocol: "TCP"}, {Name: "serve-81-tcp", Port: 81, Protocol: "TCP"},
 		{Name: "serve-80-udp", Port: 80, Protocol: "UDP"}, {Name: "serve-81-udp", Port: 81, Protocol: "UDP"}}
@@ -143,8 +141,7 @@ func TestNetPolTruthTable(t *testing.T) {
 	}
 	ctl := func(args ...string) {
 		t.Helper()
-		cmd := append([]string{"--socket", lab.SocketPath(l.Config, "h1")}, args...)
-		if out, err := exec.CommandContext(ctx, slimctl, cmd...).CombinedOutput(); err != nil {
+		if out, err := l.Slimctl(ctx, "h1", args...); err != nil {
 			t.Fatalf("slimctl %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}

@@ -30,7 +30,6 @@ func TestPolicy(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
 	dumpOnFailure(t, l.Config)
 	probe := labtest.Probe(t)
-	slimctl := filepath.Join(labtest.Build(t, "slimctl"), "slimctl")
 	ctx := t.Context()
 	const port = 7400
 	web := l.Run(lab.RunSpec{Host: "h1", Name: "web", Namespace: "x", Labels: map[string]string{"app": "web"},
@@ -45,11 +44,7 @@ func TestPolicy(t *testing.T) {
 	waitListener(t, l.Config, "h1", web.IPv4, port, true)
 	dst := netip.AddrPortFrom(web.IPv4, port).String()
 
-	ctl := func(host string, args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, slimctl, append([]string{"--socket", lab.SocketPath(l.Config, host)}, args...)...)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	ctl := func(host string, args ...string) (string, error) { return l.Slimctl(ctx, host, args...) }
 	apply := func(yaml string) {
 		t.Helper()
 		f := filepath.Join(t.TempDir(), "policy.yaml")

@@ -126,6 +126,14 @@ func (l *Lab) Run(spec lab.RunSpec) lab.Container {
 	return c
 }
 
+// Slimctl runs the lab's slimctl against host's slimd, as an operator
+// would, and returns its combined output.
+func (l *Lab) Slimctl(ctx context.Context, host string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(l.Config.BinDir, "slimctl"), append([]string{"--socket", lab.SocketPath(l.Config, host)}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // Output runs command in target (a container or a host) and returns its
 // stdout; the test fails if it cannot start or exits non-zero.
 func (l *Lab) Output(ctx context.Context, target string, command ...string) string {
