@@ -134,16 +134,11 @@ func (*memcachedTest) run(ctx context.Context, r *runner, e *env, d time.Duratio
 	if err != nil {
 		return nil, err
 	}
-	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
-	if err != nil {
-		return nil, err
-	}
-	return []value{
+	return withProbeCPU([]value{
 		{id: FigMemcachedRate, v: res.OpsPerSec, show: "ops/s"},
 		{id: FigMemcachedP50, v: res.P50, show: "µs p50"},
 		{id: FigMemcachedP99, v: res.P99, show: "µs p99"},
-		perOp(FigMemcachedCPU, cpu, float64(res.Ops)),
-	}, nil
+	}, FigMemcachedCPU, res.CPUStart, res.CPUEnd, float64(res.Ops))
 }
 
 // nginxTest is nginx with wrk: keep-alive connections (nginx), or one

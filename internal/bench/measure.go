@@ -128,6 +128,16 @@ func (r *runner) vxlanBytes() (uint64, error) {
 }
 
 // probeCPU is the machine's busy CPU time over a probe's timed window.
+// withProbeCPU appends to a slimprobe test's figures its CPU per
+// operation, figure id over ops, from the CPU times of the probe's report.
+func withProbeCPU(vals []value, id string, start, end wire.CPUTimes, ops float64) ([]value, error) {
+	cpu, err := probeCPU(start, end)
+	if err != nil {
+		return nil, err
+	}
+	return append(vals, perOp(id, cpu, ops)), nil
+}
+
 func probeCPU(start, end wire.CPUTimes) (time.Duration, error) {
 	if start == (wire.CPUTimes{}) || end == (wire.CPUTimes{}) {
 		// An older slimprobe sent /proc/stat's line as cpuStatStart

@@ -120,16 +120,11 @@ func (rrTest) measure(ctx context.Context, r *runner, e *env) ([]value, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
-	if err != nil {
-		return nil, err
-	}
-	return []value{
+	return withProbeCPU([]value{
 		{id: FigRRP50, v: res.P50, show: "µs p50"},
 		{id: FigRRP99, v: res.P99, show: "µs p99"},
 		{id: FigRRRate, v: res.TPS, show: "/s"},
-		perOp(FigRRCPU, cpu, float64(res.Transactions)),
-	}, nil
+	}, FigRRCPU, res.CPUStart, res.CPUEnd, float64(res.Transactions))
 }
 
 // crrTest is slimprobe crr against the crrserve every mode has:
@@ -154,14 +149,9 @@ func (crrTest) measure(ctx context.Context, r *runner, e *env) ([]value, error) 
 	if res.Errors > 0 {
 		r.warn("%s crr: %d of %d connections failed (first: %s)", e.mode, res.Errors, res.Errors+res.Connections, res.FirstError)
 	}
-	cpu, err := probeCPU(res.CPUStart, res.CPUEnd)
-	if err != nil {
-		return nil, err
-	}
-	return []value{
+	return withProbeCPU([]value{
 		{id: FigCRRRate, v: res.CPS, show: "conn/s"},
 		{id: FigCRRConnectP50, v: res.Connect.P50, show: "µs p50"},
 		{id: FigCRRConnectP99, v: res.Connect.P99, show: "µs p99"},
-		perOp(FigCRRCPU, cpu, float64(res.Connections)),
-	}, nil
+	}, FigCRRCPU, res.CPUStart, res.CPUEnd, float64(res.Connections))
 }
