@@ -29,13 +29,13 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/lab/apps"
 )
 
 // Ports of the application servers, the same in every mode's server
@@ -212,37 +212,9 @@ func (*nginxServer) prepare(_ context.Context, r *runner) error {
 		return err
 	}
 	for _, e := range r.envs {
-		prefix := r.path("nginx-" + e.mode)
-		if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
-			return err
-		}
-		conf := fmt.Sprintf(`# slimctl bench, %[1]s mode
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 16384;
-error_log %[2]s/logs/error.log warn;
-pid %[2]s/nginx.pid;
-events {
-	worker_connections 8192;
-}
-http {
-	access_log off;
-	sendfile on;
-	tcp_nopush on;
-	keepalive_requests 1000000;
-	client_body_temp_path %[2]s/body;
-	proxy_temp_path %[2]s/proxy;
-	fastcgi_temp_path %[2]s/fastcgi;
-	uwsgi_temp_path %[2]s/uwsgi;
-	scgi_temp_path %[2]s/scgi;
-	server {
-		listen %[3]s;
-		root %[4]s;
-	}
-}
-`, e.mode, prefix, r.dst(e, nginxPort), www)
-		if err := os.WriteFile(filepath.Join(prefix, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		n := apps.Nginx{Prefix: r.path("nginx-" + e.mode), Listen: r.dst(e, nginxPort), Root: www,
+			Comment: "slimctl bench, " + e.mode + " mode"}
+		if err := n.Write(); err != nil {
 			return err
 		}
 	}
@@ -250,9 +222,7 @@ http {
 }
 
 func (*nginxServer) start(ctx context.Context, r *runner, e *env) (*proc, int) {
-	prefix := r.path("nginx-" + e.mode)
-	return r.start(ctx, e.server, "nginx", "-p", prefix+"/", "-e", filepath.Join(prefix, "logs", "error.log"),
-		"-c", filepath.Join(prefix, "nginx.conf")), nginxPort
+	return r.start(ctx, e.server, apps.Nginx{Prefix: r.path("nginx-" + e.mode)}.Command()...), nginxPort
 }
 
 func (*nginxServer) warmup(context.Context, *runner, *env) error { return nil }
@@ -267,79 +237,29 @@ type pgbenchTest struct {
 func (*pgbenchTest) name() string { return TestPgbench }
 
 // needs: PostgreSQL's server binaries are out of PATH on Debian
-// (postgresBinDir), and the server runs as the postgres user.
+// (apps.PostgresBinDir), and the server runs as the postgres user.
 func (*pgbenchTest) needs() []tool {
 	return []tool{{what: "pgbench", pkg: "postgresql"}, {what: "setpriv", pkg: "util-linux"},
-		{what: "postgres and initdb", pkg: "postgresql", find: func() error { _, err := postgresBinDir(); return err }},
+		{what: "postgres and initdb", pkg: "postgresql", find: func() error { _, err := apps.PostgresBinDir(); return err }},
 		{what: "the postgres user", pkg: "postgresql", find: func() error { _, err := user.Lookup("postgres"); return err }}}
 }
 
 func (t *pgbenchTest) server() server { return t }
 
-// postgresBinDir finds PostgreSQL's server binaries: Debian keeps them in
-// /usr/lib/postgresql/<version>/bin, out of PATH (the newest version is
-// taken), elsewhere they are in PATH.
-func postgresBinDir() (string, error) {
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	slices.SortFunc(dirs, func(a, b string) int {
-		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
-		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
-		return vb - va
-	})
-	if p, err := exec.LookPath("postgres"); err == nil {
-		dirs = append(dirs, filepath.Dir(p))
-	}
-	for _, d := range dirs {
-		if isExecutable(filepath.Join(d, "postgres")) && isExecutable(filepath.Join(d, "initdb")) {
-			return d, nil
-		}
-	}
-	return "", errors.New("postgres and initdb not found")
-}
-
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
-}
-
-// asPostgres runs command as the postgres user (setpriv keeps the
-// namespace and cgroup the launcher put us in).
-func asPostgres(command ...string) []string {
-	return append([]string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"}, command...)
-}
-
 // prepare makes one data directory with initdb (in h1, as a lab
 // process), lets any host connect without a password (only the lab's
 // namespaces can reach the servers), and copies it for every mode.
 func (t *pgbenchTest) prepare(ctx context.Context, r *runner) error {
-	bin, err := postgresBinDir()
+	bin, err := apps.PostgresBinDir()
 	if err != nil {
 		return err
 	}
 	t.bin = bin
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return err
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	tmpl := r.path("pg-template")
-	if err := os.Mkdir(tmpl, 0o700); err != nil {
-		return err
-	}
-	if err := os.Chown(tmpl, uid, gid); err != nil {
-		return err
-	}
-	out, err := lab.Output(ctx, r.lab, serverHost, asPostgres(filepath.Join(bin, "initdb"), "-D", tmpl, "-U", "postgres",
-		"--auth=trust", "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C")...)
+	err = apps.InitPostgres(tmpl, bin, func(command ...string) ([]byte, error) {
+		return lab.Output(ctx, r.lab, serverHost, command...)
+	})
 	if err != nil {
-		return fmt.Errorf("initdb: %w (%s)", err, trim(strings.TrimSpace(string(out)), 200))
-	}
-	hba := filepath.Join(tmpl, "pg_hba.conf")
-	if err := os.WriteFile(hba, []byte("local all all trust\nhost all all 0.0.0.0/0 trust\n"), 0o600); err != nil {
-		return err
-	}
-	if err := os.Chown(hba, uid, gid); err != nil {
 		return err
 	}
 	for _, e := range r.envs {
@@ -355,7 +275,7 @@ func (t *pgbenchTest) prepare(ctx context.Context, r *runner) error {
 // Durability is off: the benchmark measures the network.
 func (t *pgbenchTest) start(ctx context.Context, r *runner, e *env) (*proc, int) {
 	data := r.path("pg-" + e.mode)
-	p := r.start(ctx, e.server, asPostgres(filepath.Join(t.bin, "postgres"), "-D", data,
+	p := r.start(ctx, e.server, apps.AsPostgres(filepath.Join(t.bin, "postgres"), "-D", data,
 		"-p", strconv.Itoa(postgresPort), "-k", data, "-c", "listen_addresses="+e.addr.String(),
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=100")...)
 	// postgres forks a backend per connection: stopping only the

@@ -35,7 +35,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -45,6 +44,7 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/lab/apps"
 	"github.com/slimnet/slim/internal/lab/labtest"
 	"github.com/slimnet/slim/internal/poll"
 	"github.com/vishvananda/netlink"
@@ -189,11 +189,12 @@ func compatServers(goHTTP string) []compatServer {
 require("http").createServer((req, res) => res.end(b)).listen(3000);`, e.path("www", "data.bin")}
 			}},
 		{name: "nginx", label: "nginx", proto: "http", port: 8081, need: []tool{{"nginx", "nginx-light"}},
-			setup: func(t *testing.T, _ *labtest.Lab, e *compatEnv) { writeNginxConf(t, e, 8081) },
-			cmd: func(e *compatEnv) []string {
-				p := e.path("nginx")
-				return []string{"nginx", "-p", p + "/", "-e", filepath.Join(p, "error.log"), "-c", filepath.Join(p, "nginx.conf")}
-			}},
+			setup: func(t *testing.T, _ *labtest.Lab, e *compatEnv) {
+				if err := compatNginx(e).Write(); err != nil {
+					t.Fatal(err)
+				}
+			},
+			cmd: func(e *compatEnv) []string { return compatNginx(e).Command() }},
 		{name: "redis", label: "Redis", proto: "redis", port: 6379, need: []tool{{"redis-server", "redis-server"}},
 			cmd: func(e *compatEnv) []string {
 				return []string{"redis-server", "--port", "6379", "--save", "", "--appendonly", "no", "--protected-mode", "no",
@@ -204,7 +205,7 @@ require("http").createServer((req, res) => res.end(b)).listen(3000);`, e.path("w
 			setup: initdb,
 			cmd: func(e *compatEnv) []string {
 				data := e.path("pg")
-				return asPostgres(filepath.Join(e.pgBin, "postgres"), "-D", data, "-p", "5432", "-k", data,
+				return apps.AsPostgres(filepath.Join(e.pgBin, "postgres"), "-D", data, "-p", "5432", "-k", data,
 					"-c", "listen_addresses=*", "-c", "fsync=off", "-c", "synchronous_commit=off")
 			},
 			ready: postgresReady},
@@ -608,78 +609,24 @@ func newCompatEnv(t *testing.T) *compatEnv {
 	return e
 }
 
-// writeNginxConf writes a configuration for nginx as it usually runs (a
-// master and a worker, which inherits the listener), with every file it
-// writes under e's directory.
-func writeNginxConf(t *testing.T, e *compatEnv, port int) {
-	t.Helper()
-	p := e.path("nginx")
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conf := fmt.Sprintf(`daemon off;
-worker_processes 1;
-error_log %[1]s/error.log warn;
-pid %[1]s/nginx.pid;
-events {}
-http {
-	access_log off;
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	server {
-		listen %[2]d;
-		root %[3]s;
-	}
-}
-`, p, port, e.path("www"))
-	if err := os.WriteFile(filepath.Join(p, "nginx.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+// compatNginx is nginx as it usually runs (a master and a worker, which
+// inherits the listener), with every file it writes under e's directory.
+func compatNginx(e *compatEnv) apps.Nginx {
+	return apps.Nginx{Prefix: e.path("nginx"), Listen: "8081", Root: e.path("www"), Master: true, Comment: "compat test"}
 }
 
-// asPostgres runs command as the postgres user (setpriv keeps the
-// namespace and cgroup the launcher put us in).
-func asPostgres(command ...string) []string {
-	return append([]string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"}, command...)
-}
-
-// initdb makes a data directory (as internal/bench does) that lets any
-// client in without a password: only the lab's namespaces reach it.
+// initdb makes a PostgreSQL data directory, as internal/bench does.
 func initdb(t *testing.T, l *labtest.Lab, e *compatEnv) {
 	t.Helper()
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	slices.SortFunc(bins, func(a, b string) int { // the newest version
-		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
-		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
-		return vb - va
-	})
-	if len(bins) == 0 {
-		t.Fatal("no /usr/lib/postgresql/*/bin")
-	}
-	e.pgBin = bins[0]
-	u, err := user.Lookup("postgres")
+	bin, err := apps.PostgresBinDir()
 	if err != nil {
-		t.Fatalf("%v (Debian package postgresql)", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	data := e.path("pg")
-	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(data, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	l.Output(t.Context(), "h1", asPostgres(filepath.Join(e.pgBin, "initdb"), "-D", data, "-U", "postgres",
-		"--auth=trust", "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C")...)
-	hba := filepath.Join(data, "pg_hba.conf")
-	if err := os.WriteFile(hba, []byte("local all all trust\nhost all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(hba, uid, gid); err != nil {
+	e.pgBin = bin
+	err = apps.InitPostgres(e.path("pg"), bin, func(command ...string) ([]byte, error) {
+		return lab.Output(t.Context(), l.Config, "h1", command...)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
