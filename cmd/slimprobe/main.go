@@ -32,19 +32,21 @@ import (
 
 // modes maps each mode to its function, which parses the mode's flags.
 var modes = map[string]func(args []string) error{
-	"serve":     serve,
-	"connect":   connect,
-	"hold":      hold,
-	"attack":    attack,
-	"rrserve":   rrServe,
-	"rr":        rr,
-	"crrserve":  crrServe,
-	"crr":       crr,
-	"wait":      waitFor,
-	"memcached": memcached,
-	"get":       get,
-	"netserve":  netServe,
-	"reach":     reach,
+	"serve":   serve,
+	"connect": connect,
+	"hold":    hold,
+	"attack":  attack,
+	// attack-passed is attack's child, not for users.
+	"attack-passed": attackPassedChild,
+	"rrserve":       rrServe,
+	"rr":            rr,
+	"crrserve":      crrServe,
+	"crr":           crr,
+	"wait":          waitFor,
+	"memcached":     memcached,
+	"get":           get,
+	"netserve":      netServe,
+	"reach":         reach,
 }
 
 // modeNames lists the modes for the usage line.

@@ -18,6 +18,11 @@ func sockname(fd int, f func(int) (unix.Sockaddr, error)) string {
 	if err != nil {
 		return "error: " + err.Error()
 	}
+	return sockaddrString(sa)
+}
+
+// sockaddrString is an IP socket address as address:port.
+func sockaddrString(sa unix.Sockaddr) string {
 	switch v := sa.(type) {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(v.Addr), uint16(v.Port)).String()

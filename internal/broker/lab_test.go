@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -157,23 +158,17 @@ func checkVirtual(t *testing.T, r wire.ConnectResult, client, server netip.Addr,
 func waitListener(t *testing.T, cfg lab.Config, host string, vip netip.Addr, port uint16, present bool) {
 	t.Helper()
 	c := api.NewClient(lab.SocketPath(cfg, host))
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	poll.Until(t, 15*time.Second, func() error {
 		ls, err := c.Listeners(context.Background(), "")
-		found := false
-		for _, l := range ls {
-			if l.VIP == vip && l.Port == port {
-				found = true
-			}
+		if err != nil {
+			return err
 		}
-		if err == nil && found == present {
-			return
+		found := slices.ContainsFunc(ls, func(l api.Listener) bool { return l.VIP == vip && l.Port == port })
+		if found != present {
+			return fmt.Errorf("listener %v:%d present=%v, want %v (listeners %v)", vip, port, found, present, ls)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("listener %v:%d present=%v: not so after 15s (last %v, %v)", vip, port, found, ls, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestFastPath(t *testing.T) {
