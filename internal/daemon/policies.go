@@ -239,7 +239,8 @@ func (p *policies) explain(src, dst netip.Addr, port uint16, proto policy.Protoc
 // fast-path client's host socket, from a cluster host and a port of the
 // client range; for a listener whose endpoint is isolated for ingress,
 // only the port blocks whose owners its policies let in (the block names
-// the client, whatever host it is on).
+// the client, whatever host it is on), and the blocks known at all (see
+// nat.HostPorts.Guarded).
 func (p *policies) hostPorts(v *view, hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[string]api.Listener, ports store.BlockRange) nat.HostPorts {
 	s := p.state.Load()
 	hp := nat.HostPorts{First: ports.First, Last: ports.Last, Hosts: []netip.Addr{v.self.UnderlayIP}}
@@ -271,6 +272,12 @@ func (p *policies) hostPorts(v *view, hosts map[string]api.Host, eps map[string]
 			}
 		}
 	}
+	// Every known block, for the guarded ports: a known block they do not
+	// allow gets a reset, an unknown one (not propagated yet) a drop.
+	known := make([]nat.HostPortBlock, 0, len(srcs))
+	for _, c := range srcs {
+		known = append(known, nat.HostPortBlock{Host: c.host, First: c.first, Last: c.last})
+	}
 	for _, k := range slices.Sorted(maps.Keys(ls)) {
 		l := ls[k]
 		if l.Host != v.self.Name || !v.validListener(l) {
@@ -287,6 +294,9 @@ func (p *policies) hostPorts(v *view, hosts map[string]api.Host, eps map[string]
 				hp.Allow = append(hp.Allow, nat.HostPortAllow{Port: l.HostPort, Host: c.host, First: c.first, Last: c.last})
 			}
 		}
+	}
+	if len(hp.Guarded) > 0 {
+		hp.Known = known
 	}
 	return hp
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/nat"
 	"github.com/slimnet/slim/internal/policy"
 	"github.com/slimnet/slim/internal/poll"
 	"github.com/slimnet/slim/internal/store"
@@ -34,7 +35,7 @@ func TestPolicies(t *testing.T) {
 			l[k] = v
 		}
 		ep, err := e.st.AddEndpoint(ctx, hn, api.EndpointRequest{ContainerID: id, IfName: "eth0", Netns: "/x/" + id, Labels: l, Ports: ports},
-			store.BlockRange{}, netip.Addr{}, time.Now())
+			testBlocks, netip.Addr{}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,6 +124,7 @@ func TestPolicies(t *testing.T) {
 	if !slices.Equal(f.IsolatedIngress, []netip.Addr{web.IPv4}) || len(f.IsolatedEgress) != 0 || !slices.Equal(f.Ingress, []policy.Allow{wantAllow}) {
 		t.Errorf("filter %+v, want ingress of web allowing %+v", f, wantAllow)
 	}
+	checkHostPorts(t, e, p, web, cli, other)
 	ex := p.explain(cli.IPv4, web.IPv4, 8080, policy.ProtocolTCP)
 	if !ex.Allowed || len(ex.AllowedBy) != 1 || ex.AllowedBy[0] != "x/web ingress[0]" || !strings.Contains(ex.Explanation, "x/cli") {
 		t.Errorf("explain: %+v", ex)
@@ -169,4 +171,43 @@ func TestPolicies(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// checkHostPorts: web's listener is guarded, cli's block (only) allowed
+// to it, and every block known, other's included (a reset for it, not
+// the drop an unknown block gets).
+func checkHostPorts(t *testing.T, e *fpEnv, p *policies, web, cli, other api.Endpoint) {
+	t.Helper()
+	ctx := t.Context()
+	f := e.fastPath(true)
+	hp, err := f.ListenerPort(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Publish(ctx, api.Listener{VIP: web.IPv4, Port: 8080, HostIP: h1IP, HostPort: hp, ContainerID: "web", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	hosts, _ := e.v.hosts.Snapshot()
+	eps, _ := e.v.endpoints.Snapshot()
+	ls, _ := e.v.listeners.Snapshot()
+	got := p.hostPorts(e.v, hosts, eps, ls, testBlocks)
+	block := func(ep api.Endpoint) nat.HostPortBlock {
+		if len(ep.PortBlocks) != 1 {
+			t.Fatalf("endpoint %s: blocks %+v, want one", ep.ContainerID, ep.PortBlocks)
+		}
+		b := ep.PortBlocks[0]
+		return nat.HostPortBlock{Host: h1IP, First: b.Start, Last: b.Start + b.Size - 1}
+	}
+	cb, ob, wb := block(cli), block(other), block(web)
+	if !slices.Equal(got.Guarded, []uint16{hp}) || len(got.Open) != 0 {
+		t.Errorf("guarded %v open %v, want web's listener port %d guarded", got.Guarded, got.Open, hp)
+	}
+	if want := []nat.HostPortAllow{{Port: hp, Host: h1IP, First: cb.First, Last: cb.Last}}; !slices.Equal(got.Allow, want) {
+		t.Errorf("allowed %+v, want cli's block only %+v", got.Allow, want)
+	}
+	for _, b := range []nat.HostPortBlock{cb, ob, wb} {
+		if !slices.Contains(got.Known, b) {
+			t.Errorf("known blocks %+v lack %+v", got.Known, b)
+		}
+	}
 }

@@ -26,9 +26,15 @@ type HostPorts struct {
 	Hosts       []netip.Addr
 	First, Last uint16
 	// Guarded are the host ports of listeners isolated for ingress: only
-	// the sources of Allow reach them.
+	// the sources of Allow reach them. A source in a block of Known that
+	// Allow leaves out gets a reset; one from a host of Hosts and a port
+	// of First-Last in no known block is dropped instead: most likely its
+	// block was claimed a moment ago and its record has not reached this
+	// host yet, and the client's SYN, sent again after a second, passes
+	// once it has.
 	Guarded []uint16
 	Allow   []HostPortAllow
+	Known   []HostPortBlock
 	// Slimd is slimd's cgroup. Fast-path host sockets are made by slimd
 	// and charged to its cgroup for good (whatever process holds them
 	// later), so a connection this host opens from a port of First-Last
@@ -45,6 +51,12 @@ type Cgroup struct {
 	Level uint32
 }
 
+// HostPortBlock is a port block of a host, First-Last.
+type HostPortBlock struct {
+	Host        netip.Addr
+	First, Last uint16
+}
+
 // HostPortAllow lets a port block of a host reach listener port Port.
 type HostPortAllow struct {
 	Port        uint16
@@ -58,6 +70,7 @@ const (
 	fpGuarded      = "fp_guarded"
 	fpHosts        = "fp_hosts"
 	fpAllow        = "fp_allow"
+	fpKnown        = "fp_known"
 )
 
 // SyncHostPorts makes the host-port chains and sets hold exactly hp, in
@@ -69,9 +82,14 @@ const (
 //	    meta l4proto tcp tcp dport @fp_open goto fp_open
 //	    meta l4proto tcp tcp dport @fp_guarded goto fp_guarded
 //	chain fp_open { meta nfproto ipv4 ip saddr @fp_hosts tcp sport First-Last accept; reject with tcp reset }
-//	chain fp_guarded { meta nfproto ipv4 tcp dport . ip saddr . tcp sport @fp_allow accept; reject with tcp reset }
+//	chain fp_guarded { meta nfproto ipv4 tcp dport . ip saddr . tcp sport @fp_allow accept
+//	    meta nfproto ipv4 ip saddr . tcp sport @fp_known reject with tcp reset
+//	    meta nfproto ipv4 ip saddr @fp_hosts tcp sport First-Last drop
+//	    reject with tcp reset }
 //
-// A refused connection gets a reset: the client fails at once.
+// A refused connection gets a reset: the client fails at once. The one
+// exception is a guarded port's SYN from a block not known yet (see
+// HostPorts.Guarded).
 func (t *Table) SyncHostPorts(hp HostPorts) error {
 	tb := t.conn.AddTable(t.table())
 	open := &nftables.Set{Table: tb, Name: fpOpen, KeyType: nftables.TypeInetService}
@@ -79,8 +97,10 @@ func (t *Table) SyncHostPorts(hp HostPorts) error {
 	hosts := &nftables.Set{Table: tb, Name: fpHosts, KeyType: nftables.TypeIPAddr}
 	allow := &nftables.Set{Table: tb, Name: fpAllow, Concatenation: true, Interval: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService)}
+	known := &nftables.Set{Table: tb, Name: fpKnown, Concatenation: true, Interval: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
 	port := func(p uint16) []byte { return []byte{byte(p >> 8), byte(p), 0, 0} }
-	var oe, ge, he, ae []nftables.SetElement
+	var oe, ge, he, ae, ke []nftables.SetElement
 	for _, p := range hp.Open {
 		oe = append(oe, nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(p)})
 	}
@@ -98,10 +118,16 @@ func (t *Table) SyncHostPorts(hp HostPorts) error {
 			ae = append(ae, nftables.SetElement{Key: append(k, port(a.First)...), KeyEnd: append(k[:8:8], port(a.Last)...)})
 		}
 	}
+	for _, b := range hp.Known {
+		if b.Host.Is4() && b.First <= b.Last {
+			ke = append(ke, nftables.SetElement{Key: append(b.Host.AsSlice(), port(b.First)...),
+				KeyEnd: append(b.Host.AsSlice(), port(b.Last)...)})
+		}
+	}
 	for _, s := range []struct {
 		set   *nftables.Set
 		elems []nftables.SetElement
-	}{{open, dedupe(oe)}, {guarded, dedupe(ge)}, {hosts, dedupe(he)}, {allow, ae}} {
+	}{{open, dedupe(oe)}, {guarded, dedupe(ge)}, {hosts, dedupe(he)}, {allow, ae}, {known, ke}} {
 		if err := t.fillSet(s.set, s.elems); err != nil {
 			return err
 		}
@@ -118,23 +144,32 @@ func (t *Table) SyncHostPorts(hp HostPorts) error {
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 	}
+	// From a cluster host, a source port of the blocks' range.
+	clusterHostBlockPort := append(slices.Clone(ipv4),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: hosts.Name, SetID: hosts.ID},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binaryutil.BigEndian.PutUint16(hp.First)},
+		&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(hp.Last)})
 	for _, c := range []struct {
 		set   *nftables.Set
 		rules [][]expr.Any
 	}{
-		{open, [][]expr.Any{append(ipv4,
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-			&expr.Lookup{SourceRegister: 1, SetName: hosts.Name, SetID: hosts.ID},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binaryutil.BigEndian.PutUint16(hp.First)},
-			&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(hp.Last)},
-			&expr.Verdict{Kind: expr.VerdictAccept}), reject}},
-		{guarded, [][]expr.Any{append(ipv4,
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-			&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-			&expr.Lookup{SourceRegister: 1, SetName: allow.Name, SetID: allow.ID},
-			&expr.Verdict{Kind: expr.VerdictAccept}), reject}},
+		{open, [][]expr.Any{append(slices.Clone(clusterHostBlockPort), accepted), reject}},
+		{guarded, [][]expr.Any{
+			append(slices.Clone(ipv4),
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+				&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+				&expr.Lookup{SourceRegister: 1, SetName: allow.Name, SetID: allow.ID},
+				accepted),
+			slices.Concat(ipv4, []expr.Any{
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+				&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+				&expr.Lookup{SourceRegister: 1, SetName: known.Name, SetID: known.ID},
+			}, reject),
+			append(slices.Clone(clusterHostBlockPort), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}),
+			reject}},
 	} {
 		ch := t.conn.AddChain(&nftables.Chain{Name: c.set.Name, Table: tb})
 		t.conn.FlushChain(ch)

@@ -73,12 +73,49 @@ func TestHostPorts(t *testing.T) {
 	sync(HostPorts{Open: []uint16{30000}, Hosts: []netip.Addr{netip.MustParseAddr("192.168.99.9")}, First: 20480, Last: 32767})
 	check("not a cluster host", "192.168.99.1:30000", 1, false)
 
-	// Guarded: only the allowed block's ports pass.
+	// Guarded: only the allowed block's ports pass; another known block
+	// gets a reset.
+	client := netip.MustParseAddr("192.168.99.2")
 	blockStart := next
-	sync(HostPorts{Guarded: []uint16{30000}, First: 20480, Last: 32767,
-		Allow: []HostPortAllow{{Port: 30000, Host: netip.MustParseAddr("192.168.99.2"), First: blockStart, Last: blockStart + 255}}})
+	guarded := HostPorts{Guarded: []uint16{30000}, Hosts: []netip.Addr{client}, First: 20480, Last: 32767,
+		Allow: []HostPortAllow{{Port: 30000, Host: client, First: blockStart, Last: blockStart + 255}},
+		Known: []HostPortBlock{{client, blockStart, blockStart + 255}, {client, blockStart + 256, blockStart + 511}}}
+	sync(guarded)
 	check("allowed block", "192.168.99.1:30000", 1, true)
-	check("another block", "192.168.99.1:30000", 1, false)
+	check("a known block the policies leave out", "192.168.99.1:30000", 1, false)
+	check("guarded, ephemeral source port", "192.168.99.1:30000", 0, false)
+
+	// A block not known yet (claimed a moment ago on the client's host)
+	// is dropped, not reset: the client's SYN comes again after a second
+	// and passes once the block's record has arrived and allows it.
+	unknown := next + 1
+	next += 256
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- other.Do(func(ns.NetNS) error {
+			d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: client.AsSlice(), Port: int(unknown)}}
+			c, err := d.Dial("tcp", "192.168.99.1:30000")
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+	}()
+	time.Sleep(300 * time.Millisecond) // the SYN is out, and dropped
+	select {
+	case err := <-done:
+		t.Fatalf("a block not known yet: the connect ended before its block arrived (%v), want its SYN dropped", err)
+	default:
+	}
+	guarded.Allow = append(guarded.Allow, HostPortAllow{Port: 30000, Host: client, First: unknown - 1, Last: unknown + 254})
+	guarded.Known = append(guarded.Known, HostPortBlock{client, unknown - 1, unknown + 254})
+	sync(guarded)
+	if err := <-done; err != nil {
+		t.Errorf("a block not known yet, then allowed: %v", err)
+	} else if el := time.Since(start); el < 900*time.Millisecond || el > 4*time.Second {
+		t.Errorf("a block not known yet, then allowed: connected after %v, want after the SYN's first retransmission (1 s)", el)
+	}
 	sync(HostPorts{})
 	check("filter empty", "192.168.99.1:30000", 0, true)
 	if err := host.Do(func(ns.NetNS) error { return tb.Remove() }); err != nil {
