@@ -70,6 +70,10 @@ type Config struct {
 	// AppTime is each application test's duration (whole seconds, at
 	// least 1: wrk and pgbench take seconds).
 	AppTime time.Duration
+	// Policies, if not zero, has crr1 also measured with this many
+	// network policies in force in the overlay and slim modes (see
+	// policies.go).
+	Policies int
 	// Progress receives one line per step with the elapsed time; nil is
 	// silent.
 	Progress io.Writer
@@ -114,6 +118,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("rr size %d: want 1 to %d bytes", c.RRSize, 1<<20)
 	case c.CRRWorkers < 1 || c.CRRWorkers > 256:
 		return fmt.Errorf("crr workers %d: want 1 to 256", c.CRRWorkers)
+	case c.Policies < 0 || c.Policies > MaxPolicies:
+		return fmt.Errorf("policies %d: want 0 to %d", c.Policies, MaxPolicies)
 	case c.Probe == "":
 		return errors.New("no slimprobe binary")
 	case c.Tests != nil && len(c.Tests) == 0:

@@ -139,6 +139,9 @@ func compileCRR1(ctx context.Context, cc, dir string) (bin string, static bool, 
 type crr1Test struct {
 	// bin is the compiled client.
 	bin string
+	// measured counts measurements per mode: with Config.Policies, the
+	// run with policies goes first on odd ones, second on even ones.
+	measured map[string]int
 }
 
 func (*crr1Test) name() string { return TestCRR1 }
@@ -147,7 +150,14 @@ func (*crr1Test) name() string { return TestCRR1 }
 // ccNames).
 func (*crr1Test) needs() []tool { return nil }
 
-func (*crr1Test) duration(c Config) (time.Duration, time.Duration) { return c.CRRTime, c.CRRTime }
+// duration: with policies, two of the three modes run the client twice
+// and wait for the hosts to load and drop the policies (about a second).
+func (*crr1Test) duration(c Config) (time.Duration, time.Duration) {
+	if c.Policies == 0 {
+		return c.CRRTime, c.CRRTime
+	}
+	return c.CRRTime + 2*(c.CRRTime+time.Second)/3, 2*c.CRRTime + 2*policyWait
+}
 
 func (t *crr1Test) server() server { return t }
 
@@ -167,7 +177,7 @@ func (t *crr1Test) check(ctx context.Context, r *runner) error {
 		return err
 	}
 	t.bin = bin
-	r.report.Settings.CRR1 = &CRR1Settings{Seconds: r.cfg.CRRTime.Seconds(), Compiler: version, Static: static}
+	r.report.Settings.CRR1 = &CRR1Settings{Seconds: r.cfg.CRRTime.Seconds(), Compiler: version, Static: static, Policies: r.cfg.Policies}
 	if !static {
 		r.warn("crr1: the C client is linked dynamically: static linking failed (Debian's libc6-dev has the static libc)")
 	}
@@ -226,8 +236,63 @@ func (t *crr1Test) run(ctx context.Context, r *runner, e *env, d time.Duration) 
 	return res, nil
 }
 
-// measure measures crr1 in e.
+// measure measures crr1 in e, and with Config.Policies the rate with
+// that many policies over the rate without (see policies.go).
 func (t *crr1Test) measure(ctx context.Context, r *runner, e *env) ([]value, error) {
+	if r.cfg.Policies == 0 || e.mode == ModeHost {
+		return t.measureOnce(ctx, r, e)
+	}
+	if t.measured == nil {
+		t.measured = map[string]int{}
+	}
+	t.measured[e.mode]++
+	policiesFirst := t.measured[e.mode]%2 == 1
+	var polRate float64
+	runWithPolicies := func() error {
+		err := r.withPolicies(ctx, e, func() error {
+			res, err := t.run(ctx, r, e, r.cfg.CRRTime)
+			polRate = res.CPS
+			if err == nil && res.Errors > 0 {
+				r.warn("%s crr1 with %d policies: %d of %d connections failed (first: %s)", e.mode, r.cfg.Policies,
+					res.Errors, res.Errors+res.Connections, res.FirstError)
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("with %d policies: %w", r.cfg.Policies, err)
+		}
+		return nil
+	}
+	if policiesFirst {
+		if err := runWithPolicies(); err != nil {
+			return nil, err
+		}
+	}
+	vals, err := t.measureOnce(ctx, r, e)
+	if err != nil {
+		return nil, err
+	}
+	if !policiesFirst {
+		// The per-side CPU figures (added after measure) are the run's
+		// without policies.
+		sides, sidesErr := r.sides, r.sidesErr
+		if err := runWithPolicies(); err != nil {
+			return nil, err
+		}
+		r.sides, r.sidesErr = sides, sidesErr
+	}
+	for _, v := range vals {
+		if v.id == FigCRR1Rate && v.v > 0 {
+			vals = append(vals, value{id: FigCRR1PolicyRatio, v: polRate / v.v, show: fmt.Sprintf("× with %d policies", r.cfg.Policies)})
+			break
+		}
+	}
+	return vals, nil
+}
+
+// measureOnce measures crr1 in e: one run of the client and, in slim
+// mode, the broker's handler times over it.
+func (t *crr1Test) measureOnce(ctx context.Context, r *runner, e *env) ([]value, error) {
 	var before Histogram
 	var beforeErr error
 	if e.mode == ModeSlim {

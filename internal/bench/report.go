@@ -82,6 +82,9 @@ type CRR1Settings struct {
 	// namespace (the client host's and the client containers') and left
 	// so for the rest of the run.
 	TWReuse bool `json:"tcpTwReuse"`
+	// Policies is how many network policies crr1.policyRatio measured
+	// with (--policies), if any.
+	Policies int `json:"policies,omitempty"`
 }
 
 // AppSettings are the application tests' parameters.

@@ -46,6 +46,7 @@ func sampleReport() *Report {
 	add(sideFigureID(FigCRR1CPU, sideSlimd), []float64{6, 5, 7}, []float64{6.5, 6, 7}, []float64{45, 43, 48})
 	add(FigCRR1HandlerP50, nil, nil, []float64{12.5, 12.1, 13.4})
 	add(FigCRR1HandlerP99, nil, nil, []float64{140, 120, 180})
+	add(FigCRR1PolicyRatio, nil, []float64{0.99, 1.01}, []float64{0.97, 0.96, 0.99})
 	add(FigTCP1CPU, []float64{0.171, 0.18, 0.165}, []float64{0.42, 0.45, 0.41}, []float64{0.174, 0.17, 0.18})
 	add(FigTCP4CPU, []float64{0.16, 0.15, 0.17}, []float64{0.39, 0.4, 0.38}, []float64{0.162, 0.158, 0.17})
 	add(FigRRCPU, []float64{58, 57, 60}, []float64{83, 80, 85}, []float64{61, 62})
@@ -168,6 +169,7 @@ func TestFiguresAndGoals(t *testing.T) {
 		{FigCRR1SlimdCPU, false, true, true},   // 40 µs
 		{FigCRR1HandlerP50, true, true, true},  // 12.5 µs
 		{FigCRR1HandlerP99, false, true, true}, // 140 µs
+		{FigCRR1PolicyRatio, true, true, true}, // 0.97
 	} {
 		f := byID[tc.id]
 		if (f.Goal != nil) != tc.hasGoal {
@@ -184,11 +186,11 @@ func TestFiguresAndGoals(t *testing.T) {
 	if got := byID[FigRRP50].Results[ModeSlim]; got.Runs != 2 || got.Median != 22.35 {
 		t.Errorf("slim rr p50 summary %+v", got)
 	}
-	// 14 on the core figures (5 of them crr1's), 24 on the
+	// 15 on the core figures (6 of them crr1's), 24 on the
 	// applications' (4 of them second goals: memcached's and redis's rates
 	// against overlay, nginx's connection-per-request rate against
 	// overlay's).
-	if r.Goals.Total != 38 || r.Goals.Evaluated != 38 || r.Goals.Met != 24 {
+	if r.Goals.Total != 39 || r.Goals.Evaluated != 39 || r.Goals.Met != 25 {
 		t.Errorf("goals %+v", r.Goals)
 	}
 	// A bound on slim's value, not a ratio: the handler exists only in
@@ -355,5 +357,23 @@ func TestAddSides(t *testing.T) {
 	r.sides, r.sidesErr = nil, errors.New("no cgroup")
 	if out := r.addSides(TestRR, &env{mode: ModeSlim}, vals); len(out) != 2 || len(r.report.Warnings) != 1 {
 		t.Errorf("values %v, warnings %v", out, r.report.Warnings)
+	}
+}
+
+// Without --policies, crr1.policyRatio is not measured: no row, and its
+// goal is not counted as one that could not be evaluated.
+func TestOptionalFigureLeftOut(t *testing.T) {
+	s := Samples{}
+	s.Add(FigCRR1Rate, ModeSlim, 3000)
+	figs, gc := s.Figures([]string{TestCRR1})
+	for _, f := range figs {
+		if f.ID == FigCRR1PolicyRatio {
+			t.Errorf("figure %s present without samples", f.ID)
+		}
+	}
+	s.Add(FigCRR1PolicyRatio, ModeSlim, 0.9)
+	figs2, gc2 := s.Figures([]string{TestCRR1})
+	if len(figs2) != len(figs)+1 || gc2.Total != gc.Total+1 || gc2.Met != gc.Met {
+		t.Errorf("with a sample: %d figures (was %d), goals %+v (was %+v); want one more figure and one more goal, not met", len(figs2), len(figs), gc2, gc)
 	}
 }

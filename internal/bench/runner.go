@@ -67,6 +67,9 @@ const (
 
 var benchContainers = []string{overlayServer, overlayClient, slimServer, slimClient}
 
+// benchLabel is the app label of the benchmark's containers.
+const benchLabel = "slim-bench"
+
 // Hosts of the lab the benchmark uses: servers on h1, clients on h2.
 const (
 	serverHost = "h1"
@@ -81,6 +84,9 @@ type env struct {
 	// addr is the address the client dials: h1's underlay address or the
 	// server container's virtual IP.
 	addr netip.Addr
+	// clientAddr is the client container's virtual IP (none in host
+	// mode).
+	clientAddr netip.Addr
 	// cgroups are the cgroups of its client, server and slimds.
 	cgroups sides
 	// nextPort is the next iperf3 port.
@@ -254,13 +260,15 @@ func (r *runner) setup(ctx context.Context) error {
 		e := &env{mode: m.mode, server: m.srv, client: m.cli}
 		for _, c := range []struct{ host, name string }{{serverHost, m.srv}, {clientHost, m.cli}} {
 			ct, err := lab.Run(ctx, r.lab, lab.RunSpec{Host: c.host, Name: c.name, NoSlim: m.noSlim,
-				Labels: map[string]string{"app": "slim-bench"}, Command: []string{"sleep", "infinity"}})
+				Labels: map[string]string{"app": benchLabel}, Command: []string{"sleep", "infinity"}})
 			if err != nil {
 				return fmt.Errorf("container %s: %w", c.name, err)
 			}
 			r.created = append(r.created, c.name)
 			if c.name == m.srv {
 				e.addr = ct.IPv4
+			} else {
+				e.clientAddr = ct.IPv4
 			}
 		}
 		r.envs = append(r.envs, e)

@@ -211,3 +211,34 @@ func checkHostPorts(t *testing.T, e *fpEnv, p *policies, web, cli, other api.End
 		}
 	}
 }
+
+// The decision cache answers as Decide does, and stays bounded.
+func TestDecisionCache(t *testing.T) {
+	ep := &policy.Endpoint{Namespace: "x", Labels: map[string]string{"app": "web"}}
+	web, cli := netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("10.244.2.2")
+	port80 := intstr.FromInt32(80)
+	set, err := policy.Compile([]networkingv1.NetworkPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "only-80"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Port: &port80}}}},
+		},
+	}}, []policy.Namespace{{Name: "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &policyState{set: set, byIP: map[netip.Addr]*policy.Endpoint{web: ep}}
+	for range 2 { // computed, then cached
+		for port, want := range map[uint16]bool{80: true, 81: false} {
+			if got := s.decideTCP(cli, web, port).Allowed; got != want {
+				t.Errorf("port %d: allowed %v, want %v", port, got, want)
+			}
+		}
+	}
+	for port := range maxDecisions + 10 {
+		s.decideTCP(cli, netip.MustParseAddr("10.244.3.3"), uint16(port))
+	}
+	if n := len(s.decisions); n > maxDecisions || n == 0 {
+		t.Errorf("%d decisions cached, want 1 to %d", n, maxDecisions)
+	}
+}
