@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -53,7 +54,7 @@ slimctl binary.`,
 	pf.StringVar(&lf.stateDir, "state-dir", lab.DefaultStateDir, "directory of the lab's state, logs and etcd data")
 	pf.StringVar(&lf.binDir, "bin-dir", "", "directory holding slimd and slim-cni (default: slimctl's own)")
 	cmd.AddCommand(newLabUpCmd(g, lf), newLabDownCmd(g, lf), newLabRunCmd(g, lf), newLabExecCmd(g, lf),
-		newLabLsCmd(g, lf), newLabRmCmd(g, lf), newLabNsexecCmd())
+		newLabLsCmd(g, lf), newLabLabelCmd(g, lf), newLabRmCmd(g, lf), newLabNsexecCmd())
 	return cmd
 }
 
@@ -223,6 +224,33 @@ func newLabLsCmd(g *globals, lf *labFlags) *cobra.Command {
 				return l.WriteJSON(g.stdout)
 			}
 			return l.WriteTable(g.stdout)
+		},
+	}
+}
+
+func newLabLabelCmd(g *globals, lf *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "label NAME KEY=VALUE... KEY-...",
+		Short: "Set (KEY=VALUE) or remove (KEY-) labels of a running container, as a pod's labels change",
+		Long: `Change the labels of running container NAME, as a pod's labels change in
+Kubernetes: its host's slimd updates the endpoint, every host's network
+policies follow, and live connections they now deny are cut. The namespace
+and pod name labels are the runtime's and cannot change.`,
+		Args: usageArgs(cobra.MinimumNArgs(2)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			change, err := parseLabelChange(args[1:])
+			if err != nil {
+				return &usageError{err}
+			}
+			cfg, err := lf.config(g)
+			if err != nil {
+				return err
+			}
+			c, err := lab.Label(cmd.Context(), cfg, args[0], change)
+			if err != nil {
+				return err
+			}
+			return printOut(g, c, func(w io.Writer) { fmt.Fprintf(w, "%s\t%s\n", c.Name, labelString(c.Labels)) })
 		},
 	}
 }

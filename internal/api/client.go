@@ -237,6 +237,14 @@ func (c *Client) LabelNamespace(ctx context.Context, name string, change Namespa
 	return out, err
 }
 
+// LabelEndpoint changes the labels of endpoint a, on the slimd of the
+// endpoint's host.
+func (c *Client) LabelEndpoint(ctx context.Context, a Attachment, change LabelChange) (Endpoint, error) {
+	var out Endpoint
+	err := c.Do(ctx, http.MethodPatch, "/v1/endpoints/"+url.PathEscape(a.ContainerID)+"/"+url.PathEscape(a.IfName)+"/labels", change, &out)
+	return out, err
+}
+
 // Denials lists the latest connects network policy denied on this host,
 // oldest first.
 func (c *Client) Denials(ctx context.Context) ([]Denial, error) {

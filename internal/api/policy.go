@@ -132,12 +132,15 @@ func (n Namespace) Validate() error {
 	return ValidateLabels(n.Labels)
 }
 
-// NamespaceLabels asks to change a namespace's labels: Set are added or
-// replaced, Remove are removed.
-type NamespaceLabels struct {
+// LabelChange asks to change an object's labels (a namespace's, an
+// endpoint's): Set are added or replaced, Remove are removed.
+type LabelChange struct {
 	Set    map[string]string `json:"set,omitempty"`
 	Remove []string          `json:"remove,omitempty"`
 }
+
+// NamespaceLabels is a namespace's label change.
+type NamespaceLabels = LabelChange
 
 // Policies is a list of network policies (networking.k8s.io/v1), as
 // applied and listed.

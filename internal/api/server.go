@@ -74,14 +74,14 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 		return b.AddEndpoint(r.Context(), req)
 	})
 	s.handle("GET /v1/endpoints/{id}/{ifname}", func(r *http.Request) (any, error) {
-		a, err := attachmentFromPath(r)
+		a, err := AttachmentFromPath(r)
 		if err != nil {
 			return nil, err
 		}
 		return b.Endpoint(r.Context(), a)
 	})
 	s.handle("DELETE /v1/endpoints/{id}/{ifname}", func(r *http.Request) (any, error) {
-		a, err := attachmentFromPath(r)
+		a, err := AttachmentFromPath(r)
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +147,8 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
-func attachmentFromPath(r *http.Request) (Attachment, error) {
+// AttachmentFromPath reads the {id} and {ifname} of a route, validated.
+func AttachmentFromPath(r *http.Request) (Attachment, error) {
 	a := Attachment{ContainerID: r.PathValue("id"), IfName: r.PathValue("ifname")}
 	if err := a.Validate(); err != nil {
 		return a, fmt.Errorf("%w: %w", ErrInvalid, err)

@@ -153,6 +153,7 @@ func TestNetPolTruthTable(t *testing.T) {
 		name     string
 		policies []string
 		label    map[string]map[string]string // namespace labels set before the check
+		podLabel map[string]map[string]string // pod labels ("ns/pod") set live before the check
 	}{
 		{name: "no policies"},
 		{name: "default-deny ingress in x", policies: []string{npol("x", "deny", "  podSelector: {}\n  policyTypes: [Ingress]")}},
@@ -169,6 +170,11 @@ func TestNetPolTruthTable(t *testing.T) {
 		{name: "x/b from pod c of team=blue namespaces, z labelled", policies: []string{npol("x", "blue-c",
 			"  podSelector: {matchLabels: {pod: b}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {team: blue}}, podSelector: {matchLabels: {pod: c}}}]")},
 			label: map[string]map[string]string{"z": {"team": "blue"}}},
+		// Labels of running pods change (one on the fast path, one
+		// overlay-only): the policies follow on every host.
+		{name: "x/a from role=client pods, z/a and y/b labelled live", policies: []string{npol("x", "clients",
+			"  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}]")},
+			podLabel: map[string]map[string]string{"z/a": {"role": "client"}, "y/b": {"role": "client"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, p := range applied {
@@ -191,6 +197,18 @@ func TestNetPolTruthTable(t *testing.T) {
 				}
 				ctl(args...)
 				nsLabels[ns] = ls
+			}
+			for name, ls := range tc.podLabel {
+				args := []string{"lab", "label", "--state-dir", l.Config.StateDir, strings.ReplaceAll(name, "/", "-")}
+				for k, v := range ls {
+					args = append(args, k+"="+v)
+				}
+				ctl(args...)
+				for _, p := range pods {
+					if p.name == name {
+						maps.Copy(p.ep.Labels, ls)
+					}
+				}
 			}
 			want := expect(tc.policies, nsLabels)
 			// Every host applies a change on its own: measure until the

@@ -110,6 +110,17 @@ func (d *Daemon) policyRoutes(srv *api.Server) {
 	})
 	srv.Handle("GET /v1/denials", func(r *http.Request) (any, error) { return d.policies.recent.list(), nil })
 	srv.Handle("GET /v1/namespaces", func(r *http.Request) (any, error) { return d.namespaceList(), nil })
+	srv.Handle("PATCH /v1/endpoints/{id}/{ifname}/labels", func(r *http.Request) (any, error) {
+		a, err := api.AttachmentFromPath(r)
+		if err != nil {
+			return nil, err
+		}
+		var req api.LabelChange
+		if err := api.Decode(r, &req); err != nil {
+			return nil, err
+		}
+		return d.labelEndpoint(r.Context(), a, req)
+	})
 	srv.Handle("PATCH /v1/namespaces/{name}", func(r *http.Request) (any, error) {
 		var req api.NamespaceLabels
 		if err := api.Decode(r, &req); err != nil {
@@ -145,6 +156,22 @@ func (d *Daemon) applyPolicies(ctx context.Context, ps []networkingv1.NetworkPol
 	}
 	d.policies.rebuild()
 	return api.Policies{Policies: ps}, nil
+}
+
+// labelEndpoint serves PATCH /v1/endpoints/{id}/{ifname}/labels: it
+// changes the labels of one of this host's endpoints (a pod's labels
+// changed) and waits (bounded by ctx) until this host's policies follow;
+// the other hosts follow through their watches.
+func (d *Daemon) labelEndpoint(ctx context.Context, a api.Attachment, change api.LabelChange) (api.Endpoint, error) {
+	ep, rev, err := d.store.LabelEndpoint(ctx, d.self.Name, a, change)
+	if err != nil {
+		return api.Endpoint{}, apiError(err)
+	}
+	if err := d.endpoints.WaitRev(ctx, rev); err != nil {
+		return api.Endpoint{}, err
+	}
+	d.policies.rebuild()
+	return ep, nil
 }
 
 // namespaceList serves GET /v1/namespaces: the labelled ones and those

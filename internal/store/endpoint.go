@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"time"
@@ -245,4 +246,67 @@ func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachm
 		}
 	}
 	return api.Endpoint{}, 0, fmt.Errorf("claim port block on %s for %s: still contended after %d attempts", host, EndpointOwner(a), maxClaimAttempts)
+}
+
+// LabelEndpoint changes the labels of host's endpoint a, the pod labels
+// network policies select on, in a transaction guarded by the revision it
+// read (retried), keeping the record's lease. The namespace and pod name
+// labels are the runtime's and cannot change. It returns the endpoint and
+// the revision of the write (for Cache.WaitRev).
+func (s *Store) LabelEndpoint(ctx context.Context, host string, a api.Attachment, change api.LabelChange) (api.Endpoint, int64, error) {
+	for k := range change.Set {
+		if k == api.LabelPodNamespace || k == api.LabelPodName {
+			return api.Endpoint{}, 0, fmt.Errorf("%w: label %s is the runtime's", ErrInvalid, k)
+		}
+	}
+	for _, k := range change.Remove {
+		if k == api.LabelPodNamespace || k == api.LabelPodName {
+			return api.Endpoint{}, 0, fmt.Errorf("%w: label %s is the runtime's", ErrInvalid, k)
+		}
+	}
+	ek := s.endpointKey(host, a)
+	for range maxClaimAttempts {
+		resp, err := s.cli.Get(ctx, ek)
+		if err != nil {
+			return api.Endpoint{}, 0, fmt.Errorf("read endpoint: %w", err)
+		}
+		if len(resp.Kvs) == 0 {
+			return api.Endpoint{}, 0, ErrNotFound
+		}
+		kv := resp.Kvs[0]
+		ep, err := decodeEndpoint(kv.Value)
+		if err != nil {
+			return api.Endpoint{}, 0, fmt.Errorf("decode endpoint: %w", err)
+		}
+		labels := maps.Clone(ep.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		maps.Copy(labels, change.Set)
+		for _, k := range change.Remove {
+			delete(labels, k)
+		}
+		if err := api.ValidateLabels(labels); err != nil {
+			return api.Endpoint{}, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		ep.Labels = labels
+		v, err := encodeEndpoint(ep)
+		if err != nil {
+			return ep, 0, err
+		}
+		var opts []clientv3.OpOption
+		if kv.Lease != 0 {
+			opts = append(opts, clientv3.WithLease(clientv3.LeaseID(kv.Lease)))
+		}
+		tr, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(ek), "=", kv.ModRevision)).
+			Then(clientv3.OpPut(ek, string(v), opts...)).Commit()
+		if err != nil {
+			return ep, 0, fmt.Errorf("label endpoint %s: %w", EndpointOwner(a), err)
+		}
+		if tr.Succeeded {
+			return ep, tr.Header.Revision, nil
+		}
+	}
+	return api.Endpoint{}, 0, fmt.Errorf("label endpoint %s: still contended after %d attempts", EndpointOwner(a), maxClaimAttempts)
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -341,4 +343,44 @@ func TestLeaseReuseAndRecovery(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// LabelEndpoint changes the pod labels and keeps the rest of the record;
+// the runtime's labels, a bad label and a missing endpoint are refused
+// and change nothing.
+func TestLabelEndpoint(t *testing.T) {
+	s := testStore(t)
+	ctx := t.Context()
+	hn := HostNet{Host: "h1", Subnet4: netip.MustParsePrefix("10.244.1.0/24")}
+	att := api.Attachment{ContainerID: "c1", IfName: "eth0"}
+	ep, err := s.AddEndpoint(ctx, hn, api.EndpointRequest{ContainerID: "c1", IfName: "eth0", Netns: "/x",
+		Labels: map[string]string{api.LabelPodNamespace: "x", "app": "web", "tier": "front"}},
+		BlockRange{First: 20480, Last: 32767, Size: 256}, netip.Addr{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, rev, err := s.LabelEndpoint(ctx, "h1", att, api.LabelChange{Set: map[string]string{"app": "api", "team": "blue"}, Remove: []string{"tier"}})
+	if err != nil || rev == 0 {
+		t.Fatalf("LabelEndpoint: %v (rev %d)", err, rev)
+	}
+	want := map[string]string{api.LabelPodNamespace: "x", "app": "api", "team": "blue"}
+	if !maps.Equal(got.Labels, want) || got.IPv4 != ep.IPv4 || !slices.Equal(got.PortBlocks, ep.PortBlocks) {
+		t.Errorf("after the change: %+v, want labels %v and the rest as %+v", got, want, ep)
+	}
+	for _, bad := range []api.LabelChange{
+		{Remove: []string{api.LabelPodNamespace}},
+		{Set: map[string]string{api.LabelPodName: "other"}},
+		{Set: map[string]string{"bad key!": "v"}},
+	} {
+		if _, _, err := s.LabelEndpoint(ctx, "h1", att, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v: %v, want ErrInvalid", bad, err)
+		}
+	}
+	if _, _, err := s.LabelEndpoint(ctx, "h1", api.Attachment{ContainerID: "gone", IfName: "eth0"}, api.LabelChange{}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing endpoint: %v, want ErrNotFound", err)
+	}
+	stored, err := s.Endpoint(ctx, "h1", att)
+	if err != nil || !maps.Equal(stored.Labels, want) {
+		t.Errorf("stored: %+v, %v; want labels %v (the refused changes changed nothing)", stored.Labels, err, want)
+	}
 }
