@@ -11,6 +11,7 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/ipam"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -127,18 +128,25 @@ func (s *Store) usedIPs(ctx context.Context, host string) (map[netip.Addr]bool, 
 }
 
 func (s *Store) endpointAt(ctx context.Context, key string) (api.Endpoint, error) {
+	ep, _, err := s.endpointRecord(ctx, key)
+	return ep, err
+}
+
+// endpointRecord reads the endpoint at key and its key-value (revision,
+// lease), for a read-modify-write.
+func (s *Store) endpointRecord(ctx context.Context, key string) (api.Endpoint, *mvccpb.KeyValue, error) {
 	resp, err := s.cli.Get(ctx, key)
 	if err != nil {
-		return api.Endpoint{}, fmt.Errorf("read endpoint: %w", err)
+		return api.Endpoint{}, nil, fmt.Errorf("read endpoint: %w", err)
 	}
 	if len(resp.Kvs) == 0 {
-		return api.Endpoint{}, ErrNotFound
+		return api.Endpoint{}, nil, ErrNotFound
 	}
 	ep, err := decodeEndpoint(resp.Kvs[0].Value)
 	if err != nil {
-		return api.Endpoint{}, fmt.Errorf("decode endpoint %s: %w", key, err)
+		return api.Endpoint{}, nil, fmt.Errorf("decode endpoint %s: %w", key, err)
 	}
-	return ep, nil
+	return ep, resp.Kvs[0], nil
 }
 
 // Endpoint reads one endpoint of host.
@@ -209,16 +217,9 @@ func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachm
 	ek := s.endpointKey(host, a)
 	claim, _ := json.Marshal(PortBlockClaim{Owner: EndpointOwner(a)})
 	for range maxClaimAttempts {
-		resp, err := s.cli.Get(ctx, ek)
+		ep, kv, err := s.endpointRecord(ctx, ek)
 		if err != nil {
-			return api.Endpoint{}, 0, fmt.Errorf("read endpoint: %w", err)
-		}
-		if len(resp.Kvs) == 0 {
-			return api.Endpoint{}, 0, ErrNotFound
-		}
-		ep, err := decodeEndpoint(resp.Kvs[0].Value)
-		if err != nil {
-			return api.Endpoint{}, 0, fmt.Errorf("decode endpoint: %w", err)
+			return api.Endpoint{}, 0, err
 		}
 		used, err := s.usedPortBlocks(ctx, host)
 		if err != nil {
@@ -235,7 +236,7 @@ func (s *Store) AddEndpointBlock(ctx context.Context, host string, a api.Attachm
 		}
 		bk := s.portBlockKey(host, start)
 		tr, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(ek), "=", resp.Kvs[0].ModRevision),
+			If(clientv3.Compare(clientv3.ModRevision(ek), "=", kv.ModRevision),
 				clientv3.Compare(clientv3.CreateRevision(bk), "=", 0)).
 			Then(clientv3.OpPut(ek, string(v)), clientv3.OpPut(bk, string(claim))).Commit()
 		if err != nil {
@@ -266,17 +267,9 @@ func (s *Store) LabelEndpoint(ctx context.Context, host string, a api.Attachment
 	}
 	ek := s.endpointKey(host, a)
 	for range maxClaimAttempts {
-		resp, err := s.cli.Get(ctx, ek)
+		ep, kv, err := s.endpointRecord(ctx, ek)
 		if err != nil {
-			return api.Endpoint{}, 0, fmt.Errorf("read endpoint: %w", err)
-		}
-		if len(resp.Kvs) == 0 {
-			return api.Endpoint{}, 0, ErrNotFound
-		}
-		kv := resp.Kvs[0]
-		ep, err := decodeEndpoint(kv.Value)
-		if err != nil {
-			return api.Endpoint{}, 0, fmt.Errorf("decode endpoint: %w", err)
+			return api.Endpoint{}, 0, err
 		}
 		labels := maps.Clone(ep.Labels)
 		if labels == nil {
