@@ -68,6 +68,7 @@ func config(args []string) (daemon.Config, error) {
 	fs.StringVar(&cfg.EtcdListenPeer, "etcd-listen-peer", daemon.DefaultEtcdPeer, "embedded etcd peer URL")
 	fs.StringVar(&cfg.Prefix, "etcd-prefix", store.DefaultPrefix, "key prefix in etcd")
 	fs.StringVar(&cluster4, "cluster-cidr", daemon.DefaultCluster4, "IPv4 cluster CIDR")
+	fs.TextVar(&cfg.ServiceCIDR, "service-cidr", netip.MustParsePrefix(daemon.DefaultServiceCIDR), "IPv4 CIDR of services' cluster IPs (the same on every host)")
 	fs.IntVar(&cfg.Cluster.HostBits4, "host-prefix-len", daemon.DefaultHostBits4, "prefix length of each host's IPv4 subnet")
 	fs.StringVar(&cluster6, "cluster-cidr6", "", "IPv6 cluster CIDR (e.g. a ULA /48); empty disables IPv6")
 	fs.IntVar(&cfg.Cluster.HostBits6, "host-prefix-len6", daemon.DefaultHostBits6, "prefix length of each host's IPv6 subnet")

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
@@ -251,4 +252,24 @@ func (c *Client) Denials(ctx context.Context) ([]Denial, error) {
 	var out []Denial
 	err := c.Do(ctx, http.MethodGet, "/v1/denials", nil, &out)
 	return out, err
+}
+
+// Services lists the services with their ports and backends.
+func (c *Client) Services(ctx context.Context) ([]ServiceInfo, error) {
+	var out []ServiceInfo
+	err := c.Do(ctx, http.MethodGet, "/v1/services", nil, &out)
+	return out, err
+}
+
+// ApplyServices creates or replaces services, one after another; it
+// returns them as stored, with their cluster IPs.
+func (c *Client) ApplyServices(ctx context.Context, svcs []corev1.Service) (Services, error) {
+	var out Services
+	err := c.Do(ctx, http.MethodPut, "/v1/services", Services{Services: svcs}, &out)
+	return out, err
+}
+
+// DeleteService removes a service.
+func (c *Client) DeleteService(ctx context.Context, namespace, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/services/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, nil)
 }

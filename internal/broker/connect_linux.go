@@ -288,6 +288,12 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 		}
 		return s.fallback("connect", n, ReasonNotInet)
 	}
+	if reason == ReasonNoListener {
+		if sv, ok := s.b.cfg.View.(ServiceView); ok && sv.IsService(dst.Addr(), dst.Port()) {
+			s.b.cfg.Metrics.fallback("connect", ReasonNoBackend).Inc()
+			return s.l.Return(n.ID, 0, unix.ECONNREFUSED)
+		}
+	}
 	if reason != "" {
 		// Safe on our host sockets too: the kernel answers EISCONN or
 		// EALREADY, and the guard refuses a connect on a fresh one.
@@ -305,7 +311,12 @@ func (s *session) connect(ctx context.Context, n seccomp.Notif, resumed bool) er
 	// A TCP connect bound for the fast path: policy decides here, and a
 	// denied one fails at once. Connects left to the kernel (UDP, no
 	// published listener) meet the policy chain of the packet filters.
-	if !s.allowed(c, dst) {
+	// Through a service, the policies judge the backend it goes to.
+	pdst := dst
+	if backend := netip.AddrPortFrom(lst.VIP, lst.Port); backend.Addr() != c.own(dst.Addr()) || backend.Port() != dst.Port() {
+		pdst = backend
+	}
+	if !s.allowed(c, pdst) {
 		return s.l.Return(n.ID, 0, unix.ECONNREFUSED)
 	}
 	if a.ours {

@@ -18,6 +18,7 @@ const (
 	ReasonNotTCP       Reason = "not_tcp"       // UDP, raw, unix, ... (TCP and MPTCP are swapped)
 	ReasonForeignNetns Reason = "foreign_netns" // socket of another (nested) namespace
 	ReasonNoListener   Reason = "no_listener"   // no published listener at the destination
+	ReasonNoBackend    Reason = "no_backend"    // a service port without a backend: refused (ECONNREFUSED)
 	ReasonLocalOnly    Reason = "local_only"    // listener bound to loopback or port 0
 	ReasonInUse        Reason = "in_use"        // the socket is connected, connecting or listening already
 	ReasonNoPorts      Reason = "no_ports"      // the container's source port blocks are full or cannot be claimed
@@ -44,6 +45,12 @@ type View interface {
 	FastPath() bool
 	// Listener returns the published listener at vip:port.
 	Listener(vip netip.Addr, port uint16) (api.Listener, bool)
+}
+
+// ServiceView is a View that knows services: a connect to a service port
+// with no backend is refused at once (ECONNREFUSED), not left to time out.
+type ServiceView interface {
+	IsService(vip netip.Addr, port uint16) bool
 }
 
 // own maps a loopback destination to the container's own virtual address:

@@ -46,6 +46,8 @@ type fastPath struct {
 	// inode of each endpoint's netns path, so rebuilding stats only new ones.
 	inodes map[string]uint64
 	lports *listenerPorts
+	// services resolves service ports to backends (nil: none).
+	services *services
 }
 
 func newFastPath(v *view, st fastPathStore, blocks store.BlockRange, bpfLoaded bool, changed func(), log *slog.Logger) *fastPath {
@@ -58,8 +60,28 @@ func (f *fastPath) FastPath() bool { return f.bpf && f.v.switchOn() }
 
 // Listener implements broker.View: a published listener whose record
 // fits its host's (see validator); a forged one is refused, and the
-// connect goes to the overlay.
+// connect goes to the overlay. A service port gives one of its backends'
+// listeners (see services.pick).
 func (f *fastPath) Listener(vip netip.Addr, port uint16) (api.Listener, bool) {
+	if l, ok := f.listener(vip, port); ok || f.services == nil {
+		return l, ok
+	}
+	l, ok, _ := f.services.pick(vip, port, f.listener)
+	return l, ok
+}
+
+// IsService implements broker.ServiceView: vip:port is a service's TCP
+// port (one without a backend refuses connects at once).
+func (f *fastPath) IsService(vip netip.Addr, port uint16) bool {
+	if f.services == nil {
+		return false
+	}
+	_, _, is := f.services.pick(vip, port, func(netip.Addr, uint16) (api.Listener, bool) { return api.Listener{}, false })
+	return is
+}
+
+// listener is the published listener at vip:port.
+func (f *fastPath) listener(vip netip.Addr, port uint16) (api.Listener, bool) {
 	l, ok := f.v.listeners.Get(store.ListenerKey(vip, port))
 	if !ok || l.VIP != vip || l.Port != port || !f.v.validListener(l) {
 		return api.Listener{}, false

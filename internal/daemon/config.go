@@ -42,6 +42,10 @@ type Config struct {
 	Prefix           string
 
 	Cluster store.ClusterConfig
+	// ServiceCIDR is where services' cluster IPs come from. Every slimd
+	// of a cluster must have the same (the one that takes an apply
+	// allocates).
+	ServiceCIDR netip.Prefix
 
 	UnderlayIface string
 	UnderlayIP    netip.Addr
@@ -72,6 +76,7 @@ const (
 	DefaultEtcdClient  = "http://127.0.0.1:2379"
 	DefaultEtcdPeer    = "http://127.0.0.1:2380"
 	DefaultCluster4    = "10.244.0.0/16"
+	DefaultServiceCIDR = "10.96.0.0/16"
 	DefaultHostBits4   = 24
 	DefaultHostBits6   = 64
 	DefaultVNI         = 1
@@ -109,6 +114,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Cluster.Plan().Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	switch sc := c.ServiceCIDR; {
+	case !sc.IsValid() || !sc.Addr().Is4() || sc.Bits() < 8 || sc.Bits() > 30:
+		errs = append(errs, fmt.Errorf("service cidr %v: want an IPv4 prefix of /8 to /30", sc))
+	case sc.Overlaps(c.Cluster.Cluster4):
+		errs = append(errs, fmt.Errorf("service cidr %v overlaps the cluster cidr %v", sc, c.Cluster.Cluster4))
 	}
 	if c.Cluster.VNI < 1 || c.Cluster.VNI > 1<<24-1 {
 		errs = append(errs, fmt.Errorf("vni %d: want 1..16777215", c.Cluster.VNI))

@@ -18,6 +18,7 @@ func validConfig() Config {
 		},
 		VXLANDevice: DefaultVXLANDevice, LeaseTTL: DefaultLeaseTTL, ResyncInterval: DefaultResyncInterval,
 		AgentSocket: DefaultAgentSocket, PortFirst: 20480, PortLast: 32767, PortBlockSize: DefaultPortBlockSize,
+		ServiceCIDR: netip.MustParsePrefix(DefaultServiceCIDR),
 	}
 }
 
@@ -42,6 +43,9 @@ func TestConfigValidate(t *testing.T) {
 		{"block not power of two", func(c *Config) { c.PortBlockSize = 300 }, "port block size"},
 		{"range too small", func(c *Config) { c.PortLast = c.PortFirst + 300 }, "port range"},
 		{"no agent socket", func(c *Config) { c.AgentSocket = "" }, "agent socket"},
+		{"no service cidr", func(c *Config) { c.ServiceCIDR = netip.Prefix{} }, "service cidr"},
+		{"service cidr in the cluster's", func(c *Config) { c.ServiceCIDR = netip.MustParsePrefix("10.244.128.0/20") }, "overlaps"},
+		{"IPv6 service cidr", func(c *Config) { c.ServiceCIDR = netip.MustParsePrefix("fd00::/112") }, "service cidr"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()

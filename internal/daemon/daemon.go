@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
@@ -63,7 +64,9 @@ type Daemon struct {
 	fpSwitch  *store.Cache[store.FastPath]
 	pols      *store.Cache[networkingv1.NetworkPolicy]
 	nss       *store.Cache[map[string]string]
+	svcs      *store.Cache[corev1.Service]
 	policies  *policies
+	services  *services
 	lease     *store.Lease
 	overlay   *overlay.Reconciler
 	view      *view
@@ -257,6 +260,7 @@ func (d *Daemon) setup(ctx context.Context) error {
 	d.endpoints = d.store.EndpointCache(d.log.With("component", "endpoints"), func() {
 		d.fp.rebuild()
 		d.policies.mark()
+		d.services.mark()
 	})
 	d.endpoints.OnResync = func() { d.metrics.resyncs.WithLabelValues("endpoints").Inc() }
 	d.listeners = d.store.ListenerCache(d.log.With("component", "listeners"), func() { d.tables.mark() })
@@ -265,11 +269,14 @@ func (d *Daemon) setup(ctx context.Context) error {
 	d.pols = d.store.PolicyCache(d.log.With("component", "policies"), func() { d.policies.mark() })
 	d.pols.OnResync = func() { d.metrics.resyncs.WithLabelValues("policies").Inc() }
 	d.nss = d.store.NamespaceCache(d.log.With("component", "namespaces"), func() { d.policies.mark() })
+	d.svcs = d.store.ServiceCache(d.log.With("component", "services"), func() { d.services.mark() })
+	d.svcs.OnResync = func() { d.metrics.resyncs.WithLabelValues("services").Inc() }
 	d.metrics.watch(counts{peers: d.overlay.Programmed, hosts: d.hosts.Len, endpoints: d.endpoints.Len, policies: d.pols.Len})
 	d.view = &view{self: d.self, lease: d.lease.ID, hosts: d.hosts, endpoints: d.endpoints, listeners: d.listeners,
 		fpSwitch: d.fpSwitch, valid: d.valid}
 	d.policies = newPolicies(d.self.Name, d.pols, d.nss, d.endpoints, d.view.validEndpoint, d.metrics.policyDenied,
 		d.log.With("component", "policies"))
+	d.services = newServices(d.svcs, d.endpoints, d.view.validEndpoint, d.log.With("component", "services"))
 	return d.setupFastPath(uip)
 }
 
@@ -352,6 +359,7 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 		d.markRevoke()
 	}
 	d.fp = newFastPath(d.view, d.store, d.cfg.Blocks(), d.bpf != nil, d.tables.mark, d.log.With("component", "fastpath"))
+	d.fp.services = d.services
 	if err := d.openKeeper(context.Background()); err != nil {
 		return err
 	}
@@ -430,6 +438,8 @@ func (d *Daemon) serve(ctx context.Context) error {
 	g.Go(func() error { return d.pols.Run(ctx) })
 	g.Go(func() error { return d.nss.Run(ctx) })
 	g.Go(func() error { d.policies.run(ctx); return nil })
+	g.Go(func() error { return d.svcs.Run(ctx) })
+	g.Go(func() error { d.services.run(ctx); return nil })
 	g.Go(func() error { return d.runRevoke(ctx) })
 	g.Go(func() error { return d.tables.run(ctx) })
 	g.Go(func() error { return d.serveFastPath(ctx) })
@@ -466,7 +476,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 func (d *Daemon) serveFastPath(ctx context.Context) error {
 	// Policies too: a broker that served before they were read would
 	// let denied connections through.
-	for !d.listeners.Synced() || !d.endpoints.Synced() || !d.pols.Synced() || !d.nss.Synced() {
+	for !d.listeners.Synced() || !d.endpoints.Synced() || !d.pols.Synced() || !d.nss.Synced() || !d.svcs.Synced() {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -474,6 +484,7 @@ func (d *Daemon) serveFastPath(ctx context.Context) error {
 		}
 	}
 	d.policies.rebuild()
+	d.services.rebuild()
 	if err := d.retry(ctx, "restore fast path", d.fp.restore); err != nil {
 		return err
 	}

@@ -16,7 +16,9 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/policy"
+	"github.com/slimnet/slim/internal/service"
 	"github.com/slimnet/slim/internal/store"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
@@ -110,6 +112,25 @@ func (d *Daemon) policyRoutes(srv *api.Server) {
 	})
 	srv.Handle("GET /v1/denials", func(r *http.Request) (any, error) { return d.policies.recent.list(), nil })
 	srv.Handle("GET /v1/namespaces", func(r *http.Request) (any, error) { return d.namespaceList(), nil })
+	srv.Handle("GET /v1/services", func(r *http.Request) (any, error) { return d.services.info(d.fp.listener), nil })
+	srv.Handle("PUT /v1/services", func(r *http.Request) (any, error) {
+		var req api.Services
+		if err := api.Decode(r, &req); err != nil {
+			return nil, err
+		}
+		return d.applyServices(r.Context(), req.Services)
+	})
+	srv.Handle("DELETE /v1/services/{namespace}/{name}", func(r *http.Request) (any, error) {
+		rev, err := d.store.DeleteService(r.Context(), r.PathValue("namespace"), r.PathValue("name"))
+		if err != nil {
+			return nil, apiError(err)
+		}
+		if err := d.svcs.WaitRev(r.Context(), rev); err != nil {
+			return nil, err
+		}
+		d.services.rebuild()
+		return struct{}{}, nil
+	})
 	srv.Handle("PATCH /v1/endpoints/{id}/{ifname}/labels", func(r *http.Request) (any, error) {
 		a, err := api.AttachmentFromPath(r)
 		if err != nil {
@@ -172,6 +193,49 @@ func (d *Daemon) labelEndpoint(ctx context.Context, a api.Attachment, change api
 	}
 	d.policies.rebuild()
 	return ep, nil
+}
+
+// applyServices serves PUT /v1/services: every service is checked first
+// (a bad one, or two asking for one cluster IP, changes nothing), then
+// each is written, its cluster IP allocated or checked against the
+// store; it waits (bounded by ctx) until this host serves them.
+func (d *Daemon) applyServices(ctx context.Context, svcs []corev1.Service) (api.Services, error) {
+	if len(svcs) == 0 {
+		return api.Services{}, fmt.Errorf("%w: no services", api.ErrInvalid)
+	}
+	asked := map[string]string{}
+	for i := range svcs {
+		s := &svcs[i]
+		if s.Namespace == "" {
+			s.Namespace = api.DefaultNamespace
+		}
+		if err := service.Validate(s); err != nil {
+			return api.Services{}, fmt.Errorf("%w: %w", api.ErrInvalid, err)
+		}
+		if ip := s.Spec.ClusterIP; ip != "" {
+			if other, dup := asked[ip]; dup {
+				return api.Services{}, fmt.Errorf("%w: services %s and %s both ask for cluster IP %s", api.ErrInvalid, other, service.Key(s), ip)
+			}
+			asked[ip] = service.Key(s)
+			if a := netip.MustParseAddr(ip); !d.cfg.ServiceCIDR.Contains(a) {
+				return api.Services{}, fmt.Errorf("%w: service %s: spec.clusterIP %s is outside the service CIDR %s", api.ErrInvalid, service.Key(s), ip, d.cfg.ServiceCIDR)
+			}
+		}
+	}
+	out := api.Services{Services: make([]corev1.Service, 0, len(svcs))}
+	var rev int64
+	for _, s := range svcs {
+		stored, r, err := d.store.PutService(ctx, s, d.cfg.ServiceCIDR)
+		if err != nil {
+			return out, apiError(err)
+		}
+		out.Services, rev = append(out.Services, stored), r
+	}
+	if err := d.svcs.WaitRev(ctx, rev); err != nil {
+		return out, err
+	}
+	d.services.rebuild()
+	return out, nil
 }
 
 // namespaceList serves GET /v1/namespaces: the labelled ones and those

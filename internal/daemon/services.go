@@ -1,0 +1,123 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/service"
+	"github.com/slimnet/slim/internal/store"
+)
+
+// services holds the table of service ports and their backends, rebuilt
+// whole when services or endpoints change, and read without locks at
+// connect time.
+type services struct {
+	svcs      *store.Cache[corev1.Service]
+	endpoints *store.Cache[api.Endpoint]
+	valid     func(api.Endpoint) bool
+	log       *slog.Logger
+	table     atomic.Pointer[service.Table]
+	dirty     chan struct{}
+}
+
+func newServices(svcs *store.Cache[corev1.Service], endpoints *store.Cache[api.Endpoint], valid func(api.Endpoint) bool, log *slog.Logger) *services {
+	s := &services{svcs: svcs, endpoints: endpoints, valid: valid, log: log, dirty: make(chan struct{}, 1)}
+	s.table.Store(service.Build(nil, nil))
+	return s
+}
+
+// mark asks for a rebuild; it never blocks (the caches call it).
+func (s *services) mark() {
+	select {
+	case s.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// run rebuilds after each mark until ctx ends.
+func (s *services) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.dirty:
+			s.rebuild()
+		}
+	}
+}
+
+func (s *services) rebuild() {
+	svcs, _ := s.svcs.Snapshot()
+	eps, _ := s.endpoints.Snapshot()
+	var valid []api.Endpoint
+	for _, k := range slices.Sorted(maps.Keys(eps)) {
+		if s.valid(eps[k]) {
+			valid = append(valid, eps[k])
+		}
+	}
+	list := make([]corev1.Service, 0, len(svcs))
+	for _, k := range slices.Sorted(maps.Keys(svcs)) {
+		list = append(list, svcs[k])
+	}
+	s.table.Store(service.Build(list, valid))
+}
+
+// pick chooses the backend of a TCP connect to vip:port, if it is a
+// service port: at random among the backends that have a published
+// listener (listener says which), each connect on its own, as Cilium's
+// socket load balancer does; a client's connections spread over every
+// backend, and a backend that goes away is left out at the next connect.
+// isService is false when vip:port is no service's.
+func (s *services) pick(vip netip.Addr, port uint16, listener func(netip.Addr, uint16) (api.Listener, bool)) (l api.Listener, ok, isService bool) {
+	p, found := s.table.Load().Lookup(service.Front{VIP: vip, Port: port, Protocol: corev1.ProtocolTCP})
+	if !found {
+		return api.Listener{}, false, false
+	}
+	var buf [16]api.Listener
+	live := buf[:0]
+	for _, b := range p.Backends {
+		if l, ok := listener(b.Addr(), b.Port()); ok {
+			live = append(live, l)
+		}
+	}
+	if len(live) == 0 {
+		return api.Listener{}, false, true
+	}
+	return live[rand.IntN(len(live))], true, true
+}
+
+// info lists the services for the API: each with its ports and the
+// number of backends per port that have a published listener.
+func (s *services) info(listener func(netip.Addr, uint16) (api.Listener, bool)) []api.ServiceInfo {
+	svcs, _ := s.svcs.Snapshot()
+	t := s.table.Load()
+	out := []api.ServiceInfo{}
+	for _, k := range slices.Sorted(maps.Keys(svcs)) {
+		svc := svcs[k]
+		vip, _ := netip.ParseAddr(svc.Spec.ClusterIP)
+		si := api.ServiceInfo{Namespace: svc.Namespace, Name: svc.Name, ClusterIP: vip}
+		for _, sp := range svc.Spec.Ports {
+			proto := service.Protocol(sp.Protocol)
+			pi := api.ServicePortInfo{Name: sp.Name, Port: uint16(sp.Port), Protocol: string(proto), TargetPort: sp.TargetPort.String()}
+			if p, ok := t.Lookup(service.Front{VIP: vip, Port: uint16(sp.Port), Protocol: proto}); ok {
+				pi.Backends = len(p.Backends)
+				for _, b := range p.Backends {
+					if _, ok := listener(b.Addr(), b.Port()); ok {
+						pi.Listening++
+					}
+				}
+			}
+			si.Ports = append(si.Ports, pi)
+		}
+		out = append(out, si)
+	}
+	return out
+}

@@ -1,0 +1,183 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/slimnet/slim/internal/service"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Services and their virtual IPs:
+//
+//	<p>/services/<ns>/<name>   serviceRecord: a Service (v1), its cluster IP set
+//	<p>/serviceips/<ip>        "<ns>/<name>": the cluster IP's holder
+//
+// A service's spec is stored in Kubernetes' own v1 form, validated on
+// write and again on read. A cluster IP is claimed with the service, in
+// one transaction, so no two services ever hold one.
+
+// ServicesPrefix is where services live.
+func (s *Store) ServicesPrefix() string { return s.prefix + "/services/" }
+
+func (s *Store) serviceIPsPrefix() string { return s.prefix + "/serviceips/" }
+
+// ServiceKey is a service's key below ServicesPrefix (and in ServiceCache).
+func ServiceKey(namespace, name string) string { return namespace + "/" + name }
+
+type serviceRecord struct {
+	Namespace string             `json:"namespace"`
+	Name      string             `json:"name"`
+	Spec      corev1.ServiceSpec `json:"spec"`
+}
+
+func decodeService(b []byte) (corev1.Service, error) {
+	var r serviceRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return corev1.Service{}, err
+	}
+	svc := corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name},
+		Spec:       r.Spec,
+	}
+	if err := service.Validate(&svc); err != nil {
+		return corev1.Service{}, err
+	}
+	if svc.Spec.ClusterIP == "" {
+		return corev1.Service{}, fmt.Errorf("service %s: no cluster IP", service.Key(&svc))
+	}
+	return svc, nil
+}
+
+// PutService creates or replaces a service. Its cluster IP is the one it
+// asks for (inside cidr and not another service's), the one it has
+// already (a cluster IP does not change), or the lowest free address of
+// cidr. It returns the service as stored and the revision of the write
+// (for Cache.WaitRev).
+func (s *Store) PutService(ctx context.Context, svc corev1.Service, cidr netip.Prefix) (corev1.Service, int64, error) {
+	if err := service.Validate(&svc); err != nil {
+		return svc, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	key := ServiceKey(svc.Namespace, svc.Name)
+	sk := s.ServicesPrefix() + key
+	for range maxClaimAttempts {
+		cur, err := s.cli.Get(ctx, sk)
+		if err != nil {
+			return svc, 0, fmt.Errorf("read service %s: %w", key, err)
+		}
+		var have netip.Addr
+		var curRev int64
+		if len(cur.Kvs) == 1 {
+			curRev = cur.Kvs[0].ModRevision
+			if old, err := decodeService(cur.Kvs[0].Value); err == nil {
+				have, _ = netip.ParseAddr(old.Spec.ClusterIP)
+			}
+		}
+		want := have
+		if svc.Spec.ClusterIP != "" {
+			want = netip.MustParseAddr(svc.Spec.ClusterIP) // Validate parsed it
+			if have.IsValid() && want != have {
+				return svc, 0, fmt.Errorf("%w: service %s: spec.clusterIP %s: it is %s, and a cluster IP cannot change", ErrInvalid, key, want, have)
+			}
+			if !cidr.Contains(want) || want == cidr.Masked().Addr() {
+				return svc, 0, fmt.Errorf("%w: service %s: spec.clusterIP %s is outside the service CIDR %s", ErrInvalid, key, want, cidr)
+			}
+		}
+		if !want.IsValid() {
+			if want, err = s.freeServiceIP(ctx, cidr); err != nil {
+				return svc, 0, err
+			}
+		}
+		ik := s.serviceIPsPrefix() + want.String()
+		holder, err := s.cli.Get(ctx, ik)
+		if err != nil {
+			return svc, 0, fmt.Errorf("read cluster IP %s: %w", want, err)
+		}
+		ipRev := int64(0) // the claim must be absent, or ours
+		if len(holder.Kvs) == 1 {
+			if h := string(holder.Kvs[0].Value); h != key {
+				return svc, 0, fmt.Errorf("%w: service %s: spec.clusterIP %s is allocated to service %s", ErrInvalid, key, want, h)
+			}
+			ipRev = holder.Kvs[0].ModRevision
+		}
+		stored := svc
+		stored.Spec.ClusterIP, stored.Spec.ClusterIPs = want.String(), []string{want.String()}
+		b, err := json.Marshal(serviceRecord{Namespace: stored.Namespace, Name: stored.Name, Spec: stored.Spec})
+		if err != nil {
+			return svc, 0, err
+		}
+		tr, err := s.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(sk), "=", curRev),
+			clientv3.Compare(clientv3.ModRevision(ik), "=", ipRev),
+		).Then(clientv3.OpPut(sk, string(b)), clientv3.OpPut(ik, key)).Commit()
+		if err != nil {
+			return svc, 0, fmt.Errorf("write service %s: %w", key, err)
+		}
+		if tr.Succeeded {
+			return stored, tr.Header.Revision, nil
+		}
+	}
+	return svc, 0, fmt.Errorf("write service %s: still contended after %d attempts", key, maxClaimAttempts)
+}
+
+// freeServiceIP is the lowest address of cidr no service holds (not the
+// network address).
+func (s *Store) freeServiceIP(ctx context.Context, cidr netip.Prefix) (netip.Addr, error) {
+	resp, err := s.cli.Get(ctx, s.serviceIPsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("list cluster IPs: %w", err)
+	}
+	used := map[netip.Addr]bool{}
+	for _, kv := range resp.Kvs {
+		if a, err := netip.ParseAddr(strings.TrimPrefix(string(kv.Key), s.serviceIPsPrefix())); err == nil {
+			used[a] = true
+		}
+	}
+	for a := cidr.Masked().Addr().Next(); cidr.Contains(a); a = a.Next() {
+		if !used[a] && (!a.Next().IsValid() || cidr.Contains(a.Next())) { // not the broadcast address
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no free cluster IP in %s: %w", cidr, ErrExhausted)
+}
+
+// DeleteService removes a service and frees its cluster IP, and returns
+// the revision of the delete.
+func (s *Store) DeleteService(ctx context.Context, namespace, name string) (int64, error) {
+	key := ServiceKey(namespace, name)
+	sk := s.ServicesPrefix() + key
+	resp, err := s.cli.Get(ctx, sk)
+	if err != nil {
+		return 0, fmt.Errorf("read service %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, fmt.Errorf("service %s: %w", key, ErrNotFound)
+	}
+	ops := []clientv3.Op{clientv3.OpDelete(sk)}
+	var r serviceRecord
+	if json.Unmarshal(resp.Kvs[0].Value, &r) == nil && r.Spec.ClusterIP != "" {
+		ik := s.serviceIPsPrefix() + r.Spec.ClusterIP
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ik), "=", key)}, []clientv3.Op{clientv3.OpDelete(ik)}, nil))
+	}
+	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", resp.Kvs[0].ModRevision)).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("delete service %s: %w", key, err)
+	}
+	if !tr.Succeeded {
+		return 0, fmt.Errorf("delete service %s: changed concurrently, retry", key)
+	}
+	return tr.Header.Revision, nil
+}
+
+// ServiceCache is a cache of the services, keyed by ServiceKey.
+func (s *Store) ServiceCache(log *slog.Logger, onChange func()) *Cache[corev1.Service] {
+	return newCache(s.cli, s.ServicesPrefix(), decodeService, log, onChange)
+}
