@@ -1,0 +1,199 @@
+//go:build linux
+
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bench/wire"
+	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/poll"
+)
+
+// TestServices: a ClusterIP service over three backends on two hosts,
+// dialled from a client on a third host. Every connect is swapped onto
+// one backend's host listener, picked at random (the spread within
+// +/-15% of even over 3,000 connections); the client sees the service's
+// IP, each backend the client's own. A backend removed gets no new
+// connection a second later; a service without backends refuses at once;
+// bad manifests are refused with clear errors.
+func TestServices(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(3))
+	dumpOnFailure(t, l.Config)
+	probe := labtest.Probe(t)
+	ctx := t.Context()
+	const port = 7600
+	var backends []lab.Container
+	for i, h := range []string{"h1", "h1", "h2"} {
+		backends = append(backends, l.Run(lab.RunSpec{Host: h, Name: fmt.Sprintf("echo%d", i+1), Labels: map[string]string{"app": "echo"},
+			Command: []string{probe, "serve", "-addr", fmt.Sprintf("0.0.0.0:%d", port)}}))
+	}
+	cli := l.Run(lab.RunSpec{Host: "h3", Name: "cli", Command: []string{"sleep", "infinity"}})
+	for _, b := range backends {
+		waitListener(t, l.Config, b.Host, b.IPv4, port, true)
+	}
+	apply := func(manifest string) (string, error) {
+		f := filepath.Join(t.TempDir(), "svc.yaml")
+		if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return l.Slimctl(ctx, "h3", "service", "apply", "-f", f)
+	}
+	out, err := apply(`apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: 7600}]
+`)
+	if err != nil {
+		t.Fatalf("service apply: %v\n%s", err, out)
+	}
+	var vip netip.Addr
+	if _, ip, ok := strings.Cut(strings.TrimSpace(out), "cluster IP "); ok {
+		vip, _ = netip.ParseAddr(ip)
+	}
+	if !vip.IsValid() || !netip.MustParsePrefix("10.96.0.0/16").Contains(vip) {
+		t.Fatalf("service apply said %q: want a cluster IP of 10.96.0.0/16", out)
+	}
+	// Every host sees the three backends listening.
+	for _, h := range []string{"h1", "h2", "h3"} {
+		waitBackends(t, l.Config, h, "echo", 3)
+	}
+	svc := netip.AddrPortFrom(vip, 80)
+
+	swaps := metric(t, "h3", "slim_broker_swaps_total", `op="connect"`)
+	const n = 3000
+	res := parseResults(t, l.Output(ctx, "cli", probe, "connect", "-addr", svc.String(), "-conns", fmt.Sprint(n), "-parallel", "4", "-bytes", "1"))
+	if len(res) != n {
+		t.Fatalf("%d results, want %d", len(res), n)
+	}
+	per := map[netip.Addr]int{}
+	for _, r := range res {
+		if r.Client.Err != "" {
+			t.Fatalf("connect: %s", r.Client.Err)
+		}
+		cl, cp := addrOf(t, r.Client.Local), addrOf(t, r.Client.Peer)
+		sl, sp := addrOf(t, r.Server.Local), addrOf(t, r.Server.Peer)
+		if cp != svc || cl.Addr() != cli.IPv4 {
+			t.Fatalf("the client saw local %v peer %v; want %v:* and the service %v", cl, cp, cli.IPv4, svc)
+		}
+		if sp != cl || sl.Port() != port {
+			t.Fatalf("a backend saw local %v peer %v; want its own address:%d and the client %v", sl, sp, port, cl)
+		}
+		per[sl.Addr()]++
+	}
+	t.Logf("3,000 connections to %v: per backend %v", svc, per)
+	for _, b := range backends {
+		if got := per[b.IPv4]; got < n/3*85/100 || got > n/3*115/100 {
+			t.Errorf("backend %s (%v) took %d of %d connections, want %d +/-15%% (all: %v)", b.Name, b.IPv4, got, n, n/3, per)
+		}
+	}
+	if d := metric(t, "h3", "slim_broker_swaps_total", `op="connect"`) - swaps; d != n {
+		t.Errorf("%v of %d connects swapped, want all (none on the overlay)", d, n)
+	}
+
+	// Scale one backend away: a second later, no new connection reaches it.
+	gone := backends[2]
+	if err := lab.Remove(ctx, l.Config, gone.Name); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	res = parseResults(t, l.Output(ctx, "cli", probe, "connect", "-addr", svc.String(), "-conns", "300", "-parallel", "4", "-bytes", "1"))
+	for _, r := range res {
+		if r.Client.Err != "" {
+			t.Fatalf("connect after a backend left: %s", r.Client.Err)
+		}
+		if a := addrOf(t, r.Server.Local).Addr(); a == gone.IPv4 {
+			t.Fatalf("a connection reached the removed backend %v a second after it went", gone.IPv4)
+		}
+	}
+
+	// Policies judge the backend behind the service: ingress to the echo
+	// pods only from app=friend refuses this client at once.
+	pf := filepath.Join(t.TempDir(), "pol.yaml")
+	os.WriteFile(pf, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: friends}\nspec:\n  podSelector: {matchLabels: {app: echo}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: friend}}}]\n"), 0o644)
+	if out, err := l.Slimctl(ctx, "h3", "policy", "apply", "-f", pf); err != nil {
+		t.Fatalf("policy apply: %v\n%s", err, out)
+	}
+	denied := metric(t, "h3", "slim_policy_denied_total", `policy="default/friends"`)
+	refusedAtOnce(t, l, probe, svc.String(), "a backend's policy")
+	// Refused by the client's host at connect (not only reset by the
+	// backend's host-port filter).
+	if d := metric(t, "h3", "slim_policy_denied_total", `policy="default/friends"`) - denied; d != 1 {
+		t.Errorf("h3 counted %v denials by default/friends, want 1: the connect was not judged against the backend", d)
+	}
+	if out, err := l.Slimctl(ctx, "h3", "policy", "rm", "default/friends"); err != nil {
+		t.Fatalf("policy rm: %v\n%s", err, out)
+	}
+
+	// A service whose selector matches nothing refuses connects at once.
+	out, err = apply("apiVersion: v1\nkind: Service\nmetadata: {name: nobody}\nspec:\n  selector: {app: nobody}\n  ports: [{port: 80}]\n")
+	if err != nil {
+		t.Fatalf("service apply: %v\n%s", err, out)
+	}
+	_, ip, _ := strings.Cut(strings.TrimSpace(out), "cluster IP ")
+	refusedAtOnce(t, l, probe, ip+":80", "a service without backends")
+
+	// Bad manifests: each a clear error, nothing changed.
+	for _, tc := range []struct{ manifest, want string }{
+		{"apiVersion: v1\nkind: Service\nmetadata: {name: bad\nspec: {}\n", "did not find expected"},
+		{"apiVersion: v1\nkind: Service\nmetadata: {name: np}\nspec:\n  type: NodePort\n  selector: {app: echo}\n  ports: [{port: 80}]\n", "only ClusterIP"},
+		{"apiVersion: v1\nkind: Service\nmetadata: {name: out}\nspec:\n  clusterIP: 10.97.0.1\n  selector: {app: echo}\n  ports: [{port: 80}]\n", "outside the service CIDR"},
+		{fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: dup}\nspec:\n  clusterIP: %s\n  selector: {app: echo}\n  ports: [{port: 80}]\n", vip), "allocated to service default/echo"},
+	} {
+		out, err := apply(tc.manifest)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("apply %q: %v\n%s\nwant an error with %q", tc.manifest, err, out, tc.want)
+		}
+	}
+	out, _ = l.Slimctl(ctx, "h1", "service", "ls")
+	if strings.Contains(out, "dup") || strings.Contains(out, "out") || !strings.Contains(out, vip.String()) {
+		t.Errorf("service ls after the refused applies:\n%s", out)
+	}
+	if out, err := l.Slimctl(ctx, "h1", "service", "rm", "default/echo", "default/nobody"); err != nil {
+		t.Errorf("service rm: %v\n%s", err, out)
+	}
+}
+
+// refusedAtOnce checks that a connect from cli to addr fails with
+// ECONNREFUSED within a second.
+func refusedAtOnce(t *testing.T, l *labtest.Lab, probe, addr, what string) {
+	t.Helper()
+	start := time.Now()
+	out, _ := lab.Output(t.Context(), l.Config, "cli", probe, "connect", "-summary", "-addr", addr, "-bytes", "1", "-timeout", "5s")
+	var sum wire.ConnectSummary
+	json.Unmarshal(out, &sum)
+	if took := time.Since(start); sum.Failed != 1 || !strings.Contains(sum.FirstError, "connection refused") || took > time.Second {
+		t.Errorf("connect to %s (%s): %s after %v; want connection refused at once", addr, what, out, took)
+	}
+}
+
+// waitBackends waits until host's slimd sees want backends of service
+// name listening.
+func waitBackends(t *testing.T, cfg lab.Config, host, name string, want int) {
+	t.Helper()
+	c := api.NewClient(lab.SocketPath(cfg, host))
+	poll.Until(t, 15*time.Second, func() error {
+		ss, err := c.Services(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, s := range ss {
+			if s.Name == name && len(s.Ports) > 0 && s.Ports[0].Listening == want {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: service %s without %d listening backends (%+v)", host, name, want, ss)
+	})
+}
