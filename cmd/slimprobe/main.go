@@ -16,7 +16,7 @@
 //	memcached             memcached load generator (text protocol)
 //	get                   fetch a URL and print the body (a lab slimd's
 //	                      metrics, from inside its host's namespace)
-//	netserve, reach       network policy truth tables: TCP and UDP
+//	netserve, reach, ask  network policy truth tables, services: TCP and UDP
 //	                      servers, and a client trying many targets
 //
 // connect, hold, rr, crr and memcached print JSON reports, the types of
@@ -47,10 +47,11 @@ var modes = map[string]func(args []string) error{
 	"get":           get,
 	"netserve":      netServe,
 	"reach":         reach,
+	"ask":           ask,
 }
 
 // modeNames lists the modes for the usage line.
-const modeNames = "serve|connect|hold|attack|rrserve|rr|crrserve|crr|wait|memcached|get|netserve|reach"
+const modeNames = "serve|connect|hold|attack|rrserve|rr|crrserve|crr|wait|memcached|get|netserve|reach|ask"
 
 func main() {
 	if len(os.Args) < 2 {

@@ -13,11 +13,12 @@ import (
 
 // netServe is the server of a network policy truth table, as the upstream
 // e2e tests' agnhost porter: TCP and UDP on the given ports, answering
-// "ok" to every connection and datagram. It serves until killed.
+// "ok" (or -say) to every connection and datagram. It serves until killed.
 func netServe(args []string) error {
 	fs := flag.NewFlagSet("netserve", flag.ExitOnError)
 	tcp := fs.String("tcp", "80,81", "TCP ports")
 	udp := fs.String("udp", "80,81", "UDP ports")
+	say := fs.String("say", "ok", "the answer (a backend's name, to tell backends apart)")
 	fs.Parse(args)
 	errc := make(chan error, 1)
 	for _, p := range strings.Split(*tcp, ",") {
@@ -32,7 +33,7 @@ func netServe(args []string) error {
 					errc <- err
 					return
 				}
-				c.Write([]byte("ok"))
+				c.Write([]byte(*say))
 				c.Close()
 			}
 		}()
@@ -50,7 +51,7 @@ func netServe(args []string) error {
 					errc <- err
 					return
 				}
-				pc.WriteTo([]byte("ok"), a)
+				pc.WriteTo([]byte(*say), a)
 			}
 		}()
 	}
@@ -84,18 +85,46 @@ func reach(args []string) error {
 }
 
 func try(network, addr string, timeout time.Duration) bool {
+	return exchangeOnce(network, addr, timeout) == "ok"
+}
+
+// ask makes -n exchanges with one target (tcp:ADDR:PORT or udp:ADDR:PORT;
+// a datagram "hi" for UDP), one after another, and prints a JSON object:
+// each answer (netserve -say) -> how many times it came back; failures
+// count under "error: ..." or "" (no answer in time).
+func ask(args []string) error {
+	fs := flag.NewFlagSet("ask", flag.ExitOnError)
+	n := fs.Int("n", 10, "exchanges")
+	timeout := fs.Duration("timeout", time.Second, "per exchange")
+	fs.Parse(args)
+	if fs.NArg() != 1 {
+		return fmt.Errorf("ask: want one target")
+	}
+	network, addr, ok := strings.Cut(fs.Arg(0), ":")
+	if !ok || (network != "tcp" && network != "udp") {
+		return fmt.Errorf("target %q: want tcp:ADDR:PORT or udp:ADDR:PORT", fs.Arg(0))
+	}
+	out := map[string]int{}
+	for range *n {
+		out[exchangeOnce(network, addr, *timeout)]++
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// exchangeOnce dials addr, sends "hi" over UDP, and returns the answer.
+func exchangeOnce(network, addr string, timeout time.Duration) string {
 	c, err := net.DialTimeout(network, addr, timeout)
 	if err != nil {
-		return false
+		return "error: " + err.Error()
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(timeout))
 	if network == "udp" {
 		if _, err := c.Write([]byte("hi")); err != nil {
-			return false
+			return "error: " + err.Error()
 		}
 	}
-	b := make([]byte, 2)
+	b := make([]byte, 64)
 	n, _ := c.Read(b)
-	return string(b[:n]) == "ok"
+	return string(b[:n])
 }

@@ -35,10 +35,15 @@ func TestServices(t *testing.T) {
 	const port = 7600
 	var backends []lab.Container
 	for i, h := range []string{"h1", "h1", "h2"} {
-		backends = append(backends, l.Run(lab.RunSpec{Host: h, Name: fmt.Sprintf("echo%d", i+1), Labels: map[string]string{"app": "echo"},
-			Command: []string{probe, "serve", "-addr", fmt.Sprintf("0.0.0.0:%d", port)}}))
+		// slimprobe serve on 7600 (TCP, reporting both ends' addresses),
+		// and netserve saying the backend's name on 7601 (TCP) and 7653
+		// (UDP).
+		name := fmt.Sprintf("echo%d", i+1)
+		backends = append(backends, l.Run(lab.RunSpec{Host: h, Name: name, Labels: map[string]string{"app": "echo"},
+			Command: []string{"sh", "-c", fmt.Sprintf("%s netserve -tcp 7601 -udp 7653 -say %s & exec %s serve -addr 0.0.0.0:%d", probe, name, probe, port)}}))
 	}
 	cli := l.Run(lab.RunSpec{Host: "h3", Name: "cli", Command: []string{"sleep", "infinity"}})
+	l.Run(lab.RunSpec{Host: "h3", Name: "ovl", NoSlim: true, Command: []string{"sleep", "infinity"}})
 	for _, b := range backends {
 		waitListener(t, l.Config, b.Host, b.IPv4, port, true)
 	}
@@ -54,7 +59,10 @@ kind: Service
 metadata: {name: echo}
 spec:
   selector: {app: echo}
-  ports: [{port: 80, targetPort: 7600}]
+  ports:
+  - {name: http, port: 80, targetPort: 7600}
+  - {name: say, port: 81, targetPort: 7601}
+  - {name: dns, port: 53, targetPort: 7653, protocol: UDP}
 `)
 	if err != nil {
 		t.Fatalf("service apply: %v\n%s", err, out)
@@ -102,6 +110,30 @@ spec:
 	if d := metric(t, "h3", "slim_broker_swaps_total", `op="connect"`) - swaps; d != n {
 		t.Errorf("%v of %d connects swapped, want all (none on the overlay)", d, n)
 	}
+
+	// Clients the fast path does not carry go through every host's DNAT
+	// map: an overlay-only container over TCP, and UDP from any; both
+	// reach every backend.
+	askAll := func(from, target string) {
+		t.Helper()
+		poll.Until(t, 10*time.Second, func() error {
+			out, err := lab.Output(ctx, l.Config, from, probe, "ask", "-n", "60", "-timeout", "500ms", target)
+			var got map[string]int
+			if jerr := json.Unmarshal(out, &got); err != nil || jerr != nil {
+				return fmt.Errorf("ask: %s (%v, %v)", out, err, jerr)
+			}
+			if got["echo1"]+got["echo2"]+got["echo3"] != 60 || got["echo1"] == 0 || got["echo2"] == 0 || got["echo3"] == 0 {
+				return fmt.Errorf("%s from %s: answers %v, want all 60 from the three backends", target, from, got)
+			}
+			return nil
+		})
+	}
+	swaps = metric(t, "h3", "slim_broker_swaps_total", `op="connect"`)
+	askAll("ovl", fmt.Sprintf("tcp:%s:81", vip))
+	if d := metric(t, "h3", "slim_broker_swaps_total", `op="connect"`) - swaps; d != 0 {
+		t.Errorf("%v connects of the overlay-only client swapped, want 0", d)
+	}
+	askAll("cli", fmt.Sprintf("udp:%s:53", vip))
 
 	// Scale one backend away: a second later, no new connection reaches it.
 	gone := backends[2]
@@ -190,7 +222,7 @@ func waitBackends(t *testing.T, cfg lab.Config, host, name string, want int) {
 			return err
 		}
 		for _, s := range ss {
-			if s.Name == name && len(s.Ports) > 0 && s.Ports[0].Listening == want {
+			if s.Name == name && len(s.Ports) > 0 && s.Ports[0].Listening == want && s.Ports[0].Backends == want {
 				return nil
 			}
 		}

@@ -350,7 +350,8 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 		maps = d.bpf
 	}
 	d.tables = newHostTables(d.view, t, maps, d.cfg.guardBase(), d.cfg.ResyncInterval, d.log.With("component", "tables"))
-	d.tables.pol, d.tables.ports = d.policies, d.cfg.Blocks()
+	d.tables.pol, d.tables.ports, d.tables.svc = d.policies, d.cfg.Blocks(), d.services
+	d.services.changed = d.tables.mark
 	if d.tables.slimd, err = cgroupOf(cg); err != nil {
 		return fmt.Errorf("slimd cgroup: %w", err)
 	}

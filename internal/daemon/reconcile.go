@@ -23,6 +23,9 @@ type hostTables struct {
 	// pol is network policy (nil: none): the filter for routed traffic,
 	// and who may reach the fast path's host ports.
 	pol *policies
+	// svc is the services (nil: none): their DNAT for clients the fast
+	// path does not carry.
+	svc *services
 	// ports is the fast path's host port range (client blocks).
 	ports store.BlockRange
 	// slimd is slimd's cgroup: the fast path's host sockets are its.
@@ -86,6 +89,11 @@ func (h *hostTables) pass() {
 		hp.Slimd = h.slimd
 		if err := h.nat.SyncHostPorts(hp); err != nil {
 			h.log.Warn("host port filter sync failed", "err", err)
+		}
+	}
+	if h.svc != nil {
+		if err := h.nat.SyncServices(h.svc.dnat(h.v.self.Name, ls, h.v.validListener)); err != nil {
+			h.log.Warn("service dnat sync failed", "err", err)
 		}
 	}
 	if h.maps == nil {

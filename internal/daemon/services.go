@@ -9,9 +9,11 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/nat"
 	"github.com/slimnet/slim/internal/service"
 	"github.com/slimnet/slim/internal/store"
 )
@@ -26,6 +28,8 @@ type services struct {
 	log       *slog.Logger
 	table     atomic.Pointer[service.Table]
 	dirty     chan struct{}
+	// changed is called after a rebuild (the packet filters follow).
+	changed func()
 }
 
 func newServices(svcs *store.Cache[corev1.Service], endpoints *store.Cache[api.Endpoint], valid func(api.Endpoint) bool, log *slog.Logger) *services {
@@ -68,6 +72,35 @@ func (s *services) rebuild() {
 		list = append(list, svcs[k])
 	}
 	s.table.Store(service.Build(list, valid))
+	if s.changed != nil {
+		s.changed()
+	}
+}
+
+// dnat is the services' DNAT for clients the fast path does not carry:
+// every service port with its backends, each backend as its virtual
+// address and target port, except one listening on this host's fast
+// path, which is its host listener itself (the second DNAT, the
+// listener's, would not happen on the host that made the first).
+func (s *services) dnat(self string, ls map[string]api.Listener, valid func(api.Listener) bool) []nat.Service {
+	t := s.table.Load()
+	var out []nat.Service
+	for _, f := range t.Fronts() {
+		p, _ := t.Lookup(f)
+		proto := uint8(unix.IPPROTO_TCP)
+		if f.Protocol == corev1.ProtocolUDP {
+			proto = unix.IPPROTO_UDP
+		}
+		ns := nat.Service{VIP: f.VIP, Proto: proto, Port: f.Port}
+		for _, b := range p.Backends {
+			if l, ok := ls[store.ListenerKey(b.Addr(), b.Port())]; ok && proto == unix.IPPROTO_TCP && l.Host == self && valid(l) {
+				b = netip.AddrPortFrom(l.HostIP, l.HostPort)
+			}
+			ns.Backends = append(ns.Backends, b)
+		}
+		out = append(out, ns)
+	}
+	return out
 }
 
 // pick chooses the backend of a TCP connect to vip:port, if it is a

@@ -16,6 +16,11 @@
 // in one netlink batch, which the kernel applies atomically. Nothing else
 // is touched.
 //
+// Services (SyncServices) add a verdict map, svc4 (daddr . l4proto .
+// dport -> goto the service port's chain), looked up after the listeners
+// in both NAT chains, and one chain per service port that DNATs to a
+// backend picked by numgen random.
+//
 // The same table holds the control-plane guard (SyncGuard): two filter
 // chains, guard_input and guard_forward, and the sets cp_ports and cp_hosts,
 // which drop TCP from container interfaces to the store's and slimd's ports

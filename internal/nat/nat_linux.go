@@ -100,7 +100,8 @@ func (t *Table) elements() ([]Rule, error) {
 func (t *Table) apply(del, add []Rule) error {
 	tb := t.conn.AddTable(t.table())
 	m4, m6 := t.maps(tb)
-	for _, m := range []*nftables.Set{m4, m6} {
+	svc := t.svcMap(tb)
+	for _, m := range []*nftables.Set{m4, m6, svc} {
 		if err := t.conn.AddSet(m, nil); err != nil {
 			return fmt.Errorf("nftables map %s: %w", m.Name, err)
 		}
@@ -110,6 +111,9 @@ func (t *Table) apply(del, add []Rule) error {
 		t.conn.FlushChain(ch)
 		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: lookupExprs(false, m4)})
 		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: lookupExprs(true, m6)})
+		// Services (SyncServices) after the listeners: a service's
+		// cluster IP is never a listener's.
+		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: svcLookupExprs(svc)})
 	}
 	mapOf := func(r Rule) *nftables.Set {
 		if r.VIP.Is4() {

@@ -193,8 +193,8 @@ func TestDNAT(t *testing.T) {
 	if err := tb.Sync(rules); err != nil {
 		t.Fatal(err)
 	}
-	if rs, err := conn.GetRules(tbl, pre); err != nil || len(rs) != 2 {
-		t.Fatalf("prerouting holds %d rules after sync (%v), want the 2 lookups", len(rs), err)
+	if rs, err := conn.GetRules(tbl, pre); err != nil || len(rs) != 3 {
+		t.Fatalf("prerouting holds %d rules after sync (%v), want the 3 lookups (listeners v4 and v6, services)", len(rs), err)
 	}
 	// An IPv6 virtual address served by a dual-stack host listener on the
 	// IPv4 underlay (what slimd programs) keeps its v4-mapped host address.

@@ -1,0 +1,129 @@
+package nat
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+
+	"github.com/slimnet/slim/internal/testenv"
+)
+
+// TestServiceDNAT: connections from a container to a service port are
+// spread over its backends, UDP too; a sync with fewer backends or none
+// takes effect at once.
+func TestServiceDNAT(t *testing.T) {
+	testenv.RequireRoot(t)
+	host, client, other := routed(t)
+	// Two TCP backends that say who they are, and a UDP echo.
+	for _, b := range []struct{ addr, name string }{{"192.168.99.2:8080", "a"}, {"192.168.99.2:8081", "b"}} {
+		var ln net.Listener
+		if err := other.Do(func(ns.NetNS) (err error) { ln, err = net.Listen("tcp", b.addr); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte(b.name))
+				c.Close()
+			}
+		}()
+	}
+	var pc net.PacketConn
+	if err := other.Do(func(ns.NetNS) (err error) { pc, err = net.ListenPacket("udp", "192.168.99.2:5353"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		b := make([]byte, 64)
+		for {
+			n, a, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("echo:"), b[:n]...), a)
+		}
+	}()
+	var tb *Table
+	if err := host.Do(func(ns.NetNS) (err error) { tb, err = New(-1); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { host.Do(func(ns.NetNS) error { return tb.Remove() }) })
+	sync := func(svcs []Service) {
+		t.Helper()
+		err := host.Do(func(ns.NetNS) error {
+			if err := tb.Sync(nil); err != nil { // the NAT chains and their lookups
+				return err
+			}
+			return tb.SyncServices(svcs)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	vip := netip.MustParseAddr("10.96.0.10")
+	ab := []netip.AddrPort{netip.MustParseAddrPort("192.168.99.2:8080"), netip.MustParseAddrPort("192.168.99.2:8081")}
+	udp := Service{VIP: vip, Proto: unix.IPPROTO_UDP, Port: 53, Backends: []netip.AddrPort{netip.MustParseAddrPort("192.168.99.2:5353")}}
+	sync([]Service{{VIP: vip, Proto: unix.IPPROTO_TCP, Port: 80, Backends: ab}, udp})
+
+	who := func() string {
+		var got string
+		client.Do(func(ns.NetNS) error {
+			c, err := net.DialTimeout("tcp", "10.96.0.10:80", time.Second)
+			if err != nil {
+				got = err.Error()
+				return nil
+			}
+			defer c.Close()
+			b, _ := io.ReadAll(c)
+			got = string(b)
+			return nil
+		})
+		return got
+	}
+	count := map[string]int{}
+	for range 200 {
+		count[who()]++
+	}
+	if count["a"] < 60 || count["b"] < 60 || count["a"]+count["b"] != 200 {
+		t.Errorf("200 connections to the service: %v, want both backends, about 100 each", count)
+	}
+	var reply string
+	client.Do(func(ns.NetNS) error {
+		c, err := net.Dial("udp", "10.96.0.10:53")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		c.Write([]byte("q"))
+		b := make([]byte, 64)
+		n, _ := c.Read(b)
+		reply = string(b[:n])
+		return nil
+	})
+	if reply != "echo:q" {
+		t.Errorf("UDP service: reply %q, want echo:q", reply)
+	}
+
+	// One backend left: every connection goes to it.
+	sync([]Service{{VIP: vip, Proto: unix.IPPROTO_TCP, Port: 80, Backends: ab[1:]}, udp})
+	for range 20 {
+		if w := who(); w != "b" {
+			t.Fatalf("one backend left: a connection reached %q", w)
+		}
+	}
+	// None: the service's packets are not translated any more.
+	sync(nil)
+	if w := who(); w == "a" || w == "b" {
+		t.Errorf("services removed: a connection still reached backend %q", w)
+	}
+}
