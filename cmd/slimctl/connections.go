@@ -29,14 +29,14 @@ fast path's; the overlay's are drops, counted in the packet filter).`,
 				return err
 			}
 			return printOut(g, conns, func(w io.Writer) {
-				fmt.Fprintln(w, "CONTAINER\tROLE\tVIRTUAL LOCAL\tVIRTUAL REMOTE\tHOST LOCAL\tHOST REMOTE\tSTATE\tAGE")
+				fmt.Fprintln(w, "CONTAINER\tROLE\tVIRTUAL LOCAL\tVIRTUAL REMOTE\tSERVICE\tHOST LOCAL\tHOST REMOTE\tSTATE\tAGE")
 				for _, c := range conns {
 					age := "-"
 					if !c.Since.IsZero() {
 						age = time.Since(c.Since).Truncate(time.Second).String()
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(c.Container), c.Role, c.VirtualLocal,
-						orDash(c.VirtualRemote.String()), c.HostLocal, c.HostRemote, c.State, age)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(c.Container), c.Role, c.VirtualLocal,
+						orDash(c.VirtualRemote.String()), orDash(c.Service), c.HostLocal, c.HostRemote, c.State, age)
 				}
 			})
 		},

@@ -86,6 +86,9 @@ type Connection struct {
 	// Since is when the broker swapped the socket in; zero if unknown
 	// (accepted sockets, or connections older than this slimd).
 	Since time.Time `json:"since,omitzero"`
+	// Service is the service (namespace/name) a client connected
+	// through (VirtualRemote is then the backend it went to).
+	Service string `json:"service,omitempty"`
 }
 
 // FastPathStatus is the state of the fast path on one host.

@@ -58,8 +58,14 @@ func (*Programs) PortsInUse(uint16) uint32 { return 0 }
 // ConnKey: see the Linux implementation.
 type ConnKey struct{ Local, Remote netip.AddrPort }
 
-// ConnsSince returns ErrNotSupported.
-func (*Programs) ConnsSince() (map[ConnKey]time.Time, error) { return nil, ErrNotSupported }
+// ConnRecord is a client host socket's permit record (Linux only).
+type ConnRecord struct {
+	Since time.Time
+	Peer  netip.AddrPort
+}
+
+// Conns returns ErrNotSupported.
+func (*Programs) Conns() (map[ConnKey]ConnRecord, error) { return nil, ErrNotSupported }
 
 // EnsureListener returns ErrNotSupported.
 func (*Programs) EnsureListener(netip.Addr, uint16, netip.AddrPort) error { return ErrNotSupported }

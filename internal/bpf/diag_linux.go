@@ -24,10 +24,18 @@ const (
 // ConnKey is a host socket's 4-tuple on the wire, addresses unmapped.
 type ConnKey struct{ Local, Remote netip.AddrPort }
 
-// ConnsSince returns when each client host socket with a permit record
-// connected (the connect program's clock), by its 4-tuple: one sock_diag
-// dump per family that asks the kernel for the sockets' slim_conns entries.
-func (p *Programs) ConnsSince() (map[ConnKey]time.Time, error) {
+// ConnRecord is what a client host socket's permit record says: when it
+// connected (zero if it has not) and the peer its application named (the
+// virtual address getpeername shows: a service's, through one).
+type ConnRecord struct {
+	Since time.Time
+	Peer  netip.AddrPort
+}
+
+// Conns returns the permit record of each client host socket that has
+// one, by its 4-tuple: one sock_diag dump per family that asks the kernel
+// for the sockets' slim_conns entries.
+func (p *Programs) Conns() (map[ConnKey]ConnRecord, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag socket: %w", err)
@@ -38,15 +46,22 @@ func (p *Programs) ConnsSince() (map[ConnKey]time.Time, error) {
 		return nil, err
 	}
 	now, boot := time.Now(), ts.Nano()
-	out := map[ConnKey]time.Time{}
+	out := map[ConnKey]ConnRecord{}
 	for seq, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		if err := p.diagDump(fd, uint32(seq+1), family, func(k ConnKey, v []byte) {
-			if len(v) < 8 {
+			// struct conn: since (8 bytes), local and peer (struct vaddr,
+			// 20 bytes each: the address's 16 bytes, port, flags).
+			if len(v) < 48 {
 				return
 			}
+			var r ConnRecord
 			if since := int64(binary.NativeEndian.Uint64(v)); since > 0 && since <= boot {
-				out[k] = now.Add(-time.Duration(boot - since))
+				r.Since = now.Add(-time.Duration(boot - since))
 			}
+			if binary.NativeEndian.Uint16(v[46:])&vaddrSet != 0 {
+				r.Peer = netip.AddrPortFrom(netip.AddrFrom16([16]byte(v[28:44])).Unmap(), binary.NativeEndian.Uint16(v[44:]))
+			}
+			out[k] = r
 		}); err != nil {
 			return nil, err
 		}

@@ -106,11 +106,11 @@ func TestPermit(t *testing.T) {
 			if n := p.PortsInUse(block1) + p.PortsInUse(block2); n != 1 {
 				t.Errorf("ports in use %d, want 1", n)
 			}
-			since, err := inNetnsOf(s1, p.ConnsSince)
+			conns, err := inNetnsOf(s1, p.Conns)
 			check(t, err)
 			k := ConnKey{Local: netip.AddrPortFrom(hostIP, name.Port()), Remote: dst}
-			if at, ok := since[k]; !ok || time.Since(at) < 0 || time.Since(at) > time.Minute {
-				t.Errorf("connected at %v (listed %v), want a moment ago; listed: %v", at, ok, since)
+			if r, ok := conns[k]; !ok || time.Since(r.Since) < 0 || time.Since(r.Since) > time.Minute || r.Peer != netip.AddrPortFrom(want.Addr().Unmap(), want.Port()) {
+				t.Errorf("record %+v (listed %v), want connected a moment ago to %v; listed: %v", r, ok, netip.AddrPortFrom(want.Addr().Unmap(), want.Port()), conns)
 			}
 
 			// The busy port is skipped: point the blocks' cursor at it.

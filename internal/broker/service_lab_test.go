@@ -81,6 +81,7 @@ spec:
 	svc := netip.AddrPortFrom(vip, 80)
 
 	swaps := metric(t, "h3", "slim_broker_swaps_total", `op="connect"`)
+	viaSvc := metric(t, "h3", "slim_service_connections_total", `service="default/echo"`)
 	const n = 3000
 	res := parseResults(t, l.Output(ctx, "cli", probe, "connect", "-addr", svc.String(), "-conns", fmt.Sprint(n), "-parallel", "4", "-bytes", "1"))
 	if len(res) != n {
@@ -110,6 +111,33 @@ spec:
 	if d := metric(t, "h3", "slim_broker_swaps_total", `op="connect"`) - swaps; d != n {
 		t.Errorf("%v of %d connects swapped, want all (none on the overlay)", d, n)
 	}
+	if d := metric(t, "h3", "slim_service_connections_total", `service="default/echo"`) - viaSvc; d != n {
+		t.Errorf("slim_service_connections_total counted %v of %d connects", d, n)
+	}
+	if b := metric(t, "h1", "slim_service_backends", `port="80/TCP",service="default/echo",state="listening"`); b != 3 {
+		t.Errorf("h1: slim_service_backends listening = %v, want 3", b)
+	}
+	// slimctl connections names the service a live connection came through.
+	held := make(chan string, 1)
+	go func() {
+		out, _ := lab.Output(ctx, l.Config, "cli", probe, "hold", "-addr", svc.String(), "-until-closed", "3s")
+		held <- string(out)
+	}()
+	poll.Until(t, 3*time.Second, func() error {
+		out, err := l.Slimctl(ctx, "h3", "connections", "-o", "json")
+		var cs []api.Connection
+		if jerr := json.Unmarshal([]byte(out), &cs); err != nil || jerr != nil {
+			return fmt.Errorf("connections: %s (%v, %v)", out, err, jerr)
+		}
+		for _, c := range cs {
+			// The remote is the backend it went to; the service is named.
+			if c.Role == "client" && c.State == "ESTABLISHED" && c.VirtualRemote.Port() == port && c.Service == "default/echo" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no established client connection to a backend through service default/echo in %s", out)
+	})
+	<-held
 
 	// Clients the fast path does not carry go through every host's DNAT
 	// map: an overlay-only container over TCP, and UDP from any; both

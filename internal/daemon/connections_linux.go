@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
@@ -30,9 +29,9 @@ func (d *Daemon) connections() ([]api.Connection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}
-	var since map[bpf.ConnKey]time.Time
+	var recs map[bpf.ConnKey]bpf.ConnRecord
 	if d.bpf != nil {
-		if since, err = d.bpf.ConnsSince(); err != nil {
+		if recs, err = d.bpf.Conns(); err != nil {
 			d.log.Debug("connections: no connect times", "err", err)
 		}
 	}
@@ -40,7 +39,11 @@ func (d *Daemon) connections() ([]api.Connection, error) {
 	for _, fc := range fcs {
 		c := fc.c
 		if c.Role == "client" {
-			c.Since = since[bpf.ConnKey(broker.DiagKey(fc.ref.(*netlink.Socket)))]
+			r := recs[bpf.ConnKey(broker.DiagKey(fc.ref.(*netlink.Socket)))]
+			c.Since = r.Since
+			// The application named the service's address: the record
+			// keeps it (the listing's remote is the backend's).
+			c.Service = d.services.of(r.Peer)
 		}
 		out = append(out, c)
 	}

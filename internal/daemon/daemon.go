@@ -352,6 +352,8 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 	d.tables = newHostTables(d.view, t, maps, d.cfg.guardBase(), d.cfg.ResyncInterval, d.log.With("component", "tables"))
 	d.tables.pol, d.tables.ports, d.tables.svc = d.policies, d.cfg.Blocks(), d.services
 	d.services.changed = d.tables.mark
+	d.services.picked = func(svc string) { d.metrics.serviceConns.WithLabelValues(svc).Inc() }
+	d.metrics.reg.MustRegister(newServiceBackends(func() []api.ServiceInfo { return d.services.info(d.fp.listener) }))
 	if d.tables.slimd, err = cgroupOf(cg); err != nil {
 		return fmt.Errorf("slimd cgroup: %w", err)
 	}

@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/slimnet/slim/internal/api"
 )
 
 // metrics are slimd's Prometheus collectors, on a registry of their own.
@@ -16,6 +20,7 @@ type metrics struct {
 	releases     prometheus.Counter
 	denied       *prometheus.CounterVec
 	revoked      *prometheus.CounterVec
+	serviceConns *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -47,9 +52,13 @@ func newMetrics() *metrics {
 			Name: "slim_policy_revoked_total",
 			Help: "Live connections cut because a policy change denies them, by path: fastpath (host sockets), overlay (container sockets), conntrack (entries).",
 		}, []string{"path"}),
+		serviceConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_service_connections_total",
+			Help: "Fast-path connects to a service's cluster IP that this host sent to a backend, by service (namespace/name).",
+		}, []string{"service"}),
 	}
 	m.reg.MustRegister(m.apiRequests, m.overlayApply, m.resyncs, m.refused,
-		m.allocations, m.releases, m.denied, m.revoked, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.allocations, m.releases, m.denied, m.revoked, m.serviceConns, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -76,4 +85,31 @@ func (m *metrics) watch(c counts) {
 		gauge("slim_store_endpoints", "Endpoints in the store, all hosts.", c.endpoints),
 		gauge("slim_policies", "Network policies in the store.", c.policies),
 	)
+}
+
+// serviceBackends reports each service port's backends at scrape time:
+// slim_service_backends{service, port, state} with state "selected" (the
+// endpoints its selector matches) and "listening" (those with a
+// published listener on the target port: the fast path's choices).
+type serviceBackends struct {
+	info func() []api.ServiceInfo
+	desc *prometheus.Desc
+}
+
+func newServiceBackends(info func() []api.ServiceInfo) *serviceBackends {
+	return &serviceBackends{info: info, desc: prometheus.NewDesc("slim_service_backends",
+		"Backends of each service port: selected by its selector, and listening on the fast path.",
+		[]string{"service", "port", "state"}, nil)}
+}
+
+func (c *serviceBackends) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *serviceBackends) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.info() {
+		for _, p := range s.Ports {
+			svc, port := s.Namespace+"/"+s.Name, fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(p.Backends), svc, port, "selected")
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(p.Listening), svc, port, "listening")
+		}
+	}
 }

@@ -30,6 +30,8 @@ type services struct {
 	dirty     chan struct{}
 	// changed is called after a rebuild (the packet filters follow).
 	changed func()
+	// picked counts a connect sent to a backend, by service (may be nil).
+	picked func(service string)
 }
 
 func newServices(svcs *store.Cache[corev1.Service], endpoints *store.Cache[api.Endpoint], valid func(api.Endpoint) bool, log *slog.Logger) *services {
@@ -124,7 +126,18 @@ func (s *services) pick(vip netip.Addr, port uint16, listener func(netip.Addr, u
 	if len(live) == 0 {
 		return api.Listener{}, false, true
 	}
+	if s.picked != nil {
+		s.picked(p.Service)
+	}
 	return live[rand.IntN(len(live))], true, true
+}
+
+// of names the service whose TCP port ap is, or "".
+func (s *services) of(ap netip.AddrPort) string {
+	if p, ok := s.table.Load().Lookup(service.Front{VIP: ap.Addr().Unmap(), Port: ap.Port(), Protocol: corev1.ProtocolTCP}); ok {
+		return p.Service
+	}
+	return ""
 }
 
 // info lists the services for the API: each with its ports and the
