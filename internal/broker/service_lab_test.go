@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,24 @@ spec:
 	})
 	<-held
 
+	// A client on a backend's own host takes the same fast path (the
+	// backends there over the host's own address).
+	l.Run(lab.RunSpec{Host: "h1", Name: "cli1", Command: []string{"sleep", "infinity"}})
+	swaps1 := metric(t, "h1", "slim_broker_swaps_total", `op="connect"`)
+	same := map[netip.Addr]int{}
+	for _, r := range parseResults(t, l.Output(ctx, "cli1", probe, "connect", "-addr", svc.String(), "-conns", "300", "-parallel", "4", "-bytes", "1")) {
+		if r.Client.Err != "" || addrOf(t, r.Client.Peer) != svc {
+			t.Fatalf("same-host client: err %q, peer %s; want the service %v", r.Client.Err, r.Client.Peer, svc)
+		}
+		same[addrOf(t, r.Server.Local).Addr()]++
+	}
+	if len(same) != 3 {
+		t.Errorf("same-host client: 300 connections reached %v, want all three backends", same)
+	}
+	if d := metric(t, "h1", "slim_broker_swaps_total", `op="connect"`) - swaps1; d != 300 {
+		t.Errorf("same-host client: %v of 300 connects swapped", d)
+	}
+
 	// Clients the fast path does not carry go through every host's DNAT
 	// map: an overlay-only container over TCP, and UDP from any; both
 	// reach every backend.
@@ -187,7 +206,7 @@ spec:
 		t.Fatalf("policy apply: %v\n%s", err, out)
 	}
 	denied := metric(t, "h3", "slim_policy_denied_total", `policy="default/friends"`)
-	refusedAtOnce(t, l, probe, svc.String(), "a backend's policy")
+	refusedAtOnce(t, l, probe, "cli", svc.String(), "a backend's policy")
 	// Refused by the client's host at connect (not only reset by the
 	// backend's host-port filter).
 	if d := metric(t, "h3", "slim_policy_denied_total", `policy="default/friends"`) - denied; d != 1 {
@@ -203,7 +222,12 @@ spec:
 		t.Fatalf("service apply: %v\n%s", err, out)
 	}
 	_, ip, _ := strings.Cut(strings.TrimSpace(out), "cluster IP ")
-	refusedAtOnce(t, l, probe, ip+":80", "a service without backends")
+	refusedAtOnce(t, l, probe, "cli", ip+":80", "a service without backends")
+	// An overlay-only client meets the hosts' packet filters: a reset
+	// where its host routes the service CIDR (TestServiceDNAT), and here,
+	// where the lab's hosts have no route for it, "network unreachable";
+	// at once either way.
+	refusedAtOnce(t, l, probe, "ovl", ip+":80", "a service without backends, from an overlay-only client", "network is unreachable")
 
 	// Bad manifests: each a clear error, nothing changed.
 	for _, tc := range []struct{ manifest, want string }{
@@ -226,15 +250,16 @@ spec:
 	}
 }
 
-// refusedAtOnce checks that a connect from cli to addr fails with
+// refusedAtOnce checks that a connect from container from to addr fails with
 // ECONNREFUSED within a second.
-func refusedAtOnce(t *testing.T, l *labtest.Lab, probe, addr, what string) {
+func refusedAtOnce(t *testing.T, l *labtest.Lab, probe, from, addr, what string, orErr ...string) {
 	t.Helper()
 	start := time.Now()
-	out, _ := lab.Output(t.Context(), l.Config, "cli", probe, "connect", "-summary", "-addr", addr, "-bytes", "1", "-timeout", "5s")
+	out, _ := lab.Output(t.Context(), l.Config, from, probe, "connect", "-summary", "-addr", addr, "-bytes", "1", "-timeout", "5s")
 	var sum wire.ConnectSummary
 	json.Unmarshal(out, &sum)
-	if took := time.Since(start); sum.Failed != 1 || !strings.Contains(sum.FirstError, "connection refused") || took > time.Second {
+	wanted := slices.ContainsFunc(append(orErr, "connection refused"), func(e string) bool { return strings.Contains(sum.FirstError, e) })
+	if took := time.Since(start); sum.Failed != 1 || !wanted || took > time.Second {
 		t.Errorf("connect to %s (%s): %s after %v; want connection refused at once", addr, what, out, took)
 	}
 }

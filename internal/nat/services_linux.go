@@ -33,6 +33,10 @@ const (
 	svcMap4 = "svc4"
 	// svcChainPrefix names a service port's chain: svc_<vip>_<proto>_<port>.
 	svcChainPrefix = "svc_"
+	// svcEmpty4 holds the service ports without a backend (daddr .
+	// l4proto . dport); chain svc_reject refuses connections to them.
+	svcEmpty4 = "svc_empty4"
+	svcReject = "svc_reject"
 )
 
 func svcChain(s Service) string {
@@ -58,10 +62,11 @@ func svcLookupExprs(m *nftables.Set) []expr.Any {
 	}
 }
 
-// SyncServices makes the service map and chains hold exactly svcs (IPv4;
-// others, and ports without backends, are left out: their packets are
-// not translated), in one batch the kernel applies at once. Each service
-// port's chain holds one rule,
+// SyncServices makes the service map and chains hold exactly svcs (IPv4
+// only), in one batch the kernel applies at once. A port without backends
+// is refused instead (a TCP reset, or ICMP port unreachable), so a client
+// fails at once rather than waiting for a timeout. Each service port's
+// chain holds one rule,
 //
 //	dnat ip to numgen random mod N map { 0 : backend0, ... }
 //
@@ -74,10 +79,19 @@ func (t *Table) SyncServices(svcs []Service) error {
 	}
 	t.conn.FlushSet(m)
 	want := map[string]Service{}
+	var empty []nftables.SetElement
 	for _, s := range svcs {
-		if s.VIP.Is4() && len(s.Backends) > 0 && (s.Proto == unix.IPPROTO_TCP || s.Proto == unix.IPPROTO_UDP) {
-			want[svcChain(s)] = s
+		if !s.VIP.Is4() || (s.Proto != unix.IPPROTO_TCP && s.Proto != unix.IPPROTO_UDP) {
+			continue
 		}
+		if len(s.Backends) == 0 {
+			empty = append(empty, nftables.SetElement{Key: svcKey(s)})
+			continue
+		}
+		want[svcChain(s)] = s
+	}
+	if err := t.syncServiceReject(tb, empty); err != nil {
+		return err
 	}
 	chains, err := t.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
@@ -108,15 +122,61 @@ func (t *Table) SyncServices(svcs []Service) error {
 			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: backends.Name, SetID: backends.ID},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 9, Specified: true},
 		}})
-		key := append(s.VIP.AsSlice(), s.Proto, 0, 0, 0)
-		key = append(key, byte(s.Port>>8), byte(s.Port), 0, 0)
-		elems = append(elems, nftables.SetElement{Key: key, VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: name}})
+		elems = append(elems, nftables.SetElement{Key: svcKey(s), VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: name}})
 	}
 	if err := t.conn.SetAddElements(m, elems); err != nil {
 		return fmt.Errorf("nftables service map: %w", err)
 	}
 	if err := t.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables services sync: %w", err)
+	}
+	return nil
+}
+
+// svcKey is a service port as the map and the set key it: daddr .
+// l4proto . dport, each part padded to 4 bytes.
+func svcKey(s Service) []byte {
+	key := append(s.VIP.AsSlice(), s.Proto, 0, 0, 0)
+	return append(key, byte(s.Port>>8), byte(s.Port), 0, 0)
+}
+
+// syncServiceReject queues, in the current batch, the set of service
+// ports without backends and chain svc_reject (hooks forward and output):
+//
+//	meta nfproto ipv4 ip daddr . meta l4proto . th dport @svc_empty4 meta l4proto tcp reject with tcp reset
+//	meta nfproto ipv4 ip daddr . meta l4proto . th dport @svc_empty4 reject with icmpx port-unreachable
+func (t *Table) syncServiceReject(tb *nftables.Table, empty []nftables.SetElement) error {
+	set := &nftables.Set{Table: tb, Name: svcEmpty4, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)}
+	if err := t.fillSet(set, empty); err != nil {
+		return err
+	}
+	match := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 9},
+		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+	}
+	accept := nftables.ChainPolicyAccept
+	for _, hook := range []struct {
+		name string
+		hook *nftables.ChainHook
+	}{{svcReject + "_fwd", nftables.ChainHookForward}, {svcReject + "_out", nftables.ChainHookOutput}} {
+		ch := t.conn.AddChain(&nftables.Chain{Name: hook.name, Table: tb, Type: nftables.ChainTypeFilter, Hooknum: hook.hook,
+			Priority: nftables.ChainPriorityFilter, Policy: &accept})
+		t.conn.FlushChain(ch)
+		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: slices.Concat(match, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Counter{},
+			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+		})})
+		t.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: slices.Concat(match, []expr.Any{
+			&expr.Counter{},
+			&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH},
+		})})
 	}
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/testenv"
@@ -120,6 +122,35 @@ func TestServiceDNAT(t *testing.T) {
 		if w := who(); w != "b" {
 			t.Fatalf("one backend left: a connection reached %q", w)
 		}
+	}
+	// No backend: TCP gets a reset and UDP port unreachable, at once. A
+	// host has a default route (here: to the other namespace), so the
+	// cluster IP's packets would be forwarded on and lost.
+	err := host.Do(func(ns.NetNS) error {
+		return netlink.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, Gw: net.ParseIP("192.168.99.2")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync([]Service{{VIP: vip, Proto: unix.IPPROTO_TCP, Port: 80}, {VIP: vip, Proto: unix.IPPROTO_UDP, Port: 53}})
+	start := time.Now()
+	if w := who(); !strings.Contains(w, "connection refused") || time.Since(start) > 500*time.Millisecond {
+		t.Errorf("a service without backends: %q after %v, want connection refused at once", w, time.Since(start))
+	}
+	var uerr error
+	client.Do(func(ns.NetNS) error {
+		c, err := net.Dial("udp", "10.96.0.10:53")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		c.Write([]byte("q"))
+		_, uerr = c.Read(make([]byte, 8))
+		return nil
+	})
+	if uerr == nil || !strings.Contains(uerr.Error(), "connection refused") {
+		t.Errorf("UDP to a service without backends: %v, want connection refused (port unreachable)", uerr)
 	}
 	// None: the service's packets are not translated any more.
 	sync(nil)
