@@ -157,6 +157,7 @@ is printed, with warnings), 2 usage.`,
 	pf.DurationVar(&cfg.CRRTime, "crr-time", 0, fmt.Sprintf("each crr and crr1 test's duration (default %v)", bench.DefaultCRRTime))
 	pf.IntVar(&cfg.RRSize, "rr-size", 0, fmt.Sprintf("rr message size in bytes (default %d)", bench.DefaultRRSize))
 	pf.IntVar(&cfg.CRRWorkers, "crr-workers", 0, fmt.Sprintf("crr clients at once (default %d)", bench.DefaultCRRWorkers))
+	pf.BoolVar(&cfg.Service, "service", false, "also run crr1 through a ClusterIP service fronting its server, in the overlay and slim modes, and report the rate through it over direct (goal: slim >= 0.95)")
 	pf.IntVar(&cfg.Policies, "policies", 0, "also run crr1 with this many network policies selecting its servers, in the overlay and slim modes, and report the rate with them over without (goal: slim >= 0.95 with 100)")
 	pf.DurationVar(&cfg.AppTime, "app-time", 0, fmt.Sprintf("each application test's duration, whole seconds (default %v, --quick %v)",
 		bench.DefaultAppTime, bench.QuickAppTime))
@@ -171,7 +172,7 @@ is printed, with warnings), 2 usage.`,
 	cmd.MarkFlagsMutuallyExclusive("apps", "no-apps")
 	cmd.MarkFlagsMutuallyExclusive("tests", "apps")
 	cmd.MarkFlagsMutuallyExclusive("tests", "no-apps")
-	for _, f := range []string{"keep", "reuse", "quick", "runs", "tests", "probe", "apps", "no-apps", "policies"} {
+	for _, f := range []string{"keep", "reuse", "quick", "runs", "tests", "probe", "apps", "no-apps", "policies", "service"} {
 		cmd.MarkFlagsMutuallyExclusive("from", f)
 	}
 	return cmd

@@ -74,6 +74,9 @@ type Config struct {
 	// network policies in force in the overlay and slim modes (see
 	// policies.go).
 	Policies int
+	// Service has crr1 also measured through a service fronting its
+	// server, in the overlay and slim modes (see services.go).
+	Service bool
 	// Progress receives one line per step with the elapsed time; nil is
 	// silent.
 	Progress io.Writer

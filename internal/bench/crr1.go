@@ -150,13 +150,22 @@ func (*crr1Test) name() string { return TestCRR1 }
 // ccNames).
 func (*crr1Test) needs() []tool { return nil }
 
-// duration: with policies, two of the three modes run the client twice
-// and wait for the hosts to load and drop the policies (about a second).
+// duration: with variants (policies, a service), two of the three modes
+// run the client once more per variant and wait for the hosts to load and
+// drop it (about a second).
 func (*crr1Test) duration(c Config) (time.Duration, time.Duration) {
-	if c.Policies == 0 {
+	n := 0
+	if c.Policies > 0 {
+		n++
+	}
+	if c.Service {
+		n++
+	}
+	if n == 0 {
 		return c.CRRTime, c.CRRTime
 	}
-	return c.CRRTime + 2*(c.CRRTime+time.Second)/3, 2*c.CRRTime + 2*policyWait
+	d := time.Duration(n)
+	return c.CRRTime + 2*d*(c.CRRTime+time.Second)/3, (d+1)*c.CRRTime + 2*d*policyWait
 }
 
 func (t *crr1Test) server() server { return t }
@@ -177,7 +186,7 @@ func (t *crr1Test) check(ctx context.Context, r *runner) error {
 		return err
 	}
 	t.bin = bin
-	r.report.Settings.CRR1 = &CRR1Settings{Seconds: r.cfg.CRRTime.Seconds(), Compiler: version, Static: static, Policies: r.cfg.Policies}
+	r.report.Settings.CRR1 = &CRR1Settings{Seconds: r.cfg.CRRTime.Seconds(), Compiler: version, Static: static, Policies: r.cfg.Policies, Service: r.cfg.Service}
 	if !static {
 		r.warn("crr1: the C client is linked dynamically: static linking failed (Debian's libc6-dev has the static libc)")
 	}
@@ -223,9 +232,14 @@ func (r *runner) setTWReuse(ctx context.Context, target string) error {
 	return nil
 }
 
-// run runs the crr1 client in e's client for d.
+// run runs the crr1 client in e's client for d, against e's server.
 func (t *crr1Test) run(ctx context.Context, r *runner, e *env, d time.Duration) (wire.CRR1Result, error) {
-	out, _, err := r.clientCommand(ctx, e, t.bin, r.dst(e, crr1Port), strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
+	return t.runTo(ctx, r, e, r.dst(e, crr1Port), d)
+}
+
+// runTo runs the crr1 client in e's client for d, against addr.
+func (t *crr1Test) runTo(ctx context.Context, r *runner, e *env, addr string, d time.Duration) (wire.CRR1Result, error) {
+	out, _, err := r.clientCommand(ctx, e, t.bin, addr, strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
 	res, perr := ParseCRR1(out)
 	if perr != nil && (len(out) > 0 || err == nil) {
 		err = perr // the report says more than the exit status
@@ -236,35 +250,68 @@ func (t *crr1Test) run(ctx context.Context, r *runner, e *env, d time.Duration) 
 	return res, nil
 }
 
-// measure measures crr1 in e, and with Config.Policies the rate with
-// that many policies over the rate without (see policies.go).
+// crr1Variant is crr1 measured once more in a measurement, in another
+// setting, and reported as its rate over the plain run's: with
+// Config.Policies policies in force (policies.go), or through a service
+// (Config.Service, services.go).
+type crr1Variant struct {
+	fig, what string
+	// with sets the variant up in e, runs run with the address the
+	// client dials, and undoes it.
+	with func(ctx context.Context, e *env, run func(addr string) error) error
+}
+
+// crr1Variants are the variants Config asks for (none in host mode).
+func (r *runner) crr1Variants(e *env) []crr1Variant {
+	if e.mode == ModeHost {
+		return nil
+	}
+	var vs []crr1Variant
+	if r.cfg.Policies > 0 {
+		vs = append(vs, crr1Variant{fig: FigCRR1PolicyRatio, what: fmt.Sprintf("with %d policies", r.cfg.Policies),
+			with: func(ctx context.Context, e *env, run func(string) error) error {
+				return r.withPolicies(ctx, e, func() error { return run(r.dst(e, crr1Port)) })
+			}})
+	}
+	if r.cfg.Service {
+		vs = append(vs, crr1Variant{fig: FigCRR1ServiceRatio, what: "through a service", with: r.withService})
+	}
+	return vs
+}
+
+// measure measures crr1 in e, and each variant's rate over the plain
+// run's, side by side; the variants run first in odd measurements and
+// last in even ones, so that neither order favours them.
 func (t *crr1Test) measure(ctx context.Context, r *runner, e *env) ([]value, error) {
-	if r.cfg.Policies == 0 || e.mode == ModeHost {
+	variants := r.crr1Variants(e)
+	if len(variants) == 0 {
 		return t.measureOnce(ctx, r, e)
 	}
 	if t.measured == nil {
 		t.measured = map[string]int{}
 	}
 	t.measured[e.mode]++
-	policiesFirst := t.measured[e.mode]%2 == 1
-	var polRate float64
-	runWithPolicies := func() error {
-		err := r.withPolicies(ctx, e, func() error {
-			res, err := t.run(ctx, r, e, r.cfg.CRRTime)
-			polRate = res.CPS
-			if err == nil && res.Errors > 0 {
-				r.warn("%s crr1 with %d policies: %d of %d connections failed (first: %s)", e.mode, r.cfg.Policies,
-					res.Errors, res.Errors+res.Connections, res.FirstError)
+	first := t.measured[e.mode]%2 == 1
+	rates := make([]float64, len(variants))
+	runVariants := func() error {
+		for i, v := range variants {
+			err := v.with(ctx, e, func(addr string) error {
+				res, err := t.runTo(ctx, r, e, addr, r.cfg.CRRTime)
+				rates[i] = res.CPS
+				if err == nil && res.Errors > 0 {
+					r.warn("%s crr1 %s: %d of %d connections failed (first: %s)", e.mode, v.what,
+						res.Errors, res.Errors+res.Connections, res.FirstError)
+				}
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.what, err)
 			}
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("with %d policies: %w", r.cfg.Policies, err)
 		}
 		return nil
 	}
-	if policiesFirst {
-		if err := runWithPolicies(); err != nil {
+	if first {
+		if err := runVariants(); err != nil {
 			return nil, err
 		}
 	}
@@ -272,18 +319,20 @@ func (t *crr1Test) measure(ctx context.Context, r *runner, e *env) ([]value, err
 	if err != nil {
 		return nil, err
 	}
-	if !policiesFirst {
-		// The per-side CPU figures (added after measure) are the run's
-		// without policies.
+	if !first {
+		// The per-side CPU figures (added after measure) are the plain
+		// run's.
 		sides, sidesErr := r.sides, r.sidesErr
-		if err := runWithPolicies(); err != nil {
+		if err := runVariants(); err != nil {
 			return nil, err
 		}
 		r.sides, r.sidesErr = sides, sidesErr
 	}
 	for _, v := range vals {
 		if v.id == FigCRR1Rate && v.v > 0 {
-			vals = append(vals, value{id: FigCRR1PolicyRatio, v: polRate / v.v, show: fmt.Sprintf("× with %d policies", r.cfg.Policies)})
+			for i, vr := range variants {
+				vals = append(vals, value{id: vr.fig, v: rates[i] / v.v, show: "× " + vr.what})
+			}
 			break
 		}
 	}

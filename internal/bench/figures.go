@@ -46,6 +46,9 @@ const (
 	// FigCRR1PolicyRatio is crr1's rate with --policies N policies in
 	// force over its rate without, side by side in one measurement.
 	FigCRR1PolicyRatio = "crr1.policyRatio"
+	// FigCRR1ServiceRatio is crr1's rate through a service (--service)
+	// over its rate to the server's own address.
+	FigCRR1ServiceRatio = "crr1.serviceRatio"
 
 	FigMemcachedRate  = "memcached.rate"
 	FigMemcachedP50   = "memcached.p50"
@@ -106,6 +109,9 @@ var (
 	// Network policy stays off the fast path's connect cost: crr1's rate
 	// with 100 policies >= 0.95x without.
 	goalCRR1Policies = &goal{mode: ModeSlim, atLeast: 0.95}
+	// A service costs a connection nothing measurable: crr1's rate to a
+	// service's IP >= 0.95x to its backend's own.
+	goalCRR1Service = &goal{mode: ModeSlim, atLeast: 0.95}
 )
 
 // figureDef describes a figure; the order of figureDefs is the table's.
@@ -121,7 +127,7 @@ var shareFigures = map[string]bool{FigCRR1SlimdCPU: true}
 
 // optionalFigures are measured only with some settings (policyRatio with
 // --policies): without any sample they are left out, goal and all.
-var optionalFigures = map[string]bool{FigCRR1PolicyRatio: true}
+var optionalFigures = map[string]bool{FigCRR1PolicyRatio: true, FigCRR1ServiceRatio: true}
 
 // goals is a figureDef's goal list.
 func goals(g ...*goal) []*goal { return g }
@@ -158,6 +164,7 @@ var figureDefs = withSides([]figureDef{
 	{FigCRR1HandlerP50, TestCRR1, GroupSetup, "crr1 broker connect handler p50", "µs", lower, goals(goalCRR1HandlerP50)},
 	{FigCRR1HandlerP99, TestCRR1, GroupSetup, "crr1 broker connect handler p99", "µs", lower, goals(goalCRR1HandlerP99)},
 	{FigCRR1PolicyRatio, TestCRR1, GroupSetup, "crr1 rate with --policies N over without", "×", higher, goals(goalCRR1Policies)},
+	{FigCRR1ServiceRatio, TestCRR1, GroupSetup, "crr1 rate through a service (--service) over direct", "×", higher, goals(goalCRR1Service)},
 
 	{FigMemcachedRate, TestMemcached, GroupApps, "memcached throughput", "ops/s", higher, goals(goalThroughput, goalAppOverOverlay)},
 	{FigMemcachedP50, TestMemcached, GroupApps, "memcached latency p50", "µs", lower, goals(goalLatency)},

@@ -59,6 +59,8 @@ func TestBenchOnLab(t *testing.T) {
 	cfg := bench.Config{
 		Lab: l.Config, Reuse: true, Probe: probe, Quick: true, Runs: 1,
 		TCPTime: time.Second, RRTime: 300 * time.Millisecond, CRRTime: 300 * time.Millisecond, AppTime: time.Second,
+		// crr1's variants: with policies, and through a service.
+		Policies: 5, Service: true,
 		Progress: labtest.Log(t),
 	}
 	// Every application test, unless its tools are missing here: the
@@ -103,8 +105,9 @@ func TestBenchOnLab(t *testing.T) {
 			wantFigs, wantGoals = wantFigs+20+5*3, wantGoals+24
 		}
 		if crr1 {
-			// 7 figures (one CPU figure), 5 goals.
-			wantFigs, wantGoals = wantFigs+7+3, wantGoals+5
+			// 9 figures (one CPU figure; two ratios of the variants), 7
+			// goals.
+			wantFigs, wantGoals = wantFigs+9+3, wantGoals+7
 		}
 		if len(rep.Figures) != wantFigs {
 			t.Fatalf("%d figures, want %d", len(rep.Figures), wantFigs)
@@ -118,7 +121,7 @@ func TestBenchOnLab(t *testing.T) {
 		}
 		for _, f := range rep.Figures {
 			switch f.ID {
-			case bench.FigCRR1HandlerP50, bench.FigCRR1HandlerP99, bench.FigCRR1SlimdCPU:
+			case bench.FigCRR1HandlerP50, bench.FigCRR1HandlerP99, bench.FigCRR1SlimdCPU, bench.FigCRR1PolicyRatio, bench.FigCRR1ServiceRatio:
 				continue // checkCRR1
 			}
 			if f.Group == bench.GroupCPUSides && (strings.HasSuffix(f.ID, ".slimd") ||
@@ -205,6 +208,18 @@ func checkCRR1(t *testing.T, rep *bench.Report, byID map[string]bench.Figure) {
 		}
 		if f.Goal == nil || !f.Goal.Evaluated || f.Goal.Base != "" {
 			t.Errorf("%s: goal %+v", id, f.Goal)
+		}
+	}
+	// The variants run in overlay and slim modes, not host's.
+	for _, id := range []string{bench.FigCRR1PolicyRatio, bench.FigCRR1ServiceRatio} {
+		f := byID[id]
+		for _, m := range []string{bench.ModeOverlay, bench.ModeSlim} {
+			if s := f.Results[m]; s.Runs != 1 || s.Median <= 0 || s.Median > 10 {
+				t.Errorf("%s %s: %+v", id, m, s)
+			}
+		}
+		if s := f.Results[bench.ModeHost]; s.Runs != 0 {
+			t.Errorf("%s host: %+v", id, s)
 		}
 	}
 	slimd := byID[bench.FigCRR1SlimdCPU]

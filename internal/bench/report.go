@@ -85,6 +85,8 @@ type CRR1Settings struct {
 	// Policies is how many network policies crr1.policyRatio measured
 	// with (--policies), if any.
 	Policies int `json:"policies,omitempty"`
+	// Service: crr1.serviceRatio measured through a service (--service).
+	Service bool `json:"service,omitempty"`
 }
 
 // AppSettings are the application tests' parameters.

@@ -258,9 +258,10 @@ func (r *runner) setup(ctx context.Context) error {
 		noSlim         bool
 	}{{ModeOverlay, overlayServer, overlayClient, true}, {ModeSlim, slimServer, slimClient, false}} {
 		e := &env{mode: m.mode, server: m.srv, client: m.cli}
-		for _, c := range []struct{ host, name string }{{serverHost, m.srv}, {clientHost, m.cli}} {
+		for _, c := range []struct{ host, name, role string }{{serverHost, m.srv, "server"}, {clientHost, m.cli, "client"}} {
 			ct, err := lab.Run(ctx, r.lab, lab.RunSpec{Host: c.host, Name: c.name, NoSlim: m.noSlim,
-				Labels: map[string]string{"app": benchLabel}, Command: []string{"sleep", "infinity"}})
+				Labels:  map[string]string{"app": benchLabel, benchModeLabel: m.mode, benchRoleLabel: c.role},
+				Command: []string{"sleep", "infinity"}})
 			if err != nil {
 				return fmt.Errorf("container %s: %w", c.name, err)
 			}
