@@ -182,6 +182,97 @@ spec:
 	}
 	askAll("cli", fmt.Sprintf("udp:%s:53", vip))
 
+	// A backend leaves two services (its labels change; it keeps running):
+	// the live connection through the service that asks for it
+	// (slim.io/backend-removal: reset) is cut within a second, the one
+	// through the other is left alone.
+	sole := backends[1]
+	if _, err := l.Slimctl(ctx, "h1", "lab", "label", "--state-dir", l.Config.StateDir, sole.Name, "sole=yes"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = apply(`apiVersion: v1
+kind: Service
+metadata:
+  name: sole-reset
+  annotations: {slim.io/backend-removal: reset}
+spec:
+  selector: {sole: "yes"}
+  ports: [{port: 80, targetPort: 7600}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sole-keep}
+spec:
+  selector: {sole: "yes"}
+  ports: [{port: 80, targetPort: 7600}]
+`)
+	if err != nil {
+		t.Fatalf("service apply: %v\n%s", err, out)
+	}
+	var resetIP, keepIP string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		_, ip, _ := strings.Cut(line, "cluster IP ")
+		switch {
+		case strings.Contains(line, "sole-reset"):
+			resetIP = ip
+		case strings.Contains(line, "sole-keep"):
+			keepIP = ip
+		}
+	}
+	for _, n := range []string{"sole-reset", "sole-keep"} {
+		waitBackends(t, l.Config, "h3", n, 1)
+	}
+	type heldRes struct {
+		name string
+		res  wire.HoldResult
+	}
+	helds := make(chan heldRes, 2)
+	for name, ip := range map[string]string{"sole-reset": resetIP, "sole-keep": keepIP} {
+		go func() {
+			out, _ := lab.Output(ctx, l.Config, "cli", probe, "hold", "-addr", ip+":80", "-until-closed", "4s")
+			var r wire.HoldResult
+			json.Unmarshal(out, &r)
+			helds <- heldRes{name, r}
+		}()
+	}
+	// Both held (listed on h3), then the backend leaves both services.
+	poll.Until(t, 3*time.Second, func() error {
+		out, _ := l.Slimctl(ctx, "h3", "connections", "-o", "json")
+		var cs []api.Connection
+		json.Unmarshal([]byte(out), &cs)
+		found := map[string]bool{}
+		for _, c := range cs {
+			if c.State == "ESTABLISHED" {
+				found[c.Service] = true
+			}
+		}
+		if !found["default/sole-reset"] || !found["default/sole-keep"] {
+			return fmt.Errorf("held connections through both services not listed yet: %s", out)
+		}
+		return nil
+	})
+	if _, err := l.Slimctl(ctx, "h1", "lab", "label", "--state-dir", l.Config.StateDir, sole.Name, "sole-"); err != nil {
+		t.Fatal(err)
+	}
+	left := time.Now()
+	for range 2 {
+		h := <-helds
+		if h.name == "sole-reset" && time.Since(left) > time.Second {
+			t.Errorf("%s: the connection was cut %v after the backend left, want within 1 s", h.name, time.Since(left))
+		}
+		switch {
+		case h.res.Conns != 1:
+			t.Errorf("%s: held %+v", h.name, h.res)
+		case h.name == "sole-reset" && h.res.Cut != 1:
+			t.Errorf("%s: the connection to the backend that left was not cut: %+v", h.name, h.res)
+		case h.name == "sole-keep" && h.res.Cut != 0:
+			t.Errorf("%s: the connection was cut, want it left alone: %+v", h.name, h.res)
+		}
+	}
+	if n := metric(t, "h3", "slim_service_connections_reset_total", `service="default/sole-reset"`); n != 1 {
+		t.Errorf("h3 counted %v connections reset for default/sole-reset, want 1", n)
+	}
+
 	// Scale one backend away: a second later, no new connection reaches it.
 	gone := backends[2]
 	if err := lab.Remove(ctx, l.Config, gone.Name); err != nil {

@@ -263,7 +263,14 @@ func (d *Daemon) setup(ctx context.Context) error {
 		d.services.mark()
 	})
 	d.endpoints.OnResync = func() { d.metrics.resyncs.WithLabelValues("endpoints").Inc() }
-	d.listeners = d.store.ListenerCache(d.log.With("component", "listeners"), func() { d.tables.mark() })
+	d.listeners = d.store.ListenerCache(d.log.With("component", "listeners"), func() {
+		d.tables.mark()
+		// A backend's listener closed: connections through services
+		// that ask for it are cut.
+		if d.services.resetting() {
+			d.markRevoke()
+		}
+	})
 	d.listeners.OnResync = func() { d.metrics.resyncs.WithLabelValues("listeners").Inc() }
 	d.fpSwitch = d.store.FastPathCache(d.log.With("component", "fastpath"), nil)
 	d.pols = d.store.PolicyCache(d.log.With("component", "policies"), func() { d.policies.mark() })
@@ -351,7 +358,12 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 	}
 	d.tables = newHostTables(d.view, t, maps, d.cfg.guardBase(), d.cfg.ResyncInterval, d.log.With("component", "tables"))
 	d.tables.pol, d.tables.ports, d.tables.svc = d.policies, d.cfg.Blocks(), d.services
-	d.services.changed = d.tables.mark
+	d.services.changed = func() {
+		d.tables.mark()
+		if d.services.resetting() {
+			d.markRevoke()
+		}
+	}
 	d.services.picked = func(svc string) { d.metrics.serviceConns.WithLabelValues(svc).Inc() }
 	d.metrics.reg.MustRegister(newServiceBackends(func() []api.ServiceInfo { return d.services.info(d.fp.listener) }))
 	if d.tables.slimd, err = cgroupOf(cg); err != nil {

@@ -11,16 +11,17 @@ import (
 
 // metrics are slimd's Prometheus collectors, on a registry of their own.
 type metrics struct {
-	reg          *prometheus.Registry
-	apiRequests  *prometheus.CounterVec
-	overlayApply *prometheus.CounterVec
-	resyncs      *prometheus.CounterVec
-	refused      *prometheus.CounterVec
-	allocations  prometheus.Counter
-	releases     prometheus.Counter
-	denied       *prometheus.CounterVec
-	revoked      *prometheus.CounterVec
-	serviceConns *prometheus.CounterVec
+	reg           *prometheus.Registry
+	apiRequests   *prometheus.CounterVec
+	overlayApply  *prometheus.CounterVec
+	resyncs       *prometheus.CounterVec
+	refused       *prometheus.CounterVec
+	allocations   prometheus.Counter
+	releases      prometheus.Counter
+	denied        *prometheus.CounterVec
+	revoked       *prometheus.CounterVec
+	serviceConns  *prometheus.CounterVec
+	serviceResets *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -56,9 +57,13 @@ func newMetrics() *metrics {
 			Name: "slim_service_connections_total",
 			Help: "Fast-path connects to a service's cluster IP that this host sent to a backend, by service (namespace/name).",
 		}, []string{"service"}),
+		serviceResets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slim_service_connections_reset_total",
+			Help: "Live fast-path connections cut because their backend left a service that asks for it (slim.io/backend-removal: reset), by service.",
+		}, []string{"service"}),
 	}
 	m.reg.MustRegister(m.apiRequests, m.overlayApply, m.resyncs, m.refused,
-		m.allocations, m.releases, m.denied, m.revoked, m.serviceConns, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.allocations, m.releases, m.denied, m.revoked, m.serviceConns, m.serviceResets, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

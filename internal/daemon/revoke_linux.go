@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/slimnet/slim/internal/bpf"
 	"github.com/slimnet/slim/internal/broker"
 	"github.com/slimnet/slim/internal/policy"
 )
@@ -110,6 +111,43 @@ func (d *Daemon) revoke() {
 			d.metrics.revoked.WithLabelValues(path).Add(float64(k))
 			d.log.Info("network policy: live connections cut", "path", path, "count", k)
 		}
+	}
+	if d.services.resetting() {
+		d.resetServiceConns()
+	}
+}
+
+// resetServiceConns cuts the fast-path client connections, made through a
+// service that asks for it, whose backend has left the service or closed
+// its listener (service.AnnotationBackendRemoval).
+func (d *Daemon) resetServiceConns() {
+	if d.bpf == nil {
+		return
+	}
+	conns, err := d.fastPathSockets()
+	if err != nil {
+		d.log.Warn("service reset: listing fast-path connections", "err", err)
+		return
+	}
+	recs, err := d.bpf.Conns()
+	if err != nil {
+		d.log.Warn("service reset: connection records", "err", err)
+		return
+	}
+	for _, fc := range conns {
+		if fc.c.Role != "client" || fc.c.State == "TIME_WAIT" {
+			continue
+		}
+		sk := fc.ref.(*netlink.Socket)
+		svc, stale := d.services.stale(recs[bpf.ConnKey(broker.DiagKey(sk))].Peer, fc.c.VirtualRemote, d.fp.listener)
+		if !stale {
+			continue
+		}
+		if err := broker.DestroyTCP(sk); err != nil && !errors.Is(err, unix.ENOENT) {
+			d.log.Warn("service reset: destroying a fast-path socket", "service", svc, "backend", fc.c.VirtualRemote, "err", err)
+			continue
+		}
+		d.metrics.serviceResets.WithLabelValues(svc).Inc()
 	}
 }
 

@@ -132,6 +132,33 @@ func (s *services) pick(vip netip.Addr, port uint16, listener func(netip.Addr, u
 	return live[rand.IntN(len(live))], true, true
 }
 
+// resetting reports whether some service asks for the connections of a
+// removed backend to be cut (service.AnnotationBackendRemoval).
+func (s *services) resetting() bool {
+	t := s.table.Load()
+	for _, f := range t.Fronts() {
+		if p, _ := t.Lookup(f); p.Reset {
+			return true
+		}
+	}
+	return false
+}
+
+// stale reports whether a client connection that named peer (a service's
+// TCP port, to the service's resetting kind) and went to backend should be
+// cut: the backend has left the service or closed its listener. It
+// returns the service's name.
+func (s *services) stale(peer, backend netip.AddrPort, listener func(netip.Addr, uint16) (api.Listener, bool)) (string, bool) {
+	p, ok := s.table.Load().Lookup(service.Front{VIP: peer.Addr().Unmap(), Port: peer.Port(), Protocol: corev1.ProtocolTCP})
+	if !ok || !p.Reset {
+		return "", false
+	}
+	if _, listening := listener(backend.Addr(), backend.Port()); listening && slices.Contains(p.Backends, backend) {
+		return "", false
+	}
+	return p.Service, true
+}
+
 // of names the service whose TCP port ap is, or "".
 func (s *services) of(ap netip.AddrPort) string {
 	if p, ok := s.table.Load().Lookup(service.Front{VIP: ap.Addr().Unmap(), Port: ap.Port(), Protocol: corev1.ProtocolTCP}); ok {

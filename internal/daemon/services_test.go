@@ -52,3 +52,43 @@ func TestServicePick(t *testing.T) {
 		t.Error("port 81 is no service port")
 	}
 }
+
+// stale: a connection through a resetting service is cut once its backend
+// leaves the service or stops listening, never through another service.
+func TestServiceStale(t *testing.T) {
+	mk := func(name, ip string, reset bool) corev1.Service {
+		s := corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: corev1.ServiceSpec{ClusterIP: ip, Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+		if reset {
+			s.Annotations = map[string]string{service.AnnotationBackendRemoval: "reset"}
+		}
+		return s
+	}
+	s := &services{}
+	backend := netip.MustParseAddrPort("10.244.1.2:8080")
+	build := func(eps ...api.Endpoint) {
+		s.table.Store(service.Build([]corev1.Service{mk("r", "10.96.0.1", true), mk("k", "10.96.0.2", false)}, eps))
+	}
+	build(api.Endpoint{IPv4: backend.Addr(), Labels: map[string]string{"app": "web"}})
+	listening := true
+	listener := func(netip.Addr, uint16) (api.Listener, bool) { return api.Listener{}, listening }
+	r, k := netip.MustParseAddrPort("10.96.0.1:80"), netip.MustParseAddrPort("10.96.0.2:80")
+	if !s.resetting() {
+		t.Fatal("resetting: false with a reset service")
+	}
+	if _, stale := s.stale(r, backend, listener); stale {
+		t.Error("a backend still in the service and listening: stale")
+	}
+	listening = false
+	if svc, stale := s.stale(r, backend, listener); !stale || svc != "default/r" {
+		t.Errorf("the listener closed: %q %v, want default/r stale", svc, stale)
+	}
+	listening = true
+	build() // the backend left
+	if _, stale := s.stale(r, backend, listener); !stale {
+		t.Error("the backend left: not stale")
+	}
+	if _, stale := s.stale(k, backend, listener); stale {
+		t.Error("through a keep service: stale")
+	}
+}

@@ -41,6 +41,18 @@ func finish(s *corev1.Service) error {
 	return Validate(s)
 }
 
+// AnnotationBackendRemoval says what happens to a service's live
+// connections whose backend leaves it (its container deleted, its labels
+// changed, its listener closed): "keep" (the default, as kube-proxy and
+// Cilium do) leaves them alone; "reset" cuts them on the clients' hosts.
+const AnnotationBackendRemoval = "slim.io/backend-removal"
+
+// ResetsOnRemoval reports whether s asks for its connections to a removed
+// backend to be cut.
+func ResetsOnRemoval(s *corev1.Service) bool {
+	return s.Annotations[AnnotationBackendRemoval] == "reset"
+}
+
 // Key is a service's namespace/name.
 func Key(s *corev1.Service) string {
 	ns := s.Namespace
@@ -64,6 +76,11 @@ func Validate(s *corev1.Service) error {
 	}
 	if err := api.ValidateNamespace(s.Namespace); err != nil {
 		bad("metadata.namespace", "%v", err)
+	}
+	switch v := s.Annotations[AnnotationBackendRemoval]; v {
+	case "", "keep", "reset":
+	default:
+		bad("metadata.annotations["+AnnotationBackendRemoval+"]", "%q: want keep or reset", v)
 	}
 	sp := &s.Spec
 	switch sp.Type {

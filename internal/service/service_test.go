@@ -61,6 +61,7 @@ func TestParseErrors(t *testing.T) {
 		{svc("  selector: {a: b}\n  ports: [{port: 70000}]"), "spec.ports[0].port: 70000"},
 		{svc("  selector: {a: b}\n  ports: [{name: a, port: 80}, {name: b, port: 80}]"), "80/TCP given twice"},
 		{svc("  selector: {a: b}\n  ports: [{port: 80}]\n  sessionAffinty: None"), `unknown field "spec.sessionAffinty"`},
+		{"apiVersion: v1\nkind: Service\nmetadata: {name: s, annotations: {slim.io/backend-removal: drop}}\nspec: {selector: {a: b}, ports: [{port: 80}]}", `"drop": want keep or reset`},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -25,6 +25,9 @@ type Port struct {
 	Service  string // namespace/name
 	Name     string
 	Backends []netip.AddrPort
+	// Reset: connections to a backend that leaves are cut
+	// (AnnotationBackendRemoval).
+	Reset bool
 }
 
 // Table maps the fronts of services to their ports. It is built whole and
@@ -55,7 +58,7 @@ func Build(svcs []corev1.Service, eps []api.Endpoint) *Table {
 		}
 		for _, p := range s.Spec.Ports {
 			proto := Protocol(p.Protocol)
-			port := &Port{Service: Key(s), Name: p.Name}
+			port := &Port{Service: Key(s), Name: p.Name, Reset: ResetsOnRemoval(s)}
 			for _, ep := range members {
 				if tp, ok := targetPort(p, proto, ep); ok {
 					port.Backends = append(port.Backends, netip.AddrPortFrom(ep.IPv4, tp))

@@ -33,9 +33,12 @@ func (s *Store) serviceIPsPrefix() string { return s.prefix + "/serviceips/" }
 func ServiceKey(namespace, name string) string { return namespace + "/" + name }
 
 type serviceRecord struct {
-	Namespace string             `json:"namespace"`
-	Name      string             `json:"name"`
-	Spec      corev1.ServiceSpec `json:"spec"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// BackendRemoval is the service's service.AnnotationBackendRemoval
+	// (the only annotation Slim reads).
+	BackendRemoval string             `json:"backendRemoval,omitempty"`
+	Spec           corev1.ServiceSpec `json:"spec"`
 }
 
 func decodeService(b []byte) (corev1.Service, error) {
@@ -47,6 +50,9 @@ func decodeService(b []byte) (corev1.Service, error) {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name},
 		Spec:       r.Spec,
+	}
+	if r.BackendRemoval != "" {
+		svc.Annotations = map[string]string{service.AnnotationBackendRemoval: r.BackendRemoval}
 	}
 	if err := service.Validate(&svc); err != nil {
 		return corev1.Service{}, err
@@ -110,7 +116,8 @@ func (s *Store) PutService(ctx context.Context, svc corev1.Service, cidr netip.P
 		}
 		stored := svc
 		stored.Spec.ClusterIP, stored.Spec.ClusterIPs = want.String(), []string{want.String()}
-		b, err := json.Marshal(serviceRecord{Namespace: stored.Namespace, Name: stored.Name, Spec: stored.Spec})
+		b, err := json.Marshal(serviceRecord{Namespace: stored.Namespace, Name: stored.Name,
+			BackendRemoval: stored.Annotations[service.AnnotationBackendRemoval], Spec: stored.Spec})
 		if err != nil {
 			return svc, 0, err
 		}
