@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -102,9 +103,15 @@ func policyTypes(p networkingv1.NetworkPolicy) string {
 }
 
 func newPolicyRmCmd(g *globals) *cobra.Command {
+	return newRmCmd(g, "Remove network policies", "networkpolicy", (*api.Client).DeletePolicy)
+}
+
+// newRmCmd is `rm NAMESPACE/NAME...` for namespaced objects that del
+// removes; kind names them in the output.
+func newRmCmd(g *globals, short, kind string, del func(c *api.Client, ctx context.Context, namespace, name string) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rm NAMESPACE/NAME...",
-		Short: "Remove network policies",
+		Short: short,
 		Args:  usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := api.NewClient(g.socket)
@@ -113,10 +120,10 @@ func newPolicyRmCmd(g *globals) *cobra.Command {
 				if !ok || ns == "" || name == "" {
 					return &usageError{fmt.Errorf("%q: want NAMESPACE/NAME", a)}
 				}
-				if err := c.DeletePolicy(cmd.Context(), ns, name); err != nil {
+				if err := del(c, cmd.Context(), ns, name); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "networkpolicy %s removed\n", a)
+				fmt.Fprintf(g.stdout, "%s %s removed\n", kind, a)
 			}
 			return nil
 		},

@@ -88,23 +88,5 @@ func newServiceLsCmd(g *globals) *cobra.Command {
 }
 
 func newServiceRmCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "rm NAMESPACE/NAME...",
-		Short: "Remove services (their cluster IPs are freed)",
-		Args:  usageArgs(cobra.MinimumNArgs(1)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c := api.NewClient(g.socket)
-			for _, a := range args {
-				ns, name, ok := strings.Cut(a, "/")
-				if !ok || ns == "" || name == "" {
-					return &usageError{fmt.Errorf("%q: want NAMESPACE/NAME", a)}
-				}
-				if err := c.DeleteService(cmd.Context(), ns, name); err != nil {
-					return err
-				}
-				fmt.Fprintf(g.stdout, "service %s removed\n", a)
-			}
-			return nil
-		},
-	}
+	return newRmCmd(g, "Remove services (their cluster IPs are freed)", "service", (*api.Client).DeleteService)
 }

@@ -100,16 +100,28 @@ func (r *runner) waitPolicies(ctx context.Context, e *env, loaded bool) error {
 		}
 		return x.Allowed && len(x.AllowedBy) == 0
 	}
+	return r.waitHosts(ctx, func(c *api.Client) error {
+		x, err := c.ExplainPolicy(ctx, e.clientAddr, e.addr, crr1Port, "TCP")
+		if err == nil && !want(x) {
+			err = fmt.Errorf("policies loaded=%v not in force (%+v)", loaded, x)
+		}
+		return err
+	})
+}
+
+// waitHosts waits, up to policyWait, until check passes on both hosts'
+// slimds, then for the packet filters to follow (policySettle).
+func (r *runner) waitHosts(ctx context.Context, check func(c *api.Client) error) error {
 	deadline := time.Now().Add(policyWait)
 	for _, h := range []string{clientHost, serverHost} {
 		c := api.NewClient(lab.SocketPath(r.lab, h))
 		for {
-			x, err := c.ExplainPolicy(ctx, e.clientAddr, e.addr, crr1Port, "TCP")
-			if err == nil && want(x) {
+			err := check(c)
+			if err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: policies loaded=%v not in force after %v (last: %+v, %v)", h, loaded, policyWait, x, err)
+				return fmt.Errorf("%s: after %v: %w", h, policyWait, err)
 			}
 			select {
 			case <-ctx.Done():

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -65,34 +64,16 @@ func (r *runner) withService(ctx context.Context, e *env, run func(addr string) 
 // on the fast path in slim mode, selected in overlay mode (its server
 // is not on the fast path); then for the packet filters to follow.
 func (r *runner) waitService(ctx context.Context, e *env, name string) error {
-	deadline := time.Now().Add(policyWait)
-	for _, h := range []string{clientHost, serverHost} {
-		c := api.NewClient(lab.SocketPath(r.lab, h))
-		for {
-			ss, err := c.Services(ctx)
-			ready := false
-			for _, s := range ss {
-				if s.Name == name && len(s.Ports) == 1 && s.Ports[0].Backends == 1 && (e.mode != ModeSlim || s.Ports[0].Listening == 1) {
-					ready = true
-				}
-			}
-			if ready {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: service %s without its backend after %v (%+v, %v)", h, name, policyWait, ss, err)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(20 * time.Millisecond):
+	return r.waitHosts(ctx, func(c *api.Client) error {
+		ss, err := c.Services(ctx)
+		for _, s := range ss {
+			if s.Name == name && len(s.Ports) == 1 && s.Ports[0].Backends == 1 && (e.mode != ModeSlim || s.Ports[0].Listening == 1) {
+				return nil
 			}
 		}
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(policySettle):
-	}
-	return nil
+		if err == nil {
+			err = fmt.Errorf("service %s without its backend (%+v)", name, ss)
+		}
+		return err
+	})
 }

@@ -100,7 +100,11 @@ func setup(ifname, a4, a6, routes string) error {
 }
 
 // listen opens a TCP listener in n that answers "ok" to every connection.
-func listen(t *testing.T, n ns.NetNS, addr string) {
+func listen(t *testing.T, n ns.NetNS, addr string) { listenSaying(t, n, addr, "ok") }
+
+// listenSaying serves TCP on addr in n: every connection gets say, then
+// is closed.
+func listenSaying(t *testing.T, n ns.NetNS, addr, say string) {
 	t.Helper()
 	var ln net.Listener
 	if err := n.Do(func(ns.NetNS) (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
@@ -113,7 +117,7 @@ func listen(t *testing.T, n ns.NetNS, addr string) {
 			if err != nil {
 				return
 			}
-			c.Write([]byte("ok"))
+			c.Write([]byte(say))
 			c.Close()
 		}
 	}()

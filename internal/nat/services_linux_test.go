@@ -22,23 +22,8 @@ func TestServiceDNAT(t *testing.T) {
 	testenv.RequireRoot(t)
 	host, client, other := routed(t)
 	// Two TCP backends that say who they are, and a UDP echo.
-	for _, b := range []struct{ addr, name string }{{"192.168.99.2:8080", "a"}, {"192.168.99.2:8081", "b"}} {
-		var ln net.Listener
-		if err := other.Do(func(ns.NetNS) (err error) { ln, err = net.Listen("tcp", b.addr); return err }); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte(b.name))
-				c.Close()
-			}
-		}()
-	}
+	listenSaying(t, other, "192.168.99.2:8080", "a")
+	listenSaying(t, other, "192.168.99.2:8081", "b")
 	var pc net.PacketConn
 	if err := other.Do(func(ns.NetNS) (err error) { pc, err = net.ListenPacket("udp", "192.168.99.2:5353"); return err }); err != nil {
 		t.Fatal(err)
@@ -98,22 +83,8 @@ func TestServiceDNAT(t *testing.T) {
 	if count["a"] < 60 || count["b"] < 60 || count["a"]+count["b"] != 200 {
 		t.Errorf("200 connections to the service: %v, want both backends, about 100 each", count)
 	}
-	var reply string
-	client.Do(func(ns.NetNS) error {
-		c, err := net.Dial("udp", "10.96.0.10:53")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Second))
-		c.Write([]byte("q"))
-		b := make([]byte, 64)
-		n, _ := c.Read(b)
-		reply = string(b[:n])
-		return nil
-	})
-	if reply != "echo:q" {
-		t.Errorf("UDP service: reply %q, want echo:q", reply)
+	if reply, err := udpAsk(client, "10.96.0.10:53"); reply != "echo:q" {
+		t.Errorf("UDP service: reply %q (%v), want echo:q", reply, err)
 	}
 
 	// One backend left: every connection goes to it.
@@ -137,19 +108,7 @@ func TestServiceDNAT(t *testing.T) {
 	if w := who(); !strings.Contains(w, "connection refused") || time.Since(start) > 500*time.Millisecond {
 		t.Errorf("a service without backends: %q after %v, want connection refused at once", w, time.Since(start))
 	}
-	var uerr error
-	client.Do(func(ns.NetNS) error {
-		c, err := net.Dial("udp", "10.96.0.10:53")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Second))
-		c.Write([]byte("q"))
-		_, uerr = c.Read(make([]byte, 8))
-		return nil
-	})
-	if uerr == nil || !strings.Contains(uerr.Error(), "connection refused") {
+	if _, uerr := udpAsk(client, "10.96.0.10:53"); uerr == nil || !strings.Contains(uerr.Error(), "connection refused") {
 		t.Errorf("UDP to a service without backends: %v, want connection refused (port unreachable)", uerr)
 	}
 	// None: the service's packets are not translated any more.
@@ -157,4 +116,23 @@ func TestServiceDNAT(t *testing.T) {
 	if w := who(); w == "a" || w == "b" {
 		t.Errorf("services removed: a connection still reached backend %q", w)
 	}
+}
+
+// udpAsk sends "q" to addr from n and returns the reply (a second at most).
+func udpAsk(n ns.NetNS, addr string) (string, error) {
+	var reply string
+	err := n.Do(func(ns.NetNS) error {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		c.Write([]byte("q"))
+		b := make([]byte, 64)
+		k, err := c.Read(b)
+		reply = string(b[:k])
+		return err
+	})
+	return reply, err
 }
