@@ -25,9 +25,14 @@ import (
 // dialled from a client on a third host. Every connect is swapped onto
 // one backend's host listener, picked at random (the spread within
 // +/-15% of even over 3,000 connections); the client sees the service's
-// IP, each backend the client's own. A backend removed gets no new
-// connection a second later; a service without backends refuses at once;
-// bad manifests are refused with clear errors.
+// IP, each backend the client's own; slimctl connections and the metrics
+// name the service. A client on a backend's host takes the fast path too;
+// an overlay-only client (TCP) and UDP go through the hosts' DNAT map. A
+// backend that leaves a service by a label change has its connections cut
+// where the service asks (slim.io/backend-removal: reset), kept
+// otherwise; a backend removed gets no new connection a second later; a
+// backend's policy and a service without backends refuse at once; bad
+// manifests are refused with clear errors.
 func TestServices(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(3))
 	dumpOnFailure(t, l.Config)
