@@ -68,17 +68,20 @@ type Broker struct {
 	hostCookie uint64
 	defaults   map[int]sockOpts // fresh host socket options by family
 
-	mu         sync.Mutex
-	sessions   map[*session]struct{}
-	listeners  map[netip.AddrPort]*listenerGroup // by virtual address
-	byPort     map[uint16]*listenerGroup         // by host port
-	growing    map[growKey]bool                  // port block claims in flight
-	creating   map[netip.AddrPort]chan struct{}  // listener groups being created: closed when done
-	seenBlocks map[seenKey]time.Time             // when each container's port block was first seen
-	nextID     uint64                            // session numbers
-	pool       *socketPool
-	recorded   map[string]*recording // by cgroup directory
-	wg         sync.WaitGroup
+	mu        sync.Mutex
+	sessions  map[*session]struct{}
+	listeners map[netip.AddrPort]*listenerGroup // by virtual address
+	byPort    map[uint16]*listenerGroup         // by host port
+	// unwithdrawn are closed listeners whose records could not be
+	// withdrawn yet (the store failed): retried at each reap.
+	unwithdrawn []netip.AddrPort
+	growing     map[growKey]bool                 // port block claims in flight
+	creating    map[netip.AddrPort]chan struct{} // listener groups being created: closed when done
+	seenBlocks  map[seenKey]time.Time            // when each container's port block was first seen
+	nextID      uint64                           // session numbers
+	pool        *socketPool
+	recorded    map[string]*recording // by cgroup directory
+	wg          sync.WaitGroup
 }
 
 // recording is the recorders on one cgroup, shared by its sessions.

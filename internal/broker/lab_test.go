@@ -173,6 +173,7 @@ func waitListener(t *testing.T, cfg lab.Config, host string, vip netip.Addr, por
 
 func TestFastPath(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
+	dumpOnFailure(t, l.Config)
 	probe := labtest.Probe(t)
 	ctx := t.Context()
 	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{probe, "serve", "-addr", "0.0.0.0:7100"}})

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
@@ -271,7 +272,12 @@ func (b *Broker) withdraw(vips []netip.AddrPort) {
 	defer cancel()
 	for _, v := range vips {
 		if err := b.cfg.Publisher.Withdraw(ctx, v.Addr(), v.Port()); err != nil {
-			b.cfg.Log.Warn("broker: withdrawing listener failed", "vip", v, "err", err)
+			// A record left behind would send clients to a closed port:
+			// the next reap tries again.
+			b.cfg.Log.Warn("broker: withdrawing listener failed; trying again", "vip", v, "err", err)
+			b.mu.Lock()
+			b.unwithdrawn = append(b.unwithdrawn, v)
+			b.mu.Unlock()
 		}
 	}
 }
@@ -280,14 +286,21 @@ func (b *Broker) withdraw(vips []netip.AddrPort) {
 // application closed them or exited). One sock_diag dump per family.
 func (b *Broker) reapListeners(ctx context.Context) {
 	b.mu.Lock()
+	retry := b.unwithdrawn
+	b.unwithdrawn = nil
+	// Withdrawn earlier but failed, and not listened on again since.
+	retry = slices.DeleteFunc(retry, func(v netip.AddrPort) bool { return b.listeners[v] != nil })
 	idle := len(b.byPort) == 0
 	b.mu.Unlock()
+	if len(retry) > 0 {
+		b.withdraw(retry)
+	}
 	if idle {
 		return
 	}
 	open, _, err := hostTCPSockets()
 	if err != nil {
-		b.cfg.Log.Debug("broker: sock_diag failed", "err", err)
+		b.cfg.Log.Info("broker: sock_diag failed; closed listeners are looked for again at the next tick", "err", err)
 		return // unknown: withdraw nothing
 	}
 	var gone []*listenerGroup

@@ -64,18 +64,29 @@ func (s *Store) PutListener(ctx context.Context, l api.Listener, lease clientv3.
 // container that moved may already have re-published it elsewhere).
 func (s *Store) DeleteListener(ctx context.Context, host string, vip netip.Addr, vport uint16) error {
 	k := s.ListenersPrefix() + ListenerKey(vip, vport)
-	resp, err := s.cli.Get(ctx, k)
-	if err != nil {
-		return fmt.Errorf("read listener %s: %w", k, err)
+	// A write between the read and the delete (this host publishing the
+	// record again) fails the guard: read again rather than leave the
+	// record behind.
+	for range maxClaimAttempts {
+		resp, err := s.cli.Get(ctx, k)
+		if err != nil {
+			return fmt.Errorf("read listener %s: %w", k, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		if l, err := decodeListener(resp.Kvs[0].Value); err == nil && l.Host != host {
+			return nil
+		}
+		tr, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(k), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpDelete(k)).Commit()
+		if err != nil {
+			return fmt.Errorf("delete listener %s: %w", k, err)
+		}
+		if tr.Succeeded {
+			return nil
+		}
 	}
-	if len(resp.Kvs) == 0 {
-		return nil
-	}
-	if l, err := decodeListener(resp.Kvs[0].Value); err == nil && l.Host != host {
-		return nil
-	}
-	_, err = s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(k), "=", resp.Kvs[0].ModRevision)).
-		Then(clientv3.OpDelete(k)).Commit()
-	return err
+	return fmt.Errorf("delete listener %s: still changing after %d attempts", k, maxClaimAttempts)
 }
