@@ -123,3 +123,27 @@ func TestBuild(t *testing.T) {
 		t.Errorf("%d fronts without a cluster IP", n)
 	}
 }
+
+// Parse never panics, and whatever it accepts validates again and has
+// only the types Slim serves.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(web))
+	f.Add([]byte("apiVersion: v1\nkind: ServiceList\nitems: [{metadata: {name: a}, spec: {selector: {a: b}, ports: [{port: 1}]}}]"))
+	f.Add([]byte(`{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"},"spec":{"selector":{"a":"b"},"ports":[{"port":80,"targetPort":"http"}]}}]}`))
+	f.Add([]byte("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {clusterIP: None}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		svcs, err := Parse(data)
+		if err != nil {
+			return
+		}
+		for i := range svcs {
+			s := &svcs[i]
+			if err := Validate(s); err != nil {
+				t.Fatalf("accepted %s, which does not validate: %v", Key(s), err)
+			}
+			if s.Spec.Type != "" && s.Spec.Type != corev1.ServiceTypeClusterIP || len(s.Spec.Selector) == 0 || len(s.Spec.Ports) == 0 {
+				t.Fatalf("accepted %+v", s.Spec)
+			}
+		}
+	})
+}
