@@ -16,7 +16,6 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/policy"
-	"github.com/slimnet/slim/internal/service"
 	"github.com/slimnet/slim/internal/store"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -195,47 +194,24 @@ func (d *Daemon) labelEndpoint(ctx context.Context, a api.Attachment, change api
 	return ep, nil
 }
 
-// applyServices serves PUT /v1/services: every service is checked first
-// (a bad one, or two asking for one cluster IP, changes nothing), then
-// each is written, its cluster IP allocated or checked against the
-// store; it waits (bounded by ctx) until this host serves them.
+// applyServices serves PUT /v1/services: all the services in one store
+// transaction (an invalid one, or a cluster IP refused, changes nothing),
+// then waits (bounded by ctx) until this host serves them.
 func (d *Daemon) applyServices(ctx context.Context, svcs []corev1.Service) (api.Services, error) {
-	if len(svcs) == 0 {
-		return api.Services{}, fmt.Errorf("%w: no services", api.ErrInvalid)
-	}
-	asked := map[string]string{}
 	for i := range svcs {
-		s := &svcs[i]
-		if s.Namespace == "" {
-			s.Namespace = api.DefaultNamespace
-		}
-		if err := service.Validate(s); err != nil {
-			return api.Services{}, fmt.Errorf("%w: %w", api.ErrInvalid, err)
-		}
-		if ip := s.Spec.ClusterIP; ip != "" {
-			if other, dup := asked[ip]; dup {
-				return api.Services{}, fmt.Errorf("%w: services %s and %s both ask for cluster IP %s", api.ErrInvalid, other, service.Key(s), ip)
-			}
-			asked[ip] = service.Key(s)
-			if a := netip.MustParseAddr(ip); !d.cfg.ServiceCIDR.Contains(a) {
-				return api.Services{}, fmt.Errorf("%w: service %s: spec.clusterIP %s is outside the service CIDR %s", api.ErrInvalid, service.Key(s), ip, d.cfg.ServiceCIDR)
-			}
+		if svcs[i].Namespace == "" {
+			svcs[i].Namespace = api.DefaultNamespace
 		}
 	}
-	out := api.Services{Services: make([]corev1.Service, 0, len(svcs))}
-	var rev int64
-	for _, s := range svcs {
-		stored, r, err := d.store.PutService(ctx, s, d.cfg.ServiceCIDR)
-		if err != nil {
-			return out, apiError(err)
-		}
-		out.Services, rev = append(out.Services, stored), r
+	stored, rev, err := d.store.PutServices(ctx, svcs, d.cfg.ServiceCIDR)
+	if err != nil {
+		return api.Services{}, apiError(err)
 	}
 	if err := d.svcs.WaitRev(ctx, rev); err != nil {
-		return out, err
+		return api.Services{}, err
 	}
 	d.services.rebuild()
-	return out, nil
+	return api.Services{Services: stored}, nil
 }
 
 // namespaceList serves GET /v1/namespaces: the labelled ones and those

@@ -63,21 +63,70 @@ func decodeService(b []byte) (corev1.Service, error) {
 	return svc, nil
 }
 
-// PutService creates or replaces a service. Its cluster IP is the one it
-// asks for (inside cidr and not another service's), the one it has
-// already (a cluster IP does not change), or the lowest free address of
-// cidr. It returns the service as stored and the revision of the write
-// (for Cache.WaitRev).
+// PutService creates or replaces one service (see PutServices).
 func (s *Store) PutService(ctx context.Context, svc corev1.Service, cidr netip.Prefix) (corev1.Service, int64, error) {
-	if err := service.Validate(&svc); err != nil {
-		return svc, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+	out, rev, err := s.PutServices(ctx, []corev1.Service{svc}, cidr)
+	if err != nil {
+		return svc, 0, err
 	}
-	key := ServiceKey(svc.Namespace, svc.Name)
-	sk := s.ServicesPrefix() + key
+	return out[0], rev, nil
+}
+
+// PutServices creates or replaces services, all in one transaction: one
+// that cannot be written (invalid, or its cluster IP refused) changes
+// nothing. A service's cluster IP is the one it asks for (inside cidr
+// and not another service's), the one it has already (a cluster IP does
+// not change), or the lowest free address of cidr. It returns the
+// services as stored and the revision of the write (for Cache.WaitRev).
+func (s *Store) PutServices(ctx context.Context, svcs []corev1.Service, cidr netip.Prefix) ([]corev1.Service, int64, error) {
+	if len(svcs) == 0 {
+		return nil, 0, fmt.Errorf("%w: no services", ErrInvalid)
+	}
+	if 2*len(svcs) > maxTxnOps {
+		return nil, 0, fmt.Errorf("%w: %d services in one apply: at most %d (etcd's transaction limit)", ErrInvalid, len(svcs), maxTxnOps/2)
+	}
+	seen := map[string]bool{}
+	for i := range svcs {
+		if err := service.Validate(&svcs[i]); err != nil {
+			return nil, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		k := service.Key(&svcs[i])
+		if seen[k] {
+			return nil, 0, fmt.Errorf("%w: service %s given twice", ErrInvalid, k)
+		}
+		seen[k] = true
+	}
 	for range maxClaimAttempts {
+		out, cmps, ops, err := s.planServices(ctx, svcs, cidr)
+		if err != nil {
+			return nil, 0, err
+		}
+		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return nil, 0, fmt.Errorf("write services: %w", err)
+		}
+		if tr.Succeeded {
+			return out, tr.Header.Revision, nil
+		}
+	}
+	return nil, 0, fmt.Errorf("write services: still contended after %d attempts", maxClaimAttempts)
+}
+
+// planServices reads what PutServices needs and returns the services as
+// they will be stored, and the transaction: guarded by the revisions it
+// read of each service and each cluster IP's claim.
+func (s *Store) planServices(ctx context.Context, svcs []corev1.Service, cidr netip.Prefix) ([]corev1.Service, []clientv3.Cmp, []clientv3.Op, error) {
+	var out []corev1.Service
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	taken := map[netip.Addr]string{} // in this apply
+	var free []netip.Addr
+	for _, svc := range svcs {
+		key := ServiceKey(svc.Namespace, svc.Name)
+		sk := s.ServicesPrefix() + key
 		cur, err := s.cli.Get(ctx, sk)
 		if err != nil {
-			return svc, 0, fmt.Errorf("read service %s: %w", key, err)
+			return nil, nil, nil, fmt.Errorf("read service %s: %w", key, err)
 		}
 		var have netip.Addr
 		var curRev int64
@@ -91,26 +140,41 @@ func (s *Store) PutService(ctx context.Context, svc corev1.Service, cidr netip.P
 		if svc.Spec.ClusterIP != "" {
 			want = netip.MustParseAddr(svc.Spec.ClusterIP) // Validate parsed it
 			if have.IsValid() && want != have {
-				return svc, 0, fmt.Errorf("%w: service %s: spec.clusterIP %s: it is %s, and a cluster IP cannot change", ErrInvalid, key, want, have)
+				return nil, nil, nil, fmt.Errorf("%w: service %s: spec.clusterIP %s: it is %s, and a cluster IP cannot change", ErrInvalid, key, want, have)
 			}
 			if !cidr.Contains(want) || want == cidr.Masked().Addr() {
-				return svc, 0, fmt.Errorf("%w: service %s: spec.clusterIP %s is outside the service CIDR %s", ErrInvalid, key, want, cidr)
+				return nil, nil, nil, fmt.Errorf("%w: service %s: spec.clusterIP %s is outside the service CIDR %s", ErrInvalid, key, want, cidr)
 			}
 		}
 		if !want.IsValid() {
-			if want, err = s.freeServiceIP(ctx, cidr); err != nil {
-				return svc, 0, err
+			if free == nil {
+				if free, err = s.freeServiceIPs(ctx, cidr, len(svcs)); err != nil {
+					return nil, nil, nil, err
+				}
+			}
+			for len(free) > 0 && !want.IsValid() {
+				if _, used := taken[free[0]]; !used {
+					want = free[0]
+				}
+				free = free[1:]
+			}
+			if !want.IsValid() {
+				return nil, nil, nil, fmt.Errorf("no free cluster IP in %s: %w", cidr, ErrExhausted)
 			}
 		}
+		if other, dup := taken[want]; dup {
+			return nil, nil, nil, fmt.Errorf("%w: services %s and %s both ask for cluster IP %s", ErrInvalid, other, key, want)
+		}
+		taken[want] = key
 		ik := s.serviceIPsPrefix() + want.String()
 		holder, err := s.cli.Get(ctx, ik)
 		if err != nil {
-			return svc, 0, fmt.Errorf("read cluster IP %s: %w", want, err)
+			return nil, nil, nil, fmt.Errorf("read cluster IP %s: %w", want, err)
 		}
 		ipRev := int64(0) // the claim must be absent, or ours
 		if len(holder.Kvs) == 1 {
 			if h := string(holder.Kvs[0].Value); h != key {
-				return svc, 0, fmt.Errorf("%w: service %s: spec.clusterIP %s is allocated to service %s", ErrInvalid, key, want, h)
+				return nil, nil, nil, fmt.Errorf("%w: service %s: spec.clusterIP %s is allocated to service %s", ErrInvalid, key, want, h)
 			}
 			ipRev = holder.Kvs[0].ModRevision
 		}
@@ -119,28 +183,21 @@ func (s *Store) PutService(ctx context.Context, svc corev1.Service, cidr netip.P
 		b, err := json.Marshal(serviceRecord{Namespace: stored.Namespace, Name: stored.Name,
 			BackendRemoval: stored.Annotations[service.AnnotationBackendRemoval], Spec: stored.Spec})
 		if err != nil {
-			return svc, 0, err
+			return nil, nil, nil, err
 		}
-		tr, err := s.cli.Txn(ctx).If(
-			clientv3.Compare(clientv3.ModRevision(sk), "=", curRev),
-			clientv3.Compare(clientv3.ModRevision(ik), "=", ipRev),
-		).Then(clientv3.OpPut(sk, string(b)), clientv3.OpPut(ik, key)).Commit()
-		if err != nil {
-			return svc, 0, fmt.Errorf("write service %s: %w", key, err)
-		}
-		if tr.Succeeded {
-			return stored, tr.Header.Revision, nil
-		}
+		out = append(out, stored)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(sk), "=", curRev), clientv3.Compare(clientv3.ModRevision(ik), "=", ipRev))
+		ops = append(ops, clientv3.OpPut(sk, string(b)), clientv3.OpPut(ik, key))
 	}
-	return svc, 0, fmt.Errorf("write service %s: still contended after %d attempts", key, maxClaimAttempts)
+	return out, cmps, ops, nil
 }
 
-// freeServiceIP is the lowest address of cidr no service holds (not the
-// network address).
-func (s *Store) freeServiceIP(ctx context.Context, cidr netip.Prefix) (netip.Addr, error) {
+// freeServiceIPs are the n lowest addresses of cidr no service holds
+// (not the network or broadcast address), fewer if there are not as many.
+func (s *Store) freeServiceIPs(ctx context.Context, cidr netip.Prefix, n int) ([]netip.Addr, error) {
 	resp, err := s.cli.Get(ctx, s.serviceIPsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("list cluster IPs: %w", err)
+		return nil, fmt.Errorf("list cluster IPs: %w", err)
 	}
 	used := map[netip.Addr]bool{}
 	for _, kv := range resp.Kvs {
@@ -148,12 +205,13 @@ func (s *Store) freeServiceIP(ctx context.Context, cidr netip.Prefix) (netip.Add
 			used[a] = true
 		}
 	}
-	for a := cidr.Masked().Addr().Next(); cidr.Contains(a); a = a.Next() {
+	out := []netip.Addr{}
+	for a := cidr.Masked().Addr().Next(); cidr.Contains(a) && len(out) < n; a = a.Next() {
 		if !used[a] && (!a.Next().IsValid() || cidr.Contains(a.Next())) { // not the broadcast address
-			return a, nil
+			out = append(out, a)
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("no free cluster IP in %s: %w", cidr, ErrExhausted)
+	return out, nil
 }
 
 // DeleteService removes a service and frees its cluster IP, and returns

@@ -59,4 +59,21 @@ func TestServices(t *testing.T) {
 	if _, _, err := s.PutService(ctx, corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "bad"}}, cidr); !errors.Is(err, ErrInvalid) {
 		t.Errorf("invalid service: %v", err)
 	}
+
+	// Several at once, all or nothing: a conflict in the last one leaves
+	// the first unwritten; two new ones get two addresses.
+	wide := netip.MustParsePrefix("10.97.0.0/24")
+	if _, _, err := s.PutServices(ctx, []corev1.Service{svc("d", ""), svc("e", "10.96.0.2")}, netip.MustParsePrefix("10.96.0.0/24")); !errors.Is(err, ErrInvalid) {
+		t.Errorf("apply with a taken cluster IP: %v", err)
+	}
+	if _, err := s.DeleteService(ctx, "default", "d"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("d was written by a refused apply: %v", err)
+	}
+	got, _, err := s.PutServices(ctx, []corev1.Service{svc("f", ""), svc("g", "")}, wide)
+	if err != nil || len(got) != 2 || got[0].Spec.ClusterIP == got[1].Spec.ClusterIP {
+		t.Errorf("two new services at once: %v, %v", got, err)
+	}
+	if _, _, err := s.PutServices(ctx, []corev1.Service{svc("h", "10.97.0.9"), svc("i", "10.97.0.9")}, wide); !errors.Is(err, ErrInvalid) {
+		t.Errorf("two services asking for one cluster IP: %v", err)
+	}
 }
