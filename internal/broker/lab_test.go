@@ -24,7 +24,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/api"
@@ -40,26 +39,18 @@ func overlayBytes(t *testing.T, hosts ...string) uint64 {
 	t.Helper()
 	var sum uint64
 	for _, h := range hosts {
-		ns, err := netns.GetFromPath(lab.NetnsPath(lab.HostNetns(h)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		hd, err := netlink.NewHandleAt(ns)
-		ns.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		links, err := hd.LinkList()
-		hd.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range links {
-			a := l.Attrs()
-			if a.Name == "slim-vxlan" || (l.Type() == "veth" && strings.HasPrefix(a.Name, "slim")) {
-				sum += a.Statistics.RxBytes + a.Statistics.TxBytes
+		withHost(t, h, func(hd *netlink.Handle) {
+			links, err := hd.LinkList()
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
+			for _, l := range links {
+				a := l.Attrs()
+				if a.Name == "slim-vxlan" || (l.Type() == "veth" && strings.HasPrefix(a.Name, "slim")) {
+					sum += a.Statistics.RxBytes + a.Statistics.TxBytes
+				}
+			}
+		})
 	}
 	return sum
 }
