@@ -73,11 +73,7 @@ func (f *fastPath) Listener(vip netip.Addr, port uint16) (api.Listener, bool) {
 // IsService implements broker.ServiceView: vip:port is a service's TCP
 // port (one without a backend refuses connects at once).
 func (f *fastPath) IsService(vip netip.Addr, port uint16) bool {
-	if f.services == nil {
-		return false
-	}
-	_, _, is := f.services.pick(vip, port, func(netip.Addr, uint16) (api.Listener, bool) { return api.Listener{}, false })
-	return is
+	return f.services != nil && f.services.of(netip.AddrPortFrom(vip, port)) != ""
 }
 
 // listener is the published listener at vip:port.

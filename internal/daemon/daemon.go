@@ -283,7 +283,7 @@ func (d *Daemon) setup(ctx context.Context) error {
 		fpSwitch: d.fpSwitch, valid: d.valid}
 	d.policies = newPolicies(d.self.Name, d.pols, d.nss, d.endpoints, d.view.validEndpoint, d.metrics.policyDenied,
 		d.log.With("component", "policies"))
-	d.services = newServices(d.svcs, d.endpoints, d.view.validEndpoint, d.log.With("component", "services"))
+	d.services = newServices(d.svcs, d.endpoints, d.view.validEndpoint)
 	return d.setupFastPath(uip)
 }
 

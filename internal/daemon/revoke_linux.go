@@ -52,16 +52,19 @@ func (d *Daemon) runRevoke(ctx context.Context) error {
 func (d *Daemon) revoke() {
 	allow := d.policies.allowNow()
 	n := map[string]int{}
-	if conns, err := d.fastPathSockets(); err != nil {
+	// One sock_diag walk for the policy's cuts and the services'.
+	conns, err := d.fastPathSockets()
+	if err != nil {
 		d.log.Warn("revoke: listing fast-path connections", "err", err)
-	} else {
-		for _, c := range revokedFastPath(conns, allow) {
-			if err := broker.DestroyTCP(c.ref.(*netlink.Socket)); err != nil && !errors.Is(err, unix.ENOENT) {
-				d.log.Warn("revoke: destroying a fast-path socket", "local", c.c.HostLocal, "remote", c.c.HostRemote, "err", err)
-				continue
-			}
-			n["fastpath"]++
+	}
+	cut := map[any]bool{}
+	for _, c := range revokedFastPath(conns, allow) {
+		if err := broker.DestroyTCP(c.ref.(*netlink.Socket)); err != nil && !errors.Is(err, unix.ENOENT) {
+			d.log.Warn("revoke: destroying a fast-path socket", "local", c.c.HostLocal, "remote", c.c.HostRemote, "err", err)
+			continue
 		}
+		cut[c.ref] = true
+		n["fastpath"]++
 	}
 	eps, _ := d.endpoints.Snapshot()
 	local := map[netip.Addr]bool{}
@@ -112,21 +115,17 @@ func (d *Daemon) revoke() {
 			d.log.Info("network policy: live connections cut", "path", path, "count", k)
 		}
 	}
-	if d.services.resetting() {
-		d.resetServiceConns()
+	if err == nil && d.services.resetting() {
+		d.resetServiceConns(conns, cut)
 	}
 }
 
 // resetServiceConns cuts the fast-path client connections, made through a
 // service that asks for it, whose backend has left the service or closed
-// its listener (service.AnnotationBackendRemoval).
-func (d *Daemon) resetServiceConns() {
+// its listener (service.AnnotationBackendRemoval); those of cut are gone
+// already.
+func (d *Daemon) resetServiceConns(conns []fpConn, cut map[any]bool) {
 	if d.bpf == nil {
-		return
-	}
-	conns, err := d.fastPathSockets()
-	if err != nil {
-		d.log.Warn("service reset: listing fast-path connections", "err", err)
 		return
 	}
 	recs, err := d.bpf.Conns()
@@ -135,7 +134,7 @@ func (d *Daemon) resetServiceConns() {
 		return
 	}
 	for _, fc := range conns {
-		if fc.c.Role != "client" || fc.c.State == "TIME_WAIT" {
+		if fc.c.Role != "client" || fc.c.State == "TIME_WAIT" || cut[fc.ref] {
 			continue
 		}
 		sk := fc.ref.(*netlink.Socket)

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/nat"
+	"github.com/slimnet/slim/internal/policy"
 	"github.com/slimnet/slim/internal/service"
 	"github.com/slimnet/slim/internal/store"
 )
@@ -25,7 +25,6 @@ type services struct {
 	svcs      *store.Cache[corev1.Service]
 	endpoints *store.Cache[api.Endpoint]
 	valid     func(api.Endpoint) bool
-	log       *slog.Logger
 	table     atomic.Pointer[service.Table]
 	dirty     chan struct{}
 	// changed is called after a rebuild (the packet filters follow).
@@ -34,8 +33,8 @@ type services struct {
 	picked func(service string)
 }
 
-func newServices(svcs *store.Cache[corev1.Service], endpoints *store.Cache[api.Endpoint], valid func(api.Endpoint) bool, log *slog.Logger) *services {
-	s := &services{svcs: svcs, endpoints: endpoints, valid: valid, log: log, dirty: make(chan struct{}, 1)}
+func newServices(svcs *store.Cache[corev1.Service], endpoints *store.Cache[api.Endpoint], valid func(api.Endpoint) bool) *services {
+	s := &services{svcs: svcs, endpoints: endpoints, valid: valid, dirty: make(chan struct{}, 1)}
 	s.table.Store(service.Build(nil, nil))
 	return s
 }
@@ -89,10 +88,7 @@ func (s *services) dnat(self string, ls map[string]api.Listener, valid func(api.
 	var out []nat.Service
 	for _, f := range t.Fronts() {
 		p, _ := t.Lookup(f)
-		proto := uint8(unix.IPPROTO_TCP)
-		if f.Protocol == corev1.ProtocolUDP {
-			proto = unix.IPPROTO_UDP
-		}
+		proto, _ := policy.Protocol(f.Protocol).Number() // TCP or UDP: Validate allows no other
 		ns := nat.Service{VIP: f.VIP, Proto: proto, Port: f.Port}
 		for _, b := range p.Backends {
 			if l, ok := ls[store.ListenerKey(b.Addr(), b.Port())]; ok && proto == unix.IPPROTO_TCP && l.Host == self && valid(l) {
@@ -134,15 +130,7 @@ func (s *services) pick(vip netip.Addr, port uint16, listener func(netip.Addr, u
 
 // resetting reports whether some service asks for the connections of a
 // removed backend to be cut (service.AnnotationBackendRemoval).
-func (s *services) resetting() bool {
-	t := s.table.Load()
-	for _, f := range t.Fronts() {
-		if p, _ := t.Lookup(f); p.Reset {
-			return true
-		}
-	}
-	return false
-}
+func (s *services) resetting() bool { return s.table.Load().Resets() }
 
 // stale reports whether a client connection that named peer (a service's
 // TCP port, to the service's resetting kind) and went to backend should be

@@ -39,26 +39,34 @@ const (
 	svcReject = "svc_reject"
 )
 
+// svcKeyType is the type of svcKey: ipv4_addr . inet_proto . inet_service.
+var svcKeyType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+
 func svcChain(s Service) string {
 	return fmt.Sprintf("%s%s_%d_%d", svcChainPrefix, s.VIP, s.Proto, s.Port)
 }
 
 func (t *Table) svcMap(tb *nftables.Table) *nftables.Set {
 	return &nftables.Set{Table: tb, Name: svcMap4, IsMap: true, Concatenation: true,
-		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
+		KeyType:  svcKeyType,
 		DataType: nftables.TypeVerdict}
 }
 
 // svcLookupExprs is: meta nfproto ipv4 ip daddr . meta l4proto . th dport
 // vmap @svc4 (in the NAT chains, after the listener lookups).
 func svcLookupExprs(m *nftables.Set) []expr.Any {
+	return append(svcKeyExprs(), &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m.Name, SetID: m.ID})
+}
+
+// svcKeyExprs load an IPv4 packet's service key (svcKey) into registers
+// 1, 9 and 10: ip daddr . meta l4proto . th dport.
+func svcKeyExprs() []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 9},
 		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
 	}
 }
 
@@ -147,18 +155,11 @@ func svcKey(s Service) []byte {
 //	meta nfproto ipv4 ip daddr . meta l4proto . th dport @svc_empty4 reject with icmpx port-unreachable
 func (t *Table) syncServiceReject(tb *nftables.Table, empty []nftables.SetElement) error {
 	set := &nftables.Set{Table: tb, Name: svcEmpty4, Concatenation: true,
-		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)}
+		KeyType: svcKeyType}
 	if err := t.fillSet(set, empty); err != nil {
 		return err
 	}
-	match := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 9},
-		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
-	}
+	match := append(svcKeyExprs(), &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID})
 	accept := nftables.ChainPolicyAccept
 	for _, hook := range []struct {
 		name string

@@ -34,6 +34,7 @@ type Port struct {
 // never changed: share it freely.
 type Table struct {
 	fronts map[Front]*Port
+	reset  bool
 }
 
 // Build indexes svcs over eps. A service without a cluster IP (not
@@ -59,6 +60,7 @@ func Build(svcs []corev1.Service, eps []api.Endpoint) *Table {
 		for _, p := range s.Spec.Ports {
 			proto := Protocol(p.Protocol)
 			port := &Port{Service: Key(s), Name: p.Name, Reset: ResetsOnRemoval(s)}
+			t.reset = t.reset || port.Reset
 			for _, ep := range members {
 				if tp, ok := targetPort(p, proto, ep); ok {
 					port.Backends = append(port.Backends, netip.AddrPortFrom(ep.IPv4, tp))
@@ -76,6 +78,10 @@ func (t *Table) Lookup(f Front) (*Port, bool) {
 	p, ok := t.fronts[f]
 	return p, ok
 }
+
+// Resets reports whether some service port asks for its connections to a
+// removed backend to be cut (AnnotationBackendRemoval).
+func (t *Table) Resets() bool { return t.reset }
 
 // Fronts lists every front, sorted by address, port and protocol.
 func (t *Table) Fronts() []Front {
