@@ -62,6 +62,7 @@ func newLabUpCmd(g *globals, lf *labFlags) *cobra.Command {
 	var (
 		hosts    int
 		ipv6     bool
+		tls      bool
 		leaseTTL time.Duration
 		underlay string
 		mtu      int
@@ -83,13 +84,14 @@ dead slimd is restarted.`,
 			if err != nil {
 				return &usageError{fmt.Errorf("--underlay: %w", err)}
 			}
-			cfg.Hosts, cfg.IPv6, cfg.LeaseTTL, cfg.Underlay, cfg.MTU, cfg.ReadyTimeout = hosts, ipv6, leaseTTL, u, mtu, timeout
+			cfg.Hosts, cfg.IPv6, cfg.TLS, cfg.LeaseTTL, cfg.Underlay, cfg.MTU, cfg.ReadyTimeout = hosts, ipv6, tls, leaseTTL, u, mtu, timeout
 			return lab.Up(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&hosts, "hosts", 2, fmt.Sprintf("number of hosts (1-%d)", lab.MaxHosts))
 	f.BoolVar(&ipv6, "ipv6", false, "give containers IPv6 addresses too (cluster "+lab.ClusterCIDR6+")")
+	f.BoolVar(&tls, "tls", false, "run the store with mutual TLS and etcd role-based access (a throwaway CA in the state dir)")
 	f.DurationVar(&leaseTTL, "lease-ttl", lab.DefaultLeaseTTL, "slimd's host lease TTL")
 	f.StringVar(&underlay, "underlay", lab.DefaultUnderlay.String(), "the wire's IPv4 subnet; host i gets its address .i")
 	f.IntVar(&mtu, "mtu", lab.DefaultMTU, "the wire's MTU")

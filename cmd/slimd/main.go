@@ -64,8 +64,11 @@ func config(args []string) (daemon.Config, error) {
 	fs.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "state directory (embedded etcd data, lease)")
 	fs.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "local API unix socket")
 	fs.StringVar(&etcdEndpoints, "etcd-endpoints", "", "comma-separated external etcd endpoints; empty runs an embedded single-node etcd")
-	fs.StringVar(&cfg.EtcdListenClient, "etcd-listen-client", daemon.DefaultEtcdClient, "embedded etcd client URL")
-	fs.StringVar(&cfg.EtcdListenPeer, "etcd-listen-peer", daemon.DefaultEtcdPeer, "embedded etcd peer URL")
+	fs.StringVar(&cfg.EtcdListenClient, "etcd-listen-client", daemon.DefaultEtcdClient, "embedded etcd client URL (default "+daemon.DefaultEtcdClientTLS+" with TLS)")
+	fs.StringVar(&cfg.EtcdListenPeer, "etcd-listen-peer", daemon.DefaultEtcdPeer, "embedded etcd peer URL (default "+daemon.DefaultEtcdPeerTLS+" with TLS)")
+	fs.StringVar(&cfg.EtcdTLS.TrustedCAFile, "etcd-cacert", "", "CA bundle that signed etcd's certificates (and, for the embedded etcd, the clients')")
+	fs.StringVar(&cfg.EtcdTLS.CertFile, "etcd-cert", "", "slimd's client certificate for etcd (also the embedded etcd's server certificate)")
+	fs.StringVar(&cfg.EtcdTLS.KeyFile, "etcd-key", "", "the key of --etcd-cert")
 	fs.StringVar(&cfg.Prefix, "etcd-prefix", store.DefaultPrefix, "key prefix in etcd")
 	fs.StringVar(&cluster4, "cluster-cidr", daemon.DefaultCluster4, "IPv4 cluster CIDR")
 	fs.TextVar(&cfg.ServiceCIDR, "service-cidr", netip.MustParsePrefix(daemon.DefaultServiceCIDR), "IPv4 CIDR of services' cluster IPs (the same on every host)")
@@ -93,6 +96,18 @@ func config(args []string) (daemon.Config, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.TLS() {
+		// The embedded etcd's default URLs follow the TLS setting; URLs
+		// given explicitly are checked against it instead.
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["etcd-listen-client"] {
+			cfg.EtcdListenClient = daemon.DefaultEtcdClientTLS
+		}
+		if !set["etcd-listen-peer"] {
+			cfg.EtcdListenPeer = daemon.DefaultEtcdPeerTLS
+		}
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {

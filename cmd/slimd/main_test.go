@@ -41,6 +41,20 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
+func TestConfigTLSDefaults(t *testing.T) {
+	cfg, err := config([]string{"--node-name", "h1", "--etcd-cacert", "ca.pem", "--etcd-cert", "c.pem", "--etcd-key", "k.pem"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EtcdListenClient != "https://127.0.0.1:2379" || cfg.EtcdListenPeer != "https://127.0.0.1:2380" {
+		t.Errorf("embedded etcd urls with TLS: %s %s", cfg.EtcdListenClient, cfg.EtcdListenPeer)
+	}
+	cfg, err = config([]string{"--node-name", "h1", "--etcd-cacert", "ca.pem", "--etcd-endpoints", "https://10.0.0.1:2379,https://10.0.0.2:2379"})
+	if err != nil || len(cfg.EtcdEndpoints) != 2 || cfg.EtcdTLS.TrustedCAFile != "ca.pem" {
+		t.Errorf("external etcd, server-checked TLS: %v %+v", err, cfg)
+	}
+}
+
 func TestConfigRejects(t *testing.T) {
 	for _, args := range [][]string{
 		{"--port-range", "30000-20000"},
@@ -49,6 +63,9 @@ func TestConfigRejects(t *testing.T) {
 		{"--port-block-size", "65536"},
 		{"extra"},
 		{"--no-such-flag"},
+		{"--etcd-cert", "c.pem", "--etcd-key", "k.pem"}, // the embedded etcd needs the CA too
+		{"--etcd-cacert", "ca.pem", "--etcd-cert", "c.pem", "--etcd-key", "k.pem", "--etcd-listen-client", "http://127.0.0.1:2379"},
+		{"--etcd-endpoints", "https://10.0.0.1:2379"},
 	} {
 		if _, err := config(args); err == nil || errors.Is(err, flag.ErrHelp) {
 			t.Errorf("%q: accepted (%v)", args, err)

@@ -162,8 +162,23 @@ func waitListener(t *testing.T, cfg lab.Config, host string, vip netip.Addr, por
 	})
 }
 
-func TestFastPath(t *testing.T) {
-	l := labtest.New(t, labtest.Hosts(2))
+func TestFastPath(t *testing.T) { fastPathSuite(t, labtest.New(t, labtest.Hosts(2))) }
+
+// The same suite with the store on mutual TLS and etcd's role-based
+// access: every slimd may touch only the store's prefix.
+func TestFastPathTLS(t *testing.T) {
+	l := labtest.New(t, labtest.Hosts(2), labtest.TLS())
+	st, err := api.NewClient(lab.SocketPath(l.Config, "h2")).Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.EtcdEndpoints) != 1 || !strings.HasPrefix(st.EtcdEndpoints[0], "https://") {
+		t.Fatalf("h2's store endpoints %v: want https", st.EtcdEndpoints)
+	}
+	fastPathSuite(t, l)
+}
+
+func fastPathSuite(t *testing.T, l *labtest.Lab) {
 	dumpOnFailure(t, l.Config)
 	probe := labtest.Probe(t)
 	ctx := t.Context()

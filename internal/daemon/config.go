@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/store"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 )
 
 // Config is slimd's configuration, filled from flags by cmd/slimd.
@@ -40,6 +41,11 @@ type Config struct {
 	EtcdListenClient string
 	EtcdListenPeer   string
 	Prefix           string
+	// EtcdTLS is mutual TLS to etcd: TrustedCAFile verifies the server
+	// (and, for the embedded etcd, the clients), CertFile and KeyFile are
+	// slimd's own pair (also the embedded etcd's server certificate). All
+	// empty means plaintext.
+	EtcdTLS transport.TLSInfo
 
 	Cluster store.ClusterConfig
 	// ServiceCIDR is where services' cluster IPs come from. Every slimd
@@ -72,18 +78,22 @@ type Config struct {
 
 // Defaults for flags.
 const (
-	DefaultDataDir     = "/var/lib/slim"
-	DefaultEtcdClient  = "http://127.0.0.1:2379"
-	DefaultEtcdPeer    = "http://127.0.0.1:2380"
-	DefaultCluster4    = "10.244.0.0/16"
-	DefaultServiceCIDR = "10.96.0.0/16"
-	DefaultHostBits4   = 24
-	DefaultHostBits6   = 64
-	DefaultVNI         = 1
-	DefaultVXLANPort   = 4789
-	DefaultVXLANDevice = "slim-vxlan"
-	DefaultLeaseTTL    = 20 * time.Second
-	DefaultAgentSocket = "/run/slim/agent.sock"
+	DefaultDataDir    = "/var/lib/slim"
+	DefaultEtcdClient = "http://127.0.0.1:2379"
+	DefaultEtcdPeer   = "http://127.0.0.1:2380"
+	// DefaultEtcdClientTLS and DefaultEtcdPeerTLS replace the two above
+	// when TLS is configured.
+	DefaultEtcdClientTLS = "https://127.0.0.1:2379"
+	DefaultEtcdPeerTLS   = "https://127.0.0.1:2380"
+	DefaultCluster4      = "10.244.0.0/16"
+	DefaultServiceCIDR   = "10.96.0.0/16"
+	DefaultHostBits4     = 24
+	DefaultHostBits6     = 64
+	DefaultVNI           = 1
+	DefaultVXLANPort     = 4789
+	DefaultVXLANDevice   = "slim-vxlan"
+	DefaultLeaseTTL      = 20 * time.Second
+	DefaultAgentSocket   = "/run/slim/agent.sock"
 	// The fast path's port range sits below the default ephemeral range
 	// (32768-60999), so reserving it takes nothing from other programs.
 	DefaultPortRange      = "20480-32767"
@@ -107,11 +117,7 @@ func (c *Config) Validate() error {
 	if c.Socket == "" {
 		errs = append(errs, errors.New("socket path is empty"))
 	}
-	for _, e := range c.EtcdEndpoints {
-		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("etcd endpoint %q: want http(s)://host:port", e))
-		}
-	}
+	errs = append(errs, c.validateEtcd()...)
 	if err := c.Cluster.Plan().Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -148,6 +154,47 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("resync interval %s: want at least 1s", c.ResyncInterval))
 	}
 	return errors.Join(errs...)
+}
+
+// TLS reports whether slimd talks to etcd over TLS.
+func (c *Config) TLS() bool { return c.EtcdTLS.TrustedCAFile != "" || !c.EtcdTLS.Empty() }
+
+// validateEtcd checks the store's URLs against the TLS settings: a URL's
+// scheme must say what the connection does, so that nobody believes a
+// plaintext store is encrypted, or the other way round.
+func (c *Config) validateEtcd() []error {
+	var errs []error
+	t := c.EtcdTLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		errs = append(errs, errors.New("etcd tls: --etcd-cert and --etcd-key go together"))
+	}
+	want, why := "http", "no TLS is configured (--etcd-cacert, --etcd-cert, --etcd-key)"
+	if c.TLS() {
+		want, why = "https", "TLS is configured"
+	}
+	check := func(what, e string) {
+		u, err := url.Parse(e)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			errs = append(errs, fmt.Errorf("%s %q: want http(s)://host:port", what, e))
+		case u.Scheme != want:
+			errs = append(errs, fmt.Errorf("%s %q: want %s://, %s", what, e, want, why))
+		}
+	}
+	for _, e := range c.EtcdEndpoints {
+		check("etcd endpoint", e)
+	}
+	if len(c.EtcdEndpoints) > 0 {
+		return errs
+	}
+	check("embedded etcd client url", c.EtcdListenClient)
+	check("embedded etcd peer url", c.EtcdListenPeer)
+	if c.TLS() && (t.TrustedCAFile == "" || t.CertFile == "" || t.KeyFile == "") {
+		// Without a CA the embedded etcd could not check client
+		// certificates, and TLS without them authenticates nobody.
+		errs = append(errs, errors.New("embedded etcd tls: give --etcd-cacert, --etcd-cert and --etcd-key together"))
+	}
+	return errs
 }
 
 // Blocks is the port range the fast path's source port blocks come from.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/store"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 )
 
 func validConfig() Config {
@@ -18,8 +19,15 @@ func validConfig() Config {
 		},
 		VXLANDevice: DefaultVXLANDevice, LeaseTTL: DefaultLeaseTTL, ResyncInterval: DefaultResyncInterval,
 		AgentSocket: DefaultAgentSocket, PortFirst: 20480, PortLast: 32767, PortBlockSize: DefaultPortBlockSize,
-		ServiceCIDR: netip.MustParsePrefix(DefaultServiceCIDR),
+		ServiceCIDR:      netip.MustParsePrefix(DefaultServiceCIDR),
+		EtcdListenClient: DefaultEtcdClient, EtcdListenPeer: DefaultEtcdPeer,
 	}
+}
+
+// withTLS configures mutual TLS and the embedded etcd's https URLs.
+func withTLS(c *Config) {
+	c.EtcdTLS = transport.TLSInfo{TrustedCAFile: "ca.pem", CertFile: "h1.pem", KeyFile: "h1-key.pem"}
+	c.EtcdListenClient, c.EtcdListenPeer = DefaultEtcdClientTLS, DefaultEtcdPeerTLS
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -33,6 +41,17 @@ func TestConfigValidate(t *testing.T) {
 		{"name with slash", func(c *Config) { c.NodeName = "a/b" }, "node name"},
 		{"empty data dir", func(c *Config) { c.DataDir = "" }, "data dir"},
 		{"bad etcd url", func(c *Config) { c.EtcdEndpoints = []string{"192.168.1.1:2379"} }, "etcd endpoint"},
+		{"tls embedded", withTLS, ""},
+		{"tls external", func(c *Config) { withTLS(c); c.EtcdEndpoints = []string{"https://10.0.0.1:2379"} }, ""},
+		{"tls external, server check only", func(c *Config) {
+			c.EtcdTLS.TrustedCAFile = "ca.pem"
+			c.EtcdEndpoints = []string{"https://10.0.0.1:2379"}
+		}, ""},
+		{"tls but plaintext endpoint", func(c *Config) { withTLS(c); c.EtcdEndpoints = []string{"http://10.0.0.1:2379"} }, "want https://, TLS is configured"},
+		{"tls but plaintext listen url", func(c *Config) { withTLS(c); c.EtcdListenClient = DefaultEtcdClient }, "embedded etcd client url"},
+		{"https without tls", func(c *Config) { c.EtcdEndpoints = []string{"https://10.0.0.1:2379"} }, "want http://, no TLS"},
+		{"cert without key", func(c *Config) { withTLS(c); c.EtcdTLS.KeyFile = "" }, "--etcd-cert and --etcd-key go together"},
+		{"embedded tls without ca", func(c *Config) { withTLS(c); c.EtcdTLS.TrustedCAFile = "" }, "embedded etcd tls"},
 		{"vni zero", func(c *Config) { c.Cluster.VNI = 0 }, "vni"},
 		{"vni too big", func(c *Config) { c.Cluster.VNI = 1 << 24 }, "vni"},
 		{"port", func(c *Config) { c.Cluster.Port = 70000 }, "port"},

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -131,6 +132,7 @@ func (d *Daemon) connectStore() error {
 			DataDir:   d.cfg.DataDir,
 			ClientURL: d.cfg.EtcdListenClient,
 			PeerURL:   d.cfg.EtcdListenPeer,
+			TLS:       d.cfg.EtcdTLS,
 		})
 		if err != nil {
 			return err
@@ -139,8 +141,16 @@ func (d *Daemon) connectStore() error {
 		endpoints = []string{srv.Endpoint()}
 		d.log.Info("embedded etcd started", "endpoint", srv.Endpoint())
 	}
+	var tlsCfg *tls.Config
+	if d.cfg.TLS() {
+		var err error
+		if tlsCfg, err = d.cfg.EtcdTLS.ClientConfig(); err != nil {
+			return fmt.Errorf("etcd tls: %w", err)
+		}
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
+		TLS:         tlsCfg,
 		DialTimeout: etcdDialTimeout,
 		// The client's own zap logging is noisy on every reconnect; our
 		// caches and lease keeper log what matters.

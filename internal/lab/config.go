@@ -103,6 +103,10 @@ type Config struct {
 	LeaseTTL time.Duration
 	// MTU is the wire's MTU (DefaultMTU if zero).
 	MTU int
+	// TLS runs the store with mutual TLS and etcd's role-based access: a
+	// throwaway CA in StateDir/pki signs one certificate per host, and
+	// each slimd may touch only the store's prefix.
+	TLS bool
 	// ReadyTimeout bounds Up's wait for the hosts (DefaultReadyTimeout).
 	ReadyTimeout time.Duration
 
@@ -119,6 +123,7 @@ type plan struct {
 	IPv6     bool         `json:"ipv6"`
 	LeaseTTL string       `json:"leaseTTL"`
 	MTU      int          `json:"mtu"`
+	TLS      bool         `json:"tls,omitempty"`
 	BinDir   string       `json:"binDir"`
 	Created  time.Time    `json:"created"`
 }
@@ -288,13 +293,19 @@ func slimdArgs(dir string, p plan, i int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	scheme := "http"
+	if p.TLS {
+		scheme = "https"
+		f := certFiles(dir, host)
+		args = append(args, "--etcd-cacert", f.CACert, "--etcd-cert", f.Cert, "--etcd-key", f.Key)
+	}
 	if i == 1 {
 		// h1 runs the embedded etcd on its underlay address; the others join.
 		args = append(args,
-			"--etcd-listen-client", fmt.Sprintf("http://%s", netip.AddrPortFrom(h1, etcdClientPort)),
-			"--etcd-listen-peer", fmt.Sprintf("http://%s", netip.AddrPortFrom(h1, etcdPeerPort)))
+			"--etcd-listen-client", fmt.Sprintf("%s://%s", scheme, netip.AddrPortFrom(h1, etcdClientPort)),
+			"--etcd-listen-peer", fmt.Sprintf("%s://%s", scheme, netip.AddrPortFrom(h1, etcdPeerPort)))
 	} else {
-		args = append(args, "--etcd-endpoints", fmt.Sprintf("http://%s", netip.AddrPortFrom(h1, etcdClientPort)))
+		args = append(args, "--etcd-endpoints", fmt.Sprintf("%s://%s", scheme, netip.AddrPortFrom(h1, etcdClientPort)))
 	}
 	if p.IPv6 {
 		args = append(args, "--cluster-cidr6", ClusterCIDR6)

@@ -113,13 +113,18 @@ func TestSlimdArgs(t *testing.T) {
 	for _, tc := range []struct {
 		i    int
 		ipv6 bool
+		tls  bool
 		want []string
 	}{
-		{1, false, append(common("h1"), "--etcd-listen-client", "http://192.168.77.1:2379", "--etcd-listen-peer", "http://192.168.77.1:2380")},
-		{2, false, append(common("h2"), "--etcd-endpoints", "http://192.168.77.1:2379")},
-		{3, true, append(common("h3"), "--etcd-endpoints", "http://192.168.77.1:2379", "--cluster-cidr6", "fd5a:11::/48")},
+		{1, false, false, append(common("h1"), "--etcd-listen-client", "http://192.168.77.1:2379", "--etcd-listen-peer", "http://192.168.77.1:2380")},
+		{2, false, false, append(common("h2"), "--etcd-endpoints", "http://192.168.77.1:2379")},
+		{3, true, false, append(common("h3"), "--etcd-endpoints", "http://192.168.77.1:2379", "--cluster-cidr6", "fd5a:11::/48")},
+		{1, false, true, append(common("h1"), "--etcd-cacert", "/run/slimlab/pki/ca.pem", "--etcd-cert", "/run/slimlab/pki/h1.pem", "--etcd-key", "/run/slimlab/pki/h1-key.pem",
+			"--etcd-listen-client", "https://192.168.77.1:2379", "--etcd-listen-peer", "https://192.168.77.1:2380")},
+		{2, false, true, append(common("h2"), "--etcd-cacert", "/run/slimlab/pki/ca.pem", "--etcd-cert", "/run/slimlab/pki/h2.pem", "--etcd-key", "/run/slimlab/pki/h2-key.pem",
+			"--etcd-endpoints", "https://192.168.77.1:2379")},
 	} {
-		p.IPv6 = tc.ipv6
+		p.IPv6, p.TLS = tc.ipv6, tc.tls
 		got, err := slimdArgs("/run/slimlab", p, tc.i)
 		if err != nil {
 			t.Fatal(err)

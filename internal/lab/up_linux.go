@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/store"
 )
 
 // Up builds the lab cfg describes and returns when every host's slimd
@@ -50,6 +51,12 @@ func Up(ctx context.Context, cfg Config) error {
 		return err
 	}
 	pr.Step("state in %s", dir)
+	if p.TLS {
+		if err := ensurePKI(dir, p); err != nil {
+			return fmt.Errorf("lab certificates: %w", err)
+		}
+		pr.Step("certificates in %s", pkiDir(dir))
+	}
 
 	if err := ensureWire(p.MTU); err != nil {
 		return fmt.Errorf("wire: %w", err)
@@ -88,6 +95,12 @@ func Up(ctx context.Context, cfg Config) error {
 		return err
 	}
 	pr.Step("slimd %s: answering", HostName(1))
+	if p.TLS {
+		if err := grantHosts(ctx, dir, p); err != nil {
+			return err
+		}
+		pr.Step("etcd: authentication on, role %s for %d hosts", store.Role, p.Hosts)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for i := 2; i <= p.Hosts; i++ {
 		g.Go(func() error { return start(gctx, i) })
@@ -117,6 +130,7 @@ func upPlan(cfg Config, binDir string) (plan, error) {
 		IPv6:     cfg.IPv6,
 		LeaseTTL: cfg.LeaseTTL.String(),
 		MTU:      cfg.MTU,
+		TLS:      cfg.TLS,
 		BinDir:   binDir,
 		Created:  time.Now().UTC().Truncate(time.Second),
 	}
@@ -131,9 +145,9 @@ func upPlan(cfg Config, binDir string) (plan, error) {
 		return want, err
 	default:
 		if have.Hosts != want.Hosts || have.Underlay != want.Underlay || have.IPv6 != want.IPv6 ||
-			have.LeaseTTL != want.LeaseTTL || have.MTU != want.MTU {
-			return want, fmt.Errorf("the lab in %s was made with %d hosts, underlay %s, ipv6 %t, lease ttl %s, mtu %d (slimctl lab down first to change it)",
-				dir, have.Hosts, have.Underlay, have.IPv6, have.LeaseTTL, have.MTU)
+			have.LeaseTTL != want.LeaseTTL || have.MTU != want.MTU || have.TLS != want.TLS {
+			return want, fmt.Errorf("the lab in %s was made with %d hosts, underlay %s, ipv6 %t, lease ttl %s, mtu %d, tls %t (slimctl lab down first to change it)",
+				dir, have.Hosts, have.Underlay, have.IPv6, have.LeaseTTL, have.MTU, have.TLS)
 		}
 		want.Created = have.Created
 	}

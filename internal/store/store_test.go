@@ -21,9 +21,20 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// underRole makes testStore connect over mutual TLS as a user holding
+// only the prefix role (TestPrefixRole).
+var underRole bool
+
 func testStore(t *testing.T) *Store {
-	_, cli := etcdtest.New(t)
-	return New(cli, "/slimtest")
+	if !underRole {
+		_, cli := etcdtest.New(t)
+		return New(cli, "/slimtest")
+	}
+	m, root := etcdtest.NewTLS(t)
+	if err := GrantPrefix(t.Context(), root, "/slimtest", []string{"h1"}); err != nil {
+		t.Fatal(err)
+	}
+	return New(etcdtest.Client(t, m.Server.Endpoint(), m.Issue(t, "h1")), "/slimtest")
 }
 
 func defaultConfig() ClusterConfig {

@@ -53,6 +53,7 @@ const (
 type options struct {
 	hosts    int
 	ipv6     bool
+	tls      bool
 	leaseTTL time.Duration
 }
 
@@ -64,6 +65,9 @@ func Hosts(n int) Option { return func(o *options) { o.hosts = n } }
 
 // IPv6 gives containers IPv6 addresses too.
 func IPv6() Option { return func(o *options) { o.ipv6 = true } }
+
+// TLS runs the store with mutual TLS and etcd's role-based access.
+func TLS() Option { return func(o *options) { o.tls = true } }
 
 // LeaseTTL sets slimd's lease TTL (default lab.DefaultLeaseTTL).
 func LeaseTTL(d time.Duration) Option { return func(o *options) { o.leaseTTL = d } }
@@ -95,6 +99,7 @@ func New(t testing.TB, opts ...Option) *Lab {
 		BinDir:   bin,
 		Hosts:    o.hosts,
 		IPv6:     o.ipv6,
+		TLS:      o.tls,
 		LeaseTTL: o.leaseTTL,
 		Progress: logWriter{t},
 	}
