@@ -6,10 +6,12 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/lab"
@@ -54,19 +56,20 @@ slimctl binary.`,
 	pf.StringVar(&lf.stateDir, "state-dir", lab.DefaultStateDir, "directory of the lab's state, logs and etcd data")
 	pf.StringVar(&lf.binDir, "bin-dir", "", "directory holding slimd and slim-cni (default: slimctl's own)")
 	cmd.AddCommand(newLabUpCmd(g, lf), newLabDownCmd(g, lf), newLabRunCmd(g, lf), newLabExecCmd(g, lf),
-		newLabLsCmd(g, lf), newLabLabelCmd(g, lf), newLabRmCmd(g, lf), newLabNsexecCmd())
+		newLabLsCmd(g, lf), newLabLabelCmd(g, lf), newLabRmCmd(g, lf), newLabNsexecCmd(), newLabEtcdMemberCmd())
 	return cmd
 }
 
 func newLabUpCmd(g *globals, lf *labFlags) *cobra.Command {
 	var (
-		hosts    int
-		ipv6     bool
-		tls      bool
-		leaseTTL time.Duration
-		underlay string
-		mtu      int
-		timeout  time.Duration
+		hosts       int
+		ipv6        bool
+		tls         bool
+		etcdMembers int
+		leaseTTL    time.Duration
+		underlay    string
+		mtu         int
+		timeout     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -84,6 +87,7 @@ dead slimd is restarted.`,
 			if err != nil {
 				return &usageError{fmt.Errorf("--underlay: %w", err)}
 			}
+			cfg.EtcdMembers = etcdMembers
 			cfg.Hosts, cfg.IPv6, cfg.TLS, cfg.LeaseTTL, cfg.Underlay, cfg.MTU, cfg.ReadyTimeout = hosts, ipv6, tls, leaseTTL, u, mtu, timeout
 			return lab.Up(cmd.Context(), cfg)
 		},
@@ -95,6 +99,7 @@ dead slimd is restarted.`,
 	f.DurationVar(&leaseTTL, "lease-ttl", lab.DefaultLeaseTTL, "slimd's host lease TTL")
 	f.StringVar(&underlay, "underlay", lab.DefaultUnderlay.String(), "the wire's IPv4 subnet; host i gets its address .i")
 	f.IntVar(&mtu, "mtu", lab.DefaultMTU, "the wire's MTU")
+	f.IntVar(&etcdMembers, "etcd-members", 0, fmt.Sprintf("run the store as an etcd cluster of this many members (1-%d) on machines of their own; 0: h1's embedded etcd", lab.MaxEtcdMembers))
 	f.DurationVar(&timeout, "timeout", lab.DefaultReadyTimeout, "how long to wait for the hosts to see each other")
 	return cmd
 }
@@ -274,6 +279,31 @@ func newLabRmCmd(g *globals, lf *labFlags) *cobra.Command {
 
 // newLabNsexecCmd is the launcher (see lab.Launch and lab.LauncherCommand,
 // whose command line it must accept). Hidden: only the lab runs it.
+func newLabEtcdMemberCmd() *cobra.Command {
+	var mc lab.MemberConfig
+	cmd := &cobra.Command{
+		Use:    "etcd-member --name N --data-dir DIR --listen-client URL --listen-peer URL --initial-cluster N=URL,...",
+		Short:  "Run one member of the lab's external etcd cluster until SIGTERM",
+		Hidden: true,
+		Args:   usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), unix.SIGTERM, unix.SIGINT)
+			defer stop()
+			return lab.RunEtcdMember(ctx, mc)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&mc.Name, "name", "", "member name")
+	f.StringVar(&mc.DataDir, "data-dir", "", "data directory")
+	f.StringVar(&mc.ClientURL, "listen-client", "", "client URL")
+	f.StringVar(&mc.PeerURL, "listen-peer", "", "peer URL")
+	f.StringVar(&mc.InitialCluster, "initial-cluster", "", "every member, name=peer-URL,...")
+	for _, n := range []string{"name", "data-dir", "listen-client", "listen-peer", "initial-cluster"} {
+		cmd.MarkFlagRequired(n)
+	}
+	return cmd
+}
+
 func newLabNsexecCmd() *cobra.Command {
 	var (
 		spec   lab.LaunchSpec

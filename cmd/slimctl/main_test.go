@@ -155,3 +155,24 @@ func TestExitCodes(t *testing.T) {
 		})
 	}
 }
+
+func TestStoreContact(t *testing.T) {
+	now := time.Date(2026, 12, 5, 1, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		ago  time.Duration
+		ttl  int
+		want string
+	}{
+		{2 * time.Second, 10, "2s ago"},
+		{7 * time.Second, 10, "7s ago: UNREACHABLE (keepalives every 3s)"},
+		{-1, 10, "never"},
+	} {
+		st := api.Status{LeaseTTL: tc.ttl}
+		if tc.ago >= 0 {
+			st.StoreContact = now.Add(-tc.ago)
+		}
+		if got := storeContact(st, now); got != tc.want {
+			t.Errorf("%s ago, ttl %d: %q, want %q", tc.ago, tc.ttl, got, tc.want)
+		}
+	}
+}

@@ -34,11 +34,25 @@ func newStatusCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(w, "etcd:\t%s\n", etcd)
 				fmt.Fprintf(w, "store synced:\t%t\n", st.StoreSynced)
+				fmt.Fprintf(w, "store contact:\t%s\n", storeContact(st, time.Now()))
 				fmt.Fprintf(w, "hosts:\t%d known, %d peers programmed\n", st.KnownHosts, st.Peers)
 				fmt.Fprintf(w, "started:\t%s (%s ago)\n", st.Host.Started.Format(time.RFC3339), time.Since(st.Host.Started).Truncate(time.Second))
 			})
 		},
 	}
+}
+
+// storeContact says when the store last answered, and whether that is
+// late: keepalives come every third of the lease TTL.
+func storeContact(st api.Status, now time.Time) string {
+	if st.StoreContact.IsZero() {
+		return "never"
+	}
+	ago := now.Sub(st.StoreContact).Truncate(time.Second)
+	if st.LeaseTTL > 0 && ago > time.Duration(st.LeaseTTL)*time.Second*2/3 {
+		return fmt.Sprintf("%s ago: UNREACHABLE (keepalives every %ds)", ago, max(1, st.LeaseTTL/3))
+	}
+	return fmt.Sprintf("%s ago", ago)
 }
 
 func newHostsCmd(g *globals) *cobra.Command {

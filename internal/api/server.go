@@ -43,8 +43,9 @@ type Backend interface {
 const maxBody = 4 << 20
 
 // requestTimeout bounds one API call, so a stuck store cannot pile up
-// CNI invocations forever.
-const requestTimeout = 30 * time.Second
+// CNI invocations: a runtime gets a "try again later" well within its
+// own timeout (a CNI ADD makes two calls) and retries.
+const requestTimeout = 10 * time.Second
 
 // Server serves the API on a unix socket.
 type Server struct {
@@ -114,6 +115,9 @@ func (s *Server) handle(pattern string, fn func(*http.Request) (any, error)) {
 		r = r.WithContext(ctx)
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		v, err := fn(r)
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			err = fmt.Errorf("%w: no answer within %s (is the store, etcd, reachable? slimctl status shows its last answer): %w", ErrUnavailable, requestTimeout, err)
+		}
 		code := http.StatusOK
 		if err != nil {
 			code = statusOf(err)

@@ -156,6 +156,12 @@ type Status struct {
 	EmbeddedEtcd  bool     `json:"embeddedEtcd"`
 	// StoreSynced is true once the local caches hold a full copy of the store.
 	StoreSynced bool `json:"storeSynced"`
+	// StoreContact is when the store last answered slimd (its lease
+	// keepalives, every third of the lease TTL); long ago means the store
+	// is unreachable from this host.
+	StoreContact time.Time `json:"storeContact,omitzero"`
+	// LeaseTTL is the host lease's TTL in seconds.
+	LeaseTTL int `json:"leaseTTL,omitempty"`
 	// Peers is the number of remote hosts the overlay has programmed.
 	Peers int `json:"peers"`
 	// KnownHosts is the number of hosts in the store, this one included.

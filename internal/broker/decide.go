@@ -25,6 +25,7 @@ const (
 	ReasonOption       Reason = "option"        // the socket carries an option value the guard refuses on host sockets
 	ReasonPermission   Reason = "permission"    // slimd may not take the socket (no CAP_SYS_PTRACE over the process)
 	ReasonUnsupported  Reason = "unsupported"   // the kernel lacks what a swap needs (pidfd_getfd, PIDFD_THREAD)
+	ReasonStore        Reason = "store"         // the store (etcd) did not answer in time: a listener stays in the container
 	ReasonError        Reason = "error"         // the swap failed; the kernel does it instead
 )
 

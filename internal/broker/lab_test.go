@@ -637,33 +637,8 @@ func TestSlimdRestartAndKill(t *testing.T) {
 	ctx := t.Context()
 	srv := l.Run(lab.RunSpec{Host: "h1", Name: "srv", Command: []string{"socat", "TCP-LISTEN:7000,fork,reuseaddr", "EXEC:cat"}})
 	waitListener(t, l.Config, "h1", srv.IPv4, 7000, true)
-	stream := filepath.Join(t.TempDir(), "stream")
-	// One long connection: a line every 20 ms, echoed back into a file.
-	l.Run(lab.RunSpec{Host: "h2", Name: "stream", Command: []string{"sh", "-c",
-		fmt.Sprintf("while :; do echo tick; sleep 0.02; done | socat - TCP:%s:7000 > %s", srv.IPv4, stream)}})
-	// Short connections in a loop, each result logged.
-	loopLog := filepath.Join(t.TempDir(), "loop")
-	l.Run(lab.RunSpec{Host: "h2", Name: "loop", Command: []string{"sh", "-c",
-		fmt.Sprintf("while :; do if echo x | socat -t 1 - TCP:%s:7000,connect-timeout=30 2>&1 | grep -qx x; then echo ok; else echo FAIL; fi >> %s; sleep 0.1; done", srv.IPv4, loopLog)}})
-	size := func(p string) int64 {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return 0
-		}
-		return fi.Size()
-	}
-	count := func(word string) int { b, _ := os.ReadFile(loopLog); return strings.Count(string(b), word) }
-	progress := func(what string) {
-		t.Helper()
-		s0, ok0 := size(stream), count("ok")
-		poll.Until(t, 20*time.Second, func() error {
-			if size(stream) < s0+100 || count("ok") < ok0+3 {
-				return fmt.Errorf("%s: stream %d -> %d bytes, loop %d -> %d ok", what, s0, size(stream), ok0, count("ok"))
-			}
-			return nil
-		})
-	}
-	progress("before")
+	tr := startTraffic(t, l, "h2", srv.IPv4, 7000)
+	tr.progress(t, "before")
 	for _, step := range []struct {
 		host string
 		sig  unix.Signal
@@ -672,34 +647,133 @@ func TestSlimdRestartAndKill(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The stream needs no slimd; the loop's connects wait for one.
-		s0 := size(stream)
-		time.Sleep(time.Second)
-		if size(stream) <= s0 {
-			t.Fatalf("stream stopped while %s's slimd was down (%v)", step.host, step.sig)
-		}
+		tr.streaming(t, fmt.Sprintf("%s's slimd down (%v)", step.host, step.sig))
 		if err := lab.Up(ctx, l.Config); err != nil {
 			t.Fatal(err)
 		}
-		progress(fmt.Sprintf("after %v of %s's slimd", step.sig, step.host))
+		tr.progress(t, fmt.Sprintf("after %v of %s's slimd", step.sig, step.host))
 	}
-	if n := count("FAIL"); n > 0 {
-		b, _ := os.ReadFile(loopLog)
-		t.Fatalf("%d short connections failed:\n%s", n, b)
+	tr.check(t)
+	// After all that, new connections are still swapped.
+	echoSwapped(t, l, "loop", netip.AddrPortFrom(srv.IPv4, 7000), "after the restarts")
+}
+
+// traffic is a long connection and a loop of short ones from a container
+// to an echo server (socat), each logged to a file, to watch what a fault
+// does to connections.
+type traffic struct {
+	l            *labtest.Lab
+	stream, loop string
+}
+
+// startTraffic starts containers "stream" (a line every 20 ms on one
+// connection, echoed back into a file) and "loop" (a short connection
+// every 100 ms, "ok" or "FAIL" logged) on host.
+func startTraffic(t *testing.T, l *labtest.Lab, host string, dst netip.Addr, port uint16) *traffic {
+	t.Helper()
+	tr := &traffic{l: l, stream: filepath.Join(t.TempDir(), "stream"), loop: filepath.Join(t.TempDir(), "loop")}
+	l.Run(lab.RunSpec{Host: host, Name: "stream", Command: []string{"sh", "-c",
+		fmt.Sprintf("while :; do echo tick; sleep 0.02; done | socat - TCP:%s:%d > %s", dst, port, tr.stream)}})
+	l.Run(lab.RunSpec{Host: host, Name: "loop", Command: []string{"sh", "-c",
+		fmt.Sprintf("while :; do if echo x | socat -t 1 - TCP:%s:%d,connect-timeout=30 2>&1 | grep -qx x; then echo ok; else echo FAIL $(date +%%T.%%N); fi >> %s; sleep 0.1; done", dst, port, tr.loop)}})
+	return tr
+}
+
+func (tr *traffic) size() int64 {
+	fi, err := os.Stat(tr.stream)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+func (tr *traffic) count(word string) int {
+	b, _ := os.ReadFile(tr.loop)
+	return strings.Count(string(b), word)
+}
+
+// progress waits until both the stream and the loop have moved on.
+func (tr *traffic) progress(t *testing.T, what string) {
+	t.Helper()
+	s0, ok0 := tr.size(), tr.count("ok")
+	poll.Until(t, 20*time.Second, func() error {
+		if tr.size() < s0+100 || tr.count("ok") < ok0+3 {
+			return fmt.Errorf("%s: stream %d -> %d bytes, loop %d -> %d ok", what, s0, tr.size(), ok0, tr.count("ok"))
+		}
+		return nil
+	})
+}
+
+// streaming asserts that the stream moves on within a second.
+func (tr *traffic) streaming(t *testing.T, what string) {
+	t.Helper()
+	s0 := tr.size()
+	time.Sleep(time.Second)
+	if tr.size() <= s0 {
+		t.Fatalf("stream stopped: %s", what)
+	}
+}
+
+// check fails t if a short connection failed (outside the windows given)
+// or a program saw ENOSYS.
+func (tr *traffic) check(t *testing.T, allowed ...window) {
+	t.Helper()
+	b, _ := os.ReadFile(tr.loop)
+	var fails []string
+	excused := 0
+	for line := range strings.Lines(string(b)) {
+		stamp, ok := strings.CutPrefix(strings.TrimSpace(line), "FAIL ")
+		if !ok {
+			continue
+		}
+		at, err := time.ParseInLocation("15:04:05.999999999", stamp, time.Local)
+		if err == nil && slices.ContainsFunc(allowed, func(w window) bool { return w.has(at) }) {
+			excused++
+			continue
+		}
+		fails = append(fails, stamp)
+	}
+	if len(fails) > 0 {
+		t.Fatalf("%d of %d short connections failed: at %s", len(fails), tr.count("ok")+len(fails)+excused, strings.Join(fails, ", "))
+	}
+	if excused > 0 {
+		t.Logf("%d short connections failed within the windows allowed: %v", excused, allowed)
 	}
 	for _, name := range []string{"stream", "loop"} {
-		if b, _ := os.ReadFile(filepath.Join(l.Config.StateDir, "containers", name+".log")); strings.Contains(string(b), "not implemented") {
+		if b, _ := os.ReadFile(filepath.Join(tr.l.Config.StateDir, "containers", name+".log")); strings.Contains(string(b), "not implemented") {
 			t.Fatalf("%s saw ENOSYS:\n%s", name, b)
 		}
 	}
-	// After all that, new connections are still swapped.
+}
+
+// window is a span of wall-clock time of day.
+type window struct{ from, to time.Time }
+
+// has compares times of day only: the loop logs no date.
+func (w window) has(at time.Time) bool {
+	tod := func(x time.Time) time.Duration {
+		return time.Duration(x.Hour())*time.Hour + time.Duration(x.Minute())*time.Minute +
+			time.Duration(x.Second())*time.Second + time.Duration(x.Nanosecond())
+	}
+	return tod(w.from) <= tod(at) && tod(at) <= tod(w.to)
+}
+
+func (w window) String() string {
+	return w.from.Format("15:04:05.000") + "-" + w.to.Format("15:04:05.000")
+}
+
+// echoSwapped sends 100 kB through dst's echo server from container from
+// and asserts that the overlay carried (almost) none of it.
+func echoSwapped(t *testing.T, l *labtest.Lab, from string, dst netip.AddrPort, what string) {
+	t.Helper()
 	before := overlayBytes(t, "h1", "h2")
 	big := strings.Repeat("x", 100000)
-	out := l.Output(ctx, "loop", "sh", "-c", fmt.Sprintf("printf %s | socat -t 2 - TCP:%s:7000 | wc -c", big, srv.IPv4))
+	out := l.Output(t.Context(), from, "sh", "-c", fmt.Sprintf("printf %s | socat -t 2 - TCP:%s | wc -c", big, dst))
 	if strings.TrimSpace(out) != "100000" {
-		t.Fatalf("echo after the restarts returned %s bytes", out)
+		t.Fatalf("%s: echo returned %s bytes", what, out)
 	}
 	if d := overlayBytes(t, "h1", "h2") - before; d > 2000 {
-		t.Fatalf("after the restarts a new connection used the overlay (%d bytes)", d)
+		t.Fatalf("%s: a new connection used the overlay (%d bytes)", what, d)
 	}
 }
 

@@ -79,7 +79,8 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 		cancel()
 		if err != nil {
 			b.cfg.Metrics.Errors.WithLabelValues("listen", "port").Inc()
-			return s.fallback("listen", n, ReasonError)
+			s.log.Warn("broker: no listener port from the store, leaving the listener in the container", "err", err)
+			return s.fallback("listen", n, ReasonStore)
 		}
 	} else {
 		hostPort = g.hostPort
@@ -89,7 +90,11 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 		if newGroup {
 			b.cfg.Ports.ReleaseListenerPort(hostPort)
 		}
-		return s.leaveListen(n, a, ReasonError)
+		r := ReasonError
+		if step == "publish" {
+			r = ReasonStore
+		}
+		return s.leaveListen(n, a, r)
 	}
 	hfd, err := s.hostListener(a, opts, hostPort, backlog)
 	if errors.Is(err, unix.EADDRINUSE) && !newGroup {

@@ -12,6 +12,9 @@ import (
 	"github.com/slimnet/slim/internal/store"
 )
 
+// countKeysTimeout bounds Status's one store call.
+const countKeysTimeout = time.Second
+
 // backend answers the local API from the daemon's state.
 type backend struct{ d *Daemon }
 
@@ -25,6 +28,8 @@ func (b *backend) Status(ctx context.Context) (api.Status, error) {
 		EtcdEndpoints: d.cli.Endpoints(),
 		EmbeddedEtcd:  d.etcd != nil,
 		StoreSynced:   d.hosts.Synced() && d.endpoints.Synced(),
+		StoreContact:  d.lease.LastContact(),
+		LeaseTTL:      int(d.cfg.LeaseTTL / time.Second),
 		Peers:         d.overlay.Programmed(),
 		KnownHosts:    d.hosts.Len(),
 		Gateway4:      Gateway4,
@@ -35,8 +40,13 @@ func (b *backend) Status(ctx context.Context) (api.Status, error) {
 	if d.self.Subnet6.IsValid() {
 		st.Gateway6 = Gateway6
 	}
+	// Status answers from memory; the key count is a courtesy that must
+	// not hold up a CNI ADD (which asks for status first) when the store
+	// is slow or gone.
 	st.StoreKeys = -1
-	if n, err := d.store.CountKeys(ctx); err == nil {
+	cctx, cancel := context.WithTimeout(ctx, countKeysTimeout)
+	defer cancel()
+	if n, err := d.store.CountKeys(cctx); err == nil {
 		st.StoreKeys = n
 	}
 	return st, nil

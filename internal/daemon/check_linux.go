@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
@@ -19,7 +20,9 @@ func (d *Daemon) check(ctx context.Context) []api.Check {
 		out = append(out, api.Check{Name: name, OK: ok, Problem: !ok && problem, Detail: fmt.Sprintf(detail, args...)})
 	}
 	st, _ := (&backend{d: d}).Status(ctx)
-	add("store", st.StoreSynced, true, "caches synced: %t, %d keys, etcd %s", st.StoreSynced, st.StoreKeys, strings.Join(st.EtcdEndpoints, ","))
+	reachable := time.Since(st.StoreContact) <= d.cfg.LeaseTTL*2/3
+	add("store", st.StoreSynced && reachable, true, "caches synced: %t, last answer %s ago, %d keys, etcd %s",
+		st.StoreSynced, time.Since(st.StoreContact).Truncate(time.Second), st.StoreKeys, strings.Join(st.EtcdEndpoints, ","))
 	add("overlay", st.Peers == st.KnownHosts-1, true, "%d of %d remote hosts programmed on %s", st.Peers, max(0, st.KnownHosts-1), d.cfg.VXLANDevice)
 	f, err := bpf.Probe()
 	switch {

@@ -20,6 +20,11 @@ type Config struct {
 	DataDir   string
 	ClientURL string // e.g. http://127.0.0.1:2379
 	PeerURL   string // e.g. http://127.0.0.1:2380
+	// InitialCluster lists every member of a new multi-member cluster as
+	// etcd's --initial-cluster does (name=peerURL,...); empty makes a
+	// single-member cluster. A member restarted on its data directory
+	// ignores it.
+	InitialCluster string
 	// TLS, when its certificate is set, makes the member serve clients
 	// and peers over TLS only (https URLs) and require client
 	// certificates signed by TrustedCAFile; a client certificate's common
@@ -65,6 +70,10 @@ func Start(cfg Config) (*Server, error) {
 	ec.ListenPeerUrls = []url.URL{*pu}
 	ec.AdvertisePeerUrls = []url.URL{*pu}
 	ec.InitialCluster = fmt.Sprintf("%s=%s", cfg.Name, pu.String())
+	if cfg.InitialCluster != "" {
+		ec.InitialCluster = cfg.InitialCluster
+		ec.InitialClusterToken = "slim"
+	}
 	if !cfg.TLS.Empty() {
 		t := cfg.TLS
 		t.ClientCertAuth = true

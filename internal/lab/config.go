@@ -107,6 +107,11 @@ type Config struct {
 	// throwaway CA in StateDir/pki signs one certificate per host, and
 	// each slimd may touch only the store's prefix.
 	TLS bool
+	// EtcdMembers, when not zero, runs the store as a cluster of that
+	// many etcd members, each in a namespace of its own on the wire
+	// (e1, e2, ... at the top addresses of the underlay), instead of
+	// h1's embedded etcd; so the store can fail apart from any host.
+	EtcdMembers int
 	// ReadyTimeout bounds Up's wait for the hosts (DefaultReadyTimeout).
 	ReadyTimeout time.Duration
 
@@ -124,8 +129,10 @@ type plan struct {
 	LeaseTTL string       `json:"leaseTTL"`
 	MTU      int          `json:"mtu"`
 	TLS      bool         `json:"tls,omitempty"`
-	BinDir   string       `json:"binDir"`
-	Created  time.Time    `json:"created"`
+	// EtcdMembers is the size of the external etcd cluster (0: h1's).
+	EtcdMembers int       `json:"etcdMembers,omitempty"`
+	BinDir      string    `json:"binDir"`
+	Created     time.Time `json:"created"`
 }
 
 func (c Config) stateDir() string {
@@ -166,6 +173,17 @@ func (c Config) validate() error {
 	}
 	if _, err := hostIP(c.Underlay, c.Hosts); err != nil {
 		return err
+	}
+	if c.EtcdMembers < 0 || c.EtcdMembers > MaxEtcdMembers {
+		return fmt.Errorf("%d etcd members: want 0 (h1's embedded etcd) to %d", c.EtcdMembers, MaxEtcdMembers)
+	}
+	if c.EtcdMembers > 0 {
+		if c.TLS {
+			return errors.New("tls with external etcd members is not supported: use one or the other")
+		}
+		if c.Hosts >= memberSlot(c.Underlay, c.EtcdMembers) {
+			return fmt.Errorf("underlay %s has no room for %d hosts and %d etcd members", c.Underlay, c.Hosts, c.EtcdMembers)
+		}
 	}
 	if c.LeaseTTL < time.Second {
 		return fmt.Errorf("lease ttl %s: want at least 1s", c.LeaseTTL)
@@ -299,12 +317,19 @@ func slimdArgs(dir string, p plan, i int) ([]string, error) {
 		f := certFiles(dir, host)
 		args = append(args, "--etcd-cacert", f.CACert, "--etcd-cert", f.Cert, "--etcd-key", f.Key)
 	}
-	if i == 1 {
+	switch {
+	case p.EtcdMembers > 0:
+		eps, err := p.etcdEndpoints()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--etcd-endpoints", strings.Join(eps, ","))
+	case i == 1:
 		// h1 runs the embedded etcd on its underlay address; the others join.
 		args = append(args,
 			"--etcd-listen-client", fmt.Sprintf("%s://%s", scheme, netip.AddrPortFrom(h1, etcdClientPort)),
 			"--etcd-listen-peer", fmt.Sprintf("%s://%s", scheme, netip.AddrPortFrom(h1, etcdPeerPort)))
-	} else {
+	default:
 		args = append(args, "--etcd-endpoints", fmt.Sprintf("%s://%s", scheme, netip.AddrPortFrom(h1, etcdClientPort)))
 	}
 	if p.IPv6 {

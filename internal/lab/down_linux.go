@@ -130,15 +130,16 @@ func releaseContainers(ctx context.Context, cfg Config, cgRoot string, pr *Progr
 // stopLab stops every process in the lab's cgroup subtree, in phases:
 // containers and processes exec'd in hosts first (their slimds can still
 // see them go), then the slimds
-// that joined h1's etcd, then everything else, h1 last so that the others
-// can still reach the store while they shut down.
+// that joined h1's etcd, then h1's, then the rest (the external etcd
+// members) so that every slimd can still reach the store while it shuts
+// down.
 func stopLab(ctx context.Context, labCg string) error {
 	tree, err := cgroupTree(labCg)
 	if err != nil {
 		return err
 	}
 	h1 := filepath.Join(labCg, HostName(1))
-	var containers, joiners, rest []string
+	var containers, joiners, first, rest []string
 	for _, cg := range tree {
 		base := filepath.Base(cg)
 		switch {
@@ -146,6 +147,8 @@ func stopLab(ctx context.Context, labCg string) error {
 			containers = append(containers, cg)
 		case base == "slimd" && filepath.Dir(cg) != h1:
 			joiners = append(joiners, cg)
+		case base == "slimd":
+			first = append(first, cg)
 		default:
 			rest = append(rest, cg)
 		}
@@ -154,7 +157,7 @@ func stopLab(ctx context.Context, labCg string) error {
 	for _, phase := range []struct {
 		cgs   []string
 		grace time.Duration
-	}{{containers, containerGrace}, {joiners, slimdGrace}, {rest, slimdGrace}} {
+	}{{containers, containerGrace}, {joiners, slimdGrace}, {first, slimdGrace}, {rest, slimdGrace}} {
 		if err := stopCgroups(ctx, phase.cgs, phase.grace); err != nil {
 			errs = append(errs, err)
 		}

@@ -1,14 +1,17 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 )
 
@@ -152,4 +155,24 @@ func listLabNetns() ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// dialIn dials TCP from the network namespace at path. A socket stays in
+// the namespace it was made in, whichever thread uses it later, so only
+// the dial runs on a thread switched into the namespace.
+func dialIn(path string) func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (c net.Conn, err error) {
+		nerr := ns.WithNetNSPath(path, func(ns.NetNS) error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, "tcp", addr)
+			return nil
+		})
+		if nerr != nil {
+			if c != nil {
+				c.Close()
+			}
+			return nil, nerr
+		}
+		return c, err
+	}
 }

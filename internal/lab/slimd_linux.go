@@ -22,11 +22,17 @@ import (
 // keeper, which outlives slimd on purpose, so a non-empty cgroup alone
 // does not mean slimd runs.
 func slimdPID(cgRoot, dir, host string) (int, bool) {
-	pids, err := cgroupPIDs(SlimdCgroup(cgRoot, host))
+	return pidIn(SlimdCgroup(cgRoot, host), slimdPIDPath(dir, host))
+}
+
+// pidIn returns the pid recorded in pidFile if that process is in cgroup
+// cg.
+func pidIn(cg, pidFile string) (int, bool) {
+	pids, err := cgroupPIDs(cg)
 	if err != nil || len(pids) == 0 {
 		return 0, false
 	}
-	if b, err := os.ReadFile(slimdPIDPath(dir, host)); err == nil {
+	if b, err := os.ReadFile(pidFile); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && slices.Contains(pids, pid) {
 			return pid, true
 		}
@@ -213,31 +219,36 @@ func StopSlimd(ctx context.Context, cfg Config, host string, sig unix.Signal) er
 	if !alive {
 		return nil
 	}
+	return stopProcess(ctx, pid, sig, "slimd on "+host)
+}
+
+// stopProcess signals pid and waits until it has exited.
+func stopProcess(ctx context.Context, pid int, sig unix.Signal, what string) error {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if errors.Is(err, unix.ESRCH) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("pidfd of slimd on %s: %w", host, err)
+		return fmt.Errorf("pidfd of %s: %w", what, err)
 	}
 	defer unix.Close(fd)
 	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("signal slimd on %s: %w", host, err)
+		return fmt.Errorf("signal %s: %w", what, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, slimdStopTimeout)
 	defer cancel()
 	// A pidfd polls readable when its process exits (zombies included:
-	// nothing here reaps slimd).
+	// nothing here reaps it).
 	for {
 		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 20)
 		if err == nil && n > 0 {
 			return nil
 		}
 		if err != nil && !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("wait for slimd on %s: %w", host, err)
+			return fmt.Errorf("wait for %s: %w", what, err)
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("slimd on %s still running after %s", host, slimdStopTimeout)
+			return fmt.Errorf("%s still running after %s", what, slimdStopTimeout)
 		}
 	}
 }

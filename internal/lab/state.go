@@ -130,7 +130,8 @@ func removeStateDir(dir string) error {
 	for _, e := range ents {
 		n := e.Name()
 		ours := n == labFileName || n == filepath.Base(containersDir(dir)) ||
-			n == filepath.Base(cniCacheDir(dir)) || (e.IsDir() && hostIndex(n) > 0) ||
+			n == filepath.Base(cniCacheDir(dir)) || (e.IsDir() && (hostIndex(n) > 0 || memberIndex(n) > 0)) ||
+			n == filepath.Base(pkiDir(dir)) ||
 			strings.HasPrefix(n, "."+labFileName+".")
 		if !ours {
 			continue

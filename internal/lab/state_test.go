@@ -82,7 +82,7 @@ func TestContainerRoundTrip(t *testing.T) {
 
 func TestRemoveStateDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	for _, p := range []string{"lab.json", "h1/data/member/wal", "h12/slimd.log", "containers/web.json", "cni/results/x"} {
+	for _, p := range []string{"lab.json", "h1/data/member/wal", "h12/slimd.log", "containers/web.json", "cni/results/x", "e2/data/member/wal", "pki/ca.pem"} {
 		p = filepath.Join(dir, p)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -103,7 +103,7 @@ func TestRemoveStateDir(t *testing.T) {
 
 	// A state dir pointed at someone's files loses only the lab's.
 	dir = t.TempDir()
-	for _, p := range []string{"lab.json", "notes.txt", "home/x", "h1x/y"} {
+	for _, p := range []string{"lab.json", "notes.txt", "home/x", "h1x/y", "e0/x"} {
 		p = filepath.Join(dir, p)
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		if err := os.WriteFile(p, nil, 0o644); err != nil {
@@ -113,7 +113,7 @@ func TestRemoveStateDir(t *testing.T) {
 	if err := removeStateDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	for p, want := range map[string]bool{"lab.json": false, "notes.txt": true, "home/x": true, "h1x/y": true} {
+	for p, want := range map[string]bool{"lab.json": false, "notes.txt": true, "home/x": true, "h1x/y": true, "e0/x": true} {
 		_, err := os.Stat(filepath.Join(dir, p))
 		if (err == nil) != want {
 			t.Errorf("%s: exists %t, want %t", p, err == nil, want)

@@ -2,19 +2,14 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"time"
 
 	"github.com/slimnet/slim/internal/store"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 )
 
@@ -50,46 +45,4 @@ func grantHosts(ctx context.Context, dir string, p plan) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return store.GrantPrefix(ctx, cli, "", hosts)
-}
-
-// dialIn dials TCP from the network namespace at path. A socket stays in
-// the namespace it was made in, whichever thread uses it later, so only
-// the dial runs on a thread switched into the namespace.
-func dialIn(path string) func(context.Context, string) (net.Conn, error) {
-	return func(ctx context.Context, addr string) (net.Conn, error) {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		done := make(chan result, 1)
-		go func() {
-			runtime.LockOSThread()
-			orig, err := os.Open("/proc/thread-self/ns/net")
-			if err != nil {
-				runtime.UnlockOSThread()
-				done <- result{nil, err}
-				return
-			}
-			defer orig.Close()
-			if err := enterNetns(path); err != nil {
-				runtime.UnlockOSThread()
-				done <- result{nil, err}
-				return
-			}
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", addr)
-			if rerr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); rerr != nil {
-				// The thread stays locked and dies with the goroutine.
-				if c != nil {
-					c.Close()
-				}
-				done <- result{nil, errors.Join(err, rerr)}
-				return
-			}
-			runtime.UnlockOSThread()
-			done <- result{c, err}
-		}()
-		r := <-done
-		return r.c, r.err
-	}
 }

@@ -87,22 +87,31 @@ func Up(ctx context.Context, cfg Config) error {
 		pr.Step("slimd %s: started (pid %d), log %s", host, pid, slimdLogPath(dir, host))
 		return nil
 	}
-	// h1 runs the etcd the others join: it must answer first.
-	if err := start(ctx, 1); err != nil {
-		return err
-	}
-	if err := waitReady(ctx, dir, cgRoot, []string{HostName(1)}, cfg.ReadyTimeout, func(api.Status) bool { return true }); err != nil {
-		return err
-	}
-	pr.Step("slimd %s: answering", HostName(1))
-	if p.TLS {
-		if err := grantHosts(ctx, dir, p); err != nil {
+	first := 2
+	if p.EtcdMembers > 0 {
+		// The store runs apart from the hosts: every slimd starts at once.
+		if err := upMembers(ctx, dir, launcher, cgRoot, p, pr); err != nil {
 			return err
 		}
-		pr.Step("etcd: authentication on, role %s for %d hosts", store.Role, p.Hosts)
+		first = 1
+	} else {
+		// h1 runs the etcd the others join: it must answer first.
+		if err := start(ctx, 1); err != nil {
+			return err
+		}
+		if err := waitReady(ctx, dir, cgRoot, []string{HostName(1)}, cfg.ReadyTimeout, func(api.Status) bool { return true }); err != nil {
+			return err
+		}
+		pr.Step("slimd %s: answering", HostName(1))
+		if p.TLS {
+			if err := grantHosts(ctx, dir, p); err != nil {
+				return err
+			}
+			pr.Step("etcd: authentication on, role %s for %d hosts", store.Role, p.Hosts)
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	for i := 2; i <= p.Hosts; i++ {
+	for i := first; i <= p.Hosts; i++ {
 		g.Go(func() error { return start(gctx, i) })
 	}
 	if err := g.Wait(); err != nil {
@@ -125,14 +134,15 @@ func Up(ctx context.Context, cfg Config) error {
 func upPlan(cfg Config, binDir string) (plan, error) {
 	dir := cfg.StateDir
 	want := plan{
-		Hosts:    cfg.Hosts,
-		Underlay: cfg.Underlay.Masked(),
-		IPv6:     cfg.IPv6,
-		LeaseTTL: cfg.LeaseTTL.String(),
-		MTU:      cfg.MTU,
-		TLS:      cfg.TLS,
-		BinDir:   binDir,
-		Created:  time.Now().UTC().Truncate(time.Second),
+		Hosts:       cfg.Hosts,
+		Underlay:    cfg.Underlay.Masked(),
+		IPv6:        cfg.IPv6,
+		LeaseTTL:    cfg.LeaseTTL.String(),
+		MTU:         cfg.MTU,
+		TLS:         cfg.TLS,
+		EtcdMembers: cfg.EtcdMembers,
+		BinDir:      binDir,
+		Created:     time.Now().UTC().Truncate(time.Second),
 	}
 	have, err := loadPlan(dir)
 	switch {
@@ -145,9 +155,9 @@ func upPlan(cfg Config, binDir string) (plan, error) {
 		return want, err
 	default:
 		if have.Hosts != want.Hosts || have.Underlay != want.Underlay || have.IPv6 != want.IPv6 ||
-			have.LeaseTTL != want.LeaseTTL || have.MTU != want.MTU || have.TLS != want.TLS {
-			return want, fmt.Errorf("the lab in %s was made with %d hosts, underlay %s, ipv6 %t, lease ttl %s, mtu %d, tls %t (slimctl lab down first to change it)",
-				dir, have.Hosts, have.Underlay, have.IPv6, have.LeaseTTL, have.MTU, have.TLS)
+			have.LeaseTTL != want.LeaseTTL || have.MTU != want.MTU || have.TLS != want.TLS || have.EtcdMembers != want.EtcdMembers {
+			return want, fmt.Errorf("the lab in %s was made with %d hosts, underlay %s, ipv6 %t, lease ttl %s, mtu %d, tls %t, %d etcd members (slimctl lab down first to change it)",
+				dir, have.Hosts, have.Underlay, have.IPv6, have.LeaseTTL, have.MTU, have.TLS, have.EtcdMembers)
 		}
 		want.Created = have.Created
 	}

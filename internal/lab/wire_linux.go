@@ -85,7 +85,15 @@ func ensureWire(mtu int) error {
 // holds the underlay address. It is idempotent, and repairs a host whose
 // cable is half there.
 func ensureHost(i int, addr netip.Prefix, mtu int) error {
-	host := HostName(i)
+	if err := ensureNode(HostName(i), addr, mtu); err != nil {
+		return err
+	}
+	return setHostSysctls(HostNetns(HostName(i)))
+}
+
+// ensureNode makes a machine on the wire: namespace HostNetns(host) with
+// interface HostIface holding addr, cabled to the bridge's port host.
+func ensureNode(host string, addr netip.Prefix, mtu int) error {
 	if _, err := createNetns(HostNetns(host), false); err != nil {
 		return err
 	}
@@ -161,7 +169,7 @@ func ensureHost(i int, addr netip.Prefix, mtu int) error {
 	if err := hn.loopbackUp(); err != nil {
 		return fmt.Errorf("%s: %w", host, err)
 	}
-	return setHostSysctls(HostNetns(host))
+	return nil
 }
 
 func (h *nsHandle) loopbackUp() error {

@@ -31,6 +31,8 @@ type Lease struct {
 	attach func(ctx context.Context, id clientv3.LeaseID) error
 
 	id atomic.Int64
+	// contact is when the store last answered for the lease (unix ns).
+	contact atomic.Int64
 }
 
 // LeaseConfig configures a Lease.
@@ -50,6 +52,17 @@ func NewLease(cfg LeaseConfig) *Lease {
 // ID returns the current lease (0 before the first grant).
 func (l *Lease) ID() clientv3.LeaseID { return clientv3.LeaseID(l.id.Load()) }
 
+// LastContact is when the store last answered for the lease: every
+// keepalive (a third of the TTL) while it is reachable.
+func (l *Lease) LastContact() time.Time {
+	if n := l.contact.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+func (l *Lease) touch() { l.contact.Store(time.Now().UnixNano()) }
+
 // Acquire obtains the lease (reusing the remembered one if it is still
 // alive) and attaches the keys once. Run keeps it alive afterwards.
 func (l *Lease) Acquire(ctx context.Context) error {
@@ -61,6 +74,7 @@ func (l *Lease) Acquire(ctx context.Context) error {
 		return err
 	}
 	l.id.Store(int64(id))
+	l.touch()
 	return nil
 }
 
@@ -163,6 +177,7 @@ func (l *Lease) drain(ctx context.Context, ch <-chan *clientv3.LeaseKeepAliveRes
 			if !ok {
 				return true
 			}
+			l.touch()
 		case <-repair:
 			actx, cancel := context.WithTimeout(ctx, l.ttl)
 			err := l.attach(actx, id)

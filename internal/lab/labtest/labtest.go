@@ -54,6 +54,7 @@ type options struct {
 	hosts    int
 	ipv6     bool
 	tls      bool
+	members  int
 	leaseTTL time.Duration
 }
 
@@ -68,6 +69,9 @@ func IPv6() Option { return func(o *options) { o.ipv6 = true } }
 
 // TLS runs the store with mutual TLS and etcd's role-based access.
 func TLS() Option { return func(o *options) { o.tls = true } }
+
+// EtcdMembers runs the store as an external etcd cluster of n members.
+func EtcdMembers(n int) Option { return func(o *options) { o.members = n } }
 
 // LeaseTTL sets slimd's lease TTL (default lab.DefaultLeaseTTL).
 func LeaseTTL(d time.Duration) Option { return func(o *options) { o.leaseTTL = d } }
@@ -95,13 +99,14 @@ func New(t testing.TB, opts ...Option) *Lab {
 		t.Fatal(err)
 	}
 	cfg := lab.Config{
-		StateDir: dir,
-		BinDir:   bin,
-		Hosts:    o.hosts,
-		IPv6:     o.ipv6,
-		TLS:      o.tls,
-		LeaseTTL: o.leaseTTL,
-		Progress: logWriter{t},
+		StateDir:    dir,
+		BinDir:      bin,
+		Hosts:       o.hosts,
+		IPv6:        o.ipv6,
+		TLS:         o.tls,
+		EtcdMembers: o.members,
+		LeaseTTL:    o.leaseTTL,
+		Progress:    logWriter{t},
 	}
 	Sweep(t)
 	// Cleanup runs before the lock's release (cleanups run last-in first-out).

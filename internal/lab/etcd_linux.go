@@ -1,0 +1,129 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+)
+
+// memberPID returns the pid of etcd member name if it is running.
+func memberPID(cgRoot, dir, name string) (int, bool) {
+	return pidIn(MemberCgroup(cgRoot, name), memberPIDPath(dir, name))
+}
+
+// upMembers cables the etcd members to the wire and starts those not
+// running, all at once: a new cluster needs a quorum to serve.
+func upMembers(ctx context.Context, dir, launcher, cgRoot string, p plan, pr *Progress) error {
+	for m := 1; m <= p.EtcdMembers; m++ {
+		name := MemberName(m)
+		ip, err := memberIP(p.Underlay, m)
+		if err != nil {
+			return err
+		}
+		if err := ensureNode(name, netip.PrefixFrom(ip, p.Underlay.Bits()), p.MTU); err != nil {
+			return fmt.Errorf("etcd member %s: %w", name, err)
+		}
+		if pid, alive := memberPID(cgRoot, dir, name); alive {
+			pr.Step("etcd %s: running (pid %d)", name, pid)
+			continue
+		}
+		pid, err := startMember(ctx, dir, launcher, cgRoot, p, m)
+		if err != nil {
+			return err
+		}
+		pr.Step("etcd %s: started (pid %d) on %s, log %s", name, pid, ip, memberLogPath(dir, name))
+	}
+	return nil
+}
+
+func startMember(ctx context.Context, dir, launcher, cgRoot string, p plan, m int) (int, error) {
+	name := MemberName(m)
+	if err := os.MkdirAll(memberDataPath(dir, name), 0o700); err != nil {
+		return 0, err
+	}
+	cg := MemberCgroup(cgRoot, name)
+	if err := ensureCgroup(cg); err != nil {
+		return 0, err
+	}
+	args, err := memberArgs(dir, p, m)
+	if err != nil {
+		return 0, err
+	}
+	log := memberLogPath(dir, name)
+	if err := appendFile(log, fmt.Sprintf("--- slimctl lab: starting etcd %s at %s\n", name, time.Now().Format(time.RFC3339))); err != nil {
+		return 0, err
+	}
+	pid, err := startDetached(ctx, launcher, LaunchSpec{
+		Netns:   NetnsPath(HostNetns(name)),
+		Cgroup:  cg,
+		Log:     log,
+		Command: append([]string{launcher}, args...),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("start etcd %s: %w", name, err)
+	}
+	return pid, writeFileAtomic(memberPIDPath(dir, name), []byte(strconv.Itoa(pid)+"\n"), 0o644)
+}
+
+// StopEtcd sends sig to etcd member name of a lab with external members
+// and waits until it has exited; Up starts it again. Stopping a member
+// that is not running succeeds.
+func StopEtcd(ctx context.Context, cfg Config, name string, sig unix.Signal) error {
+	dir := cfg.stateDir()
+	p, err := loadPlan(dir)
+	if err != nil {
+		return err
+	}
+	if _, err := p.memberOf(name); err != nil {
+		return err
+	}
+	cgRoot, err := cgroupRoot()
+	if err != nil {
+		return err
+	}
+	pid, alive := memberPID(cgRoot, dir, name)
+	if !alive {
+		return nil
+	}
+	return stopProcess(ctx, pid, sig, "etcd "+name)
+}
+
+// EtcdLeader names the member that leads the lab's external etcd cluster.
+func EtcdLeader(ctx context.Context, cfg Config) (string, error) {
+	p, err := loadPlan(cfg.stateDir())
+	if err != nil {
+		return "", err
+	}
+	for m := 1; m <= p.EtcdMembers; m++ {
+		ep, _, err := memberURLs(p.Underlay, m)
+		if err != nil {
+			return "", err
+		}
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints:   []string{ep},
+			DialTimeout: 2 * time.Second,
+			DialOptions: []grpc.DialOption{grpc.WithContextDialer(dialIn(NetnsPath(HostNetns(MemberName(m)))))},
+			Logger:      zap.NewNop(),
+		})
+		if err != nil {
+			return "", err
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := cli.Status(sctx, ep)
+		cancel()
+		cli.Close()
+		if err == nil && st.Leader != 0 && st.Leader == st.Header.MemberId {
+			return MemberName(m), nil
+		}
+	}
+	return "", fmt.Errorf("no etcd member of %s leads", filepath.Clean(cfg.stateDir()))
+}
