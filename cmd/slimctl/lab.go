@@ -6,12 +6,10 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/lab"
@@ -56,7 +54,7 @@ slimctl binary.`,
 	pf.StringVar(&lf.stateDir, "state-dir", lab.DefaultStateDir, "directory of the lab's state, logs and etcd data")
 	pf.StringVar(&lf.binDir, "bin-dir", "", "directory holding slimd and slim-cni (default: slimctl's own)")
 	cmd.AddCommand(newLabUpCmd(g, lf), newLabDownCmd(g, lf), newLabRunCmd(g, lf), newLabExecCmd(g, lf),
-		newLabLsCmd(g, lf), newLabLabelCmd(g, lf), newLabRmCmd(g, lf), newLabNsexecCmd(), newLabEtcdMemberCmd())
+		newLabLsCmd(g, lf), newLabLabelCmd(g, lf), newLabRmCmd(g, lf), newLabNsexecCmd())
 	return cmd
 }
 
@@ -279,31 +277,6 @@ func newLabRmCmd(g *globals, lf *labFlags) *cobra.Command {
 
 // newLabNsexecCmd is the launcher (see lab.Launch and lab.LauncherCommand,
 // whose command line it must accept). Hidden: only the lab runs it.
-func newLabEtcdMemberCmd() *cobra.Command {
-	var mc lab.MemberConfig
-	cmd := &cobra.Command{
-		Use:    "etcd-member --name N --data-dir DIR --listen-client URL --listen-peer URL --initial-cluster N=URL,...",
-		Short:  "Run one member of the lab's external etcd cluster until SIGTERM",
-		Hidden: true,
-		Args:   usageArgs(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), unix.SIGTERM, unix.SIGINT)
-			defer stop()
-			return lab.RunEtcdMember(ctx, mc)
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&mc.Name, "name", "", "member name")
-	f.StringVar(&mc.DataDir, "data-dir", "", "data directory")
-	f.StringVar(&mc.ClientURL, "listen-client", "", "client URL")
-	f.StringVar(&mc.PeerURL, "listen-peer", "", "peer URL")
-	f.StringVar(&mc.InitialCluster, "initial-cluster", "", "every member, name=peer-URL,...")
-	for _, n := range []string{"name", "data-dir", "listen-client", "listen-peer", "initial-cluster"} {
-		cmd.MarkFlagRequired(n)
-	}
-	return cmd
-}
-
 func newLabNsexecCmd() *cobra.Command {
 	var (
 		spec   lab.LaunchSpec

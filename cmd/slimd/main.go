@@ -14,6 +14,7 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/daemon"
+	"github.com/slimnet/slim/internal/embedetcd"
 	"github.com/slimnet/slim/internal/keeper"
 	"github.com/slimnet/slim/internal/store"
 	"golang.org/x/sys/unix"
@@ -29,6 +30,9 @@ func main() {
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "keeper" {
 		return runKeeper(args[1:])
+	}
+	if len(args) > 0 && args[0] == "etcd" {
+		return runEtcd(args[1:])
 	}
 	cfg, err := config(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -167,4 +171,39 @@ func runKeeper(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// runEtcd is `slimd etcd`: one member of an etcd cluster and nothing else,
+// from the same embedded server slimd runs. The lab runs its external
+// store with it (slimctl lab up --etcd-members), and so does the
+// control-plane benchmark; production clusters run etcd itself.
+func runEtcd(args []string) int {
+	fs := flag.NewFlagSet("slimd etcd", flag.ContinueOnError)
+	var cfg embedetcd.Config
+	fs.StringVar(&cfg.Name, "name", "", "member name")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory (the member's files go in <dir>/etcd)")
+	fs.StringVar(&cfg.ClientURL, "listen-client", "", "client URL")
+	fs.StringVar(&cfg.PeerURL, "listen-peer", "", "peer URL")
+	fs.StringVar(&cfg.InitialCluster, "initial-cluster", "", "every member of a new cluster, name=peer-URL,... (empty: a single member)")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || cfg.Name == "" || cfg.DataDir == "" || cfg.ClientURL == "" || cfg.PeerURL == "" {
+		fmt.Fprintln(os.Stderr, "usage: slimd etcd --name N --data-dir DIR --listen-client URL --listen-peer URL [--initial-cluster N=URL,...]")
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "etcd", "member", cfg.Name)
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+	defer stop()
+	srv, err := embedetcd.Start(cfg)
+	if err != nil {
+		log.Error("etcd member failed", "err", err)
+		return 1
+	}
+	defer srv.Close()
+	log.Info("etcd member serving", "client", cfg.ClientURL)
+	select {
+	case <-ctx.Done():
+		return 0
+	case err := <-srv.Err():
+		log.Error("etcd member failed", "err", err)
+		return 1
+	}
 }

@@ -187,3 +187,35 @@ func TestLoadPlan(t *testing.T) {
 		t.Errorf("hostOf(h2) = %d, %v", i, err)
 	}
 }
+
+func TestEtcdMemberArgs(t *testing.T) {
+	p := plan{Hosts: 2, Underlay: DefaultUnderlay, LeaseTTL: "10s", EtcdMembers: 3}
+	got, err := memberArgs("/run/slimlab", p, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"etcd", "--name", "e2", "--data-dir", "/run/slimlab/e2/data",
+		"--listen-client", "http://192.168.77.253:2379", "--listen-peer", "http://192.168.77.253:2380",
+		"--initial-cluster", "e1=http://192.168.77.254:2380,e2=http://192.168.77.253:2380,e3=http://192.168.77.252:2380"}
+	if !slices.Equal(got, want) {
+		t.Errorf("member args:\n got %q\nwant %q", got, want)
+	}
+	args, err := slimdArgs("/run/slimlab", p, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.Index(args, "--etcd-endpoints"); i < 0 || args[i+1] != "http://192.168.77.254:2379,http://192.168.77.253:2379,http://192.168.77.252:2379" {
+		t.Errorf("h1 with external members: %q", args)
+	}
+	if slices.Contains(args, "--etcd-listen-client") {
+		t.Errorf("h1 embeds etcd although the lab has external members: %q", args)
+	}
+	bad := Config{Hosts: 2, EtcdMembers: 3, TLS: true}.withDefaults()
+	if err := bad.validate(); err == nil {
+		t.Error("tls with external members accepted")
+	}
+	crowded := Config{Hosts: 250, EtcdMembers: 5}.withDefaults()
+	if err := crowded.validate(); err == nil {
+		t.Error("hosts overlapping the members' addresses accepted")
+	}
+}

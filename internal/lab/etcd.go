@@ -1,14 +1,11 @@
 package lab
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/slimnet/slim/internal/embedetcd"
 )
 
 // MaxEtcdMembers bounds a lab's external etcd cluster.
@@ -65,8 +62,7 @@ func (p plan) etcdEndpoints() ([]string, error) {
 	return eps, nil
 }
 
-// memberArgs is the hidden `slimctl lab etcd-member` command line of
-// member m.
+// memberArgs is member m's command line after the slimd binary.
 func memberArgs(dir string, p plan, m int) ([]string, error) {
 	var initial []string
 	for k := 1; k <= p.EtcdMembers; k++ {
@@ -80,7 +76,7 @@ func memberArgs(dir string, p plan, m int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []string{"lab", "etcd-member",
+	return []string{"etcd",
 		"--name", MemberName(m),
 		"--data-dir", memberDataPath(dir, MemberName(m)),
 		"--listen-client", client,
@@ -104,29 +100,6 @@ func memberPIDPath(dir, name string) string  { return filepath.Join(dir, name, "
 
 // MemberCgroup is the cgroup of etcd member name.
 func MemberCgroup(root, name string) string { return filepath.Join(root, cgroupDir, name) }
-
-// MemberConfig is one etcd member of a lab's external cluster.
-type MemberConfig struct {
-	Name, DataDir, ClientURL, PeerURL, InitialCluster string
-}
-
-// RunEtcdMember runs an etcd member (the hidden `slimctl lab
-// etcd-member`) until ctx ends or the member fails.
-func RunEtcdMember(ctx context.Context, mc MemberConfig) error {
-	srv, err := embedetcd.Start(embedetcd.Config{
-		Name: mc.Name, DataDir: mc.DataDir, ClientURL: mc.ClientURL, PeerURL: mc.PeerURL, InitialCluster: mc.InitialCluster,
-	})
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-srv.Err():
-		return err
-	}
-}
 
 // EtcdMembers lists the lab's external etcd members and their underlay
 // addresses (none when h1 embeds the store).

@@ -22,7 +22,7 @@ func memberPID(cgRoot, dir, name string) (int, bool) {
 
 // upMembers cables the etcd members to the wire and starts those not
 // running, all at once: a new cluster needs a quorum to serve.
-func upMembers(ctx context.Context, dir, launcher, cgRoot string, p plan, pr *Progress) error {
+func upMembers(ctx context.Context, dir, binDir, launcher, cgRoot string, p plan, pr *Progress) error {
 	for m := 1; m <= p.EtcdMembers; m++ {
 		name := MemberName(m)
 		ip, err := memberIP(p.Underlay, m)
@@ -36,7 +36,7 @@ func upMembers(ctx context.Context, dir, launcher, cgRoot string, p plan, pr *Pr
 			pr.Step("etcd %s: running (pid %d)", name, pid)
 			continue
 		}
-		pid, err := startMember(ctx, dir, launcher, cgRoot, p, m)
+		pid, err := startMember(ctx, dir, binDir, launcher, cgRoot, p, m)
 		if err != nil {
 			return err
 		}
@@ -45,7 +45,7 @@ func upMembers(ctx context.Context, dir, launcher, cgRoot string, p plan, pr *Pr
 	return nil
 }
 
-func startMember(ctx context.Context, dir, launcher, cgRoot string, p plan, m int) (int, error) {
+func startMember(ctx context.Context, dir, binDir, launcher, cgRoot string, p plan, m int) (int, error) {
 	name := MemberName(m)
 	if err := os.MkdirAll(memberDataPath(dir, name), 0o700); err != nil {
 		return 0, err
@@ -66,7 +66,7 @@ func startMember(ctx context.Context, dir, launcher, cgRoot string, p plan, m in
 		Netns:   NetnsPath(HostNetns(name)),
 		Cgroup:  cg,
 		Log:     log,
-		Command: append([]string{launcher}, args...),
+		Command: append([]string{filepath.Join(binDir, "slimd")}, args...),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("start etcd %s: %w", name, err)

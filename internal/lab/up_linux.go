@@ -90,7 +90,7 @@ func Up(ctx context.Context, cfg Config) error {
 	first := 2
 	if p.EtcdMembers > 0 {
 		// The store runs apart from the hosts: every slimd starts at once.
-		if err := upMembers(ctx, dir, launcher, cgRoot, p, pr); err != nil {
+		if err := upMembers(ctx, dir, binDir, launcher, cgRoot, p, pr); err != nil {
 			return err
 		}
 		first = 1
