@@ -395,3 +395,67 @@ func TestLabelEndpoint(t *testing.T) {
 		t.Errorf("stored: %+v, %v; want labels %v (the refused changes changed nothing)", stored.Labels, err, want)
 	}
 }
+
+// A list larger than a page reads every key at one revision, and a watch
+// that ends resumes from the revision the cache applied: what changed
+// meanwhile arrives as events, without a list. Only a compacted revision
+// needs a list again.
+func TestCachePagesAndResumes(t *testing.T) {
+	s := testStore(t)
+	ctx := t.Context()
+	n := listPage*2 + 7
+	for i := 0; i < n; i += 100 {
+		ops := []clientv3.Op{}
+		for j := i; j < min(i+100, n); j++ {
+			ops = append(ops, clientv3.OpPut(s.HostsPrefix()+fmt.Sprintf("h%05d", j), fmt.Sprintf(`{"name":"h%05d"}`, j)))
+		}
+		if _, err := s.Client().Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := s.HostCache(slog.New(slog.DiscardHandler), nil)
+	var events []string
+	c.OnEvent = func(k string, deleted bool) { events = append(events, fmt.Sprintf("%s %t", k, deleted)) }
+	if err := c.list(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.Len() != n || c.ListedBytes() == 0 {
+		t.Fatalf("listed %d keys (%d bytes), want %d", c.Len(), c.ListedBytes(), n)
+	}
+	listedAt := c.Rev()
+	// Changes while no watch runs (a lost connection).
+	if _, err := s.Client().Put(ctx, s.HostsPrefix()+"new", `{"name":"new"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Client().Delete(ctx, s.HostsPrefix()+"h00003"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := c.watch(wctx); done <- err }()
+	poll.Until(t, 5*time.Second, func() error {
+		if _, ok := c.Get("new"); !ok || c.Len() != n {
+			return fmt.Errorf("after resume: %d keys, new present %v", c.Len(), ok)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	if c.Rev() <= listedAt || !slices.Equal(events, []string{"new false", "h00003 true"}) {
+		t.Fatalf("resumed at %d (listed %d), events %v", c.Rev(), listedAt, events)
+	}
+	// Compacted past the cache's revision: the watch says so, and Run
+	// lists again.
+	for _, k := range []string{"late1", "late2"} {
+		if _, err := s.Client().Put(ctx, s.HostsPrefix()+k, `{"name":"late"}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cur, _ := s.Client().Get(ctx, s.HostsPrefix()+"late2")
+	if _, err := s.Client().Compact(ctx, cur.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.watch(ctx); !errors.Is(err, rpctypes.ErrCompacted) {
+		t.Fatalf("watch from a compacted revision: %v", err)
+	}
+}
