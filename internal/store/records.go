@@ -120,7 +120,7 @@ func decodeHost(b []byte) (api.Host, error) {
 func decodeEndpoint(b []byte) (api.Endpoint, error) {
 	var r endpointRecord
 	err := json.Unmarshal(b, &r)
-	return r.api(), err
+	return compact(r.api()), err
 }
 
 func decodeListener(b []byte) (api.Listener, error) {
