@@ -132,6 +132,9 @@ func Load(cfg Config) (p *Programs, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := growPinned(spec, cfg.PinDir, log); err != nil {
+		return nil, err
+	}
 	p = &Programs{blockBits: cfg.BlockBits, hooks: hooks}
 	err = spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{
 		Maps: ebpf.MapOptions{PinPath: cfg.PinDir},
@@ -164,6 +167,73 @@ func Load(cfg Config) (p *Programs, err error) {
 	}
 	done = true
 	return p, nil
+}
+
+// growPinned moves every pinned hash map whose capacity this version
+// raised into a map of the new size, its entries included: a pinned map is
+// reused only if it matches the program's declaration, and an upgrade must
+// keep the state that outlives slimd. The new map takes the pin by an
+// atomic rename; the old one lives on while the running programs hold it,
+// until Load swaps them. Maps whose layout changed otherwise are left to
+// fail as incompatible.
+func growPinned(spec *ebpf.CollectionSpec, pinDir string, log *slog.Logger) error {
+	for _, name := range slices.Sorted(maps.Keys(spec.Maps)) {
+		ms := spec.Maps[name]
+		if ms.Pinning != ebpf.PinByName || ms.Type != ebpf.Hash {
+			continue
+		}
+		path := filepath.Join(pinDir, name)
+		old, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("open pinned map %s: %w", name, err)
+		}
+		grow := old.Type() == ms.Type && old.KeySize() == ms.KeySize && old.ValueSize() == ms.ValueSize &&
+			old.Flags() == ms.Flags && old.MaxEntries() < ms.MaxEntries
+		if !grow {
+			old.Close()
+			continue
+		}
+		err = moveInto(old, ms, path)
+		log.Info("pinned map grown", "map", name, "from", old.MaxEntries(), "to", ms.MaxEntries, "err", err)
+		old.Close()
+		if err != nil {
+			return fmt.Errorf("grow pinned map %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func moveInto(old *ebpf.Map, ms *ebpf.MapSpec, path string) error {
+	ns := ms.Copy()
+	ns.Pinning = ebpf.PinNone
+	nm, err := ebpf.NewMap(ns)
+	if err != nil {
+		return err
+	}
+	defer nm.Close()
+	k, v := make([]byte, ms.KeySize), make([]byte, ms.ValueSize)
+	it := old.Iterate()
+	for it.Next(&k, &v) {
+		if err := nm.Put(k, v); err != nil {
+			return err
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	tmp := path + "_grow" // bpffs refuses names with dots
+	os.Remove(tmp)
+	if err := nm.Pin(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // configure writes the config entry. A changed block size invalidates every

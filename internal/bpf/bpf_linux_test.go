@@ -597,3 +597,37 @@ func TestHooksFromELF(t *testing.T) {
 		t.Fatal("a program without a hook was accepted")
 	}
 }
+
+// TestLoadGrowsPinnedMaps: a pinned map of an earlier version with a
+// smaller capacity is replaced by one of this version's size, its entries
+// kept; an upgrade loses no port block.
+func TestLoadGrowsPinnedMaps(t *testing.T) {
+	env := newEnv(t)
+	spec, err := loadSlim()
+	check(t, err)
+	ms := spec.Maps[slimMapSlimBlocks].Copy()
+	ms.MaxEntries = 1024
+	ms.Pinning = ebpf.PinNone
+	old, err := ebpf.NewMap(ms)
+	check(t, err)
+	defer old.Close()
+	k, v := make([]byte, ms.KeySize), make([]byte, ms.ValueSize)
+	for i := range k {
+		k[i] = byte(i + 1)
+	}
+	v[0] = 42
+	check(t, old.Put(k, v))
+	check(t, os.MkdirAll(env.pinDir, 0o700))
+	check(t, old.Pin(filepath.Join(env.pinDir, slimMapSlimBlocks)))
+	p := env.load(t)
+	if got, want := p.objs.SlimBlocks.MaxEntries(), spec.Maps[slimMapSlimBlocks].MaxEntries; got != want {
+		t.Fatalf("slim_blocks holds %d entries, want %d", got, want)
+	}
+	got := make([]byte, ms.ValueSize)
+	if err := p.objs.SlimBlocks.Lookup(k, &got); err != nil || got[0] != 42 {
+		t.Fatalf("entry after the upgrade: %v %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(env.pinDir, slimMapSlimBlocks+"_grow")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temporary pin left: %v", err)
+	}
+}

@@ -208,12 +208,15 @@ struct {
 } slim_sockets SEC(".maps");
 
 // A hash map keyed by (host IP, host port), pinned by name so that the
-// maps outlive slimd.
+// maps outlive slimd. Sized for a cluster of 2,000 hosts of 100 containers
+// (200,000 remote port blocks, docs/scale.md); not preallocated, so an
+// entry costs memory only once it exists. Load grows the pinned maps of an
+// earlier, smaller version in place.
 #define HOSTPORT_MAP(name, value_type)                   \
 	struct {                                         \
 		__uint(type, BPF_MAP_TYPE_HASH);         \
 		__uint(map_flags, BPF_F_NO_PREALLOC);    \
-		__uint(max_entries, 65536);              \
+		__uint(max_entries, 1 << 18);            \
 		__type(key, struct hostport);            \
 		__type(value, value_type);               \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);     \
