@@ -50,3 +50,26 @@ func BenchmarkGetpeername(b *testing.B) {
 	run("port-block", acc)
 	run("no-entry", other)
 }
+
+// BenchmarkPortBlocksAt200k reads back a port block map at cluster size
+// (2,000 hosts of 100 containers), as slimd's reconcile pass does on every
+// change (docs/scale.md).
+func BenchmarkPortBlocksAt200k(b *testing.B) {
+	env := newEnv(b)
+	p := env.load(b)
+	const n = 200_000
+	for i := range n {
+		host := netip.AddrFrom4([4]byte{100, 64, byte(i / 100 >> 8), byte(i / 100)})
+		vip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if err := p.PutPortBlock(host, uint16(20480+(i%100)*256), vip); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		bs, err := p.PortBlocks()
+		if err != nil || len(bs) != n {
+			b.Fatalf("%d blocks, %v", len(bs), err)
+		}
+	}
+}

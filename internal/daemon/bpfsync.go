@@ -116,3 +116,33 @@ func (want bpfState) apply(m addrMaps) error {
 	}
 	return errors.Join(errs...)
 }
+
+// applyDiff makes m go from have (what an earlier apply left there) to
+// want without reading the maps back: reading 200,000 port blocks back
+// costs over a second of system calls (docs/scale.md), too much for every
+// change of a large cluster. The periodic pass uses apply instead, which
+// repairs whatever else changed the maps.
+func (want bpfState) applyDiff(have bpfState, m addrMaps) error {
+	var errs []error
+	for k := range have.blocks {
+		if _, ok := want.blocks[k]; !ok {
+			errs = append(errs, m.DeletePortBlock(k.ip, k.start))
+		}
+	}
+	for k, v := range want.blocks {
+		if old, ok := have.blocks[k]; !ok || old != v {
+			errs = append(errs, m.PutPortBlock(k.ip, k.start, v))
+		}
+	}
+	for k := range have.listeners {
+		if _, ok := want.listeners[k]; !ok {
+			errs = append(errs, m.DeleteListener(k.host.Addr(), k.host.Port(), k.v6))
+		}
+	}
+	for k, v := range want.listeners {
+		if old, ok := have.listeners[k]; !ok || old != v {
+			errs = append(errs, m.PutListener(k.host.Addr(), k.host.Port(), v))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -34,6 +34,10 @@ type hostTables struct {
 	log    *slog.Logger
 
 	dirty chan struct{}
+	// applied is what the last successful pass left in the BPF maps (nil:
+	// unknown, read them back); a pass for a change writes only the
+	// difference, the periodic one reads the maps back and repairs them.
+	applied *bpfState
 	// restored: the predecessor's listeners are taken over. Until then the
 	// tables must not follow a store that may have lost records while
 	// slimd was away.
@@ -57,20 +61,25 @@ func (h *hostTables) mark() {
 func (h *hostTables) run(ctx context.Context) error {
 	t := time.NewTicker(h.resync)
 	defer t.Stop()
+	full := true
 	for {
 		if h.restored.Load() && h.v.synced() {
-			h.pass()
+			h.pass(full)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-h.dirty:
+			full = false
 		case <-t.C:
+			full = true
 		}
 	}
 }
 
-func (h *hostTables) pass() {
+// pass brings the tables to the caches' state; full reads the BPF maps
+// back instead of trusting what the last pass wrote.
+func (h *hostTables) pass(full bool) {
 	// One snapshot of each cache for the whole pass.
 	hosts, _ := h.v.hosts.Snapshot()
 	eps, _ := h.v.endpoints.Snapshot()
@@ -99,7 +108,16 @@ func (h *hostTables) pass() {
 	if h.maps == nil {
 		return
 	}
-	if err := desiredBPF(hosts, eps, ls, h.v.validEndpoint, h.v.validListener).apply(h.maps); err != nil {
+	want := desiredBPF(hosts, eps, ls, h.v.validEndpoint, h.v.validListener)
+	var err error
+	if full || h.applied == nil {
+		err = want.apply(h.maps)
+	} else {
+		err = want.applyDiff(*h.applied, h.maps)
+	}
+	h.applied = &want
+	if err != nil {
+		h.applied = nil // read back next time
 		h.log.Warn("bpf map sync failed", "err", err)
 	}
 }
