@@ -23,6 +23,14 @@ type HostStatus struct {
 	Error string `json:"error,omitempty"`
 }
 
+// MemberStatus is one etcd member of a lab with an external store.
+type MemberStatus struct {
+	Name       string     `json:"name"`
+	UnderlayIP netip.Addr `json:"underlayIP"`
+	PID        int        `json:"pid"`
+	Alive      bool       `json:"alive"`
+}
+
 // ContainerStatus is one lab container in a listing.
 type ContainerStatus struct {
 	Container
@@ -34,6 +42,7 @@ type ContainerStatus struct {
 type Listing struct {
 	StateDir   string            `json:"stateDir"`
 	Hosts      []HostStatus      `json:"hosts"`
+	Members    []MemberStatus    `json:"etcdMembers,omitempty"`
 	Containers []ContainerStatus `json:"containers"`
 }
 
@@ -65,6 +74,17 @@ func (l Listing) WriteTable(w io.Writer) error {
 		}
 		peers := dash(strconv.Itoa(h.Peers), h.Alive && h.Error == "")
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.UnderlayIP, state, dash(strconv.Itoa(h.PID), h.PID > 0), subnet, peers)
+	}
+	if len(l.Members) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "ETCD MEMBER\tUNDERLAY\tSTATE\tPID")
+		for _, m := range l.Members {
+			state := "down"
+			if m.Alive {
+				state = "up"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.UnderlayIP, state, dash(strconv.Itoa(m.PID), m.PID > 0))
+		}
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "CONTAINER\tHOST\tIPV4\tIPV6\tPID\tSTATE")

@@ -37,6 +37,12 @@ func List(ctx context.Context, cfg Config) (Listing, error) {
 		}
 		l.Hosts = append(l.Hosts, h)
 	}
+	for m := 1; m <= p.EtcdMembers; m++ {
+		ms := MemberStatus{Name: MemberName(m)}
+		ms.UnderlayIP, _ = memberIP(p.Underlay, m)
+		ms.PID, ms.Alive = memberPID(cgRoot, dir, ms.Name)
+		l.Members = append(l.Members, ms)
+	}
 	cs, err := loadContainers(dir)
 	for _, c := range cs {
 		pids, _ := cgroupPIDs(c.Cgroup)

@@ -45,3 +45,16 @@ func TestListingJSON(t *testing.T) {
 	}
 	testenv.Golden(t, "ls-empty.json", b.Bytes())
 }
+
+func TestListingTableWithMembers(t *testing.T) {
+	l := testListing()
+	l.Members = []MemberStatus{
+		{Name: "e1", UnderlayIP: netip.MustParseAddr("192.168.77.254"), PID: 300, Alive: true},
+		{Name: "e2", UnderlayIP: netip.MustParseAddr("192.168.77.253")},
+	}
+	var b bytes.Buffer
+	if err := l.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Golden(t, "ls-members.table", b.Bytes())
+}
