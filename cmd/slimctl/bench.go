@@ -175,7 +175,7 @@ is printed, with warnings), 2 usage.`,
 	for _, f := range []string{"keep", "reuse", "quick", "runs", "tests", "probe", "apps", "no-apps", "policies", "service"} {
 		cmd.MarkFlagsMutuallyExclusive("from", f)
 	}
-	cmd.AddCommand(newBenchControlPlaneCmd(g), newBenchCPWatcherCmd())
+	cmd.AddCommand(newBenchControlPlaneCmd(g, lf), newBenchCPWatcherCmd())
 	return cmd
 }
 

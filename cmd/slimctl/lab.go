@@ -64,6 +64,8 @@ func newLabUpCmd(g *globals, lf *labFlags) *cobra.Command {
 		ipv6        bool
 		tls         bool
 		etcdMembers int
+		clusterCIDR string
+		blockSize   int
 		leaseTTL    time.Duration
 		underlay    string
 		mtu         int
@@ -85,7 +87,12 @@ dead slimd is restarted.`,
 			if err != nil {
 				return &usageError{fmt.Errorf("--underlay: %w", err)}
 			}
-			cfg.EtcdMembers = etcdMembers
+			cfg.EtcdMembers, cfg.PortBlockSize = etcdMembers, blockSize
+			if clusterCIDR != "" {
+				if cfg.ClusterCIDR, err = netip.ParsePrefix(clusterCIDR); err != nil {
+					return &usageError{fmt.Errorf("--cluster-cidr: %w", err)}
+				}
+			}
 			cfg.Hosts, cfg.IPv6, cfg.TLS, cfg.LeaseTTL, cfg.Underlay, cfg.MTU, cfg.ReadyTimeout = hosts, ipv6, tls, leaseTTL, u, mtu, timeout
 			return lab.Up(cmd.Context(), cfg)
 		},
@@ -97,6 +104,8 @@ dead slimd is restarted.`,
 	f.DurationVar(&leaseTTL, "lease-ttl", lab.DefaultLeaseTTL, "slimd's host lease TTL")
 	f.StringVar(&underlay, "underlay", lab.DefaultUnderlay.String(), "the wire's IPv4 subnet; host i gets its address .i")
 	f.IntVar(&mtu, "mtu", lab.DefaultMTU, "the wire's MTU")
+	f.StringVar(&clusterCIDR, "cluster-cidr", "", "IPv4 cluster range (default: slimd's)")
+	f.IntVar(&blockSize, "port-block-size", 0, "slimd's source port block size (default: slimd's)")
 	f.IntVar(&etcdMembers, "etcd-members", 0, fmt.Sprintf("run the store as an etcd cluster of this many members (1-%d) on machines of their own; 0: h1's embedded etcd", lab.MaxEtcdMembers))
 	f.DurationVar(&timeout, "timeout", lab.DefaultReadyTimeout, "how long to wait for the hosts to see each other")
 	return cmd

@@ -47,7 +47,7 @@ func startCluster(ctx context.Context, slimd, dir string, log io.Writer) (*clust
 			"--listen-client", c.clients[m], "--listen-peer", peers[m],
 			"--initial-cluster", strings.Join(initial, ","))
 		cmd.Stdout, cmd.Stderr = log, log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		dieWithParent(cmd)
 		if err := cmd.Start(); err != nil {
 			c.stop()
 			return nil, fmt.Errorf("start etcd member: %w", err)

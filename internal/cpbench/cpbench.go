@@ -135,6 +135,7 @@ func (cfg Config) step(format string, args ...any) {
 
 // simHost is one simulated host.
 type simHost struct {
+	prefix string
 	s      *store.Store
 	cli    *clientv3.Client
 	host   api.Host
@@ -161,7 +162,7 @@ func runOne(ctx context.Context, cfg Config, n int) (Result, error) {
 	defer cancel()
 
 	t0 := time.Now()
-	hosts, clients, err := seed(ctx, cfg, cl, n)
+	hosts, clients, err := seed(ctx, cfg, cl.client, prefix, n)
 	seedTook := time.Since(t0)
 	defer func() {
 		for _, c := range clients {
@@ -218,22 +219,27 @@ func runOne(ctx context.Context, cfg Config, n int) (Result, error) {
 // seed makes n hosts join through the store's own calls: slot claim,
 // lease, host record, endpoints (address and port blocks by
 // transaction), listeners on the lease.
-func seed(ctx context.Context, cfg Config, cl *cluster, n int) ([]*simHost, []*clientv3.Client, error) {
+func seed(ctx context.Context, cfg Config, newClient func() (*clientv3.Client, error), prefix string, n int) ([]*simHost, []*clientv3.Client, error) {
 	var clients []*clientv3.Client
 	hosts := make([]*simHost, n)
 	for i := range hosts {
 		if i%hostsPerClient == 0 {
-			c, err := cl.client()
+			c, err := newClient()
 			if err != nil {
 				return nil, clients, err
 			}
 			clients = append(clients, c)
 		}
-		hosts[i] = &simHost{cli: clients[len(clients)-1]}
+		hosts[i] = &simHost{cli: clients[len(clients)-1], prefix: prefix}
 		hosts[i].s = store.New(hosts[i].cli, prefix)
 	}
 	cc := store.ClusterConfig{Cluster4: netip.MustParsePrefix("10.0.0.0/8"), HostBits4: 24, VNI: 1, Port: 4789}
-	if _, err := hosts[0].s.EnsureConfig(ctx, cc); err != nil {
+	have, err := hosts[0].s.EnsureConfig(ctx, cc)
+	if errors.Is(err, store.ErrConfigMismatch) {
+		// A cluster of real hosts (the lab): join it as it is.
+		cc, err = have, nil
+	}
+	if err != nil {
 		return nil, clients, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -347,7 +353,7 @@ func startWatchers(ctx context.Context, cfg Config, cl *cluster) ([]*watcher, er
 	for range cfg.Watchers {
 		args := append(slices.Clone(cfg.Watcher[1:]), "--endpoints", strings.Join(cl.clients, ","), "--prefix", prefix)
 		cmd := exec.CommandContext(ctx, cfg.Watcher[0], args...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		dieWithParent(cmd)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			return ws, err
@@ -478,48 +484,14 @@ func median(ds []time.Duration) time.Duration {
 // moves listeners at cfg.Churn of the endpoints per minute, and times
 // each write's arrival in every watcher.
 func churn(ctx context.Context, cfg Config, cl *cluster, hosts []*simHost, ws []*watcher, r *Result) error {
-	perSec := cfg.Churn * float64(r.Endpoints) / 60
-	if perSec <= 0 {
-		return errors.New("no churn")
-	}
-	interval := time.Duration(float64(time.Second) / perSec)
 	before, err := cl.received()
 	if err != nil {
 		return err
 	}
-	type write struct {
-		key string
-		at  time.Time
-	}
-	var writes []write
-	start := time.Now()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	var g errgroup.Group
-	g.SetLimit(64)
-	var mu sync.Mutex
-	for time.Since(start) < cfg.Duration {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-		h := hosts[rand.IntN(len(hosts))]
-		g.Go(func() error {
-			key, at, err := h.replace(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			writes = append(writes, write{key, at})
-			mu.Unlock()
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	writes, took, err := runChurn(ctx, cfg, hosts, r.Endpoints)
+	if err != nil {
 		return err
 	}
-	took := time.Since(start)
 	after, err := cl.received()
 	if err != nil {
 		return err
@@ -548,6 +520,49 @@ func churn(ctx context.Context, cfg Config, cl *cluster, hosts []*simHost, ws []
 	r.PropagationP99 = lat[min(len(lat)-1, len(lat)*99/100)].Seconds()
 	r.PropagationMax = lat[len(lat)-1].Seconds()
 	return nil
+}
+
+// write is one churn write: the key the watchers see, when it started.
+type write struct {
+	key string
+	at  time.Time
+}
+
+// runChurn replaces endpoints at cfg.Churn of endpoints per minute for
+// cfg.Duration.
+func runChurn(ctx context.Context, cfg Config, hosts []*simHost, endpoints int) ([]write, time.Duration, error) {
+	perSec := cfg.Churn * float64(endpoints) / 60
+	if perSec <= 0 {
+		return nil, 0, errors.New("no churn")
+	}
+	interval := time.Duration(float64(time.Second) / perSec)
+	var writes []write
+	start := time.Now()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var g errgroup.Group
+	g.SetLimit(64)
+	var mu sync.Mutex
+	for time.Since(start) < cfg.Duration {
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-tick.C:
+		}
+		h := hosts[rand.IntN(len(hosts))]
+		g.Go(func() error {
+			key, at, err := h.replace(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			writes = append(writes, write{key, at})
+			mu.Unlock()
+			return nil
+		})
+	}
+	err := g.Wait()
+	return writes, time.Since(start), err
 }
 
 // replace restarts one of h's containers: the old endpoint goes, a new
@@ -602,7 +617,7 @@ func massRestart(ctx context.Context, cfg Config, cl *cluster, hosts []*simHost,
 			*clients = append(*clients, c)
 		}
 		h.cli = (*clients)[len(*clients)-1]
-		h.s = store.New(h.cli, prefix)
+		h.s = store.New(h.cli, h.prefix)
 	}
 	start := time.Now()
 	nws, err := startWatchers(ctx, cfg, cl)

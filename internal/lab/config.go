@@ -112,6 +112,12 @@ type Config struct {
 	// (e1, e2, ... at the top addresses of the underlay), instead of
 	// h1's embedded etcd; so the store can fail apart from any host.
 	EtcdMembers int
+	// ClusterCIDR is the IPv4 cluster range (slimd's default if zero);
+	// PortBlockSize slimd's source port block size (its default if 0).
+	// The control-plane benchmark's simulated hosts need room for more
+	// hosts and containers than the defaults give.
+	ClusterCIDR   netip.Prefix
+	PortBlockSize int
 	// ReadyTimeout bounds Up's wait for the hosts (DefaultReadyTimeout).
 	ReadyTimeout time.Duration
 
@@ -130,9 +136,11 @@ type plan struct {
 	MTU      int          `json:"mtu"`
 	TLS      bool         `json:"tls,omitempty"`
 	// EtcdMembers is the size of the external etcd cluster (0: h1's).
-	EtcdMembers int       `json:"etcdMembers,omitempty"`
-	BinDir      string    `json:"binDir"`
-	Created     time.Time `json:"created"`
+	EtcdMembers   int          `json:"etcdMembers,omitempty"`
+	ClusterCIDR   netip.Prefix `json:"clusterCIDR,omitzero"`
+	PortBlockSize int          `json:"portBlockSize,omitempty"`
+	BinDir        string       `json:"binDir"`
+	Created       time.Time    `json:"created"`
 }
 
 func (c Config) stateDir() string {
@@ -334,6 +342,12 @@ func slimdArgs(dir string, p plan, i int) ([]string, error) {
 	}
 	if p.IPv6 {
 		args = append(args, "--cluster-cidr6", ClusterCIDR6)
+	}
+	if p.ClusterCIDR.IsValid() {
+		args = append(args, "--cluster-cidr", p.ClusterCIDR.String())
+	}
+	if p.PortBlockSize > 0 {
+		args = append(args, "--port-block-size", strconv.Itoa(p.PortBlockSize))
 	}
 	return args, nil
 }

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -126,4 +127,36 @@ func EtcdLeader(ctx context.Context, cfg Config) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no etcd member of %s leads", filepath.Clean(cfg.stateDir()))
+}
+
+// EtcdClientConfig is a client configuration for the lab's external etcd
+// cluster from outside the lab: connections are made in the first
+// member's namespace, which the wire joins to every member.
+func EtcdClientConfig(cfg Config) (clientv3.Config, error) {
+	p, err := loadPlan(cfg.stateDir())
+	if err != nil {
+		return clientv3.Config{}, err
+	}
+	if p.EtcdMembers == 0 {
+		return clientv3.Config{}, errors.New("the lab has no external etcd members (slimctl lab up --etcd-members 3)")
+	}
+	eps, err := p.etcdEndpoints()
+	if err != nil {
+		return clientv3.Config{}, err
+	}
+	return clientv3.Config{
+		Endpoints:   eps,
+		DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dialIn(NetnsPath(HostNetns(MemberName(1)))))},
+		Logger:      zap.NewNop(),
+	}, nil
+}
+
+// SlimdPID is the pid of host's slimd, if it runs.
+func SlimdPID(cfg Config, host string) (int, bool) {
+	cgRoot, err := cgroupRoot()
+	if err != nil {
+		return 0, false
+	}
+	return slimdPID(cgRoot, cfg.stateDir(), host)
 }

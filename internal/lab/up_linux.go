@@ -122,7 +122,7 @@ func Up(ctx context.Context, cfg Config) error {
 		hosts[i] = HostName(i + 1)
 	}
 	want := p.Hosts - 1
-	if err := waitReady(ctx, dir, cgRoot, hosts, cfg.ReadyTimeout, func(s api.Status) bool { return s.Peers == want }); err != nil {
+	if err := waitReady(ctx, dir, cgRoot, hosts, cfg.ReadyTimeout, func(s api.Status) bool { return s.Peers >= want }); err != nil {
 		return err
 	}
 	pr.Step("lab ready: %d hosts, each with %d peers", p.Hosts, want)
@@ -141,8 +141,9 @@ func upPlan(cfg Config, binDir string) (plan, error) {
 		MTU:         cfg.MTU,
 		TLS:         cfg.TLS,
 		EtcdMembers: cfg.EtcdMembers,
-		BinDir:      binDir,
-		Created:     time.Now().UTC().Truncate(time.Second),
+		ClusterCIDR: cfg.ClusterCIDR, PortBlockSize: cfg.PortBlockSize,
+		BinDir:  binDir,
+		Created: time.Now().UTC().Truncate(time.Second),
 	}
 	have, err := loadPlan(dir)
 	switch {
@@ -155,7 +156,8 @@ func upPlan(cfg Config, binDir string) (plan, error) {
 		return want, err
 	default:
 		if have.Hosts != want.Hosts || have.Underlay != want.Underlay || have.IPv6 != want.IPv6 ||
-			have.LeaseTTL != want.LeaseTTL || have.MTU != want.MTU || have.TLS != want.TLS || have.EtcdMembers != want.EtcdMembers {
+			have.LeaseTTL != want.LeaseTTL || have.MTU != want.MTU || have.TLS != want.TLS || have.EtcdMembers != want.EtcdMembers ||
+			have.ClusterCIDR != want.ClusterCIDR || have.PortBlockSize != want.PortBlockSize {
 			return want, fmt.Errorf("the lab in %s was made with %d hosts, underlay %s, ipv6 %t, lease ttl %s, mtu %d, tls %t, %d etcd members (slimctl lab down first to change it)",
 				dir, have.Hosts, have.Underlay, have.IPv6, have.LeaseTTL, have.MTU, have.TLS, have.EtcdMembers)
 		}

@@ -1,0 +1,156 @@
+package cpbench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
+)
+
+// RunOnLab adds n simulated hosts to a running lab whose store is an
+// external etcd cluster, and measures the lab's real slimds (h1, h2):
+// memory, convergence, CPU under churn, and a restart. The lab must have
+// room for them (slimctl lab up --etcd-members 3 --cluster-cidr
+// 10.128.0.0/9 --port-block-size 64); lab down removes everything.
+func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult, error) {
+	r := LabResult{Hosts: n, RSSBefore: map[string]int64{}, RSSAfter: map[string]int64{}}
+	ccfg, err := lab.EtcdClientConfig(lc)
+	if err != nil {
+		return r, err
+	}
+	hostsOfLab := []string{"h1", "h2"}
+	rss := func(into map[string]int64) error {
+		for _, h := range hostsOfLab {
+			pid, ok := lab.SlimdPID(lc, h)
+			if !ok {
+				return fmt.Errorf("slimd on %s is not running", h)
+			}
+			b, err := rssOf(pid)
+			if err != nil {
+				return err
+			}
+			into[h] = b
+		}
+		return nil
+	}
+	if err := rss(r.RSSBefore); err != nil {
+		return r, err
+	}
+	cfg.step("lab: adding %d simulated hosts of %d endpoints", n, cfg.EndpointsPerHost)
+	t0 := time.Now()
+	hosts, clients, err := seed(ctx, cfg, func() (*clientv3.Client, error) { return clientv3.New(ccfg) }, store.DefaultPrefix, n)
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	if err != nil {
+		return r, err
+	}
+	r.SeedSeconds = time.Since(t0).Seconds()
+	for _, h := range hosts {
+		r.Endpoints += len(h.eps)
+	}
+	t1 := time.Now()
+	if err := converged(ctx, lc, hostsOfLab, n+len(hostsOfLab), 10*time.Minute); err != nil {
+		return r, err
+	}
+	r.ConvergeSeconds = time.Since(t1).Seconds()
+	time.Sleep(5 * time.Second) // let a pass after the last change finish
+	if err := rss(r.RSSAfter); err != nil {
+		return r, err
+	}
+	fp, err := api.NewClient(lab.SocketPath(lc, "h1")).FastPath(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.BPFPortBlocks = fp.BPFPortBlocks
+	cfg.step("lab: converged %.1f s after the seed (%.0f s); h1's slimd %d MB, %d port blocks in BPF",
+		r.ConvergeSeconds, r.SeedSeconds, r.RSSAfter["h1"]>>20, r.BPFPortBlocks)
+
+	pid, _ := lab.SlimdPID(lc, "h1")
+	c0, err := cpuOf(pid)
+	if err != nil {
+		return r, err
+	}
+	writes, took, err := runChurn(ctx, cfg, hosts, r.Endpoints)
+	if err != nil {
+		return r, err
+	}
+	c1, err := cpuOf(pid)
+	if err != nil {
+		return r, err
+	}
+	r.ChurnWrites = len(writes)
+	r.CPUShare = (c1 - c0).Seconds() / took.Seconds()
+	cfg.step("lab: %d churn writes in %.0f s, h1's slimd used %.0f%% of a CPU", len(writes), took.Seconds(), 100*r.CPUShare)
+
+	t2 := time.Now()
+	if err := lab.StopSlimd(ctx, lc, "h2", unix.SIGTERM); err != nil {
+		return r, err
+	}
+	if err := lab.Up(ctx, lc); err != nil {
+		return r, err
+	}
+	if err := converged(ctx, lc, []string{"h2"}, n+len(hostsOfLab), 10*time.Minute); err != nil {
+		return r, err
+	}
+	r.RestartSeconds = time.Since(t2).Seconds()
+	cfg.step("lab: h2's slimd restarted and converged in %.1f s", r.RestartSeconds)
+	return r, nil
+}
+
+// converged waits until every host's slimd knows want hosts and has
+// programmed want-1 overlay peers.
+func converged(ctx context.Context, lc lab.Config, hosts []string, want int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, h := range hosts {
+		c := api.NewClient(lab.SocketPath(lc, h))
+		for {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			st, err := c.Status(sctx)
+			cancel()
+			if err == nil && st.StoreSynced && st.KnownHosts == want && st.Peers == want-1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: %d hosts known, %d peers, want %d and %d (%v)", h, st.KnownHosts, st.Peers, want, want-1, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// cpuOf is a process's user and system CPU time.
+func cpuOf(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces): utime is the
+	// 14th field of the line, the 12th after ")".
+	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ
+}
