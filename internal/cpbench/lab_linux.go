@@ -97,7 +97,7 @@ func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult,
 	if err := lab.StopSlimd(ctx, lc, "h2", unix.SIGTERM); err != nil {
 		return r, err
 	}
-	if err := lab.Up(ctx, lc); err != nil {
+	if err := lab.UpAgain(ctx, lc); err != nil {
 		return r, err
 	}
 	if err := converged(ctx, lc, []string{"h2"}, n+len(hostsOfLab), 10*time.Minute); err != nil {

@@ -40,8 +40,13 @@ type policies struct {
 	denied func(direction, policy string)
 }
 
+// none reports whether no network policy is in force (nothing is denied).
+func (p *policies) none() bool { return p.state.Load().policies == 0 }
+
 type policyState struct {
 	set *policy.Set
+	// policies is how many policies set compiles: none deny nothing.
+	policies int
 	// local and all are the endpoints with their addresses, for the
 	// packet filter.
 	local, all []policy.Addressed
@@ -160,7 +165,7 @@ func (p *policies) rebuild() {
 			}
 		}
 	}
-	p.state.Store(&policyState{set: set, byIP: byIP, names: names, local: local, all: all})
+	p.state.Store(&policyState{set: set, policies: len(list), byIP: byIP, names: names, local: local, all: all})
 	if p.changed != nil {
 		p.changed()
 	}

@@ -172,3 +172,22 @@ func upPlan(cfg Config, binDir string) (plan, error) {
 	}
 	return want, writeFileAtomic(planPath(dir), append(b, '\n'), 0o644)
 }
+
+// UpAgain is Up with the plan the lab in cfg.StateDir was made with: it
+// starts again whatever of it is down.
+func UpAgain(ctx context.Context, cfg Config) error {
+	p, err := loadPlan(cfg.stateDir())
+	if err != nil {
+		return err
+	}
+	ttl, err := time.ParseDuration(p.LeaseTTL)
+	if err != nil {
+		return fmt.Errorf("lab plan: lease ttl %q: %w", p.LeaseTTL, err)
+	}
+	cfg.Hosts, cfg.Underlay, cfg.IPv6, cfg.TLS, cfg.LeaseTTL, cfg.MTU = p.Hosts, p.Underlay, p.IPv6, p.TLS, ttl, p.MTU
+	cfg.EtcdMembers, cfg.ClusterCIDR, cfg.PortBlockSize = p.EtcdMembers, p.ClusterCIDR, p.PortBlockSize
+	if cfg.BinDir == "" {
+		cfg.BinDir = p.BinDir
+	}
+	return Up(ctx, cfg)
+}
