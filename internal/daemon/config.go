@@ -71,7 +71,9 @@ type Config struct {
 	LeaseTTL       time.Duration
 	ResyncInterval time.Duration
 	MetricsAddr    string
-	Version        string
+	// Pprof serves Go's profiles under /debug/pprof/ on MetricsAddr.
+	Pprof   bool
+	Version string
 
 	Log *slog.Logger
 }

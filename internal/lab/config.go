@@ -310,6 +310,9 @@ func slimdArgs(dir string, p plan, i int) ([]string, error) {
 		// Each host is its own namespace, so every slimd can use the
 		// same loopback address for metrics.
 		"--metrics-addr", MetricsAddr,
+		// Profiles for whoever investigates a lab slimd: its metrics
+		// address is the host namespace's loopback.
+		"--pprof",
 		"--underlay-iface", HostIface,
 		"--lease-ttl", p.LeaseTTL,
 		"--resync-interval", resyncInterval.String(),

@@ -104,6 +104,7 @@ func TestSlimdArgs(t *testing.T) {
 			"--agent-socket", "/run/slimlab/" + host + "/agent.sock",
 			"--bpf-pin-dir", "/sys/fs/bpf/slimlab/" + host,
 			"--metrics-addr", "127.0.0.1:9612",
+			"--pprof",
 			"--underlay-iface", "eth0",
 			"--lease-ttl", "10s",
 			"--resync-interval", "5s",
