@@ -77,11 +77,11 @@ type sideCPU struct{ client, server, slimd, clientSlimd time.Duration }
 func (s sides) read() (sideCPU, error) {
 	var c sideCPU
 	var errs [4]error
-	c.client, errs[0] = cgroupsCPU([]string{s.client})
-	c.server, errs[1] = cgroupsCPU([]string{s.server})
-	c.slimd, errs[2] = cgroupsCPU(s.slimd)
+	c.client, errs[0] = CgroupsCPU([]string{s.client})
+	c.server, errs[1] = CgroupsCPU([]string{s.server})
+	c.slimd, errs[2] = CgroupsCPU(s.slimd)
 	if s.clientSlimd != "" {
-		c.clientSlimd, errs[3] = cgroupsCPU([]string{s.clientSlimd})
+		c.clientSlimd, errs[3] = CgroupsCPU([]string{s.clientSlimd})
 	}
 	return c, errors.Join(errs[:]...)
 }
@@ -92,8 +92,8 @@ func (c sideCPU) since(start sideCPU) sideCPU {
 		clientSlimd: c.clientSlimd - start.clientSlimd}
 }
 
-// cgroupsCPU sums the CPU time of the cgroups.
-func cgroupsCPU(cgs []string) (time.Duration, error) {
+// CgroupsCPU sums the CPU time of the cgroups (their cpu.stat).
+func CgroupsCPU(cgs []string) (time.Duration, error) {
 	var sum time.Duration
 	for _, cg := range cgs {
 		f, err := os.Open(filepath.Join(cg, "cpu.stat"))

@@ -42,10 +42,10 @@ func TestCgroupsCPU(t *testing.T) {
 		}
 		cgs = append(cgs, cg)
 	}
-	if got, err := cgroupsCPU(cgs); err != nil || got != 350*time.Microsecond {
-		t.Errorf("cgroupsCPU = %v, %v", got, err)
+	if got, err := CgroupsCPU(cgs); err != nil || got != 350*time.Microsecond {
+		t.Errorf("CgroupsCPU = %v, %v", got, err)
 	}
-	if _, err := cgroupsCPU(append(cgs, filepath.Join(dir, "gone"))); err == nil {
+	if _, err := CgroupsCPU(append(cgs, filepath.Join(dir, "gone"))); err == nil {
 		t.Error("missing cgroup: want an error")
 	}
 }

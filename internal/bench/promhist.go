@@ -88,6 +88,31 @@ func ParseHistogram(r io.Reader, name string, match map[string]string) (Histogra
 	return h, h.check()
 }
 
+// SumCounter sums every sample of metric name (any labels) in a text
+// exposition.
+func SumCounter(r io.Reader, name string) (float64, error) {
+	var sum float64
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for ln := 1; sc.Scan(); ln++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || !strings.HasPrefix(line, name) {
+			continue
+		}
+		n, _, v, err := parseSample(line)
+		if err != nil {
+			return 0, fmt.Errorf("line %d: %w", ln, err)
+		}
+		if n == name {
+			sum += v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("read metrics: %w", err)
+	}
+	return sum, nil
+}
+
 func cmpFloat(a, b float64) int {
 	switch {
 	case a < b:

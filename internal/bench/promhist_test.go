@@ -207,3 +207,18 @@ func FuzzParseHistogram(f *testing.F) {
 		}
 	})
 }
+
+func TestSumCounter(t *testing.T) {
+	page := handlerScrape + "grpc_server_msg_received_total{grpc_method=\"Range\"} 5\ngrpc_server_msg_received_total{grpc_method=\"LeaseKeepAlive\"} 7.5\n"
+	got, err := SumCounter(strings.NewReader(page), "slim_broker_handler_seconds_count")
+	if err != nil || got != 103 {
+		t.Errorf("handler counts: %v %v, want 103", got, err)
+	}
+	got, err = SumCounter(strings.NewReader(page), "grpc_server_msg_received_total")
+	if err != nil || got != 12.5 {
+		t.Errorf("grpc messages: %v %v, want 12.5", got, err)
+	}
+	if _, err := SumCounter(strings.NewReader("x_total{a=\"1\" 3\n"), "x_total"); err == nil {
+		t.Error("malformed sample accepted")
+	}
+}

@@ -148,17 +148,12 @@ func checkVirtual(t *testing.T, r wire.ConnectResult, client, server netip.Addr,
 
 func waitListener(t *testing.T, cfg lab.Config, host string, vip netip.Addr, port uint16, present bool) {
 	t.Helper()
-	c := api.NewClient(lab.SocketPath(cfg, host))
+	ap := netip.AddrPortFrom(vip, port)
 	poll.Until(t, 15*time.Second, func() error {
-		ls, err := c.Listeners(context.Background(), "")
-		if err != nil {
-			return err
+		if present {
+			return listenerIn(context.Background(), cfg, host, ap)
 		}
-		found := slices.ContainsFunc(ls, func(l api.Listener) bool { return l.VIP == vip && l.Port == port })
-		if found != present {
-			return fmt.Errorf("listener %v:%d present=%v, want %v (listeners %v)", vip, port, found, present, ls)
-		}
-		return nil
+		return listenerGone(context.Background(), cfg, host, ap)
 	})
 }
 

@@ -85,14 +85,10 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	} else {
 		hostPort = g.hostPort
 	}
-	fail := func(step string) error {
+	fail := func(step string, r Reason) error {
 		b.cfg.Metrics.Errors.WithLabelValues("listen", step).Inc()
 		if newGroup {
 			b.cfg.Ports.ReleaseListenerPort(hostPort)
-		}
-		r := ReasonError
-		if step == "publish" {
-			r = ReasonStore
 		}
 		return s.leaveListen(n, a, r)
 	}
@@ -108,12 +104,12 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 	}
 	if err != nil {
 		s.log.Debug("broker: host listener failed", "port", hostPort, "err", err)
-		return fail("listen")
+		return fail("listen", ReasonError)
 	}
 	defer unix.Close(hfd)
 	if b.cfg.Tagger != nil {
 		if err := b.cfg.Tagger.SetSocket(hfd, bound, netip.AddrPort{}); err != nil {
-			return fail("tag")
+			return fail("tag", ReasonError)
 		}
 	}
 	if newGroup {
@@ -125,7 +121,7 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 		cancel()
 		if err != nil {
 			s.log.Warn("broker: publishing listener failed, leaving it in the container", "vip", vips[0], "err", err)
-			return fail("publish")
+			return fail("publish", ReasonStore)
 		}
 	}
 	// fetch read the fd's close-on-exec flag already.
@@ -140,7 +136,7 @@ func (s *session) listen(ctx context.Context, n seccomp.Notif) error {
 			}
 			return err
 		}
-		return fail("addfd")
+		return fail("addfd", ReasonError)
 	}
 	if !newGroup {
 		b.mu.Lock()

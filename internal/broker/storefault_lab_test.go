@@ -206,7 +206,7 @@ func listenerIn(ctx context.Context, cfg lab.Config, host string, ap netip.AddrP
 		return err
 	}
 	if !slices.ContainsFunc(ls, func(l api.Listener) bool { return l.VIP == ap.Addr() && l.Port == ap.Port() }) {
-		return fmt.Errorf("%s does not know listener %s", host, ap)
+		return fmt.Errorf("%s does not know listener %s (listeners %v)", host, ap, ls)
 	}
 	return nil
 }

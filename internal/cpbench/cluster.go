@@ -9,11 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/slimnet/slim/internal/bench"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -116,21 +116,12 @@ func (c *cluster) received() (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		b, err := io.ReadAll(resp.Body)
+		n, err := bench.SumCounter(resp.Body, "grpc_server_msg_received_total")
 		resp.Body.Close()
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("%s/metrics: %w", u, err)
 		}
-		for line := range strings.Lines(string(b)) {
-			if !strings.HasPrefix(line, "grpc_server_msg_received_total{") {
-				continue
-			}
-			f := strings.Fields(line)
-			v, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err == nil {
-				sum += v
-			}
-		}
+		sum += n
 	}
 	return sum, nil
 }

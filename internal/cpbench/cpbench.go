@@ -220,18 +220,13 @@ func runOne(ctx context.Context, cfg Config, n int) (Result, error) {
 // lease, host record, endpoints (address and port blocks by
 // transaction), listeners on the lease.
 func seed(ctx context.Context, cfg Config, newClient func() (*clientv3.Client, error), prefix string, n int) ([]*simHost, []*clientv3.Client, error) {
-	var clients []*clientv3.Client
 	hosts := make([]*simHost, n)
 	for i := range hosts {
-		if i%hostsPerClient == 0 {
-			c, err := newClient()
-			if err != nil {
-				return nil, clients, err
-			}
-			clients = append(clients, c)
-		}
-		hosts[i] = &simHost{cli: clients[len(clients)-1], prefix: prefix}
-		hosts[i].s = store.New(hosts[i].cli, prefix)
+		hosts[i] = &simHost{prefix: prefix}
+	}
+	clients, err := connect(hosts, newClient)
+	if err != nil {
+		return nil, clients, err
 	}
 	cc := store.ClusterConfig{Cluster4: netip.MustParsePrefix("10.0.0.0/8"), HostBits4: 24, VNI: 1, Port: 4789}
 	have, err := hosts[0].s.EnsureConfig(ctx, cc)
@@ -248,6 +243,24 @@ func seed(ctx context.Context, cfg Config, newClient func() (*clientv3.Client, e
 		g.Go(func() error { return h.join(gctx, cfg, cc.Plan(), i) })
 	}
 	return hosts, clients, g.Wait()
+}
+
+// connect gives the hosts their etcd clients, hostsPerClient to a client,
+// and returns the clients.
+func connect(hosts []*simHost, newClient func() (*clientv3.Client, error)) ([]*clientv3.Client, error) {
+	var clients []*clientv3.Client
+	for i, h := range hosts {
+		if i%hostsPerClient == 0 {
+			c, err := newClient()
+			if err != nil {
+				return clients, err
+			}
+			clients = append(clients, c)
+		}
+		h.cli = clients[len(clients)-1]
+		h.s = store.New(h.cli, h.prefix)
+	}
+	return clients, nil
 }
 
 func (h *simHost) join(ctx context.Context, cfg Config, plan ipam.Plan, i int) error {
@@ -341,7 +354,6 @@ func (h *simHost) listener(ep api.Endpoint, j uint16) api.Listener {
 // watcher is one RunWatcher process.
 type watcher struct {
 	cmd     *exec.Cmd
-	start   time.Time
 	synced  chan synced
 	mu      sync.Mutex
 	seen    map[string]time.Time // "<cache>/<key>" -> when applied
@@ -359,7 +371,7 @@ func startWatchers(ctx context.Context, cfg Config, cl *cluster) ([]*watcher, er
 			return ws, err
 		}
 		cmd.Stderr = os.Stderr
-		w := &watcher{cmd: cmd, start: time.Now(), synced: make(chan synced, 1), seen: map[string]time.Time{}, stopped: make(chan struct{})}
+		w := &watcher{cmd: cmd, synced: make(chan synced, 1), seen: map[string]time.Time{}, stopped: make(chan struct{})}
 		if err := cmd.Start(); err != nil {
 			return ws, fmt.Errorf("start watcher: %w", err)
 		}
@@ -443,20 +455,20 @@ func fillColdStart(r *Result, ws []*watcher, n int) error {
 	}
 	r.ColdStartSeconds = median(took).Seconds()
 	r.ColdStartBytes = ss[0].Bytes
-	var rss []time.Duration // as int64 bytes
+	var rss []int64
 	for _, w := range ws {
 		b, err := rssOf(w.cmd.Process.Pid)
 		if err != nil {
 			return err
 		}
-		rss = append(rss, time.Duration(b))
+		rss = append(rss, b)
 	}
-	r.RSSBytes = int64(median(rss))
-	heaps := make([]time.Duration, len(ss))
+	r.RSSBytes = median(rss)
+	heaps := make([]uint64, len(ss))
 	for i, s := range ss {
-		heaps[i] = time.Duration(s.HeapBytes)
+		heaps[i] = s.HeapBytes
 	}
-	r.HeapBytes = uint64(median(heaps))
+	r.HeapBytes = median(heaps)
 	return nil
 }
 
@@ -474,8 +486,8 @@ func rssOf(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS")
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
+func median[T cmp.Ordered](xs []T) T {
+	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
 }
@@ -607,17 +619,9 @@ func massRestart(ctx context.Context, cfg Config, cl *cluster, hosts []*simHost,
 	for _, c := range *clients {
 		c.Close()
 	}
-	*clients = nil
-	for i, h := range hosts {
-		if i%hostsPerClient == 0 {
-			c, err := cl.client()
-			if err != nil {
-				return err
-			}
-			*clients = append(*clients, c)
-		}
-		h.cli = (*clients)[len(*clients)-1]
-		h.s = store.New(h.cli, h.prefix)
+	var err error
+	if *clients, err = connect(hosts, cl.client); err != nil {
+		return err
 	}
 	start := time.Now()
 	nws, err := startWatchers(ctx, cfg, cl)

@@ -3,12 +3,11 @@ package cpbench
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/bench"
+	"github.com/slimnet/slim/internal/cgroupfs"
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -76,8 +75,7 @@ func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult,
 	cfg.step("lab: converged %.1f s after the seed (%.0f s); h1's slimd %d MB, %d port blocks in BPF",
 		r.ConvergeSeconds, r.SeedSeconds, r.RSSAfter["h1"]>>20, r.BPFPortBlocks)
 
-	pid, _ := lab.SlimdPID(lc, "h1")
-	c0, err := cpuOf(pid)
+	c0, err := slimdCPU("h1")
 	if err != nil {
 		return r, err
 	}
@@ -85,7 +83,7 @@ func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult,
 	if err != nil {
 		return r, err
 	}
-	c1, err := cpuOf(pid)
+	c1, err := slimdCPU("h1")
 	if err != nil {
 		return r, err
 	}
@@ -111,46 +109,16 @@ func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult,
 // converged waits until every host's slimd knows want hosts and has
 // programmed want-1 overlay peers.
 func converged(ctx context.Context, lc lab.Config, hosts []string, want int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for _, h := range hosts {
-		c := api.NewClient(lab.SocketPath(lc, h))
-		for {
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			st, err := c.Status(sctx)
-			cancel()
-			if err == nil && st.StoreSynced && st.KnownHosts == want && st.Peers == want-1 {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: %d hosts known, %d peers, want %d and %d (%v)", h, st.KnownHosts, st.Peers, want, want-1, err)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}
-	return nil
+	return lab.WaitHosts(ctx, lc, hosts, timeout, func(st api.Status) bool {
+		return st.StoreSynced && st.KnownHosts == want && st.Peers == want-1
+	})
 }
 
-// cpuOf is a process's user and system CPU time.
-func cpuOf(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// slimdCPU is the CPU time of host's slimd cgroup (slimd and its keeper).
+func slimdCPU(host string) (time.Duration, error) {
+	root, err := cgroupfs.Mount()
 	if err != nil {
 		return 0, err
 	}
-	// Fields after the command (which may hold spaces): utime is the
-	// 14th field of the line, the 12th after ")".
-	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ
+	return bench.CgroupsCPU([]string{lab.SlimdCgroup(root, host)})
 }

@@ -15,7 +15,8 @@ type LabResult struct {
 	RSSAfter  map[string]int64 `json:"rssAfterBytes"`
 	// BPFPortBlocks is h1's port block map's size after convergence.
 	BPFPortBlocks int `json:"bpfPortBlocks"`
-	// CPUShare is h1's slimd's CPU time per wall time during churn.
+	// CPUShare is the CPU time of h1's slimd cgroup per wall time during
+	// churn.
 	ChurnWrites int     `json:"churnWrites"`
 	CPUShare    float64 `json:"cpuShare"`
 	// RestartSeconds: h2's slimd stopped and started again, until it

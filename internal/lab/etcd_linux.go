@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/slimnet/slim/internal/api"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -109,12 +110,7 @@ func EtcdLeader(ctx context.Context, cfg Config) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		cli, err := clientv3.New(clientv3.Config{
-			Endpoints:   []string{ep},
-			DialTimeout: 2 * time.Second,
-			DialOptions: []grpc.DialOption{grpc.WithContextDialer(dialIn(NetnsPath(HostNetns(MemberName(m)))))},
-			Logger:      zap.NewNop(),
-		})
+		cli, err := clientv3.New(etcdConfigIn(MemberName(m), []string{ep}, 2*time.Second))
 		if err != nil {
 			return "", err
 		}
@@ -144,12 +140,29 @@ func EtcdClientConfig(cfg Config) (clientv3.Config, error) {
 	if err != nil {
 		return clientv3.Config{}, err
 	}
+	return etcdConfigIn(MemberName(1), eps, 5*time.Second), nil
+}
+
+// etcdConfigIn is a client configuration for etcd endpoints that only
+// the lab's machines reach: its connections are made in machine name's
+// namespace.
+func etcdConfigIn(name string, endpoints []string, dialTimeout time.Duration) clientv3.Config {
 	return clientv3.Config{
-		Endpoints:   eps,
-		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dialIn(NetnsPath(HostNetns(MemberName(1)))))},
+		Endpoints:   endpoints,
+		DialTimeout: dialTimeout,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dialIn(NetnsPath(HostNetns(name))))},
 		Logger:      zap.NewNop(),
-	}, nil
+	}
+}
+
+// WaitHosts waits until the status of each host's slimd satisfies ok; it
+// fails when a slimd exits or timeout passes, with the tail of its log.
+func WaitHosts(ctx context.Context, cfg Config, hosts []string, timeout time.Duration, ok func(api.Status) bool) error {
+	cgRoot, err := cgroupRoot()
+	if err != nil {
+		return err
+	}
+	return waitReady(ctx, cfg.stateDir(), cgRoot, hosts, timeout, ok)
 }
 
 // SlimdPID is the pid of host's slimd, if it runs.

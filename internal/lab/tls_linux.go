@@ -9,8 +9,6 @@ import (
 	"github.com/slimnet/slim/internal/store"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 )
 
 // grantHosts turns on etcd's authentication in h1's etcd, with one user
@@ -27,13 +25,9 @@ func grantHosts(ctx context.Context, dir string, p plan) error {
 	if err != nil {
 		return err
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{"https://" + netip.AddrPortFrom(h1, etcdClientPort).String()},
-		TLS:         tc,
-		DialTimeout: 10 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dialIn(NetnsPath(HostNetns(HostName(1)))))},
-		Logger:      zap.NewNop(),
-	})
+	ccfg := etcdConfigIn(HostName(1), []string{"https://" + netip.AddrPortFrom(h1, etcdClientPort).String()}, 10*time.Second)
+	ccfg.TLS = tc
+	cli, err := clientv3.New(ccfg)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
