@@ -3,8 +3,10 @@
 package bpf
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"maps"
 	"net/netip"
 	"os"
@@ -630,4 +632,42 @@ func TestLoadGrowsPinnedMaps(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(env.pinDir, slimMapSlimBlocks+"_grow")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temporary pin left: %v", err)
 	}
+}
+
+// TestPortBlocksBatches: reading the map back in batches returns every
+// entry once, across several batches, IPv6 included.
+func TestPortBlocksBatches(t *testing.T) {
+	env := newEnv(t)
+	p := env.load(t)
+	var want []PortBlock
+	for i := range 10_000 {
+		host := netip.AddrFrom4([4]byte{100, 64, byte(i / 100 >> 8), byte(i / 100)})
+		vip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if i%7 == 0 {
+			vip = netip.AddrFrom16([16]byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)})
+		}
+		b := PortBlock{HostIP: host, Start: uint16(20480 + (i%100)*256), VIP: vip}
+		check(t, p.PutPortBlock(b.HostIP, b.Start, b.VIP))
+		want = append(want, b)
+	}
+	slices.SortFunc(want, func(a, b PortBlock) int {
+		return cmp.Or(a.HostIP.Compare(b.HostIP), cmp.Compare(a.Start, b.Start))
+	})
+	got, err := p.PortBlocks()
+	check(t, err)
+	slices.SortFunc(got, func(a, b PortBlock) int {
+		return cmp.Or(a.HostIP.Compare(b.HostIP), cmp.Compare(a.Start, b.Start))
+	})
+	if !slices.Equal(got, want) {
+		t.Fatalf("read back %d blocks, want %d (first differing: %v)", len(got), len(want), firstDiff(got, want))
+	}
+}
+
+func firstDiff(a, b []PortBlock) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return fmt.Sprintf("#%d %v != %v", i, a[i], b[i])
+		}
+	}
+	return "lengths"
 }

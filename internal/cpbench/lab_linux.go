@@ -1,8 +1,11 @@
 package cpbench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
@@ -67,13 +70,16 @@ func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult,
 	if err := rss(r.RSSAfter); err != nil {
 		return r, err
 	}
+	if r.HeapLive, err = liveHeap(ctx, "h1"); err != nil {
+		return r, err
+	}
 	fp, err := api.NewClient(lab.SocketPath(lc, "h1")).FastPath(ctx)
 	if err != nil {
 		return r, err
 	}
 	r.BPFPortBlocks = fp.BPFPortBlocks
-	cfg.step("lab: converged %.1f s after the seed (%.0f s); h1's slimd %d MB, %d port blocks in BPF",
-		r.ConvergeSeconds, r.SeedSeconds, r.RSSAfter["h1"]>>20, r.BPFPortBlocks)
+	cfg.step("lab: converged %.1f s after the seed (%.0f s); h1's slimd %d MB (%d MB live heap), %d port blocks in BPF",
+		r.ConvergeSeconds, r.SeedSeconds, r.RSSAfter["h1"]>>20, r.HeapLive>>20, r.BPFPortBlocks)
 
 	c0, err := slimdCPU("h1")
 	if err != nil {
@@ -121,4 +127,35 @@ func slimdCPU(host string) (time.Duration, error) {
 		return 0, err
 	}
 	return bench.CgroupsCPU([]string{lab.SlimdCgroup(root, host)})
+}
+
+// liveHeap is the Go heap a lab slimd holds right after a garbage
+// collection: its profile endpoint (the lab runs slimd with --pprof)
+// collects before answering, and its metrics then count what survived.
+func liveHeap(ctx context.Context, host string) (int64, error) {
+	c := lab.MetricsClient(host)
+	get := func(path string) ([]byte, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+lab.MetricsAddr+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%s on %s: %s", path, host, resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	}
+	if _, err := get("/debug/pprof/heap?gc=1"); err != nil {
+		return 0, err
+	}
+	m, err := get("/metrics")
+	if err != nil {
+		return 0, err
+	}
+	v, err := bench.SumCounter(bytes.NewReader(m), "go_memstats_heap_alloc_bytes")
+	return int64(v), err
 }

@@ -13,6 +13,9 @@ type LabResult struct {
 	// RSSBytes is each lab slimd's resident memory before and after.
 	RSSBefore map[string]int64 `json:"rssBeforeBytes"`
 	RSSAfter  map[string]int64 `json:"rssAfterBytes"`
+	// HeapLive is h1's slimd's Go heap right after a collection, after
+	// convergence: what it holds, without the garbage that RSS includes.
+	HeapLive int64 `json:"heapLiveBytes"`
 	// BPFPortBlocks is h1's port block map's size after convergence.
 	BPFPortBlocks int `json:"bpfPortBlocks"`
 	// CPUShare is the CPU time of h1's slimd cgroup per wall time during

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/netip"
 
-	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
 )
 
@@ -39,109 +38,65 @@ type bpfState struct {
 	listeners map[mapListenerKey]netip.AddrPort
 }
 
-// desiredBPF computes the maps' content from the store: every valid
-// endpoint's port blocks on a known host, every valid listener.
-func desiredBPF(hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[string]api.Listener,
-	validEndpoint func(api.Endpoint) bool, validListener func(api.Listener) bool) bpfState {
-	want := bpfState{blocks: map[blockKey]netip.Addr{}, listeners: map[mapListenerKey]netip.AddrPort{}}
-	for _, ep := range eps {
-		h, ok := hosts[ep.Host]
-		if !ok || !validEndpoint(ep) {
-			continue
-		}
-		for _, b := range ep.PortBlocks {
-			vip := ep.IPv4
-			if b.IPv6 {
-				vip = ep.IPv6
-			}
-			if vip.IsValid() {
-				want.blocks[blockKey{h.UnderlayIP, b.Start}] = vip
-			}
-		}
-	}
-	for _, l := range ls {
-		if validListener(l) {
-			want.listeners[mapListenerKey{netip.AddrPortFrom(l.HostIP, l.HostPort), bpf.IsIPv6(l.VIP)}] = netip.AddrPortFrom(l.VIP, l.Port)
-		}
-	}
-	return want
-}
-
 // apply makes m hold exactly want, touching only entries that differ (the
 // maps are read by every connect). It goes on past failed entries and
-// returns them all.
+// returns them all. In the usual case, where the maps already hold
+// everything, it allocates nothing beyond the read-back: at 200,000
+// blocks it runs every resync interval.
 func (want bpfState) apply(m addrMaps) error {
 	var errs []error
 	haveB, err := m.PortBlocks()
 	if err != nil {
 		return err
 	}
-	putB := make(map[blockKey]netip.Addr, len(want.blocks))
-	for k, v := range want.blocks {
-		putB[k] = v
-	}
+	in := 0 // wanted entries the map holds (after the puts below)
 	for _, b := range haveB {
-		k := blockKey{b.HostIP, b.Start}
-		v, ok := putB[k]
+		v, ok := want.blocks[blockKey{b.HostIP, b.Start}]
 		switch {
 		case !ok:
 			errs = append(errs, m.DeletePortBlock(b.HostIP, b.Start))
-		case v == b.VIP:
-			delete(putB, k)
+			continue
+		case v != b.VIP:
+			errs = append(errs, m.PutPortBlock(b.HostIP, b.Start, v))
 		}
+		in++
 	}
-	for k, v := range putB {
-		errs = append(errs, m.PutPortBlock(k.ip, k.start, v))
+	if in < len(want.blocks) {
+		have := make(map[blockKey]bool, len(haveB))
+		for _, b := range haveB {
+			have[blockKey{b.HostIP, b.Start}] = true
+		}
+		for k, v := range want.blocks {
+			if !have[k] {
+				errs = append(errs, m.PutPortBlock(k.ip, k.start, v))
+			}
+		}
 	}
 	haveL, err := m.Listeners()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	putL := make(map[mapListenerKey]netip.AddrPort, len(want.listeners))
-	for k, v := range want.listeners {
-		putL[k] = v
-	}
+	in = 0
 	for _, l := range haveL {
-		k := mapListenerKey{netip.AddrPortFrom(l.HostIP, l.HostPort), l.InMap6}
-		v, ok := putL[k]
+		v, ok := want.listeners[mapListenerKey{netip.AddrPortFrom(l.HostIP, l.HostPort), l.InMap6}]
 		switch {
 		case !ok:
 			errs = append(errs, m.DeleteListener(l.HostIP, l.HostPort, l.InMap6))
-		case v == l.VIP:
-			delete(putL, k)
+			continue
+		case v != l.VIP:
+			errs = append(errs, m.PutListener(l.HostIP, l.HostPort, v))
 		}
+		in++
 	}
-	for k, v := range putL {
-		errs = append(errs, m.PutListener(k.host.Addr(), k.host.Port(), v))
-	}
-	return errors.Join(errs...)
-}
-
-// applyDiff makes m go from have (what an earlier apply left there) to
-// want without reading the maps back: reading 200,000 port blocks back
-// costs over a second of system calls (docs/scale.md), too much for every
-// change of a large cluster. The periodic pass uses apply instead, which
-// repairs whatever else changed the maps.
-func (want bpfState) applyDiff(have bpfState, m addrMaps) error {
-	var errs []error
-	for k := range have.blocks {
-		if _, ok := want.blocks[k]; !ok {
-			errs = append(errs, m.DeletePortBlock(k.ip, k.start))
+	if in < len(want.listeners) {
+		have := make(map[mapListenerKey]bool, len(haveL))
+		for _, l := range haveL {
+			have[mapListenerKey{netip.AddrPortFrom(l.HostIP, l.HostPort), l.InMap6}] = true
 		}
-	}
-	for k, v := range want.blocks {
-		if old, ok := have.blocks[k]; !ok || old != v {
-			errs = append(errs, m.PutPortBlock(k.ip, k.start, v))
-		}
-	}
-	for k := range have.listeners {
-		if _, ok := want.listeners[k]; !ok {
-			errs = append(errs, m.DeleteListener(k.host.Addr(), k.host.Port(), k.v6))
-		}
-	}
-	for k, v := range want.listeners {
-		if old, ok := have.listeners[k]; !ok || old != v {
-			errs = append(errs, m.PutListener(k.host.Addr(), k.host.Port(), v))
+		for k, v := range want.listeners {
+			if !have[k] {
+				errs = append(errs, m.PutListener(k.host.Addr(), k.host.Port(), v))
+			}
 		}
 	}
 	return errors.Join(errs...)

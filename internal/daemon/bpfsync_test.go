@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"fmt"
 	"maps"
 	"net/netip"
 	"testing"
@@ -93,6 +92,35 @@ func syncFixture() (map[string]api.Host, map[string]api.Endpoint, map[string]api
 
 func all[T any](T) bool { return true }
 
+// desiredBPF computes the maps' content from whole copies of the caches,
+// as the address index must find it after any sequence of changes: every valid
+// endpoint's port blocks on a known host, every valid listener.
+func desiredBPF(hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[string]api.Listener,
+	validEndpoint func(api.Endpoint) bool, validListener func(api.Listener) bool) bpfState {
+	want := bpfState{blocks: map[blockKey]netip.Addr{}, listeners: map[mapListenerKey]netip.AddrPort{}}
+	for _, ep := range eps {
+		h, ok := hosts[ep.Host]
+		if !ok || !validEndpoint(ep) {
+			continue
+		}
+		for _, b := range ep.PortBlocks {
+			vip := ep.IPv4
+			if b.IPv6 {
+				vip = ep.IPv6
+			}
+			if vip.IsValid() {
+				want.blocks[blockKey{h.UnderlayIP, b.Start}] = vip
+			}
+		}
+	}
+	for _, l := range ls {
+		if validListener(l) {
+			want.listeners[mapListenerKey{netip.AddrPortFrom(l.HostIP, l.HostPort), bpf.IsIPv6(l.VIP)}] = netip.AddrPortFrom(l.VIP, l.Port)
+		}
+	}
+	return want
+}
+
 func TestDesiredBPF(t *testing.T) {
 	hosts, eps, ls := syncFixture()
 	want := desiredBPF(hosts, eps, ls, all[api.Endpoint], all[api.Listener])
@@ -156,70 +184,5 @@ func TestApplyBPF(t *testing.T) {
 	}
 	if _, ok := m.blocks[blockKey{h1IP, 20480}]; ok {
 		t.Error("a gone endpoint's block is still mapped")
-	}
-}
-
-// readCounting counts the read-backs of the maps.
-type readCounting struct {
-	*fakeMaps
-	reads int
-}
-
-func (m *readCounting) PortBlocks() ([]bpf.PortBlock, error) {
-	m.reads++
-	return m.fakeMaps.PortBlocks()
-}
-
-// A change is applied from the last applied state, without reading the
-// maps back, and writes only what changed.
-func TestApplyBPFDiff(t *testing.T) {
-	hosts, eps, ls := syncFixture()
-	m := &readCounting{fakeMaps: newFakeMaps()}
-	have := desiredBPF(hosts, eps, ls, all[api.Endpoint], all[api.Listener])
-	if err := have.apply(m); err != nil {
-		t.Fatal(err)
-	}
-	m.reads, m.writes = 0, 0
-	// One endpoint goes, one comes, a listener moves to another port.
-	delete(eps, "h2/b")
-	eps["h2/e"] = api.Endpoint{ContainerID: "e", Host: "h2", IPv4: netip.MustParseAddr("10.244.2.4"), PortBlocks: []api.PortBlock{{Start: 21248, Size: 256}}}
-	l := ls["10.244.2.2/80"]
-	l.HostPort = 30001
-	ls["10.244.2.2/80"] = l
-	want := desiredBPF(hosts, eps, ls, all[api.Endpoint], all[api.Listener])
-	if err := want.applyDiff(have, m); err != nil {
-		t.Fatal(err)
-	}
-	if m.reads != 0 {
-		t.Errorf("the maps were read back %d times", m.reads)
-	}
-	if m.writes != 4 { // block out, block in, listener out, listener in
-		t.Errorf("%d writes, want 4", m.writes)
-	}
-	if !maps.Equal(m.blocks, want.blocks) || !maps.Equal(m.listeners, want.listeners) {
-		t.Fatalf("after the diff: %v %v; want %v %v", m.blocks, m.listeners, want.blocks, want.listeners)
-	}
-}
-
-// BenchmarkDesiredBPFAt200k: what a reconcile pass computes in Go at
-// 2,000 hosts of 100 containers, before touching the kernel.
-func BenchmarkDesiredBPFAt200k(b *testing.B) {
-	hosts := map[string]api.Host{}
-	eps := map[string]api.Endpoint{}
-	for h := range 2000 {
-		name := fmt.Sprintf("sim%05d", h)
-		hosts[name] = api.Host{Name: name, UnderlayIP: netip.AddrFrom4([4]byte{100, 64, byte(h >> 8), byte(h)})}
-		for e := range 100 {
-			i := h*100 + e
-			eps[fmt.Sprintf("%s/c%d/eth0", name, e)] = api.Endpoint{ContainerID: fmt.Sprintf("c%d", e), Host: name,
-				IPv4: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), PortBlocks: []api.PortBlock{{Start: uint16(20480 + e*64), Size: 64}}}
-		}
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		snap := maps.Clone(eps) // the cache's Snapshot
-		if len(desiredBPF(hosts, snap, nil, all[api.Endpoint], all[api.Listener]).blocks) != 200_000 {
-			b.Fatal("blocks")
-		}
 	}
 }

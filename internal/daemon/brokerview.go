@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,19 +41,21 @@ type fastPath struct {
 	log     *slog.Logger
 
 	mu sync.Mutex
-	// byNetns maps a netns inode to the local container attached in it;
-	// rebuilt when local endpoints change.
+	// byNetns maps a netns inode to the local container attached in it,
+	// kept from the endpoint cache's changes (update).
 	byNetns map[uint64]*broker.Container
-	// inode of each endpoint's netns path, so rebuilding stats only new ones.
-	inodes map[string]uint64
-	lports *listenerPorts
+	// local are this host's endpoints that byNetns holds, by cache key.
+	local   map[string]localEndpoint
+	changes *store.Changes[api.Endpoint]
+	lports  *listenerPorts
 	// services resolves service ports to backends (nil: none).
 	services *services
 }
 
 func newFastPath(v *view, st fastPathStore, blocks store.BlockRange, bpfLoaded bool, changed func(), log *slog.Logger) *fastPath {
 	return &fastPath{v: v, store: st, blocks: blocks, bpf: bpfLoaded, changed: changed, log: log,
-		byNetns: map[uint64]*broker.Container{}, inodes: map[string]uint64{}, lports: newListenerPorts()}
+		byNetns: map[uint64]*broker.Container{}, local: map[string]localEndpoint{}, changes: v.endpoints.Track(),
+		lports: newListenerPorts()}
 }
 
 // FastPath implements broker.View.
@@ -93,30 +96,88 @@ func (f *fastPath) ContainerByNetns(ino uint64) (*broker.Container, bool) {
 	return c, ok
 }
 
-// rebuild refreshes byNetns from the endpoint cache (local endpoints).
-func (f *fastPath) rebuild() {
-	eps, _ := f.v.endpoints.Snapshot()
+// localEndpoint is a local endpoint as byNetns has it.
+type localEndpoint struct {
+	netns string
+	ino   uint64
+	c     *broker.Container
+}
+
+// update applies the endpoint cache's changes to byNetns. Only this host's
+// endpoints matter, so a change elsewhere in the cluster costs a prefix
+// test; it runs in the cache's goroutine, so byNetns has an endpoint
+// before anyone waiting on the cache's revision learns it is there.
+func (f *fastPath) update() {
+	prefix := f.v.self.Name + "/"
+	type change struct {
+		key string
+		ep  api.Endpoint
+		ok  bool
+	}
+	var changes []change
+	reset := false
+	f.v.endpoints.Drain(f.changes, func() { reset = true }, func(k string, _ api.Endpoint, _ bool, ep api.Endpoint, ok bool) {
+		if strings.HasPrefix(k, prefix) {
+			changes = append(changes, change{k, ep, ok})
+		}
+	})
+	if !reset && len(changes) == 0 {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	byNetns := map[uint64]*broker.Container{}
-	inodes := map[string]uint64{}
-	for _, ep := range eps {
-		if ep.Host != f.v.self.Name || !f.v.validEndpoint(ep) {
-			continue
+	if reset {
+		// Everything listed again: what is not in the cache is gone.
+		listed := make(map[string]bool, len(changes))
+		for _, c := range changes {
+			listed[c.key] = true
 		}
-		ino, ok := f.inodes[ep.Netns]
-		if !ok {
-			var st unix.Stat_t
-			if unix.Stat(ep.Netns, &st) != nil {
-				continue // netns gone: the container is going away
+		for k := range f.local {
+			if !listed[k] {
+				f.setLocked(k, api.Endpoint{}, false)
 			}
-			ino = st.Ino
 		}
-		inodes[ep.Netns] = ino
-		byNetns[ino] = &broker.Container{ID: ep.ContainerID, IfName: ep.IfName, VIP4: ep.IPv4, VIP6: ep.IPv6}
 	}
-	f.byNetns, f.inodes = byNetns, inodes
+	for _, c := range changes {
+		f.setLocked(c.key, c.ep, c.ok)
+	}
 	f.changed()
+}
+
+// setLocked makes byNetns follow one local endpoint record (ok false:
+// deleted); mu is held.
+func (f *fastPath) setLocked(key string, ep api.Endpoint, ok bool) {
+	old, had := f.local[key]
+	if ok && (ep.Host != f.v.self.Name || !f.v.validEndpoint(ep)) {
+		ok = false
+	}
+	le := localEndpoint{netns: ep.Netns, ino: old.ino}
+	if ok && (!had || old.netns != ep.Netns) {
+		var st unix.Stat_t
+		if unix.Stat(ep.Netns, &st) != nil {
+			ok = false // netns gone: the container is going away
+		}
+		le.ino = st.Ino
+	}
+	if had && (!ok || old.ino != le.ino) {
+		delete(f.local, key)
+		if f.byNetns[old.ino] == old.c {
+			delete(f.byNetns, old.ino)
+			// Another endpoint in the same netns (a second interface)
+			// takes its place.
+			for _, o := range f.local {
+				if o.ino == old.ino {
+					f.byNetns[o.ino] = o.c
+				}
+			}
+		}
+	}
+	if !ok {
+		return
+	}
+	le.c = &broker.Container{ID: ep.ContainerID, IfName: ep.IfName, VIP4: ep.IPv4, VIP6: ep.IPv6}
+	f.local[key] = le
+	f.byNetns[le.ino] = le.c
 }
 
 // Blocks implements broker.Ports.

@@ -181,9 +181,9 @@ func TestGrowBlocks(t *testing.T) {
 		}
 	}
 	// The netns path does not exist: the container is not resolvable.
-	f.rebuild()
+	f.update()
 	if len(f.byNetns) != 0 || e.marks != 1 {
-		t.Fatalf("rebuild: %d containers, %d marks", len(f.byNetns), e.marks)
+		t.Fatalf("update: %d containers, %d marks", len(f.byNetns), e.marks)
 	}
 }
 

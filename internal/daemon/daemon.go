@@ -282,7 +282,8 @@ func (d *Daemon) setup(ctx context.Context) error {
 	})
 	d.hosts.OnResync = func() { d.metrics.resyncs.WithLabelValues("hosts").Inc() }
 	d.endpoints = d.store.EndpointCache(d.log.With("component", "endpoints"), func() {
-		d.fp.rebuild()
+		d.fp.update()
+		d.tables.mark()
 		d.policies.mark()
 		d.services.mark()
 	})

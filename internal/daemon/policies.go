@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"maps"
@@ -114,7 +115,9 @@ func (p *policies) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-p.dirty:
+			start := time.Now()
 			p.rebuild()
+			pace(ctx, time.Since(start))
 		}
 	}
 }
@@ -138,13 +141,31 @@ func (p *policies) rebuild() {
 		p.log.Error("network policies do not compile; the previous ones stay in force", "err", err)
 		return
 	}
-	eps, _ := p.endpoints.Snapshot()
-	byIP := make(map[netip.Addr]*policy.Endpoint, len(eps))
-	names := make(map[netip.Addr]string, len(eps))
+	if len(list) == 0 {
+		// No policy: nothing is denied and no endpoint needs indexing (a
+		// large cluster's every endpoint change would cost a pass over
+		// all of them); explanations look names up themselves.
+		if p.state.Load().policies == 0 && p.state.Load().names == nil {
+			return // none, and still none
+		}
+		p.state.Store(&policyState{set: set, byIP: map[netip.Addr]*policy.Endpoint{}})
+		if p.changed != nil {
+			p.changed()
+		}
+		return
+	}
+	var keys []string
+	p.endpoints.Range(func(k string, _ api.Endpoint) bool {
+		keys = append(keys, k)
+		return true
+	})
+	slices.Sort(keys)
+	byIP := make(map[netip.Addr]*policy.Endpoint, len(keys))
+	names := make(map[netip.Addr]string, len(keys))
 	var local, all []policy.Addressed
-	for _, k := range slices.Sorted(maps.Keys(eps)) {
-		ep := eps[k]
-		if !p.valid(ep) {
+	for _, k := range keys {
+		ep, ok := p.endpoints.Get(k)
+		if !ok || !p.valid(ep) {
 			continue
 		}
 		pe := policyEndpoint(ep)
@@ -268,7 +289,22 @@ func firstOr(s []string, def string) string {
 func (p *policies) explain(src, dst netip.Addr, port uint16, proto policy.Protocol) api.PolicyExplanation {
 	s := p.state.Load()
 	d := s.set.Decide(s.peer(src), s.peer(dst), port, proto)
-	out := api.PolicyExplanation{Allowed: d.Allowed, Explanation: d.Explain(s.name(src), s.name(dst))}
+	name := s.name
+	if s.names == nil { // no policy, no index: look the two up
+		name = func(a netip.Addr) string {
+			a = a.Unmap()
+			n := a.String()
+			p.endpoints.Range(func(_ string, ep api.Endpoint) bool {
+				if (ep.IPv4 == a || ep.IPv6 == a) && p.valid(ep) {
+					n = ep.Namespace() + "/" + endpointName(ep) + " (" + n + ")"
+					return false
+				}
+				return true
+			})
+			return n
+		}
+	}
+	out := api.PolicyExplanation{Allowed: d.Allowed, Explanation: d.Explain(name(src), name(dst))}
 	for _, r := range slices.Concat(d.Egress.AllowedBy, d.Ingress.AllowedBy) {
 		out.AllowedBy = append(out.AllowedBy, r.String())
 	}
@@ -281,13 +317,32 @@ func (p *policies) explain(src, dst netip.Addr, port uint16, proto policy.Protoc
 // only the port blocks whose owners its policies let in (the block names
 // the client, whatever host it is on), and the blocks known at all (see
 // nat.HostPorts.Guarded).
-func (p *policies) hostPorts(v *view, hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[string]api.Listener, ports store.BlockRange) nat.HostPorts {
+func (p *policies) hostPorts(v *view, others []netip.Addr, local map[string]api.Listener,
+	endpoints func(func(string, api.Endpoint) bool), ports store.BlockRange) nat.HostPorts {
 	s := p.state.Load()
-	hp := nat.HostPorts{First: ports.First, Last: ports.Last, Hosts: []netip.Addr{v.self.UnderlayIP}}
-	for _, name := range slices.Sorted(maps.Keys(hosts)) {
-		if h := hosts[name]; name != v.self.Name && v.valid.host(h) {
-			hp.Hosts = append(hp.Hosts, h.UnderlayIP)
+	hp := nat.HostPorts{First: ports.First, Last: ports.Last, Hosts: append([]netip.Addr{v.self.UnderlayIP}, others...)}
+	type guarded struct {
+		hostPort, port uint16
+		dst            policy.Peer
+	}
+	var gs []guarded
+	for _, k := range slices.Sorted(maps.Keys(local)) {
+		l := local[k]
+		if l.Host != v.self.Name || !v.validListener(l) {
+			continue
 		}
+		dst := s.peer(l.VIP)
+		if dst.Endpoint == nil || !s.set.Decide(policy.Peer{}, dst, l.Port, policy.ProtocolTCP).Ingress.Isolated {
+			hp.Open = append(hp.Open, l.HostPort)
+			continue
+		}
+		hp.Guarded = append(hp.Guarded, l.HostPort)
+		gs = append(gs, guarded{l.HostPort, l.Port, dst})
+	}
+	if len(gs) == 0 {
+		// Nothing guarded: the port blocks do not matter, and reading
+		// every endpoint would cost a pass what the cluster holds.
+		return hp
 	}
 	// The port blocks, each with its owner as a policy peer.
 	type src struct {
@@ -296,11 +351,10 @@ func (p *policies) hostPorts(v *view, hosts map[string]api.Host, eps map[string]
 		peer        policy.Peer
 	}
 	var srcs []src
-	for _, k := range slices.Sorted(maps.Keys(eps)) {
-		ep := eps[k]
+	endpoints(func(_ string, ep api.Endpoint) bool {
 		h, ok := v.hostRecord(ep.Host)
 		if !ok || !v.validEndpoint(ep) {
-			continue
+			return true
 		}
 		for _, b := range ep.PortBlocks {
 			a := ep.IPv4
@@ -311,32 +365,21 @@ func (p *policies) hostPorts(v *view, hosts map[string]api.Host, eps map[string]
 				srcs = append(srcs, src{h.UnderlayIP, b.Start, b.Start + (b.Size - 1), s.peer(a)})
 			}
 		}
-	}
+		return true
+	})
+	slices.SortFunc(srcs, func(a, b src) int { return cmp.Or(a.host.Compare(b.host), cmp.Compare(a.first, b.first)) })
 	// Every known block, for the guarded ports: a known block they do not
 	// allow gets a reset, an unknown one (not propagated yet) a drop.
-	known := make([]nat.HostPortBlock, 0, len(srcs))
+	hp.Known = make([]nat.HostPortBlock, 0, len(srcs))
 	for _, c := range srcs {
-		known = append(known, nat.HostPortBlock{Host: c.host, First: c.first, Last: c.last})
+		hp.Known = append(hp.Known, nat.HostPortBlock{Host: c.host, First: c.first, Last: c.last})
 	}
-	for _, k := range slices.Sorted(maps.Keys(ls)) {
-		l := ls[k]
-		if l.Host != v.self.Name || !v.validListener(l) {
-			continue
-		}
-		dst := s.peer(l.VIP)
-		if dst.Endpoint == nil || !s.set.Decide(policy.Peer{}, dst, l.Port, policy.ProtocolTCP).Ingress.Isolated {
-			hp.Open = append(hp.Open, l.HostPort)
-			continue
-		}
-		hp.Guarded = append(hp.Guarded, l.HostPort)
+	for _, g := range gs {
 		for _, c := range srcs {
-			if s.set.Decide(c.peer, dst, l.Port, policy.ProtocolTCP).Ingress.Allowed {
-				hp.Allow = append(hp.Allow, nat.HostPortAllow{Port: l.HostPort, Host: c.host, First: c.first, Last: c.last})
+			if s.set.Decide(c.peer, g.dst, g.port, policy.ProtocolTCP).Ingress.Allowed {
+				hp.Allow = append(hp.Allow, nat.HostPortAllow{Port: g.hostPort, Host: c.host, First: c.first, Last: c.last})
 			}
 		}
-	}
-	if len(hp.Guarded) > 0 {
-		hp.Known = known
 	}
 	return hp
 }

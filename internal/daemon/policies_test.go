@@ -187,10 +187,8 @@ func checkHostPorts(t *testing.T, e *fpEnv, p *policies, web, cli, other api.End
 	if err := f.Publish(ctx, api.Listener{VIP: web.IPv4, Port: 8080, HostIP: h1IP, HostPort: hp, ContainerID: "web", IfName: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
-	hosts, _ := e.v.hosts.Snapshot()
-	eps, _ := e.v.endpoints.Snapshot()
 	ls, _ := e.v.listeners.Snapshot()
-	got := p.hostPorts(e.v, hosts, eps, ls, testBlocks)
+	got := p.hostPorts(e.v, e.v.otherHosts(), ls, e.v.endpoints.Range, testBlocks)
 	block := func(ep api.Endpoint) nat.HostPortBlock {
 		if len(ep.PortBlocks) != 1 {
 			t.Fatalf("endpoint %s: blocks %+v, want one", ep.ContainerID, ep.PortBlocks)

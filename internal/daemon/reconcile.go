@@ -9,6 +9,7 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/nat"
+	"github.com/slimnet/slim/internal/service"
 	"github.com/slimnet/slim/internal/store"
 )
 
@@ -34,10 +35,18 @@ type hostTables struct {
 	log    *slog.Logger
 
 	dirty chan struct{}
-	// applied is what the last successful pass left in the BPF maps (nil:
-	// unknown, read them back); a pass for a change writes only the
-	// difference, the periodic one reads the maps back and repairs them.
-	applied *bpfState
+	// idx is what the BPF maps should hold, and the listeners by host,
+	// kept from the caches' changes: a pass costs what changed, not what
+	// the cluster holds.
+	idx *addrIndex
+	// What the last pass applied, to tell whether the policies or the
+	// services changed since; guarded: some listener's host port is
+	// guarded by policy (its filter then follows every endpoint).
+	lastPol *policyState
+	lastSvc *service.Table
+	guarded bool
+	// retry: a sync failed, the next pass does everything.
+	retry bool
 	// restored: the predecessor's listeners are taken over. Until then the
 	// tables must not follow a store that may have lost records while
 	// slimd was away.
@@ -45,7 +54,8 @@ type hostTables struct {
 }
 
 func newHostTables(v *view, t *nat.Table, maps addrMaps, guard nat.Guard, resync time.Duration, log *slog.Logger) *hostTables {
-	return &hostTables{v: v, nat: t, maps: maps, guard0: guard, resync: resync, log: log, dirty: make(chan struct{}, 1)}
+	return &hostTables{v: v, nat: t, maps: maps, guard0: guard, resync: resync, log: log, dirty: make(chan struct{}, 1),
+		idx: newAddrIndex(v)}
 }
 
 // mark asks for a pass soon.
@@ -77,48 +87,65 @@ func (h *hostTables) run(ctx context.Context) error {
 	}
 }
 
-// pass brings the tables to the caches' state; full reads the BPF maps
-// back instead of trusting what the last pass wrote.
+// pass brings the tables to the caches' state, touching only what the
+// changes since the last pass can have changed; full recomputes and
+// rewrites everything, reading the BPF maps back instead of trusting what
+// earlier passes wrote.
 func (h *hostTables) pass(full bool) {
-	// One snapshot of each cache for the whole pass.
-	hosts, _ := h.v.hosts.Snapshot()
-	eps, _ := h.v.endpoints.Snapshot()
-	ls, _ := h.v.listeners.Snapshot()
-	if err := h.nat.Sync(dnatRules(h.v.self.Name, ls, h.v.validListener)); err != nil {
-		h.log.Warn("dnat sync failed", "err", err)
+	full = full || h.retry
+	h.retry = false
+	// The index is kept exactly by the changes (TestAddrIndexFollowsChanges);
+	// only a cache that listed everything again has it rebuilt.
+	d := h.idx.update(false)
+	full = full || d.rebuilt
+	check := func(what string, err error) {
+		if err != nil {
+			h.log.Warn(what+" sync failed", "err", err)
+			h.retry = true
+		}
 	}
-	if err := h.nat.SyncGuard(h.guard(hosts)); err != nil {
-		h.log.Warn("control-plane guard sync failed", "err", err)
+	self := h.v.self.Name
+	var local map[string]api.Listener // this host's listeners, read when needed
+	locals := func() map[string]api.Listener {
+		if local == nil {
+			local = h.idx.listenersOn(self)
+		}
+		return local
+	}
+	if full || d.local {
+		check("dnat", h.nat.Sync(dnatRules(self, locals(), h.v.validListener)))
+	}
+	var others []netip.Addr
+	if full || d.hosts {
+		others = h.v.otherHosts()
+		check("control-plane guard", h.nat.SyncGuard(h.guard(others)))
 	}
 	if h.pol != nil {
-		if err := h.nat.SyncPolicy(h.pol.filter()); err != nil {
-			h.log.Warn("network policy filter sync failed", "err", err)
+		ps := h.pol.state.Load()
+		polChanged := ps != h.lastPol
+		h.lastPol = ps
+		if full || polChanged {
+			check("network policy filter", h.nat.SyncPolicy(h.pol.filter()))
 		}
-		hp := h.pol.hostPorts(h.v, hosts, eps, ls, h.ports)
-		hp.Slimd = h.slimd
-		if err := h.nat.SyncHostPorts(hp); err != nil {
-			h.log.Warn("host port filter sync failed", "err", err)
+		if full || polChanged || d.hosts || d.local || (d.endpoints && h.guarded) {
+			if others == nil {
+				others = h.v.otherHosts()
+			}
+			hp := h.pol.hostPorts(h.v, others, locals(), h.v.endpoints.Range, h.ports)
+			hp.Slimd = h.slimd
+			check("host port filter", h.nat.SyncHostPorts(hp))
+			h.guarded = len(hp.Guarded) > 0
 		}
 	}
 	if h.svc != nil {
-		if err := h.nat.SyncServices(h.svc.dnat(h.v.self.Name, ls, h.v.validListener)); err != nil {
-			h.log.Warn("service dnat sync failed", "err", err)
+		t := h.svc.table.Load()
+		if full || t != h.lastSvc || d.local {
+			check("service dnat", h.nat.SyncServices(h.svc.dnat(self, locals(), h.v.validListener)))
 		}
+		h.lastSvc = t
 	}
-	if h.maps == nil {
-		return
-	}
-	want := desiredBPF(hosts, eps, ls, h.v.validEndpoint, h.v.validListener)
-	var err error
-	if full || h.applied == nil {
-		err = want.apply(h.maps)
-	} else {
-		err = want.applyDiff(*h.applied, h.maps)
-	}
-	h.applied = &want
-	if err != nil {
-		h.applied = nil // read back next time
-		h.log.Warn("bpf map sync failed", "err", err)
+	if h.maps != nil {
+		check("bpf map", h.idx.flush(h.maps, full))
 	}
 }
 
@@ -141,14 +168,9 @@ func dnatRules(host string, ls map[string]api.Listener, valid func(api.Listener)
 }
 
 // guard is the control-plane guard for this host now: the configured
-// ports, on every other valid host and store member.
-func (h *hostTables) guard(hosts map[string]api.Host) nat.Guard {
+// ports, on every other valid host (others) and store member.
+func (h *hostTables) guard(others []netip.Addr) nat.Guard {
 	g := h.guard0
-	g.Hosts = append([]netip.Addr(nil), h.guard0.Hosts...)
-	for _, o := range hosts {
-		if o.Name != h.v.self.Name && h.v.valid.host(o) {
-			g.Hosts = append(g.Hosts, o.UnderlayIP)
-		}
-	}
+	g.Hosts = append(append([]netip.Addr(nil), h.guard0.Hosts...), others...)
 	return g
 }

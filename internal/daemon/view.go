@@ -1,6 +1,9 @@
 package daemon
 
 import (
+	"net/netip"
+	"slices"
+
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -51,4 +54,17 @@ func (v *view) switchOn() bool {
 // synced: every cache has listed the store once.
 func (v *view) synced() bool {
 	return v.hosts.Synced() && v.endpoints.Synced() && v.listeners.Synced()
+}
+
+// otherHosts are the underlay addresses of every other valid host, sorted.
+func (v *view) otherHosts() []netip.Addr {
+	var out []netip.Addr
+	v.hosts.Range(func(_ string, h api.Host) bool {
+		if h.Name != v.self.Name && v.valid.host(h) {
+			out = append(out, h.UnderlayIP)
+		}
+		return true
+	})
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }

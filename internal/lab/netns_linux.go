@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
@@ -175,4 +177,13 @@ func dialIn(path string) func(context.Context, string) (net.Conn, error) {
 		}
 		return c, err
 	}
+}
+
+// MetricsClient is an HTTP client whose connections are made in host's
+// network namespace, for its slimd's metrics address (MetricsAddr).
+func MetricsClient(host string) *http.Client {
+	dial := dialIn(NetnsPath(HostNetns(host)))
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) },
+	}}
 }

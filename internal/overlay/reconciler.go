@@ -50,6 +50,12 @@ type Reconciler struct {
 	log        *slog.Logger
 	dirty      chan struct{}
 	programmed atomic.Int64
+	// applied is what the last successful pass left in the kernel (nil:
+	// unknown). A pass for a trigger diffs against it; reading every
+	// peer back from netlink for each host that joins made a 2,000-host
+	// cluster's arrival quadratic (docs/scale.md). Interval passes and
+	// retries read the kernel back and repair drift.
+	applied []Peer
 }
 
 // NewReconciler returns a Reconciler. Run starts it.
@@ -94,12 +100,14 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		timer.Reset(next)
+		readBack := true
 		if triggerable {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-timer.C:
 			case <-r.dirty:
+				readBack = false
 			}
 		} else {
 			// After a failure, wait out the backoff even if triggered: the
@@ -117,7 +125,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		default:
 		}
 
-		err := r.pass(ctx)
+		err := r.pass(ctx, readBack)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -141,7 +149,10 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // refuses as invalid (ErrInvalidPeer, e.g. overlapping the local subnet) is
 // logged and counted as failed, but does not fail the pass: retrying cannot
 // help it.
-func (r *Reconciler) pass(ctx context.Context) error {
+//
+// Unless readBack, it takes the kernel to hold what the last successful
+// pass left there.
+func (r *Reconciler) pass(ctx context.Context, readBack bool) error {
 	desired, ok := r.cfg.Desired()
 	if !ok {
 		return errNotSynced
@@ -156,14 +167,20 @@ func (r *Reconciler) pass(ctx context.Context) error {
 		valid = append(valid, p)
 		keys[keyOf(p)] = true
 	}
-	actual, err := r.cfg.Dataplane.Peers(ctx)
-	if err != nil {
-		return fmt.Errorf("read peers: %w", err)
+	actual := r.applied
+	if readBack || actual == nil {
+		var err error
+		if actual, err = r.cfg.Dataplane.Peers(ctx); err != nil {
+			r.applied = nil
+			return fmt.Errorf("read peers: %w", err)
+		}
 	}
+	r.applied = nil // known again only after a pass that succeeds
 	ensure, remove := Diff(valid, actual)
 
 	var errs []error
 	removed, ensured, refused := 0, 0, 0
+	var refusedKeys map[peerKey]bool
 	for _, p := range remove {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -187,6 +204,10 @@ func (r *Reconciler) pass(ctx context.Context) error {
 		switch {
 		case errors.Is(err, ErrInvalidPeer):
 			refused++
+			if refusedKeys == nil {
+				refusedKeys = map[peerKey]bool{}
+			}
+			refusedKeys[keyOf(p)] = true
 			r.log.Warn("overlay: peer refused", "host", p.Host, "peer", p.Subnet4.String(), "err", err)
 			continue
 		case err != nil:
@@ -205,7 +226,14 @@ func (r *Reconciler) pass(ctx context.Context) error {
 	}
 	// Every desired peer but the refused ones is now in the kernel, and
 	// nothing else of ours.
-	r.programmed.Store(int64(len(keys) - refused))
-	r.log.Debug("overlay: reconciled", "peers", len(keys)-refused, "ensured", ensured, "removed", removed)
+	r.applied = make([]Peer, 0, len(valid))
+	for _, p := range valid {
+		if k := keyOf(p); keys[k] && !refusedKeys[k] {
+			r.applied = append(r.applied, p)
+			delete(keys, k) // of duplicates, the first is Diff's
+		}
+	}
+	r.programmed.Store(int64(len(r.applied)))
+	r.log.Debug("overlay: reconciled", "peers", len(r.applied), "ensured", ensured, "removed", removed)
 	return nil
 }

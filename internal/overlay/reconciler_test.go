@@ -82,7 +82,7 @@ func TestReconcilerGolden(t *testing.T) {
 		r.Trigger()
 		programmed()
 
-		step("trigger without change: read only")
+		step("trigger without change: nothing read, nothing written")
 		r.Trigger()
 		programmed()
 
@@ -178,26 +178,40 @@ func checkConverged(t *testing.T, r *Reconciler, f *fakeDataplane, desired []Pee
 }
 
 // TestReconcilerTransitions walks every ordered pair of states: one pass
-// must always reach the new state.
+// must always reach the new state, whether it reads the kernel back or
+// trusts what the pass before left there (a triggered pass), and the
+// latter reads nothing.
 func TestReconcilerTransitions(t *testing.T) {
 	states := transitionStates()
 	for i, from := range states {
 		for j, to := range states {
-			t.Run(fmt.Sprintf("%d->%d", i, j), func(t *testing.T) {
-				f := newFake()
-				var store desiredState
-				r := NewReconciler(ReconcilerConfig{Dataplane: f, Desired: store.get})
-				store.set(true, from...)
-				if err := r.pass(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-				checkConverged(t, r, f, from)
-				store.set(true, to...)
-				if err := r.pass(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-				checkConverged(t, r, f, to)
-			})
+			for _, readBack := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%d->%d,readBack=%v", i, j, readBack), func(t *testing.T) {
+					f := newFake()
+					reads := 0
+					f.fail = func(op string, _ Peer) error {
+						if op == "peers" {
+							reads++
+						}
+						return nil
+					}
+					var store desiredState
+					r := NewReconciler(ReconcilerConfig{Dataplane: f, Desired: store.get})
+					store.set(true, from...)
+					if err := r.pass(t.Context(), readBack); err != nil {
+						t.Fatal(err)
+					}
+					checkConverged(t, r, f, from)
+					store.set(true, to...)
+					if err := r.pass(t.Context(), readBack); err != nil {
+						t.Fatal(err)
+					}
+					checkConverged(t, r, f, to)
+					if want := map[bool]int{true: 2, false: 1}[readBack]; reads != want {
+						t.Errorf("the kernel was read %d times, want %d", reads, want)
+					}
+				})
+			}
 		}
 	}
 }
@@ -218,7 +232,7 @@ func TestReconcilerRandomWalk(t *testing.T) {
 			driftRandomly(f, rng)
 		}
 		store.set(true, s...)
-		if err := r.pass(t.Context()); err != nil {
+		if err := r.pass(t.Context(), true); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
 		checkConverged(t, r, f, s)
@@ -350,7 +364,7 @@ func TestReconcilerInvalidPeersIgnored(t *testing.T) {
 	bad.UnderlayIP = addr("fd00::3")
 	store.set(true, hostA, bad)
 	r := NewReconciler(ReconcilerConfig{Dataplane: f, Desired: store.get})
-	if err := r.pass(t.Context()); err != nil {
+	if err := r.pass(t.Context(), true); err != nil {
 		t.Fatal(err)
 	}
 	checkConverged(t, r, f, []Peer{hostA})
@@ -377,7 +391,7 @@ func TestReconcilerRefusedPeer(t *testing.T) {
 	store.set(true, hostA, hostC)
 	var failed int
 	r := NewReconciler(ReconcilerConfig{Dataplane: f, Desired: store.get, OnApply: func(_, _, n int) { failed = n }})
-	if err := r.pass(t.Context()); err != nil {
+	if err := r.pass(t.Context(), true); err != nil {
 		t.Fatalf("pass = %v", err)
 	}
 	if failed != 1 || r.Programmed() != 1 {

@@ -46,6 +46,95 @@ type Cache[T any] struct {
 	progress chan struct{}
 	// listed counts the bytes (keys and values) of the last full list.
 	listed int64
+	// trackers record the keys each change touches, for consumers that
+	// apply deltas (Track, Drain).
+	trackers []*Changes[T]
+}
+
+// Changes records which keys of a cache changed, and what each held
+// before its first change, since its consumer last drained it: what that
+// consumer needs to apply a change as a delta instead of reading the whole
+// cache again (docs/scale.md: at 200,000 endpoints a full read per change
+// is most of a core).
+type Changes[T any] struct {
+	mu  sync.Mutex
+	old map[string]prior[T]
+	// all: the cache listed everything again, so any key may have changed.
+	all bool
+}
+
+type prior[T any] struct {
+	v   T
+	had bool
+}
+
+// Track returns a new record of this cache's changes, starting with
+// everything: the consumer's first Drain reads the whole cache, so it may
+// start tracking at any time.
+func (c *Cache[T]) Track() *Changes[T] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &Changes[T]{old: map[string]prior[T]{}, all: true}
+	c.trackers = append(c.trackers, t)
+	return t
+}
+
+// Drain hands t's changes to its consumer and starts t afresh, all under
+// the cache's read lock so that the values agree with one another. If the
+// cache listed everything since the last Drain (or t is new), reset is
+// called and then fn once for every cached key, with had false.
+// Otherwise fn is called once per changed key with what the key held
+// before its first change since the last Drain (old, had) and what it
+// holds now (cur, ok). fn must be quick and must not call the cache.
+func (c *Cache[T]) Drain(t *Changes[T], reset func(), fn func(key string, old T, had bool, cur T, ok bool)) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	t.mu.Lock()
+	old, all := t.old, t.all
+	t.old, t.all = map[string]prior[T]{}, false
+	t.mu.Unlock()
+	var zero T
+	if all {
+		reset()
+		for k, v := range c.items {
+			fn(k, zero, false, v, true)
+		}
+		return
+	}
+	for k, p := range old {
+		v, ok := c.items[k]
+		fn(k, p.v, p.had, v, ok)
+	}
+}
+
+// Range calls fn for every cached item, under the cache's read lock
+// (without copying the cache, as Snapshot does) until fn returns false;
+// fn must be quick and must not call this cache: a read lock taken again
+// while the watch waits to write deadlocks.
+func (c *Cache[T]) Range(fn func(key string, v T) bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for k, v := range c.items {
+		if !fn(k, v) {
+			return
+		}
+	}
+}
+
+// noteLocked records, before the cache changes key, what it held; mu is
+// held for writing.
+func (c *Cache[T]) noteLocked(key string) {
+	if len(c.trackers) == 0 {
+		return
+	}
+	v, had := c.items[key]
+	for _, t := range c.trackers {
+		t.mu.Lock()
+		if _, seen := t.old[key]; !seen && !t.all {
+			t.old[key] = prior[T]{v, had}
+		}
+		t.mu.Unlock()
+	}
 }
 
 // listPage is how many keys one list request reads: a cold start at
@@ -176,6 +265,11 @@ func (c *Cache[T]) list(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	c.items, c.leases = items, leases
+	for _, t := range c.trackers {
+		t.mu.Lock()
+		t.old, t.all = map[string]prior[T]{}, true
+		t.mu.Unlock()
+	}
 	c.synced = true
 	c.listed = bytes
 	// A re-list may go back to a revision below one a watch applied
@@ -204,6 +298,7 @@ func (c *Cache[T]) watch(ctx context.Context) (progressed bool, err error) {
 		c.mu.Lock()
 		for _, ev := range wr.Events {
 			k := strings.TrimPrefix(string(ev.Kv.Key), c.prefix)
+			c.noteLocked(k)
 			switch ev.Type {
 			case mvccpb.PUT:
 				delete(c.leases, k)
