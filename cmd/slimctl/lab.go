@@ -66,6 +66,7 @@ func newLabUpCmd(g *globals, lf *labFlags) *cobra.Command {
 		etcdMembers int
 		clusterCIDR string
 		blockSize   int
+		memLimit    string
 		leaseTTL    time.Duration
 		underlay    string
 		mtu         int
@@ -87,7 +88,7 @@ dead slimd is restarted.`,
 			if err != nil {
 				return &usageError{fmt.Errorf("--underlay: %w", err)}
 			}
-			cfg.EtcdMembers, cfg.PortBlockSize = etcdMembers, blockSize
+			cfg.EtcdMembers, cfg.PortBlockSize, cfg.SlimdMemoryLimit = etcdMembers, blockSize, memLimit
 			if clusterCIDR != "" {
 				if cfg.ClusterCIDR, err = netip.ParsePrefix(clusterCIDR); err != nil {
 					return &usageError{fmt.Errorf("--cluster-cidr: %w", err)}
@@ -106,6 +107,7 @@ dead slimd is restarted.`,
 	f.IntVar(&mtu, "mtu", lab.DefaultMTU, "the wire's MTU")
 	f.StringVar(&clusterCIDR, "cluster-cidr", "", "IPv4 cluster range (default: slimd's)")
 	f.IntVar(&blockSize, "port-block-size", 0, "slimd's source port block size (default: slimd's)")
+	f.StringVar(&memLimit, "slimd-memory-limit", "", "slimd's --memory-limit, a soft limit on its memory (e.g. 180Mi; default none)")
 	f.IntVar(&etcdMembers, "etcd-members", 0, fmt.Sprintf("run the store as an etcd cluster of this many members (1-%d) on machines of their own; 0: h1's embedded etcd", lab.MaxEtcdMembers))
 	f.DurationVar(&timeout, "timeout", lab.DefaultReadyTimeout, "how long to wait for the hosts to see each other")
 	return cmd

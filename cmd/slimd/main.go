@@ -18,6 +18,7 @@ import (
 	"github.com/slimnet/slim/internal/keeper"
 	"github.com/slimnet/slim/internal/store"
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -62,7 +63,7 @@ func config(args []string) (daemon.Config, error) {
 	fs := flag.NewFlagSet("slimd", flag.ContinueOnError)
 	host, _ := os.Hostname()
 	cfg := daemon.Config{Version: version}
-	var etcdEndpoints, cluster4, cluster6, underlayIP, logLevel, portRange string
+	var etcdEndpoints, cluster4, cluster6, underlayIP, logLevel, portRange, memLimit string
 	var blockSize uint
 	fs.StringVar(&cfg.NodeName, "node-name", strings.ToLower(host), "this host's name in the cluster")
 	fs.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "state directory (embedded etcd data, lease)")
@@ -92,6 +93,7 @@ func config(args []string) (daemon.Config, error) {
 	fs.DurationVar(&cfg.ResyncInterval, "resync-interval", daemon.DefaultResyncInterval, "full overlay resync period (drift repair)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9612); empty disables")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on --metrics-addr")
+	fs.StringVar(&memLimit, "memory-limit", "", "soft limit on slimd's memory, as GOMEMLIMIT (e.g. 180Mi; default none): set it below the container's limit")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -124,6 +126,13 @@ func config(args []string) (daemon.Config, error) {
 		return cfg, fmt.Errorf("--port-block-size %d is too large", blockSize)
 	}
 	cfg.PortBlockSize = uint16(blockSize)
+	if memLimit != "" {
+		q, err := resource.ParseQuantity(memLimit)
+		if err != nil || q.Sign() < 0 {
+			return cfg, fmt.Errorf("--memory-limit %q: want a size such as 180Mi", memLimit)
+		}
+		cfg.MemoryLimit = q.Value()
+	}
 	if cfg.PortFirst, cfg.PortLast, err = daemon.ParsePortRange(portRange); err != nil {
 		return cfg, fmt.Errorf("--port-range: %w", err)
 	}

@@ -55,6 +55,13 @@ func TestConfigTLSDefaults(t *testing.T) {
 	}
 }
 
+func TestConfigMemoryLimit(t *testing.T) {
+	cfg, err := config([]string{"--node-name", "h1", "--memory-limit", "180Mi"})
+	if err != nil || cfg.MemoryLimit != 180<<20 {
+		t.Errorf("--memory-limit 180Mi: %d, %v", cfg.MemoryLimit, err)
+	}
+}
+
 func TestConfigRejects(t *testing.T) {
 	for _, args := range [][]string{
 		{"--port-range", "30000-20000"},
@@ -66,6 +73,8 @@ func TestConfigRejects(t *testing.T) {
 		{"--etcd-cert", "c.pem", "--etcd-key", "k.pem"}, // the embedded etcd needs the CA too
 		{"--etcd-cacert", "ca.pem", "--etcd-cert", "c.pem", "--etcd-key", "k.pem", "--etcd-listen-client", "http://127.0.0.1:2379"},
 		{"--etcd-endpoints", "https://10.0.0.1:2379"},
+		{"--memory-limit", "lots"},
+		{"--memory-limit", "-1Mi"},
 	} {
 		if _, err := config(args); err == nil || errors.Is(err, flag.ErrHelp) {
 			t.Errorf("%q: accepted (%v)", args, err)

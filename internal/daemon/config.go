@@ -72,8 +72,13 @@ type Config struct {
 	ResyncInterval time.Duration
 	MetricsAddr    string
 	// Pprof serves Go's profiles under /debug/pprof/ on MetricsAddr.
-	Pprof   bool
-	Version string
+	Pprof bool
+	// MemoryLimit is a soft limit on the Go runtime's memory (as
+	// GOMEMLIMIT), 0 for none: the garbage collector works harder as the
+	// heap nears it instead of letting it grow to twice what is live
+	// (docs/scale.md). Set it below the container's memory limit.
+	MemoryLimit int64
+	Version     string
 
 	Log *slog.Logger
 }
@@ -98,8 +103,11 @@ const (
 	DefaultAgentSocket   = "/run/slim/agent.sock"
 	// The fast path's port range sits below the default ephemeral range
 	// (32768-60999), so reserving it takes nothing from other programs.
-	DefaultPortRange      = "20480-32767"
-	DefaultPortBlockSize  = 256
+	DefaultPortRange     = "20480-32767"
+	DefaultPortBlockSize = 256
+	// MinMemoryLimit is the least MemoryLimit: below it the collector
+	// would run without pause in a small cluster.
+	MinMemoryLimit        = 64 << 20
 	DefaultResyncInterval = 30 * time.Second
 )
 
@@ -110,6 +118,9 @@ var nodeNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9.\-]{0,61}[a-z0-9])?$`)
 // Validate checks the configuration before anything is touched.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
+		errs = append(errs, fmt.Errorf("memory limit %d bytes: want 0 (none) or at least %d MiB (slimd needs about that to start)", c.MemoryLimit, MinMemoryLimit>>20))
+	}
 	if !nodeNameRe.MatchString(c.NodeName) {
 		errs = append(errs, fmt.Errorf("node name %q: want lowercase letters, digits, '.' or '-', at most 63", c.NodeName))
 	}

@@ -58,6 +58,8 @@ func TestConfigValidate(t *testing.T) {
 		{"v6 underlay", func(c *Config) { c.UnderlayIP = netip.MustParseAddr("fd00::1") }, "underlay"},
 		{"long device", func(c *Config) { c.VXLANDevice = "a-very-long-device-name" }, "device"},
 		{"short ttl", func(c *Config) { c.LeaseTTL = time.Second }, "lease ttl"},
+		{"memory limit", func(c *Config) { c.MemoryLimit = 180 << 20 }, ""},
+		{"tiny memory limit", func(c *Config) { c.MemoryLimit = 1 << 20 }, "memory limit"},
 		{"bad plan", func(c *Config) { c.Cluster.HostBits4 = 4 }, "host prefix"},
 		{"block not power of two", func(c *Config) { c.PortBlockSize = 300 }, "port block size"},
 		{"range too small", func(c *Config) { c.PortLast = c.PortFirst + 300 }, "port range"},

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -107,6 +108,9 @@ type Daemon struct {
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log, metrics: newMetrics(), revokeDirty: make(chan struct{}, 1)}
 	defer d.close()

@@ -118,6 +118,8 @@ type Config struct {
 	// hosts and containers than the defaults give.
 	ClusterCIDR   netip.Prefix
 	PortBlockSize int
+	// SlimdMemoryLimit is passed to slimd's --memory-limit ("": none).
+	SlimdMemoryLimit string
 	// ReadyTimeout bounds Up's wait for the hosts (DefaultReadyTimeout).
 	ReadyTimeout time.Duration
 
@@ -139,8 +141,10 @@ type plan struct {
 	EtcdMembers   int          `json:"etcdMembers,omitempty"`
 	ClusterCIDR   netip.Prefix `json:"clusterCIDR,omitzero"`
 	PortBlockSize int          `json:"portBlockSize,omitempty"`
-	BinDir        string       `json:"binDir"`
-	Created       time.Time    `json:"created"`
+	// SlimdMemoryLimit is slimd's --memory-limit ("": none).
+	SlimdMemoryLimit string    `json:"slimdMemoryLimit,omitempty"`
+	BinDir           string    `json:"binDir"`
+	Created          time.Time `json:"created"`
 }
 
 func (c Config) stateDir() string {
@@ -348,6 +352,9 @@ func slimdArgs(dir string, p plan, i int) ([]string, error) {
 	}
 	if p.ClusterCIDR.IsValid() {
 		args = append(args, "--cluster-cidr", p.ClusterCIDR.String())
+	}
+	if p.SlimdMemoryLimit != "" {
+		args = append(args, "--memory-limit", p.SlimdMemoryLimit)
 	}
 	if p.PortBlockSize > 0 {
 		args = append(args, "--port-block-size", strconv.Itoa(p.PortBlockSize))

@@ -134,6 +134,14 @@ func TestSlimdArgs(t *testing.T) {
 			t.Errorf("host %d:\n got %q\nwant %q", tc.i, got, tc.want)
 		}
 	}
+	p.IPv6, p.TLS, p.SlimdMemoryLimit, p.PortBlockSize = false, false, "180Mi", 64
+	got, err := slimdArgs("/run/slimlab", p, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(common("h2"), "--etcd-endpoints", "http://192.168.77.1:2379", "--memory-limit", "180Mi", "--port-block-size", "64"); !slices.Equal(got, want) {
+		t.Errorf("with a memory limit:\n got %q\nwant %q", got, want)
+	}
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -141,7 +141,7 @@ func upPlan(cfg Config, binDir string) (plan, error) {
 		MTU:         cfg.MTU,
 		TLS:         cfg.TLS,
 		EtcdMembers: cfg.EtcdMembers,
-		ClusterCIDR: cfg.ClusterCIDR, PortBlockSize: cfg.PortBlockSize,
+		ClusterCIDR: cfg.ClusterCIDR, PortBlockSize: cfg.PortBlockSize, SlimdMemoryLimit: cfg.SlimdMemoryLimit,
 		BinDir:  binDir,
 		Created: time.Now().UTC().Truncate(time.Second),
 	}
@@ -157,7 +157,7 @@ func upPlan(cfg Config, binDir string) (plan, error) {
 	default:
 		if have.Hosts != want.Hosts || have.Underlay != want.Underlay || have.IPv6 != want.IPv6 ||
 			have.LeaseTTL != want.LeaseTTL || have.MTU != want.MTU || have.TLS != want.TLS || have.EtcdMembers != want.EtcdMembers ||
-			have.ClusterCIDR != want.ClusterCIDR || have.PortBlockSize != want.PortBlockSize {
+			have.ClusterCIDR != want.ClusterCIDR || have.PortBlockSize != want.PortBlockSize || have.SlimdMemoryLimit != want.SlimdMemoryLimit {
 			return want, fmt.Errorf("the lab in %s was made with %d hosts, underlay %s, ipv6 %t, lease ttl %s, mtu %d, tls %t, %d etcd members (slimctl lab down first to change it)",
 				dir, have.Hosts, have.Underlay, have.IPv6, have.LeaseTTL, have.MTU, have.TLS, have.EtcdMembers)
 		}
@@ -185,7 +185,7 @@ func UpAgain(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("lab plan: lease ttl %q: %w", p.LeaseTTL, err)
 	}
 	cfg.Hosts, cfg.Underlay, cfg.IPv6, cfg.TLS, cfg.LeaseTTL, cfg.MTU = p.Hosts, p.Underlay, p.IPv6, p.TLS, ttl, p.MTU
-	cfg.EtcdMembers, cfg.ClusterCIDR, cfg.PortBlockSize = p.EtcdMembers, p.ClusterCIDR, p.PortBlockSize
+	cfg.EtcdMembers, cfg.ClusterCIDR, cfg.PortBlockSize, cfg.SlimdMemoryLimit = p.EtcdMembers, p.ClusterCIDR, p.PortBlockSize, p.SlimdMemoryLimit
 	if cfg.BinDir == "" {
 		cfg.BinDir = p.BinDir
 	}
