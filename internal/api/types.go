@@ -55,6 +55,16 @@ type PortBlock struct {
 	IPv6 bool `json:"ipv6,omitempty"`
 }
 
+// BlockVIP is the virtual address a port block of ep maps back to: its
+// IPv6 address for an IPv6 block, else its IPv4 one (invalid if ep has
+// no address of that family).
+func (ep Endpoint) BlockVIP(b PortBlock) netip.Addr {
+	if b.IPv6 {
+		return ep.IPv6
+	}
+	return ep.IPv4
+}
+
 // Contains reports whether port is in the block.
 func (b PortBlock) Contains(port uint16) bool {
 	return b.Size > 0 && port >= b.Start && int(port) < int(b.Start)+int(b.Size)

@@ -182,11 +182,7 @@ func (x *addrIndex) addEndpoint(want *bpfState, ep api.Endpoint, note bool) {
 		return
 	}
 	for _, b := range ep.PortBlocks {
-		vip := ep.IPv4
-		if b.IPv6 {
-			vip = ep.IPv6
-		}
-		if vip.IsValid() {
+		if vip := ep.BlockVIP(b); vip.IsValid() {
 			k := blockKey{h.UnderlayIP, b.Start}
 			want.blocks[k] = vip
 			if note {
@@ -201,12 +197,8 @@ func (x *addrIndex) addEndpoint(want *bpfState, ep api.Endpoint, note bool) {
 // value differs) stays.
 func (x *addrIndex) removeEndpoint(ep api.Endpoint, hostIP netip.Addr) {
 	for _, b := range ep.PortBlocks {
-		vip := ep.IPv4
-		if b.IPv6 {
-			vip = ep.IPv6
-		}
 		k := blockKey{hostIP, b.Start}
-		if v, ok := x.want.blocks[k]; ok && v == vip {
+		if v, ok := x.want.blocks[k]; ok && v == ep.BlockVIP(b) {
 			delete(x.want.blocks, k)
 			x.dirtyB[k] = struct{}{}
 		}

@@ -104,11 +104,7 @@ func desiredBPF(hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[s
 			continue
 		}
 		for _, b := range ep.PortBlocks {
-			vip := ep.IPv4
-			if b.IPv6 {
-				vip = ep.IPv6
-			}
-			if vip.IsValid() {
+			if vip := ep.BlockVIP(b); vip.IsValid() {
 				want.blocks[blockKey{h.UnderlayIP, b.Start}] = vip
 			}
 		}

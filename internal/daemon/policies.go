@@ -357,11 +357,7 @@ func (p *policies) hostPorts(v *view, others []netip.Addr, local map[string]api.
 			return true
 		}
 		for _, b := range ep.PortBlocks {
-			a := ep.IPv4
-			if b.IPv6 {
-				a = ep.IPv6
-			}
-			if a.IsValid() && b.Size > 0 {
+			if a := ep.BlockVIP(b); a.IsValid() && b.Size > 0 {
 				srcs = append(srcs, src{h.UnderlayIP, b.Start, b.Start + (b.Size - 1), s.peer(a)})
 			}
 		}
