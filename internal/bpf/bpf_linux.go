@@ -680,7 +680,8 @@ func (p *Programs) DeleteListener(hostIP netip.Addr, hostPort uint16, ipv6 bool)
 
 // PortBlocks returns the published port blocks, in no order.
 func (p *Programs) PortBlocks() ([]PortBlock, error) {
-	out := make([]PortBlock, 0, p.blocksSeen.Load()+p.blocksSeen.Load()/16)
+	seen := p.blocksSeen.Load()
+	out := make([]PortBlock, 0, seen+seen/16)
 	err := dump(p.objs.SlimBlocks, func(k slimHostport, v slimVip) {
 		out = append(out, PortBlock{HostIP: addr(k.Addr), Start: k.Port, VIP: addr(v.Addr)})
 	})

@@ -31,11 +31,10 @@ type addrIndex struct {
 
 // indexDelta says what an update changed.
 type indexDelta struct {
-	// rebuilt: a cache listed everything again (or a full update was
-	// asked for), the index was computed from scratch and nothing is
-	// known of what changed.
-	rebuilt                     bool
-	hosts, endpoints, listeners bool
+	// rebuilt: a cache listed everything again, the index was computed
+	// from scratch and nothing is known of what changed.
+	rebuilt          bool
+	hosts, endpoints bool
 	// local: a listener of this host, or this host's record, changed
 	// (the DNAT and host-port filters hold only this host's listeners).
 	local bool
@@ -48,24 +47,19 @@ func newAddrIndex(v *view) *addrIndex {
 		dirtyB: map[blockKey]struct{}{}, dirtyL: map[mapListenerKey]struct{}{}}
 }
 
-type hostWas struct {
-	h   api.Host
-	had bool
-}
-
 type was[T any] struct {
 	old, cur T
 	had, ok  bool
 }
 
-// update applies the caches' changes since the last update; full
-// computes the index from scratch instead.
-func (x *addrIndex) update(full bool) indexDelta {
+// update applies the caches' changes since the last update; after a
+// cache listed everything again it computes the index from scratch.
+func (x *addrIndex) update() indexDelta {
 	var d indexDelta
 	relisted := func() { d.rebuilt = true }
-	hc := map[string]hostWas{}
-	x.v.hosts.Drain(x.hostCh, relisted, func(k string, old api.Host, had bool, _ api.Host, _ bool) {
-		hc[k] = hostWas{old, had}
+	hc := map[string]was[api.Host]{}
+	x.v.hosts.Drain(x.hostCh, relisted, func(k string, old api.Host, had bool, cur api.Host, ok bool) {
+		hc[k] = was[api.Host]{old, cur, had, ok}
 	})
 	ec := map[string]was[api.Endpoint]{}
 	x.v.endpoints.Drain(x.epCh, relisted, func(k string, old api.Endpoint, had bool, cur api.Endpoint, ok bool) {
@@ -79,11 +73,11 @@ func (x *addrIndex) update(full bool) indexDelta {
 			lc[k] = was[api.Listener]{old, cur, had, ok}
 		}
 	})
-	if d.rebuilt || full {
+	if d.rebuilt {
 		x.rebuild()
-		return indexDelta{rebuilt: true, hosts: true, endpoints: true, listeners: true, local: true}
+		return indexDelta{rebuilt: true, hosts: true, endpoints: true, local: true}
 	}
-	d.hosts, d.endpoints, d.listeners = len(hc) > 0, len(ec) > 0, len(lc) > 0
+	d.hosts, d.endpoints = len(hc) > 0, len(ec) > 0
 	self := x.v.self.Name
 	_, d.local = hc[self]
 	for _, w := range lc {
@@ -105,14 +99,13 @@ func (x *addrIndex) update(full bool) indexDelta {
 			if _, ok := lc[k]; !ok {
 				l, ok := x.v.listeners.Get(k)
 				lc[k] = was[api.Listener]{l, l, ok, ok}
-				d.listeners = true
 			}
 		}
 	}
 	// The blocks an endpoint held are keyed by its host's address then.
 	hostIPWas := func(name string) (netip.Addr, bool) {
 		if w, ok := hc[name]; ok {
-			return w.h.UnderlayIP, w.had
+			return w.old.UnderlayIP, w.had
 		}
 		h, ok := x.v.hostRecord(name)
 		return h.UnderlayIP, ok
@@ -249,21 +242,7 @@ func (x *addrIndex) flush(m addrMaps, all bool) error {
 		clear(x.dirtyL)
 		return x.want.apply(m)
 	}
-	var errs []error
-	for k := range x.dirtyB {
-		if v, ok := x.want.blocks[k]; ok {
-			errs = append(errs, m.PutPortBlock(k.ip, k.start, v))
-		} else {
-			errs = append(errs, m.DeletePortBlock(k.ip, k.start))
-		}
-	}
-	for k := range x.dirtyL {
-		if v, ok := x.want.listeners[k]; ok {
-			errs = append(errs, m.PutListener(k.host.Addr(), k.host.Port(), v))
-		} else {
-			errs = append(errs, m.DeleteListener(k.host.Addr(), k.host.Port(), k.v6))
-		}
-	}
+	errs := append(writeEntries(x.dirtyB, x.want.blocks, blockOps(m)), writeEntries(x.dirtyL, x.want.listeners, listenerOps(m))...)
 	clear(x.dirtyB)
 	clear(x.dirtyL)
 	return errors.Join(errs...)

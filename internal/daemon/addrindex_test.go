@@ -28,7 +28,7 @@ func TestAddrIndexFollowsChanges(t *testing.T) {
 	check := func(step string) {
 		t.Helper()
 		poll.Until(t, 5*time.Second, func() error {
-			d := x.update(false)
+			d := x.update()
 			if err := x.flush(m, d.rebuilt); err != nil {
 				return err
 			}
@@ -151,9 +151,9 @@ func TestAddrIndexFollowsChanges(t *testing.T) {
 	if len(x.want.blocks) == 0 || len(x.want.listeners) == 0 {
 		t.Errorf("the walk left %d blocks and %d listeners: it tested little", len(x.want.blocks), len(x.want.listeners))
 	}
-	// A full update from scratch agrees with the one kept by changes.
+	// The index computed from scratch agrees with the one kept by changes.
 	before := x.want
-	x.update(true)
+	x.rebuild()
 	if !maps.Equal(before.blocks, x.want.blocks) || !maps.Equal(before.listeners, x.want.listeners) {
 		t.Errorf("rebuilt index differs from the kept one")
 	}
@@ -170,7 +170,7 @@ func (m *readCounting) PortBlocks() ([]bpf.PortBlock, error) {
 	return m.fakeMaps.PortBlocks()
 }
 
-// TestAddrIndexRebuildUnderWrites: a full update while the caches are
+// TestAddrIndexRebuildUnderWrites: a rebuild while the caches are
 // written does not deadlock (a listener's check reads the listener cache;
 // inside that cache's own Range it waited behind the writer forever).
 func TestAddrIndexRebuildUnderWrites(t *testing.T) {
@@ -209,13 +209,13 @@ func TestAddrIndexRebuildUnderWrites(t *testing.T) {
 	go func() {
 		defer close(done)
 		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
-			x.update(true)
+			x.rebuild()
 		}
 	}()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		t.Fatal("full updates under writes did not finish: deadlock")
+		t.Fatal("rebuilds under writes did not finish: deadlock")
 	}
 	close(stop)
 	if err := <-written; err != nil {

@@ -38,66 +38,90 @@ type bpfState struct {
 	listeners map[mapListenerKey]netip.AddrPort
 }
 
+// entryOps writes and deletes one kind of map entry.
+type entryOps[K comparable, V comparable] struct {
+	put func(K, V) error
+	del func(K) error
+}
+
+func blockOps(m addrMaps) entryOps[blockKey, netip.Addr] {
+	return entryOps[blockKey, netip.Addr]{
+		put: func(k blockKey, v netip.Addr) error { return m.PutPortBlock(k.ip, k.start, v) },
+		del: func(k blockKey) error { return m.DeletePortBlock(k.ip, k.start) },
+	}
+}
+
+func listenerOps(m addrMaps) entryOps[mapListenerKey, netip.AddrPort] {
+	return entryOps[mapListenerKey, netip.AddrPort]{
+		put: func(k mapListenerKey, v netip.AddrPort) error { return m.PutListener(k.host.Addr(), k.host.Port(), v) },
+		del: func(k mapListenerKey) error { return m.DeleteListener(k.host.Addr(), k.host.Port(), k.v6) },
+	}
+}
+
 // apply makes m hold exactly want, touching only entries that differ (the
 // maps are read by every connect). It goes on past failed entries and
 // returns them all. In the usual case, where the maps already hold
 // everything, it allocates nothing beyond the read-back: at 200,000
 // blocks it runs every resync interval.
 func (want bpfState) apply(m addrMaps) error {
-	var errs []error
 	haveB, err := m.PortBlocks()
 	if err != nil {
 		return err
 	}
-	in := 0 // wanted entries the map holds (after the puts below)
-	for _, b := range haveB {
-		v, ok := want.blocks[blockKey{b.HostIP, b.Start}]
-		switch {
-		case !ok:
-			errs = append(errs, m.DeletePortBlock(b.HostIP, b.Start))
-			continue
-		case v != b.VIP:
-			errs = append(errs, m.PutPortBlock(b.HostIP, b.Start, v))
-		}
-		in++
-	}
-	if in < len(want.blocks) {
-		have := make(map[blockKey]bool, len(haveB))
-		for _, b := range haveB {
-			have[blockKey{b.HostIP, b.Start}] = true
-		}
-		for k, v := range want.blocks {
-			if !have[k] {
-				errs = append(errs, m.PutPortBlock(k.ip, k.start, v))
-			}
-		}
-	}
+	errs := applyEntries(haveB, func(b bpf.PortBlock) (blockKey, netip.Addr) { return blockKey{b.HostIP, b.Start}, b.VIP },
+		want.blocks, blockOps(m))
 	haveL, err := m.Listeners()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	in = 0
-	for _, l := range haveL {
-		v, ok := want.listeners[mapListenerKey{netip.AddrPortFrom(l.HostIP, l.HostPort), l.InMap6}]
+	errs = append(errs, applyEntries(haveL, func(l bpf.Listener) (mapListenerKey, netip.AddrPort) {
+		return mapListenerKey{netip.AddrPortFrom(l.HostIP, l.HostPort), l.InMap6}, l.VIP
+	}, want.listeners, listenerOps(m))...)
+	return errors.Join(errs...)
+}
+
+// applyEntries makes a map that holds have (read back, each entry's key
+// and value given by entry) hold exactly want.
+func applyEntries[E any, K, V comparable](have []E, entry func(E) (K, V), want map[K]V, o entryOps[K, V]) []error {
+	var errs []error
+	in := 0 // wanted entries the map holds (after the puts below)
+	for _, e := range have {
+		k, v := entry(e)
+		w, ok := want[k]
 		switch {
 		case !ok:
-			errs = append(errs, m.DeleteListener(l.HostIP, l.HostPort, l.InMap6))
+			errs = append(errs, o.del(k))
 			continue
-		case v != l.VIP:
-			errs = append(errs, m.PutListener(l.HostIP, l.HostPort, v))
+		case w != v:
+			errs = append(errs, o.put(k, w))
 		}
 		in++
 	}
-	if in < len(want.listeners) {
-		have := make(map[mapListenerKey]bool, len(haveL))
-		for _, l := range haveL {
-			have[mapListenerKey{netip.AddrPortFrom(l.HostIP, l.HostPort), l.InMap6}] = true
+	if in < len(want) {
+		held := make(map[K]bool, len(have))
+		for _, e := range have {
+			k, _ := entry(e)
+			held[k] = true
 		}
-		for k, v := range want.listeners {
-			if !have[k] {
-				errs = append(errs, m.PutListener(k.host.Addr(), k.host.Port(), v))
+		for k, v := range want {
+			if !held[k] {
+				errs = append(errs, o.put(k, v))
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return errs
+}
+
+// writeEntries writes the dirty keys to a map: want's value, or a delete
+// for a key want no longer has.
+func writeEntries[K, V comparable](dirty map[K]struct{}, want map[K]V, o entryOps[K, V]) []error {
+	var errs []error
+	for k := range dirty {
+		if v, ok := want[k]; ok {
+			errs = append(errs, o.put(k, v))
+		} else {
+			errs = append(errs, o.del(k))
+		}
+	}
+	return errs
 }

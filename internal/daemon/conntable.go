@@ -4,7 +4,6 @@ import (
 	"net/netip"
 
 	"github.com/slimnet/slim/internal/api"
-	"github.com/slimnet/slim/internal/bpf"
 )
 
 // connTable maps host 4-tuples back to virtual ones, from the same records
@@ -44,7 +43,8 @@ func newConnTable(self netip.Addr, blockSize uint16, hosts map[string]api.Host, 
 		}
 	}
 	for _, l := range ls {
-		t.listeners[mapListenerKey{netip.AddrPortFrom(l.HostIP, l.HostPort), bpf.IsIPv6(l.VIP)}] = l
+		k, _ := listenerEntry(l)
+		t.listeners[k] = l
 	}
 	return t
 }

@@ -108,19 +108,8 @@ func (p *policies) mark() {
 	}
 }
 
-// run rebuilds after each mark until ctx ends.
-func (p *policies) run(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.dirty:
-			start := time.Now()
-			p.rebuild()
-			pace(ctx, time.Since(start))
-		}
-	}
-}
+// run rebuilds after each mark until ctx ends, paced.
+func (p *policies) run(ctx context.Context) { rebuildLoop(ctx, p.dirty, p.rebuild) }
 
 // rebuild compiles the cached policies and indexes the endpoints. A
 // policy the store holds was validated on write and on read, so Compile
@@ -145,7 +134,7 @@ func (p *policies) rebuild() {
 		// No policy: nothing is denied and no endpoint needs indexing (a
 		// large cluster's every endpoint change would cost a pass over
 		// all of them); explanations look names up themselves.
-		if p.state.Load().policies == 0 && p.state.Load().names == nil {
+		if s := p.state.Load(); s.policies == 0 && s.names == nil {
 			return // none, and still none
 		}
 		p.state.Store(&policyState{set: set, byIP: map[netip.Addr]*policy.Endpoint{}})
@@ -182,7 +171,7 @@ func (p *policies) rebuild() {
 		for _, a := range []netip.Addr{ep.IPv4, ep.IPv6} {
 			if a.IsValid() {
 				byIP[a] = pe
-				names[a] = pe.Namespace + "/" + endpointName(ep)
+				names[a] = displayName(ep)
 			}
 		}
 	}
@@ -206,6 +195,9 @@ func policyEndpoint(ep api.Endpoint) *policy.Endpoint {
 	}
 	return pe
 }
+
+// displayName is how explanations name an endpoint: namespace/name.
+func displayName(ep api.Endpoint) string { return ep.Namespace() + "/" + endpointName(ep) }
 
 // endpointName is how explanations name an endpoint: its pod name when a
 // runtime gave one, else its container ID.
@@ -296,7 +288,7 @@ func (p *policies) explain(src, dst netip.Addr, port uint16, proto policy.Protoc
 			n := a.String()
 			p.endpoints.Range(func(_ string, ep api.Endpoint) bool {
 				if (ep.IPv4 == a || ep.IPv6 == a) && p.valid(ep) {
-					n = ep.Namespace() + "/" + endpointName(ep) + " (" + n + ")"
+					n = displayName(ep) + " (" + n + ")"
 					return false
 				}
 				return true

@@ -96,7 +96,7 @@ func (h *hostTables) pass(full bool) {
 	h.retry = false
 	// The index is kept exactly by the changes (TestAddrIndexFollowsChanges);
 	// only a cache that listed everything again has it rebuilt.
-	d := h.idx.update(false)
+	d := h.idx.update()
 	full = full || d.rebuilt
 	check := func(what string, err error) {
 		if err != nil {

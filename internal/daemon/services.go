@@ -48,19 +48,8 @@ func (s *services) mark() {
 	}
 }
 
-// run rebuilds after each mark until ctx ends, paced (see pace).
-func (s *services) run(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.dirty:
-			start := time.Now()
-			s.rebuild()
-			pace(ctx, time.Since(start))
-		}
-	}
-}
+// run rebuilds after each mark until ctx ends, paced.
+func (s *services) run(ctx context.Context) { rebuildLoop(ctx, s.dirty, s.rebuild) }
 
 // rebuild builds the table from the services and the endpoints. Without
 // services the endpoints are not read at all: a large cluster's every
@@ -94,19 +83,30 @@ func (s *services) rebuild() {
 	}
 }
 
-// pace waits after a rebuild that took took, so that rebuilds take at
+// rebuildLoop calls rebuild after each mark on dirty until ctx ends, and
+// waits after each rebuild 4 times what it took, so that rebuilds take at
 // most a fifth of a CPU however fast the changes come (as kube-proxy's
 // minSyncPeriod bounds its syncs): in a small cluster a rebuild takes a
 // millisecond and the wait is nothing; at 200,000 endpoints a change
 // waits up to a second for the next one.
-func pace(ctx context.Context, took time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(min(4*took, maxPace)):
+func rebuildLoop(ctx context.Context, dirty <-chan struct{}, rebuild func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-dirty:
+		}
+		start := time.Now()
+		rebuild()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(4*time.Since(start), maxPace)):
+		}
 	}
 }
 
-// maxPace bounds pace's wait.
+// maxPace bounds rebuildLoop's wait.
 const maxPace = 2 * time.Second
 
 // dnat is the services' DNAT for clients the fast path does not carry:
