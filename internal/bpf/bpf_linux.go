@@ -70,9 +70,9 @@ type Programs struct {
 	hooks     map[string]ebpf.AttachType // program name -> cgroup hook
 	gen       uint32                     // this load's cfg.gen (see AppSocket)
 	ports     *ebpf.Memory               // slim_ports, memory-mapped: read without system calls
-	// written mirrors the listener entries this process wrote (key:
-	// listenerKey), so that EnsureListener costs no system call when the
-	// entry is there.
+	// written mirrors the listener entries EnsureListener wrote (key:
+	// listenerKey) and no one has written since, so that it costs no
+	// system call when the entry is there.
 	written sync.Map
 	// blocksSeen is how many port blocks the last read-back found: the
 	// next one sizes its slice by it (growing a slice of 200,000 blocks
@@ -642,7 +642,10 @@ func (p *Programs) PutListener(hostIP netip.Addr, hostPort uint16, vip netip.Add
 	if err := p.listenerMap(IsIPv6(vip.Addr())).Update(&k, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("put listener %s: %w", netip.AddrPortFrom(hostIP, hostPort), err)
 	}
-	p.written.Store(listenerKey{netip.AddrPortFrom(hostIP, hostPort), IsIPv6(vip.Addr())}, vip)
+	// Only EnsureListener records what it wrote: the map sync writes every
+	// listener of the cluster (20,000 at 2,000 hosts), the connect path
+	// the few it uses.
+	p.written.Delete(listenerKey{netip.AddrPortFrom(hostIP, hostPort), IsIPv6(vip.Addr())})
 	return nil
 }
 
@@ -651,10 +654,15 @@ func (p *Programs) PutListener(hostIP netip.Addr, hostPort uint16, vip netip.Add
 // connect program finds the listener even before the map sync has caught
 // up with a new record.
 func (p *Programs) EnsureListener(hostIP netip.Addr, hostPort uint16, vip netip.AddrPort) error {
-	if v, ok := p.written.Load(listenerKey{netip.AddrPortFrom(hostIP, hostPort), IsIPv6(vip.Addr())}); ok && v == vip {
+	k := listenerKey{netip.AddrPortFrom(hostIP, hostPort), IsIPv6(vip.Addr())}
+	if v, ok := p.written.Load(k); ok && v == vip {
 		return nil
 	}
-	return p.PutListener(hostIP, hostPort, vip)
+	if err := p.PutListener(hostIP, hostPort, vip); err != nil {
+		return err
+	}
+	p.written.Store(k, vip)
+	return nil
 }
 
 // listenerMap is the listener map of one family of virtual address: a

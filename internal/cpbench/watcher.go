@@ -58,7 +58,7 @@ func RunWatcher(ctx context.Context, endpoints []string, prefix string, out io.W
 			mu.Unlock()
 		}
 	}
-	hosts, eps, ls := s.HostCache(log, nil), s.EndpointCache(log, nil), s.ListenerCache(log, nil)
+	hosts, eps, ls := s.HostCache(log, nil), s.EndpointCache("", log, nil), s.ListenerCache(log, nil)
 	hosts.OnEvent, eps.OnEvent, ls.OnEvent = event("hosts"), event("endpoints"), event("listeners")
 	for _, c := range []interface{ Run(context.Context) error }{hosts, eps, ls} {
 		go c.Run(ctx)

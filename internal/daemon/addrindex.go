@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"net/netip"
+	"slices"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
@@ -23,7 +24,7 @@ type addrIndex struct {
 	// epsOn and lsOn are the keys of the endpoints and listeners by the
 	// host their records name: a change of that host's record (its
 	// address, its lease, its leaving) re-evaluates them.
-	epsOn, lsOn map[string]map[string]struct{}
+	epsOn, lsOn hostKeys
 	// dirtyB and dirtyL are the entries changed since the last take.
 	dirtyB map[blockKey]struct{}
 	dirtyL map[mapListenerKey]struct{}
@@ -42,8 +43,8 @@ type indexDelta struct {
 
 func newAddrIndex(v *view) *addrIndex {
 	return &addrIndex{v: v, hostCh: v.hosts.Track(), epCh: v.endpoints.Track(), lsCh: v.listeners.Track(),
-		want:  bpfState{blocks: map[blockKey]netip.Addr{}, listeners: map[mapListenerKey]netip.AddrPort{}},
-		epsOn: map[string]map[string]struct{}{}, lsOn: map[string]map[string]struct{}{},
+		want:  bpfState{blocks: map[blockKey]mapAddr{}, listeners: map[mapListenerKey]netip.AddrPort{}},
+		epsOn: hostKeys{}, lsOn: hostKeys{},
 		dirtyB: map[blockKey]struct{}{}, dirtyL: map[mapListenerKey]struct{}{}}
 }
 
@@ -89,13 +90,13 @@ func (x *addrIndex) update() indexDelta {
 	// A host's record changed: its endpoints and listeners are weighed
 	// again (a listener's validity depends on its host's lease).
 	for name := range hc {
-		for k := range x.epsOn[name] {
+		for _, k := range x.epsOn[name] {
 			if _, ok := ec[k]; !ok {
 				ep, ok := x.v.endpoints.Get(k)
 				ec[k] = was[api.Endpoint]{ep, ep, ok, ok}
 			}
 		}
-		for k := range x.lsOn[name] {
+		for _, k := range x.lsOn[name] {
 			if _, ok := lc[k]; !ok {
 				l, ok := x.v.listeners.Get(k)
 				lc[k] = was[api.Listener]{l, l, ok, ok}
@@ -117,24 +118,24 @@ func (x *addrIndex) update() indexDelta {
 			if ip, ok := hostIPWas(w.old.Host); ok {
 				x.removeEndpoint(w.old, ip)
 			}
-			unindex(x.epsOn, w.old.Host, k)
+			x.epsOn.remove(w.old.Host, k)
 		}
 	}
 	for k, w := range lc {
 		if w.had {
 			x.removeListener(w.old)
-			unindex(x.lsOn, w.old.Host, k)
+			x.lsOn.remove(w.old.Host, k)
 		}
 	}
 	for k, w := range ec {
 		if w.ok {
-			index(x.epsOn, w.cur.Host, k)
+			x.epsOn.add(w.cur.Host, k)
 			x.addEndpoint(&x.want, w.cur, true)
 		}
 	}
 	for k, w := range lc {
 		if w.ok {
-			index(x.lsOn, w.cur.Host, k)
+			x.lsOn.add(w.cur.Host, k)
 			x.addListener(&x.want, w.cur, true)
 		}
 	}
@@ -143,10 +144,10 @@ func (x *addrIndex) update() indexDelta {
 
 // rebuild computes the index from the whole caches.
 func (x *addrIndex) rebuild() {
-	want := bpfState{blocks: make(map[blockKey]netip.Addr, len(x.want.blocks)), listeners: make(map[mapListenerKey]netip.AddrPort, len(x.want.listeners))}
-	x.epsOn, x.lsOn = map[string]map[string]struct{}{}, map[string]map[string]struct{}{}
+	want := bpfState{blocks: make(map[blockKey]mapAddr, len(x.want.blocks)), listeners: make(map[mapListenerKey]netip.AddrPort, len(x.want.listeners))}
+	x.epsOn, x.lsOn = hostKeys{}, hostKeys{}
 	x.v.endpoints.Range(func(k string, ep api.Endpoint) bool {
-		index(x.epsOn, ep.Host, k)
+		x.epsOn.add(ep.Host, k)
 		x.addEndpoint(&want, ep, false)
 		return true
 	})
@@ -155,7 +156,7 @@ func (x *addrIndex) rebuild() {
 	// deadlock a read of it inside its own Range).
 	var ls []api.Listener
 	x.v.listeners.Range(func(k string, l api.Listener) bool {
-		index(x.lsOn, l.Host, k)
+		x.lsOn.add(l.Host, k)
 		ls = append(ls, l)
 		return true
 	})
@@ -163,8 +164,7 @@ func (x *addrIndex) rebuild() {
 		x.addListener(&want, l, false)
 	}
 	x.want = want
-	clear(x.dirtyB)
-	clear(x.dirtyL)
+	x.clean()
 }
 
 // addEndpoint puts a valid endpoint's port blocks on a known host into
@@ -176,8 +176,8 @@ func (x *addrIndex) addEndpoint(want *bpfState, ep api.Endpoint, note bool) {
 	}
 	for _, b := range ep.PortBlocks {
 		if vip := ep.BlockVIP(b); vip.IsValid() {
-			k := blockKey{h.UnderlayIP, b.Start}
-			want.blocks[k] = vip
+			k := newBlockKey(h.UnderlayIP, b.Start)
+			want.blocks[k] = mapAddrOf(vip)
 			if note {
 				x.dirtyB[k] = struct{}{}
 			}
@@ -190,8 +190,8 @@ func (x *addrIndex) addEndpoint(want *bpfState, ep api.Endpoint, note bool) {
 // value differs) stays.
 func (x *addrIndex) removeEndpoint(ep api.Endpoint, hostIP netip.Addr) {
 	for _, b := range ep.PortBlocks {
-		k := blockKey{hostIP, b.Start}
-		if v, ok := x.want.blocks[k]; ok && v == ep.BlockVIP(b) {
+		k := newBlockKey(hostIP, b.Start)
+		if v, ok := x.want.blocks[k]; ok && v == mapAddrOf(ep.BlockVIP(b)) {
 			delete(x.want.blocks, k)
 			x.dirtyB[k] = struct{}{}
 		}
@@ -225,7 +225,7 @@ func (x *addrIndex) removeListener(l api.Listener) {
 // not, by key.
 func (x *addrIndex) listenersOn(host string) map[string]api.Listener {
 	out := make(map[string]api.Listener, len(x.lsOn[host]))
-	for k := range x.lsOn[host] {
+	for _, k := range x.lsOn[host] {
 		if l, ok := x.v.listeners.Get(k); ok {
 			out[k] = l
 		}
@@ -238,30 +238,51 @@ func (x *addrIndex) listenersOn(host string) map[string]api.Listener {
 // next flush must be with all.
 func (x *addrIndex) flush(m addrMaps, all bool) error {
 	if all {
-		clear(x.dirtyB)
-		clear(x.dirtyL)
+		x.clean()
 		return x.want.apply(m)
 	}
 	errs := append(writeEntries(x.dirtyB, x.want.blocks, blockOps(m)), writeEntries(x.dirtyL, x.want.listeners, listenerOps(m))...)
-	clear(x.dirtyB)
-	clear(x.dirtyL)
+	x.clean()
 	return errors.Join(errs...)
 }
 
-func index(m map[string]map[string]struct{}, host, key string) {
-	s := m[host]
-	if s == nil {
-		s = map[string]struct{}{}
-		m[host] = s
+// clean empties the dirty sets. A cleared map keeps its size, so a set a
+// seed grew to 200,000 entries is replaced instead.
+func (x *addrIndex) clean() {
+	if len(x.dirtyB) > maxKeptDirty {
+		x.dirtyB = map[blockKey]struct{}{}
 	}
-	s[key] = struct{}{}
+	if len(x.dirtyL) > maxKeptDirty {
+		x.dirtyL = map[mapListenerKey]struct{}{}
+	}
+	clear(x.dirtyB)
+	clear(x.dirtyL)
 }
 
-func unindex(m map[string]map[string]struct{}, host, key string) {
-	if s := m[host]; s != nil {
-		delete(s, key)
-		if len(s) == 0 {
-			delete(m, host)
-		}
+const maxKeptDirty = 1024
+
+// hostKeys are record keys by the host their records name. A host has
+// about a hundred, so a slice costs less than a set (a third less at
+// 200,000 endpoints) and finding one is a short scan.
+type hostKeys map[string][]string
+
+func (m hostKeys) add(host, key string) {
+	if !slices.Contains(m[host], key) {
+		m[host] = append(m[host], key)
+	}
+}
+
+func (m hostKeys) remove(host, key string) {
+	ks := m[host]
+	i := slices.Index(ks, key)
+	if i < 0 {
+		return
+	}
+	last := len(ks) - 1
+	ks[i], ks[last] = ks[last], ""
+	if last == 0 {
+		delete(m, host)
+	} else {
+		m[host] = ks[:last]
 	}
 }

@@ -21,9 +21,44 @@ type addrMaps interface {
 // blockKey is a port block as the maps key it: the underlay IP of the
 // endpoint's host and the block's first port.
 type blockKey struct {
-	ip    netip.Addr
+	ip    mapAddr
 	start uint16
 }
+
+func newBlockKey(ip netip.Addr, start uint16) blockKey { return blockKey{mapAddrOf(ip), start} }
+
+func (k blockKey) String() string { return netip.AddrPortFrom(k.ip.addr(), k.start).String() }
+
+// mapAddr is an address as the port block index keeps it. A netip.Addr
+// holds a pointer (its zone), so a map of 200,000 of them is scanned by
+// every garbage collection; a mapAddr holds none, and no zone (block
+// keys and virtual addresses have none).
+type mapAddr struct {
+	b   [16]byte
+	fam uint8 // 4, 6, or 0 for the invalid address
+}
+
+func mapAddrOf(a netip.Addr) mapAddr {
+	switch {
+	case a.Is4():
+		return mapAddr{a.As16(), 4}
+	case a.Is6():
+		return mapAddr{a.As16(), 6}
+	}
+	return mapAddr{}
+}
+
+func (a mapAddr) addr() netip.Addr {
+	switch a.fam {
+	case 4:
+		return netip.AddrFrom16(a.b).Unmap()
+	case 6:
+		return netip.AddrFrom16(a.b)
+	}
+	return netip.Addr{}
+}
+
+func (a mapAddr) String() string { return a.addr().String() }
 
 // mapListenerKey is a listener as the maps key it: a host listener serves a
 // container's IPv4 and IPv6 addresses, one entry in each family's map.
@@ -34,7 +69,7 @@ type mapListenerKey struct {
 
 // bpfState is what the address maps hold.
 type bpfState struct {
-	blocks    map[blockKey]netip.Addr
+	blocks    map[blockKey]mapAddr
 	listeners map[mapListenerKey]netip.AddrPort
 }
 
@@ -44,10 +79,10 @@ type entryOps[K comparable, V comparable] struct {
 	del func(K) error
 }
 
-func blockOps(m addrMaps) entryOps[blockKey, netip.Addr] {
-	return entryOps[blockKey, netip.Addr]{
-		put: func(k blockKey, v netip.Addr) error { return m.PutPortBlock(k.ip, k.start, v) },
-		del: func(k blockKey) error { return m.DeletePortBlock(k.ip, k.start) },
+func blockOps(m addrMaps) entryOps[blockKey, mapAddr] {
+	return entryOps[blockKey, mapAddr]{
+		put: func(k blockKey, v mapAddr) error { return m.PutPortBlock(k.ip.addr(), k.start, v.addr()) },
+		del: func(k blockKey) error { return m.DeletePortBlock(k.ip.addr(), k.start) },
 	}
 }
 
@@ -68,7 +103,7 @@ func (want bpfState) apply(m addrMaps) error {
 	if err != nil {
 		return err
 	}
-	errs := applyEntries(haveB, func(b bpf.PortBlock) (blockKey, netip.Addr) { return blockKey{b.HostIP, b.Start}, b.VIP },
+	errs := applyEntries(haveB, func(b bpf.PortBlock) (blockKey, mapAddr) { return newBlockKey(b.HostIP, b.Start), mapAddrOf(b.VIP) },
 		want.blocks, blockOps(m))
 	haveL, err := m.Listeners()
 	if err != nil {

@@ -13,20 +13,20 @@ import (
 // fakeMaps is the address maps in memory; it counts writes so tests can
 // assert that a sync touches only what differs.
 type fakeMaps struct {
-	blocks     map[blockKey]netip.Addr
+	blocks     map[blockKey]mapAddr
 	listeners  map[mapListenerKey]netip.AddrPort
 	writes     int
 	failPutFor netip.Addr // PutPortBlock for this VIP fails
 }
 
 func newFakeMaps() *fakeMaps {
-	return &fakeMaps{blocks: map[blockKey]netip.Addr{}, listeners: map[mapListenerKey]netip.AddrPort{}}
+	return &fakeMaps{blocks: map[blockKey]mapAddr{}, listeners: map[mapListenerKey]netip.AddrPort{}}
 }
 
 func (m *fakeMaps) PortBlocks() ([]bpf.PortBlock, error) {
 	var out []bpf.PortBlock
 	for k, v := range m.blocks {
-		out = append(out, bpf.PortBlock{HostIP: k.ip, Start: k.start, VIP: v})
+		out = append(out, bpf.PortBlock{HostIP: k.ip.addr(), Start: k.start, VIP: v.addr()})
 	}
 	return out, nil
 }
@@ -36,13 +36,13 @@ func (m *fakeMaps) PutPortBlock(ip netip.Addr, start uint16, vip netip.Addr) err
 		return errors.New("map full")
 	}
 	m.writes++
-	m.blocks[blockKey{ip, start}] = vip
+	m.blocks[newBlockKey(ip, start)] = mapAddrOf(vip)
 	return nil
 }
 
 func (m *fakeMaps) DeletePortBlock(ip netip.Addr, start uint16) error {
 	m.writes++
-	delete(m.blocks, blockKey{ip, start})
+	delete(m.blocks, newBlockKey(ip, start))
 	return nil
 }
 
@@ -97,7 +97,7 @@ func all[T any](T) bool { return true }
 // endpoint's port blocks on a known host, every valid listener.
 func desiredBPF(hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[string]api.Listener,
 	validEndpoint func(api.Endpoint) bool, validListener func(api.Listener) bool) bpfState {
-	want := bpfState{blocks: map[blockKey]netip.Addr{}, listeners: map[mapListenerKey]netip.AddrPort{}}
+	want := bpfState{blocks: map[blockKey]mapAddr{}, listeners: map[mapListenerKey]netip.AddrPort{}}
 	for _, ep := range eps {
 		h, ok := hosts[ep.Host]
 		if !ok || !validEndpoint(ep) {
@@ -105,7 +105,7 @@ func desiredBPF(hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[s
 		}
 		for _, b := range ep.PortBlocks {
 			if vip := ep.BlockVIP(b); vip.IsValid() {
-				want.blocks[blockKey{h.UnderlayIP, b.Start}] = vip
+				want.blocks[newBlockKey(h.UnderlayIP, b.Start)] = mapAddrOf(vip)
 			}
 		}
 	}
@@ -120,10 +120,10 @@ func desiredBPF(hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[s
 func TestDesiredBPF(t *testing.T) {
 	hosts, eps, ls := syncFixture()
 	want := desiredBPF(hosts, eps, ls, all[api.Endpoint], all[api.Listener])
-	wantBlocks := map[blockKey]netip.Addr{
-		{h1IP, 20480}: netip.MustParseAddr("10.244.1.2"),
-		{h1IP, 20736}: netip.MustParseAddr("fd00:0:0:1::2"),
-		{h2IP, 20480}: netip.MustParseAddr("10.244.2.2"),
+	wantBlocks := map[blockKey]mapAddr{
+		newBlockKey(h1IP, 20480): mapAddrOf(netip.MustParseAddr("10.244.1.2")),
+		newBlockKey(h1IP, 20736): mapAddrOf(netip.MustParseAddr("fd00:0:0:1::2")),
+		newBlockKey(h2IP, 20480): mapAddrOf(netip.MustParseAddr("10.244.2.2")),
 	}
 	if !maps.Equal(want.blocks, wantBlocks) {
 		t.Errorf("blocks = %v, want %v", want.blocks, wantBlocks)
@@ -151,8 +151,8 @@ func TestApplyBPF(t *testing.T) {
 	m := newFakeMaps()
 	// Stale entries: a block of a gone endpoint, a block whose VIP
 	// changed, a listener in the wrong family's map (older versions).
-	m.blocks[blockKey{h2IP, 40960}] = netip.MustParseAddr("10.244.2.99")
-	m.blocks[blockKey{h1IP, 20480}] = netip.MustParseAddr("10.244.1.99")
+	m.blocks[newBlockKey(h2IP, 40960)] = mapAddrOf(netip.MustParseAddr("10.244.2.99"))
+	m.blocks[newBlockKey(h1IP, 20480)] = mapAddrOf(netip.MustParseAddr("10.244.1.99"))
 	wrong := mapListenerKey{netip.AddrPortFrom(h2IP, 30000), true}
 	m.listeners[wrong] = netip.MustParseAddrPort("10.244.2.2:80")
 	if err := want.apply(m); err != nil {
@@ -175,10 +175,26 @@ func TestApplyBPF(t *testing.T) {
 	if err := want.apply(m); err == nil {
 		t.Fatal("failed put not reported")
 	}
-	if _, ok := m.blocks[blockKey{h2IP, 21504}]; !ok {
+	if _, ok := m.blocks[newBlockKey(h2IP, 21504)]; !ok {
 		t.Error("a failed entry stopped the others")
 	}
-	if _, ok := m.blocks[blockKey{h1IP, 20480}]; ok {
+	if _, ok := m.blocks[newBlockKey(h1IP, 20480)]; ok {
 		t.Error("a gone endpoint's block is still mapped")
+	}
+}
+
+// mapAddr keeps every address the maps take as it was, without a pointer.
+func TestMapAddr(t *testing.T) {
+	for _, s := range []string{"10.0.0.1", "0.0.0.0", "fd00::1", "::", "::ffff:10.0.0.1"} {
+		a := netip.MustParseAddr(s)
+		if got := mapAddrOf(a).addr(); got != a {
+			t.Errorf("%s came back as %s", a, got)
+		}
+	}
+	if got := mapAddrOf(netip.Addr{}).addr(); got.IsValid() {
+		t.Errorf("the invalid address came back as %s", got)
+	}
+	if mapAddrOf(netip.MustParseAddr("10.0.0.1")) == mapAddrOf(netip.MustParseAddr("::ffff:10.0.0.1")) {
+		t.Error("an IPv4 address and its IPv4-mapped form are one key")
 	}
 }

@@ -53,7 +53,7 @@ func newFPEnv(t *testing.T) *fpEnv {
 		self:      self,
 		lease:     func() clientv3.LeaseID { return g.ID },
 		hosts:     st.HostCache(log, nil),
-		endpoints: st.EndpointCache(log, nil),
+		endpoints: st.EndpointCache("", log, nil),
 		listeners: st.ListenerCache(log, nil),
 		fpSwitch:  st.FastPathCache(log, nil),
 		valid:     newValidator(store.Limits{Config: cc, PortFirst: testBlocks.First, PortLast: testBlocks.Last}, log, refused),

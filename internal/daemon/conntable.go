@@ -31,17 +31,10 @@ func (b tableBlock) vip() netip.Addr {
 	return b.ep.IPv4
 }
 
-func newConnTable(self netip.Addr, blockSize uint16, hosts map[string]api.Host, eps map[string]api.Endpoint, ls map[string]api.Listener) *connTable {
+// newConnTable returns a table of the listeners ls; addBlocks adds the
+// endpoints' port blocks.
+func newConnTable(self netip.Addr, blockSize uint16, ls map[string]api.Listener) *connTable {
 	t := &connTable{self: self, mask: ^(blockSize - 1), blocks: map[blockKey]tableBlock{}, listeners: map[mapListenerKey]api.Listener{}}
-	for _, ep := range eps {
-		h, ok := hosts[ep.Host]
-		if !ok {
-			continue
-		}
-		for _, b := range ep.PortBlocks {
-			t.blocks[blockKey{h.UnderlayIP, b.Start}] = tableBlock{ep, b.IPv6}
-		}
-	}
 	for _, l := range ls {
 		k, _ := listenerEntry(l)
 		t.listeners[k] = l
@@ -49,8 +42,31 @@ func newConnTable(self netip.Addr, blockSize uint16, hosts map[string]api.Host, 
 	return t
 }
 
+// addBlocks adds the port blocks of the endpoints eps ranges over, only
+// those in need unless need is nil: a host's sockets name a few of the
+// cluster's 200,000 blocks (docs/scale.md).
+func (t *connTable) addBlocks(hosts map[string]api.Host, eps func(func(string, api.Endpoint) bool), need map[blockKey]bool) {
+	eps(func(_ string, ep api.Endpoint) bool {
+		h, ok := hosts[ep.Host]
+		if !ok {
+			return true
+		}
+		for _, b := range ep.PortBlocks {
+			if k := newBlockKey(h.UnderlayIP, b.Start); need == nil || need[k] {
+				t.blocks[k] = tableBlock{ep, b.IPv6}
+			}
+		}
+		return true
+	})
+}
+
+// blockOf is the key of the block port a would lie in.
+func (t *connTable) blockOf(a netip.AddrPort) blockKey {
+	return newBlockKey(a.Addr(), a.Port()&t.mask)
+}
+
 func (t *connTable) block(a netip.AddrPort) (tableBlock, bool) {
-	b, ok := t.blocks[blockKey{a.Addr(), a.Port() & t.mask}]
+	b, ok := t.blocks[t.blockOf(a)]
 	return b, ok
 }
 

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"maps"
 	"net/netip"
 	"testing"
 
@@ -11,8 +12,9 @@ func TestConnTable(t *testing.T) {
 	hosts, eps, ls := syncFixture()
 	ap := netip.MustParseAddrPort
 	// h1 runs client a; h2 runs server b (listener on host port 30000).
-	t1 := newConnTable(h1IP, 256, hosts, eps, ls)
-	t2 := newConnTable(h2IP, 256, hosts, eps, ls)
+	t1, t2 := newConnTable(h1IP, 256, ls), newConnTable(h2IP, 256, ls)
+	t1.addBlocks(hosts, maps.All(eps), nil)
+	t2.addBlocks(hosts, maps.All(eps), nil)
 	for _, tc := range []struct {
 		name          string
 		t             *connTable

@@ -285,7 +285,7 @@ func (d *Daemon) setup(ctx context.Context) error {
 		d.tables.mark()
 	})
 	d.hosts.OnResync = func() { d.metrics.resyncs.WithLabelValues("hosts").Inc() }
-	d.endpoints = d.store.EndpointCache(d.log.With("component", "endpoints"), func() {
+	d.endpoints = d.store.EndpointCache(d.self.Name, d.log.With("component", "endpoints"), func() {
 		d.fp.update()
 		d.tables.mark()
 		d.policies.mark()

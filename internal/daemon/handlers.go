@@ -218,14 +218,14 @@ func (d *Daemon) applyServices(ctx context.Context, svcs []corev1.Service) (api.
 // endpoints are in, each with its implied name label.
 func (d *Daemon) namespaceList() []api.Namespace {
 	nss, _ := d.nss.Snapshot()
-	eps, _ := d.endpoints.Snapshot()
 	names := map[string]bool{api.DefaultNamespace: true}
 	for n := range nss {
 		names[n] = true
 	}
-	for _, ep := range eps {
+	d.endpoints.Range(func(_ string, ep api.Endpoint) bool {
 		names[ep.Namespace()] = true
-	}
+		return true
+	})
 	var out []api.Namespace
 	for _, n := range slices.Sorted(maps.Keys(names)) {
 		out = append(out, store.NamespaceOf(n, nss[n]))

@@ -54,13 +54,10 @@ func (f *fastPath) restoreListeners(ctx context.Context, owned []bpf.Listener, t
 		return err
 	}
 	byVIP := map[netip.Addr]api.Endpoint{}
-	eps, _ := f.v.endpoints.Snapshot()
-	for _, ep := range eps {
-		if ep.Host == f.v.self.Name {
-			byVIP[ep.IPv4] = ep
-			if ep.IPv6.IsValid() {
-				byVIP[ep.IPv6] = ep
-			}
+	for _, ep := range f.v.localEndpoints() {
+		byVIP[ep.IPv4] = ep
+		if ep.IPv6.IsValid() {
+			byVIP[ep.IPv6] = ep
 		}
 	}
 	for _, l := range orphanListeners(f.v.self.Name, owned, have, open, byVIP) {

@@ -81,10 +81,9 @@ func (d *Daemon) revoke() {
 		cut[c.ref] = true
 		n["fastpath"]++
 	}
-	eps, _ := d.endpoints.Snapshot()
 	local := map[netip.Addr]bool{}
-	for _, ep := range eps {
-		if ep.Host != d.self.Name || !d.view.validEndpoint(ep) {
+	for _, ep := range d.view.localEndpoints() {
+		if !d.view.validEndpoint(ep) {
 			continue
 		}
 		for _, a := range []netip.Addr{ep.IPv4, ep.IPv6} {
@@ -170,25 +169,30 @@ func (d *Daemon) resetServiceConns(conns []fpConn, cut map[any]bool) {
 // accepted on a local listener's host port (servers), with their virtual
 // 4-tuples from the same tables the BPF programs use, and their sockets.
 func (d *Daemon) fastPathSockets() ([]fpConn, error) {
-	eps, _ := d.endpoints.Snapshot()
 	hosts, _ := d.hosts.Snapshot()
 	ls, _ := d.listeners.Snapshot()
-	t := newConnTable(d.self.UnderlayIP, d.cfg.PortBlockSize, hosts, eps, ls)
-	var out []fpConn
+	t := newConnTable(d.self.UnderlayIP, d.cfg.PortBlockSize, ls)
+	var socks []*netlink.Socket
+	need := map[blockKey]bool{}
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := broker.DiagTCP(fam)
+		ss, err := broker.DiagTCP(fam)
 		if err != nil {
 			return nil, err
 		}
-		for _, sk := range socks {
-			state, known := tcpStates[sk.State]
-			if !known { // listeners, and states newer than this list
-				continue
+		for _, sk := range ss {
+			if _, known := tcpStates[sk.State]; known { // not listeners, nor states newer than this list
+				k := broker.DiagKey(sk)
+				need[t.blockOf(k.Local)], need[t.blockOf(k.Remote)] = true, true
+				socks = append(socks, sk)
 			}
-			k := broker.DiagKey(sk)
-			if c, ok := t.classify(k.Local, k.Remote, state); ok {
-				out = append(out, fpConn{c: c, ref: sk})
-			}
+		}
+	}
+	t.addBlocks(hosts, d.endpoints.Range, need)
+	var out []fpConn
+	for _, sk := range socks {
+		k := broker.DiagKey(sk)
+		if c, ok := t.classify(k.Local, k.Remote, tcpStates[sk.State]); ok {
+			out = append(out, fpConn{c: c, ref: sk})
 		}
 	}
 	return out, nil

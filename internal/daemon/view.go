@@ -45,6 +45,19 @@ func (v *view) listenerLease(key string) int64 { return v.listeners.Lease(key) }
 func (v *view) validListener(l api.Listener) bool  { return v.valid.listener(l, v) }
 func (v *view) validEndpoint(ep api.Endpoint) bool { return v.valid.endpoint(ep, v.hostRecord) }
 
+// localEndpoints are this host's endpoints, read without copying the
+// whole cache.
+func (v *view) localEndpoints() []api.Endpoint {
+	var out []api.Endpoint
+	v.endpoints.Range(func(_ string, ep api.Endpoint) bool {
+		if ep.Host == v.self.Name {
+			out = append(out, ep)
+		}
+		return true
+	})
+	return out
+}
+
 // switchOn is the cluster-wide fast-path switch: on unless set off.
 func (v *view) switchOn() bool {
 	s, ok := v.fpSwitch.Get("")

@@ -1,11 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -35,8 +35,11 @@ type Cache[T any] struct {
 	// block (the control-plane benchmark times propagation with it).
 	OnEvent func(key string, deleted bool)
 
+	// newItems makes the (empty) store of the decoded values.
+	newItems func() items[T]
+
 	mu     sync.RWMutex
-	items  map[string]T     // key without prefix -> value
+	items  items[T]         // key without prefix -> value
 	leases map[string]int64 // key without prefix -> the record's lease (only non-zero ones)
 	synced bool
 	// rev is the store revision the cache has applied: the list's, then
@@ -96,13 +99,14 @@ func (c *Cache[T]) Drain(t *Changes[T], reset func(), fn func(key string, old T,
 	var zero T
 	if all {
 		reset()
-		for k, v := range c.items {
+		c.items.all(func(k string, v T) bool {
 			fn(k, zero, false, v, true)
-		}
+			return true
+		})
 		return
 	}
 	for k, p := range old {
-		v, ok := c.items[k]
+		v, ok := c.items.get(k)
 		fn(k, p.v, p.had, v, ok)
 	}
 }
@@ -114,11 +118,7 @@ func (c *Cache[T]) Drain(t *Changes[T], reset func(), fn func(key string, old T,
 func (c *Cache[T]) Range(fn func(key string, v T) bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	for k, v := range c.items {
-		if !fn(k, v) {
-			return
-		}
-	}
+	c.items.all(fn)
 }
 
 // noteLocked records, before the cache changes key, what it held; mu is
@@ -127,7 +127,7 @@ func (c *Cache[T]) noteLocked(key string) {
 	if len(c.trackers) == 0 {
 		return
 	}
-	v, had := c.items[key]
+	v, had := c.items.get(key)
 	for _, t := range c.trackers {
 		t.mu.Lock()
 		if _, seen := t.old[key]; !seen && !t.all {
@@ -146,10 +146,15 @@ const listPage = 2000
 // onChange (may be nil) is called after every change, from the cache's
 // goroutine, and must not block.
 func newCache[T any](cli *clientv3.Client, prefix string, decode func([]byte) (T, error), log *slog.Logger, onChange func()) *Cache[T] {
+	return newCacheOf(cli, prefix, decode, func() items[T] { return plainItems[T]{} }, log, onChange)
+}
+
+// newCacheOf is newCache with the store of decoded values newItems makes.
+func newCacheOf[T any](cli *clientv3.Client, prefix string, decode func([]byte) (T, error), newItems func() items[T], log *slog.Logger, onChange func()) *Cache[T] {
 	if onChange == nil {
 		onChange = func() {}
 	}
-	return &Cache[T]{cli: cli, prefix: prefix, decode: decode, log: log, onChange: onChange, items: map[string]T{}, leases: map[string]int64{},
+	return &Cache[T]{cli: cli, prefix: prefix, decode: decode, newItems: newItems, log: log, onChange: onChange, items: newItems(), leases: map[string]int64{},
 		progress: make(chan struct{})}
 }
 
@@ -161,9 +166,12 @@ func (s *Store) HostCache(log *slog.Logger, onChange func()) *Cache[api.Host] {
 }
 
 // EndpointCache is a cache of every host's endpoints, keyed
-// "<host>/<container>/<if>".
-func (s *Store) EndpointCache(log *slog.Logger, onChange func()) *Cache[api.Endpoint] {
-	return newCache(s.cli, s.EndpointsPrefix(), decodeEndpoint, log, onChange)
+// "<host>/<container>/<if>". It keeps the netns paths of self's
+// endpoints only (of every endpoint if self is ""): no other host can
+// enter a container's namespace, and the paths are a fifth of what a
+// packed endpoint costs.
+func (s *Store) EndpointCache(self string, log *slog.Logger, onChange func()) *Cache[api.Endpoint] {
+	return newCacheOf(s.cli, s.EndpointsPrefix(), decodeEndpoint, func() items[api.Endpoint] { return newEndpointItems(self) }, log, onChange)
 }
 
 // ListenerCache is a cache of the published listeners, keyed by
@@ -231,9 +239,9 @@ func (c *Cache[T]) Run(ctx context.Context) error {
 // list reads every key under the prefix in pages, all at the revision of
 // the first page, and replaces the cache's contents with them.
 func (c *Cache[T]) list(ctx context.Context) error {
-	items := map[string]T{}
+	items := c.newItems()
 	leases := map[string]int64{}
-	var rev, bytes int64
+	var rev, read int64
 	end := clientv3.GetPrefixRangeEnd(c.prefix)
 	from := c.prefix
 	for {
@@ -249,10 +257,10 @@ func (c *Cache[T]) list(ctx context.Context) error {
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			bytes += int64(len(kv.Key) + len(kv.Value))
+			read += int64(len(kv.Key) + len(kv.Value))
 			if v, ok := c.decodeKV(kv); ok {
-				k := strings.TrimPrefix(string(kv.Key), c.prefix)
-				items[k] = v
+				k := string(bytes.TrimPrefix(kv.Key, []byte(c.prefix)))
+				items.set(k, v)
 				if kv.Lease != 0 {
 					leases[k] = kv.Lease
 				}
@@ -271,7 +279,7 @@ func (c *Cache[T]) list(ctx context.Context) error {
 		t.mu.Unlock()
 	}
 	c.synced = true
-	c.listed = bytes
+	c.listed = read
 	// A re-list may go back to a revision below one a watch applied
 	// (the store restored from a backup): take it as it is.
 	c.rev = 0
@@ -297,21 +305,21 @@ func (c *Cache[T]) watch(ctx context.Context) (progressed bool, err error) {
 		progressed = true
 		c.mu.Lock()
 		for _, ev := range wr.Events {
-			k := strings.TrimPrefix(string(ev.Kv.Key), c.prefix)
+			k := string(bytes.TrimPrefix(ev.Kv.Key, []byte(c.prefix)))
 			c.noteLocked(k)
 			switch ev.Type {
 			case mvccpb.PUT:
 				delete(c.leases, k)
 				if v, ok := c.decodeKV(ev.Kv); ok {
-					c.items[k] = v
+					c.items.set(k, v)
 					if ev.Kv.Lease != 0 {
 						c.leases[k] = ev.Kv.Lease
 					}
 				} else {
-					delete(c.items, k)
+					c.items.del(k)
 				}
 			case mvccpb.DELETE:
-				delete(c.items, k)
+				c.items.del(k)
 				delete(c.leases, k)
 			}
 		}
@@ -351,15 +359,19 @@ func (c *Cache[T]) Synced() bool {
 func (c *Cache[T]) Snapshot() (map[string]T, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return maps.Clone(c.items), c.synced
+	m := make(map[string]T, c.items.len())
+	c.items.all(func(k string, v T) bool {
+		m[k] = v
+		return true
+	})
+	return m, c.synced
 }
 
 // Get returns one item by key without the prefix.
 func (c *Cache[T]) Get(key string) (T, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	v, ok := c.items[key]
-	return v, ok
+	return c.items.get(key)
 }
 
 // advanceLocked records that the cache has applied revision rev; mu is
@@ -415,5 +427,5 @@ func (c *Cache[T]) ListedBytes() int64 {
 func (c *Cache[T]) Len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return len(c.items)
+	return c.items.len()
 }

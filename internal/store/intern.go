@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -59,4 +60,55 @@ func compact(ep api.Endpoint) api.Endpoint {
 		ep.Labels = m
 	}
 	return ep
+}
+
+// maxSharedSlices bounds each table of shared slices, as maxLabelSets.
+const maxSharedSlices = 1 << 16
+
+// sharedSlices holds read-only slices that endpoints share: port block
+// lists repeat (a 64-port block size allows only 1,024 one-block lists),
+// and so do the named ports of replicas.
+type sharedSlices[E any] struct {
+	sync.Mutex
+	m map[string]*[]E
+}
+
+var (
+	blockLists = sharedSlices[api.PortBlock]{m: map[string]*[]api.PortBlock{}}
+	portLists  = sharedSlices[api.NamedPort]{m: map[string]*[]api.NamedPort{}}
+)
+
+// share returns the shared copy of xs, whose content key names. Past the
+// bound it returns a copy of its own.
+func (s *sharedSlices[E]) share(xs []E, key string) *[]E {
+	s.Lock()
+	defer s.Unlock()
+	if p, ok := s.m[key]; ok {
+		return p
+	}
+	c := slices.Clone(xs)
+	if len(s.m) < maxSharedSlices {
+		s.m[key] = &c
+	}
+	return &c
+}
+
+func shareBlocks(bs []api.PortBlock) *[]api.PortBlock {
+	key := make([]byte, 0, 5*len(bs))
+	for _, b := range bs {
+		v6 := byte(0)
+		if b.IPv6 {
+			v6 = 1
+		}
+		key = append(key, byte(b.Start>>8), byte(b.Start), byte(b.Size>>8), byte(b.Size), v6)
+	}
+	return blockLists.share(bs, string(key))
+}
+
+func sharePorts(ps []api.NamedPort) *[]api.NamedPort {
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "%s\x00%d\x00%s\x00", p.Name, p.Port, p.Protocol)
+	}
+	return portLists.share(ps, b.String())
 }
