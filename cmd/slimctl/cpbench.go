@@ -106,9 +106,10 @@ func cpTable(w io.Writer, rs []cpbench.Result) {
 }
 
 func labTable(w io.Writer, r cpbench.LabResult) {
-	fmt.Fprintln(w, "HOSTS\tENDPOINTS\tSEED\tCONVERGE\tH1 RSS BEFORE\tAFTER\tH1 LIVE HEAP\tH2 RSS AFTER\tBPF BLOCKS\tCHURN WRITES\tH1 CPU\tH2 RESTART")
-	fmt.Fprintf(w, "%d\t%d\t%.0fs\t%.1fs\t%d MB\t%d MB\t%d MB\t%d MB\t%d\t%d\t%.0f%%\t%.1fs\n", r.Hosts, r.Endpoints, r.SeedSeconds, r.ConvergeSeconds,
-		r.RSSBefore["h1"]>>20, r.RSSAfter["h1"]>>20, r.HeapLive>>20, r.RSSAfter["h2"]>>20, r.BPFPortBlocks, r.ChurnWrites, 100*r.CPUShare, r.RestartSeconds)
+	fmt.Fprintln(w, "HOSTS\tENDPOINTS\tSEED\tCONVERGE\tH1 RSS BEFORE\tAFTER\tPEAK\tH1 LIVE HEAP\tH2 RSS AFTER\tPEAK\tRESTARTED PEAK\tBPF BLOCKS\tCHURN WRITES\tH1 CPU\tH2 RESTART")
+	fmt.Fprintf(w, "%d\t%d\t%.0fs\t%.1fs\t%d MB\t%d MB\t%d MB\t%d MB\t%d MB\t%d MB\t%d MB\t%d\t%d\t%.0f%%\t%.1fs\n", r.Hosts, r.Endpoints, r.SeedSeconds, r.ConvergeSeconds,
+		r.RSSBefore["h1"]>>20, r.RSSAfter["h1"]>>20, r.RSSPeak["h1"]>>20, r.HeapLive>>20, r.RSSAfter["h2"]>>20, r.RSSPeak["h2"]>>20, r.RSSPeak["h2 restarted"]>>20,
+		r.BPFPortBlocks, r.ChurnWrites, 100*r.CPUShare, r.RestartSeconds)
 }
 
 // newBenchCPWatcherCmd is the hidden watcher process of control-plane.

@@ -472,18 +472,22 @@ func fillColdStart(r *Result, ws []*watcher, n int) error {
 	return nil
 }
 
-func rssOf(pid int) (int64, error) {
+func rssOf(pid int) (int64, error) { return procStatus(pid, "VmRSS") }
+
+// procStatus reads one memory field of /proc/PID/status, in bytes (VmRSS:
+// resident now; VmHWM: the most the process has been resident).
+func procStatus(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return kb << 10, err
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 func median[T cmp.Ordered](xs []T) T {

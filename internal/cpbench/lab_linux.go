@@ -23,19 +23,19 @@ import (
 // room for them (slimctl lab up --etcd-members 3 --cluster-cidr
 // 10.128.0.0/9 --port-block-size 64); lab down removes everything.
 func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult, error) {
-	r := LabResult{Hosts: n, RSSBefore: map[string]int64{}, RSSAfter: map[string]int64{}}
+	r := LabResult{Hosts: n, RSSBefore: map[string]int64{}, RSSAfter: map[string]int64{}, RSSPeak: map[string]int64{}}
 	ccfg, err := lab.EtcdClientConfig(lc)
 	if err != nil {
 		return r, err
 	}
 	hostsOfLab := []string{"h1", "h2"}
-	rss := func(into map[string]int64) error {
-		for _, h := range hostsOfLab {
+	read := func(field string, into map[string]int64, hosts ...string) error {
+		for _, h := range hosts {
 			pid, ok := lab.SlimdPID(lc, h)
 			if !ok {
 				return fmt.Errorf("slimd on %s is not running", h)
 			}
-			b, err := rssOf(pid)
+			b, err := procStatus(pid, field)
 			if err != nil {
 				return err
 			}
@@ -43,6 +43,7 @@ func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult,
 		}
 		return nil
 	}
+	rss := func(into map[string]int64) error { return read("VmRSS", into, hostsOfLab...) }
 	if err := rss(r.RSSBefore); err != nil {
 		return r, err
 	}
@@ -93,6 +94,9 @@ func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult,
 	if err != nil {
 		return r, err
 	}
+	if err := read("VmHWM", r.RSSPeak, hostsOfLab...); err != nil {
+		return r, err
+	}
 	r.ChurnWrites = len(writes)
 	r.CPUShare = (c1 - c0).Seconds() / took.Seconds()
 	cfg.step("lab: %d churn writes in %.0f s, h1's slimd used %.0f%% of a CPU", len(writes), took.Seconds(), 100*r.CPUShare)
@@ -108,7 +112,13 @@ func RunOnLab(ctx context.Context, lc lab.Config, cfg Config, n int) (LabResult,
 		return r, err
 	}
 	r.RestartSeconds = time.Since(t2).Seconds()
-	cfg.step("lab: h2's slimd restarted and converged in %.1f s", r.RestartSeconds)
+	restarted := map[string]int64{}
+	if err := read("VmHWM", restarted, "h2"); err != nil {
+		return r, err
+	}
+	r.RSSPeak["h2 restarted"] = restarted["h2"]
+	cfg.step("lab: h2's slimd restarted and converged in %.1f s; resident at most %d MB (h1 %d MB, h2 before %d MB)",
+		r.RestartSeconds, restarted["h2"]>>20, r.RSSPeak["h1"]>>20, r.RSSPeak["h2"]>>20)
 	return r, nil
 }
 

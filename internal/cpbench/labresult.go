@@ -13,6 +13,9 @@ type LabResult struct {
 	// RSSBytes is each lab slimd's resident memory before and after.
 	RSSBefore map[string]int64 `json:"rssBeforeBytes"`
 	RSSAfter  map[string]int64 `json:"rssAfterBytes"`
+	// RSSPeak is the most each slimd was resident: h1 and h2 through the
+	// seed and the churn, "h2 restarted" through its cold start.
+	RSSPeak map[string]int64 `json:"rssPeakBytes"`
 	// HeapLive is h1's slimd's Go heap right after a collection, after
 	// convergence: what it holds, without the garbage that RSS includes.
 	HeapLive int64 `json:"heapLiveBytes"`
