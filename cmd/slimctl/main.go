@@ -100,7 +100,7 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 check found a problem.`,
 	pf.StringVar(&g.socket, "socket", "/run/slim/slimd.sock", "slimd API socket")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "no progress output on stderr")
-	root.AddCommand(newStatusCmd(g), newHostsCmd(g), newEndpointsCmd(g), newConnectionsCmd(g), newFastPathCmd(g), newCheckCmd(g), newPolicyCmd(g), newNamespaceCmd(g), newServiceCmd(g), newLabCmd(g), newBenchCmd(g))
+	root.AddCommand(newStatusCmd(g), newHostsCmd(g), newEndpointsCmd(g), newConnectionsCmd(g), newFastPathCmd(g), newCheckCmd(g), newPolicyCmd(g), newNamespaceCmd(g), newServiceCmd(g), newLabCmd(g), newBenchCmd(g), newSeccompProfileCmd(g), newInstallNodeCmd(g))
 	return root
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -12,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/seccomp"
 	"github.com/slimnet/slim/internal/testenv"
 )
 
@@ -132,6 +136,7 @@ func TestExitCodes(t *testing.T) {
 		{"explain bad port", []string{"policy", "explain", "10.0.0.1", "10.0.0.2", "http", "--socket", absent}, exitUsage, "PORT"},
 		{"namespace label bad", []string{"namespace", "label", "y", "team", "--socket", absent}, exitUsage, "KEY=VALUE or KEY-"},
 		{"lab run bad port", []string{"lab", "run", "h1", "c", "--port", "http", "--", "true"}, exitUsage, "NAME=PORT"},
+		{"seccomp profile relative socket", []string{"seccomp-profile", "--agent-socket", "agent.sock"}, exitUsage, "want an absolute path"},
 		{"check finds a problem", []string{"check", "-o", "json", "--socket", serve(t)}, exitProblem, "1 check(s) found a problem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -153,6 +158,103 @@ func TestExitCodes(t *testing.T) {
 				t.Fatalf("check output lacks the problem: %q", out.String())
 			}
 		})
+	}
+}
+
+// seccomp-profile prints the profile, or installs it under its versioned
+// name, the same bytes either way, and leaves older versions in place.
+func TestSeccompProfile(t *testing.T) {
+	var printed, errb bytes.Buffer
+	if code := run(context.Background(), []string{"seccomp-profile", "--agent-socket", "/run/x/agent.sock"}, &printed, &errb); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var p specs.LinuxSeccomp
+	if err := json.Unmarshal(printed.Bytes(), &p); err != nil || p.ListenerPath != "/run/x/agent.sock" {
+		t.Fatalf("printed profile: listenerPath %q, %v", p.ListenerPath, err)
+	}
+	dir := filepath.Join(t.TempDir(), "seccomp", "slim")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "slim-v0.json"), []byte("{}"), 0o644)
+	var out bytes.Buffer
+	errb.Reset()
+	if code := run(context.Background(), []string{"seccomp-profile", "--agent-socket", "/run/x/agent.sock", "--install", dir}, &out, &errb); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	b, err := os.ReadFile(filepath.Join(dir, seccomp.ProfileName()))
+	if err != nil || !bytes.Equal(b, printed.Bytes()) {
+		t.Errorf("installed profile differs from the printed one (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "slim-v0.json")); err != nil {
+		t.Errorf("an older profile was removed: %v", err)
+	}
+}
+
+// install-node writes the plugin, the profile and the configuration, and
+// refuses, before writing anything, a configuration that is not Slim's or
+// a profile that is not this version's.
+func TestInstallNode(t *testing.T) {
+	dir := t.TempDir()
+	host := func(p string) string { return filepath.Join(dir, "host", p) }
+	bin := filepath.Join(dir, "slim-cni")
+	os.WriteFile(bin, []byte("plugin"), 0o755)
+	conf := filepath.Join(dir, "conflist")
+	os.WriteFile(conf, []byte(`{"cniVersion":"1.1.0","name":"slim","plugins":[{"type":"slim-cni","socket":"/run/slim/slimd.sock"}]}`), 0o644)
+	other := filepath.Join(dir, "other")
+	os.WriteFile(other, []byte(`{"cniVersion":"1.1.0","name":"x","plugins":[{"type":"bridge"}]}`), 0o644)
+	var profile bytes.Buffer
+	run(context.Background(), []string{"seccomp-profile"}, &profile, io.Discard)
+	good := filepath.Join(dir, "profile.json")
+	os.WriteFile(good, profile.Bytes(), 0o644)
+	stale := filepath.Join(dir, "stale.json")
+	os.WriteFile(stale, bytes.Replace(profile.Bytes(), []byte("SCMP_ACT_NOTIFY"), []byte("SCMP_ACT_ALLOW"), 1), 0o644)
+	args := func(conflist, profile string) []string {
+		return []string{"install-node", "--cni-bin", bin, "--conflist", conflist, "--seccomp-profile", profile,
+			"--cni-bin-dir", host("opt/cni/bin"), "--cni-conf-dir", host("etc/cni/net.d"), "--seccomp-dir", host("seccomp/slim")}
+	}
+	for _, tc := range []struct {
+		name, conflist, profile, wantErr string
+	}{
+		{"not slim's configuration", other, good, "the first plugin must be slim-cni"},
+		{"another version's profile", conf, stale, "is not this version's seccomp profile"},
+		{"missing configuration", filepath.Join(dir, "absent"), good, "no such file"},
+	} {
+		var errb bytes.Buffer
+		if code := run(context.Background(), args(tc.conflist, tc.profile), io.Discard, &errb); code != exitFailed || !strings.Contains(errb.String(), tc.wantErr) {
+			t.Errorf("%s: exit %d, %q; want %q", tc.name, code, errb.String(), tc.wantErr)
+		}
+		if _, err := os.Stat(host("")); err == nil {
+			t.Fatalf("%s: files written before the inputs were checked", tc.name)
+		}
+	}
+	var errb bytes.Buffer
+	if code := run(context.Background(), args(conf, good), io.Discard, &errb); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for p, want := range map[string][]byte{
+		host("opt/cni/bin/slim-cni"): []byte("plugin"), host("etc/cni/net.d/10-slim.conflist"): nil,
+		host("seccomp/slim/" + seccomp.ProfileName()): profile.Bytes(),
+	} {
+		b, err := os.ReadFile(p)
+		if err != nil || (want != nil && !bytes.Equal(b, want)) {
+			t.Errorf("%s: %v (%d bytes)", p, err, len(b))
+		}
+	}
+	if st, err := os.Stat(host("opt/cni/bin/slim-cni")); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("plugin mode: %v", err)
+	}
+}
+
+// status --ready is a readiness probe: quiet and 0 when slimd answers
+// with a synced store, 3 when it does not answer.
+func TestStatusReady(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"status", "--ready", "--socket", serve(t)}, &out, &errb); code != exitOK || out.Len() != 0 {
+		t.Errorf("synced slimd: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	errb.Reset()
+	absent := filepath.Join(t.TempDir(), "absent.sock")
+	if code := run(context.Background(), []string{"status", "--ready", "--socket", absent}, &out, &errb); code != exitProblem || !strings.Contains(errb.String(), "slimd unavailable") {
+		t.Errorf("slimd away: exit %d, stderr %q", code, errb.String())
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -13,12 +14,25 @@ import (
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var ready bool
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the local slimd's status",
-		Args:  usageArgs(cobra.NoArgs),
+		Long: `Show the local slimd's status. With --ready, print nothing and exit 0 if
+slimd can attach containers (it answers and has synced its store: what
+slim-cni's STATUS checks), 3 if not: a readiness probe.`,
+		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := api.NewClient(g.socket).Status(cmd.Context())
+			if ready {
+				switch {
+				case err != nil:
+					return &exitError{code: exitProblem, err: err}
+				case !st.StoreSynced:
+					return &exitError{code: exitProblem, err: errors.New("not ready: slimd has not synced its store yet")}
+				}
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -40,6 +54,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&ready, "ready", false, "exit 0 if slimd can attach containers, 3 if not (a readiness probe)")
+	return cmd
 }
 
 // storeContact says when the store last answered, and whether that is

@@ -12,13 +12,17 @@ import (
 	"strings"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/seccomp"
 )
 
 // Real OCI runtimes put a container on the fast path through the runtime
-// spec's linux.seccomp.listenerPath: runc and crun install the filter and
-// send the notification fd to slimd's agent socket themselves.
+// spec's linux.seccomp.listenerPath: runc and crun install the profile
+// slimctl seccomp-profile writes (seccomp.Profile, the default allowlist
+// with Slim's traps) and send the notification fd to slimd's agent socket
+// themselves.
 func TestOCIRuntimes(t *testing.T) {
 	l := labtest.New(t, labtest.Hosts(2))
 	probe := labtest.Probe(t)
@@ -50,8 +54,11 @@ func TestOCIRuntimes(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(bundle, "rootfs", "slimprobe"), b, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			spec := ociSpec(netip.AddrPortFrom(srv.IPv4, 7100).String(), holder.Netns,
-				filepath.Join(l.Config.StateDir, "h2", "agent.sock"))
+			profile, err := seccomp.Profile(filepath.Join(l.Config.StateDir, "h2", "agent.sock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec := ociSpec(netip.AddrPortFrom(srv.IPv4, 7100).String(), holder.Netns, profile)
 			js, _ := json.Marshal(spec)
 			if err := os.WriteFile(filepath.Join(bundle, "config.json"), js, 0o644); err != nil {
 				t.Fatal(err)
@@ -87,9 +94,8 @@ func TestOCIRuntimes(t *testing.T) {
 }
 
 // ociSpec is a minimal OCI runtime spec: slimprobe connects to dst from
-// the network namespace netns, under a seccomp filter whose notifications
-// go to agent.
-func ociSpec(dst, netns, agent string) map[string]any {
+// the network namespace netns, under the seccomp profile profile.
+func ociSpec(dst, netns string, profile *specs.LinuxSeccomp) map[string]any {
 	return map[string]any{
 		"ociVersion": "1.0.2",
 		"process": map[string]any{
@@ -107,15 +113,7 @@ func ociSpec(dst, netns, agent string) map[string]any {
 				{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
 				{"type": "network", "path": netns},
 			},
-			"seccomp": map[string]any{
-				"defaultAction":    "SCMP_ACT_ALLOW",
-				"listenerPath":     agent,
-				"listenerMetadata": "slim-test",
-				"architectures":    []string{"SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"},
-				"syscalls": []map[string]any{
-					{"names": []string{"connect", "bind", "listen"}, "action": "SCMP_ACT_NOTIFY"},
-				},
-			},
+			"seccomp": profile,
 		},
 	}
 }

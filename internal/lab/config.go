@@ -390,36 +390,6 @@ func (p plan) hostOf(host string) (int, error) {
 	return i, nil
 }
 
-// writeFileAtomic writes data to path through a temporary file and a rename,
-// so a reader never sees half a file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	done = true
-	return nil
-}
-
 // binDir resolves the directory of slimd and slim-cni.
 func (c Config) binDir(p plan) (string, error) {
 	if c.BinDir != "" {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slimnet/slim/internal/atomicfile"
 )
 
 func TestValidateName(t *testing.T) {
@@ -175,14 +177,14 @@ func TestLoadPlan(t *testing.T) {
 	if _, err := loadPlan(dir); !errors.Is(err, ErrNoLab) {
 		t.Fatalf("empty dir: %v, want ErrNoLab", err)
 	}
-	if err := writeFileAtomic(planPath(dir), []byte(`{"hosts":0}`), 0o644); err != nil {
+	if err := atomicfile.Write(planPath(dir), []byte(`{"hosts":0}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := loadPlan(dir); err == nil || errors.Is(err, ErrNoLab) {
 		t.Fatalf("bad plan: %v, want a parse error", err)
 	}
 	want := plan{Hosts: 2, Underlay: DefaultUnderlay, LeaseTTL: "10s", MTU: 1500, BinDir: "/bin"}
-	if err := writeFileAtomic(planPath(dir), []byte(`{"hosts":2,"underlay":"192.168.77.0/24","leaseTTL":"10s","mtu":1500,"binDir":"/bin"}`), 0o644); err != nil {
+	if err := atomicfile.Write(planPath(dir), []byte(`{"hosts":2,"underlay":"192.168.77.0/24","leaseTTL":"10s","mtu":1500,"binDir":"/bin"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	got, err := loadPlan(dir)

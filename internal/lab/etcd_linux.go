@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/atomicfile"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -73,7 +74,7 @@ func startMember(ctx context.Context, dir, binDir, launcher, cgRoot string, p pl
 	if err != nil {
 		return 0, fmt.Errorf("start etcd %s: %w", name, err)
 	}
-	return pid, writeFileAtomic(memberPIDPath(dir, name), []byte(strconv.Itoa(pid)+"\n"), 0o644)
+	return pid, atomicfile.Write(memberPIDPath(dir, name), []byte(strconv.Itoa(pid)+"\n"), 0o644)
 }
 
 // StopEtcd sends sig to etcd member name of a lab with external members

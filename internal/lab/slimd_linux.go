@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -70,7 +71,7 @@ func startSlimd(ctx context.Context, dir, binDir, launcher, cgRoot string, p pla
 	if err != nil {
 		return 0, fmt.Errorf("start slimd on %s: %w", host, err)
 	}
-	if err := writeFileAtomic(slimdPIDPath(dir, host), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(slimdPIDPath(dir, host), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		return pid, err
 	}
 	return pid, nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/atomicfile"
 )
 
 // Container is a lab container as recorded in its state file. The JSON form
@@ -66,7 +67,7 @@ func saveContainer(dir string, c Container) error {
 	if err := os.MkdirAll(containersDir(dir), 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(containerFile(dir, c.Name), append(b, '\n'), 0o644)
+	return atomicfile.Write(containerFile(dir, c.Name), append(b, '\n'), 0o644)
 }
 
 func loadContainer(dir, name string) (Container, error) {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/slimnet/slim/internal/api"
+	"github.com/slimnet/slim/internal/atomicfile"
 	"github.com/slimnet/slim/internal/store"
 )
 
@@ -170,7 +171,7 @@ func upPlan(cfg Config, binDir string) (plan, error) {
 	if err != nil {
 		return want, err
 	}
-	return want, writeFileAtomic(planPath(dir), append(b, '\n'), 0o644)
+	return want, atomicfile.Write(planPath(dir), append(b, '\n'), 0o644)
 }
 
 // UpAgain is Up with the plan the lab in cfg.StateDir was made with: it

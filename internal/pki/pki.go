@@ -12,13 +12,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"math/big"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/slimnet/slim/internal/atomicfile"
 )
 
 // validity of everything issued here: long enough for any lab, short
@@ -127,37 +128,11 @@ func (ca *CA) Write(dir, cn string, ips []netip.Addr, names []string) (Files, er
 		b    []byte
 		mode os.FileMode
 	}{{f.CACert, ca.PEM, 0o644}, {f.Cert, p.Cert, 0o644}, {f.Key, p.Key, 0o600}} {
-		if err := writeAtomic(w.path, w.b, w.mode); err != nil {
+		if err := atomicfile.Write(w.path, w.b, w.mode); err != nil {
 			return Files{}, err
 		}
 	}
 	return f, nil
-}
-
-// writeAtomic creates the file with its final mode before any byte is
-// written, then renames it into place: a key is never readable by others,
-// not even for a moment.
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 func serial() *big.Int {

@@ -2,7 +2,9 @@ package seccomp
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -33,6 +35,24 @@ func (s Syscall) String() string {
 	}
 	return syscallNames[s]
 }
+
+// trap is a call the filter sends to slimd: always, or with flagsArg >= 0
+// only when that argument carries MSG_FASTOPEN (a connect by other
+// means). Filter and Profile both build from traps and refused, so the
+// filter slimd installs and the profile a runtime installs agree.
+type trap struct {
+	sys      Syscall
+	flagsArg int
+}
+
+var traps = []trap{
+	{SysConnect, -1}, {SysBind, -1}, {SysListen, -1},
+	{SysSendto, 3}, {SysSendmsg, 2}, {SysSendmmsg, 3},
+}
+
+// refused are answered EPERM: io_uring would connect, bind and send
+// around the traps.
+var refused = []Syscall{SysIoUringSetup}
 
 // archInfo is one architecture's numbering. The numbers are spelled out
 // rather than taken from unix.SYS_*, which exist only for the architecture
@@ -139,21 +159,25 @@ func Filter(arch uint32) ([]unix.SockFilter, error) {
 	}
 	// Most frequent first does not matter here: every other call passes all
 	// seven tests, a few ns once JITed.
-	p.jump(bpf.JumpEqual, a.nr[SysConnect], "notify", "")
-	p.jump(bpf.JumpEqual, a.nr[SysBind], "notify", "")
-	p.jump(bpf.JumpEqual, a.nr[SysListen], "notify", "")
-	p.jump(bpf.JumpEqual, a.nr[SysSendto], "flags3", "")
-	p.jump(bpf.JumpEqual, a.nr[SysSendmmsg], "flags3", "")
-	p.jump(bpf.JumpEqual, a.nr[SysSendmsg], "flags2", "")
-	p.jump(bpf.JumpEqual, a.nr[SysIoUringSetup], "eperm", "")
+	flagArgs := map[int]bool{}
+	for _, t := range traps {
+		target := "notify"
+		if t.flagsArg >= 0 {
+			target = fmt.Sprintf("flags%d", t.flagsArg)
+			flagArgs[t.flagsArg] = true
+		}
+		p.jump(bpf.JumpEqual, a.nr[t.sys], target, "")
+	}
+	for _, r := range refused {
+		p.jump(bpf.JumpEqual, a.nr[r], "eperm", "")
+	}
 	p.ret(retAllow)
 
-	p.label("flags3")
-	p.load(argLow(3))
-	p.jump(bpf.JumpBitsSet, unix.MSG_FASTOPEN, "notify", "allow")
-	p.label("flags2")
-	p.load(argLow(2))
-	p.jump(bpf.JumpBitsSet, unix.MSG_FASTOPEN, "notify", "allow")
+	for _, arg := range slices.Sorted(maps.Keys(flagArgs)) {
+		p.label(fmt.Sprintf("flags%d", arg))
+		p.load(argLow(arg))
+		p.jump(bpf.JumpBitsSet, unix.MSG_FASTOPEN, "notify", "allow")
+	}
 
 	p.label("allow")
 	p.ret(retAllow)
