@@ -172,8 +172,8 @@ func TestManifests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("slimd rejects the DaemonSet's flags: %v", err)
 	}
-	if cfg.NodeName != "node-1" || len(cfg.EtcdEndpoints) == 0 || cfg.EtcdTLS.CertFile == "" || cfg.MetricsAddr == "" {
-		t.Errorf("slimd config: node %q etcd %v tls %+v metrics %q", cfg.NodeName, cfg.EtcdEndpoints, cfg.EtcdTLS, cfg.MetricsAddr)
+	if cfg.NodeName != "node-1" || len(cfg.EtcdEndpoints) == 0 || cfg.EtcdTLS.CertFile == "" || cfg.MetricsAddr == "" || !cfg.Kubernetes {
+		t.Errorf("slimd config: node %q etcd %v tls %+v metrics %q kubernetes %v", cfg.NodeName, cfg.EtcdEndpoints, cfg.EtcdTLS, cfg.MetricsAddr, cfg.Kubernetes)
 	}
 	limit := slimd.Resources.Limits[corev1.ResourceMemory]
 	if cfg.MemoryLimit <= 0 || cfg.MemoryLimit >= limit.Value() {

@@ -93,6 +93,8 @@ func config(args []string) (daemon.Config, error) {
 	fs.DurationVar(&cfg.ResyncInterval, "resync-interval", daemon.DefaultResyncInterval, "full overlay resync period (drift repair)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9612); empty disables")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on --metrics-addr")
+	fs.BoolVar(&cfg.Kubernetes, "kubernetes", false, "take pods' and namespaces' labels from the Kubernetes API server (in-cluster: the pod's service account)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig for the API server (implies --kubernetes)")
 	fs.StringVar(&memLimit, "memory-limit", "", "soft limit on slimd's memory, as GOMEMLIMIT (e.g. 180Mi; default none): set it below the container's limit")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -132,6 +134,9 @@ func config(args []string) (daemon.Config, error) {
 			return cfg, fmt.Errorf("--memory-limit %q: want a size such as 180Mi", memLimit)
 		}
 		cfg.MemoryLimit = q.Value()
+	}
+	if cfg.Kubeconfig != "" {
+		cfg.Kubernetes = true
 	}
 	if cfg.PortFirst, cfg.PortLast, err = daemon.ParsePortRange(portRange); err != nil {
 		return cfg, fmt.Errorf("--port-range: %w", err)

@@ -73,6 +73,10 @@ type Config struct {
 	MetricsAddr    string
 	// Pprof serves Go's profiles under /debug/pprof/ on MetricsAddr.
 	Pprof bool
+	// Kubernetes: pods' and namespaces' labels come from the API server,
+	// reached with Kubeconfig, or from inside the cluster if it is "".
+	Kubernetes bool
+	Kubeconfig string
 	// MemoryLimit is a soft limit on the Go runtime's memory (as
 	// GOMEMLIMIT), 0 for none: the garbage collector works harder as the
 	// heap nears it instead of letting it grow to twice what is live

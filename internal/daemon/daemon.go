@@ -24,6 +24,7 @@ import (
 	"github.com/slimnet/slim/internal/broker"
 	"github.com/slimnet/slim/internal/embedetcd"
 	"github.com/slimnet/slim/internal/keeper"
+	"github.com/slimnet/slim/internal/kube"
 	"github.com/slimnet/slim/internal/nat"
 	"github.com/slimnet/slim/internal/overlay"
 	"github.com/slimnet/slim/internal/seccomp"
@@ -72,6 +73,9 @@ type Daemon struct {
 	store   *store.Store
 	self    api.Host
 	hostNet store.HostNet
+
+	// kube mirrors pods' and namespaces' labels (nil outside Kubernetes).
+	kube *kube.Syncer
 
 	hosts     *store.Cache[api.Host]
 	endpoints *store.Cache[api.Endpoint]
@@ -207,6 +211,9 @@ func (d *Daemon) retry(ctx context.Context, what string, fn func(ctx context.Con
 }
 
 func (d *Daemon) setup(ctx context.Context) error {
+	if err := d.setupKube(); err != nil {
+		return err
+	}
 	cc := d.cfg.Cluster
 	if err := d.retry(ctx, "cluster config", func(ctx context.Context) error {
 		_, err := d.store.EnsureConfig(ctx, cc)
@@ -290,6 +297,9 @@ func (d *Daemon) setup(ctx context.Context) error {
 		d.tables.mark()
 		d.policies.mark()
 		d.services.mark()
+		if d.kube != nil {
+			d.kube.Kick()
+		}
 	})
 	d.endpoints.OnResync = func() { d.metrics.resyncs.WithLabelValues("endpoints").Inc() }
 	d.listeners = d.store.ListenerCache(d.log.With("component", "listeners"), func() {
@@ -487,6 +497,9 @@ func (d *Daemon) serve(ctx context.Context) error {
 	g.Go(func() error { return d.runRevoke(ctx) })
 	g.Go(func() error { return d.tables.run(ctx) })
 	g.Go(func() error { return d.serveFastPath(ctx) })
+	if d.kube != nil {
+		g.Go(func() error { return d.kube.Run(ctx) })
+	}
 	g.Go(func() error {
 		return d.overlay.Run(ctx)
 	})

@@ -1,0 +1,234 @@
+package kube
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slimnet/slim/internal/api"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// fakeTarget is Slim's side in memory: the node's endpoints and the
+// namespaces' labels, changed as the store would change them.
+type fakeTarget struct {
+	mu     sync.Mutex
+	eps    []api.Endpoint
+	nss    map[string]map[string]string
+	writes int
+	fail   bool
+}
+
+func (f *fakeTarget) Endpoints() []api.Endpoint {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]api.Endpoint, len(f.eps))
+	for i, ep := range f.eps {
+		ep.Labels = maps.Clone(ep.Labels)
+		out[i] = ep
+	}
+	return out
+}
+
+func apply(m map[string]string, c api.LabelChange) map[string]string {
+	m = maps.Clone(m)
+	if m == nil {
+		m = map[string]string{}
+	}
+	maps.Copy(m, c.Set)
+	for _, k := range c.Remove {
+		delete(m, k)
+	}
+	return m
+}
+
+func (f *fakeTarget) LabelEndpoint(_ context.Context, a api.Attachment, c api.LabelChange) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail {
+		return context.DeadlineExceeded
+	}
+	f.writes++
+	for i := range f.eps {
+		if f.eps[i].ContainerID == a.ContainerID && f.eps[i].IfName == a.IfName {
+			f.eps[i].Labels = apply(f.eps[i].Labels, c)
+		}
+	}
+	return nil
+}
+
+func (f *fakeTarget) NamespaceLabels(name string) (map[string]string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.nss[name]
+	return maps.Clone(l), ok
+}
+
+func (f *fakeTarget) LabelNamespace(_ context.Context, name string, c api.LabelChange) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	f.nss[name] = apply(f.nss[name], c)
+	return nil
+}
+
+func (f *fakeTarget) labels(id string) map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ep := range f.eps {
+		if ep.ContainerID == id {
+			return maps.Clone(ep.Labels)
+		}
+	}
+	return nil
+}
+
+func pod(ns, name, node string, labels map[string]string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Spec: corev1.PodSpec{NodeName: node}}
+}
+
+func identity(ns, name string) map[string]string {
+	return map[string]string{api.LabelPodNamespace: ns, api.LabelPodName: name}
+}
+
+// eventually waits for cond, failing with what after a while.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The Syncer, with client-go's real informers over a fake API server,
+// gives each local endpoint its pod's labels and each namespace its
+// labels, follows changes, and leaves alone endpoints it cannot tie to a
+// pod of this node.
+func TestSyncer(t *testing.T) {
+	client := fake.NewClientset(
+		pod("shop", "web-1", "node-1", map[string]string{"app": "web", "tier": "front"}),
+		// Same name on another node: not this node's pod.
+		pod("shop", "db-1", "node-2", map[string]string{"app": "db"}),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "a"}}},
+	)
+	target := &fakeTarget{nss: map[string]map[string]string{"old": {"x": "y"}}, eps: []api.Endpoint{
+		// From slim-cni's ADD: identity and the conflist's labels.
+		{ContainerID: "web", IfName: "eth0", Labels: map[string]string{api.LabelPodNamespace: "shop", api.LabelPodName: "web-1", "stale": "1"}},
+		{ContainerID: "db", IfName: "eth0", Labels: identity("shop", "db-1")},
+		{ContainerID: "gone", IfName: "eth0", Labels: identity("shop", "gone-1")},
+		{ContainerID: "plain", IfName: "eth0", Labels: map[string]string{"app": "x"}},
+	}}
+	s := NewSyncer(client, "node-1", target, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	want := map[string]string{"app": "web", "tier": "front", api.LabelPodNamespace: "shop", api.LabelPodName: "web-1"}
+	eventually(t, "the pod's labels on its endpoint", func() bool { return reflect.DeepEqual(target.labels("web"), want) })
+	eventually(t, "the namespace's labels", func() bool {
+		l, _ := target.NamespaceLabels("shop")
+		return reflect.DeepEqual(l, map[string]string{"team": "a"})
+	})
+	if got := target.labels("db"); !reflect.DeepEqual(got, identity("shop", "db-1")) {
+		t.Errorf("another node's pod labelled this node's endpoint: %v", got)
+	}
+	if got := target.labels("gone"); !reflect.DeepEqual(got, identity("shop", "gone-1")) {
+		t.Errorf("an endpoint without a known pod changed: %v", got)
+	}
+	if got := target.labels("plain"); !reflect.DeepEqual(got, map[string]string{"app": "x"}) {
+		t.Errorf("an endpoint that names no pod changed: %v", got)
+	}
+	if l, ok := target.NamespaceLabels("old"); !ok || l["x"] != "y" {
+		t.Errorf("a namespace Kubernetes does not have changed: %v", l)
+	}
+
+	// Changes follow: a relabelled pod, a relabelled namespace.
+	p, _ := client.CoreV1().Pods("shop").Get(ctx, "web-1", metav1.GetOptions{})
+	p.Labels = map[string]string{"app": "web", "version": "2"}
+	if _, err := client.CoreV1().Pods("shop").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want = map[string]string{"app": "web", "version": "2", api.LabelPodNamespace: "shop", api.LabelPodName: "web-1"}
+	eventually(t, "the relabelled pod's labels", func() bool { return reflect.DeepEqual(target.labels("web"), want) })
+	n, _ := client.CoreV1().Namespaces().Get(ctx, "shop", metav1.GetOptions{})
+	n.Labels = map[string]string{"team": "b"}
+	if _, err := client.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the relabelled namespace", func() bool {
+		l, _ := target.NamespaceLabels("shop")
+		return reflect.DeepEqual(l, map[string]string{"team": "b"})
+	})
+
+	// A pass with nothing to change writes nothing.
+	target.mu.Lock()
+	before := target.writes
+	target.mu.Unlock()
+	if err := s.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if target.writes != before {
+		t.Errorf("a pass in sync wrote %d times", target.writes-before)
+	}
+
+	// An endpoint that appears after its pod gets its labels on a kick
+	// (slimd kicks on every endpoint change).
+	if _, err := client.CoreV1().Pods("shop").Create(ctx, pod("shop", "web-2", "node-1", map[string]string{"app": "web"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	target.mu.Lock()
+	target.eps = append(target.eps, api.Endpoint{ContainerID: "web2", IfName: "eth0", Labels: identity("shop", "web-2")})
+	target.mu.Unlock()
+	s.Kick()
+	eventually(t, "the new endpoint's labels", func() bool { return target.labels("web2")["app"] == "web" })
+}
+
+// A failed write is retried.
+func TestSyncerRetries(t *testing.T) {
+	client := fake.NewClientset(pod("shop", "web-1", "node-1", map[string]string{"app": "web"}))
+	target := &fakeTarget{fail: true, nss: map[string]map[string]string{}, eps: []api.Endpoint{
+		{ContainerID: "web", IfName: "eth0", Labels: identity("shop", "web-1")}}}
+	s := NewSyncer(client, "node-1", target, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go s.Run(ctx)
+	time.Sleep(500 * time.Millisecond)
+	target.mu.Lock()
+	target.fail = false
+	target.mu.Unlock()
+	eventually(t, "the retried write", func() bool { return target.labels("web")["app"] == "web" })
+}
+
+func TestDiff(t *testing.T) {
+	for _, tc := range []struct {
+		have, want map[string]string
+		change     api.LabelChange
+		ok         bool
+	}{
+		{nil, nil, api.LabelChange{}, false},
+		{map[string]string{"a": "1"}, map[string]string{"a": "1"}, api.LabelChange{}, false},
+		{map[string]string{"a": "1", "c": "3", "b": "2"}, map[string]string{"a": "2"}, api.LabelChange{Set: map[string]string{"a": "2"}, Remove: []string{"b", "c"}}, true},
+		{nil, map[string]string{"a": "1"}, api.LabelChange{Set: map[string]string{"a": "1"}}, true},
+	} {
+		c, ok := diff(tc.have, tc.want)
+		if ok != tc.ok || !reflect.DeepEqual(c, tc.change) {
+			t.Errorf("diff(%v, %v) = %+v %v, want %+v %v", tc.have, tc.want, c, ok, tc.change, tc.ok)
+		}
+	}
+}
