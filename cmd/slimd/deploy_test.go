@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,13 +10,13 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/slimnet/slim/internal/manifest"
 	"github.com/slimnet/slim/internal/seccomp"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -41,16 +38,12 @@ func readDeployment(t *testing.T, path string) deployment {
 	if err != nil {
 		t.Fatal(err)
 	}
+	docs, err := manifest.Documents(b)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var d deployment
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, doc := range docs {
 		if len(bytes.TrimSpace(doc)) == 0 {
 			continue
 		}
@@ -58,30 +51,19 @@ func readDeployment(t *testing.T, path string) deployment {
 		if err := yaml.Unmarshal(doc, &tm); err != nil {
 			t.Fatal(err)
 		}
-		strict := func(into any) {
-			if err := yaml.UnmarshalStrict(doc, into); err != nil {
-				t.Fatalf("%s: %v", tm.Kind, err)
-			}
-		}
 		switch tm.APIVersion + "/" + tm.Kind {
 		case "v1/Namespace":
-			d.ns = &corev1.Namespace{}
-			strict(d.ns)
+			d.ns = strictAs[corev1.Namespace](t, doc)
 		case "v1/ServiceAccount":
-			d.sa = &corev1.ServiceAccount{}
-			strict(d.sa)
+			d.sa = strictAs[corev1.ServiceAccount](t, doc)
 		case "rbac.authorization.k8s.io/v1/ClusterRole":
-			d.role = &rbacv1.ClusterRole{}
-			strict(d.role)
+			d.role = strictAs[rbacv1.ClusterRole](t, doc)
 		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
-			d.binding = &rbacv1.ClusterRoleBinding{}
-			strict(d.binding)
+			d.binding = strictAs[rbacv1.ClusterRoleBinding](t, doc)
 		case "v1/ConfigMap":
-			d.config = &corev1.ConfigMap{}
-			strict(d.config)
+			d.config = strictAs[corev1.ConfigMap](t, doc)
 		case "apps/v1/DaemonSet":
-			d.ds = &appsv1.DaemonSet{}
-			strict(d.ds)
+			d.ds = strictAs[appsv1.DaemonSet](t, doc)
 		default:
 			t.Fatalf("unexpected object %s %s", tm.APIVersion, tm.Kind)
 		}
@@ -307,17 +289,14 @@ func TestOptInPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs := strings.Split(string(b), "\n---\n")
-	if len(docs) != 2 {
-		t.Fatalf("%d documents, want a policy and its binding", len(docs))
+	docs, err := manifest.Documents(b)
+	if err != nil || len(docs) != 2 {
+		t.Fatalf("%d documents (%v), want a policy and its binding", len(docs), err)
 	}
-	var pol admissionv1.MutatingAdmissionPolicy
-	var bind admissionv1.MutatingAdmissionPolicyBinding
-	if err := yaml.UnmarshalStrict([]byte(docs[0]), &pol); err != nil || pol.Kind != "MutatingAdmissionPolicy" {
-		t.Fatalf("policy: %v (%s)", err, pol.Kind)
-	}
-	if err := yaml.UnmarshalStrict([]byte(docs[1]), &bind); err != nil || bind.Kind != "MutatingAdmissionPolicyBinding" {
-		t.Fatalf("binding: %v (%s)", err, bind.Kind)
+	pol := strictAs[admissionv1.MutatingAdmissionPolicy](t, docs[0])
+	bind := strictAs[admissionv1.MutatingAdmissionPolicyBinding](t, docs[1])
+	if pol.Kind != "MutatingAdmissionPolicy" || bind.Kind != "MutatingAdmissionPolicyBinding" {
+		t.Fatalf("kinds %s, %s", pol.Kind, bind.Kind)
 	}
 	if bind.Spec.PolicyName != pol.Name || bind.Spec.MatchResources == nil || bind.Spec.MatchResources.NamespaceSelector == nil {
 		t.Errorf("binding %+v does not bind %s to selected namespaces", bind.Spec, pol.Name)
@@ -326,6 +305,16 @@ func TestOptInPolicy(t *testing.T) {
 		!strings.Contains(pol.Spec.Mutations[0].ApplyConfiguration.Expression, `localhostProfile: "slim/`+seccomp.ProfileName()+`"`) {
 		t.Errorf("the policy does not set localhostProfile slim/%s", seccomp.ProfileName())
 	}
+}
+
+// strictAs decodes one document as a T, strictly.
+func strictAs[T any](t *testing.T, doc []byte) *T {
+	t.Helper()
+	var v T
+	if err := yaml.UnmarshalStrict(doc, &v); err != nil {
+		t.Fatalf("%T: %v", v, err)
+	}
+	return &v
 }
 
 func container(t *testing.T, cs []corev1.Container, name string) *corev1.Container {

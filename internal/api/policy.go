@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"time"
@@ -137,6 +138,20 @@ func (n Namespace) Validate() error {
 type LabelChange struct {
 	Set    map[string]string `json:"set,omitempty"`
 	Remove []string          `json:"remove,omitempty"`
+}
+
+// Apply returns a copy of labels with the change made (never nil; labels
+// is not written: shared label maps are read-only).
+func (c LabelChange) Apply(labels map[string]string) map[string]string {
+	out := maps.Clone(labels)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, c.Set)
+	for _, k := range c.Remove {
+		delete(out, k)
+	}
+	return out
 }
 
 // NamespaceLabels is a namespace's label change.

@@ -36,18 +36,6 @@ func (f *fakeTarget) Endpoints() []api.Endpoint {
 	return out
 }
 
-func apply(m map[string]string, c api.LabelChange) map[string]string {
-	m = maps.Clone(m)
-	if m == nil {
-		m = map[string]string{}
-	}
-	maps.Copy(m, c.Set)
-	for _, k := range c.Remove {
-		delete(m, k)
-	}
-	return m
-}
-
 func (f *fakeTarget) LabelEndpoint(_ context.Context, a api.Attachment, c api.LabelChange) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -57,7 +45,7 @@ func (f *fakeTarget) LabelEndpoint(_ context.Context, a api.Attachment, c api.La
 	f.writes++
 	for i := range f.eps {
 		if f.eps[i].ContainerID == a.ContainerID && f.eps[i].IfName == a.IfName {
-			f.eps[i].Labels = apply(f.eps[i].Labels, c)
+			f.eps[i].Labels = c.Apply(f.eps[i].Labels)
 		}
 	}
 	return nil
@@ -74,7 +62,7 @@ func (f *fakeTarget) LabelNamespace(_ context.Context, name string, c api.LabelC
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writes++
-	f.nss[name] = apply(f.nss[name], c)
+	f.nss[name] = c.Apply(f.nss[name])
 	return nil
 }
 

@@ -39,17 +39,9 @@ type Kind[T, L any] struct {
 // and item they are about and name the object. Empty documents are
 // skipped; no objects at all is not an error.
 func (k Kind[T, L]) Parse(data []byte) ([]T, error) {
-	var docs [][]byte
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", len(docs)+1, err)
-		}
-		docs = append(docs, doc)
+	docs, err := Documents(data)
+	if err != nil {
+		return nil, err
 	}
 	var out []T
 	for i, doc := range docs {
@@ -63,6 +55,23 @@ func (k Kind[T, L]) Parse(data []byte) ([]T, error) {
 		out = append(out, objs...)
 	}
 	return out, nil
+}
+
+// Documents splits a YAML stream into its documents, as kubectl reads a
+// file; errors say which document.
+func Documents(data []byte) ([][]byte, error) {
+	var docs [][]byte
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", len(docs)+1, err)
+		}
+		docs = append(docs, doc)
+	}
 }
 
 // document decodes one YAML or JSON document.

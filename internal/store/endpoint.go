@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/netip"
 	"strings"
 	"time"
@@ -271,14 +270,7 @@ func (s *Store) LabelEndpoint(ctx context.Context, host string, a api.Attachment
 		if err != nil {
 			return api.Endpoint{}, 0, err
 		}
-		labels := maps.Clone(ep.Labels)
-		if labels == nil {
-			labels = map[string]string{}
-		}
-		maps.Copy(labels, change.Set)
-		for _, k := range change.Remove {
-			delete(labels, k)
-		}
+		labels := change.Apply(ep.Labels)
 		if err := api.ValidateLabels(labels); err != nil {
 			return api.Endpoint{}, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}

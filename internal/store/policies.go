@@ -159,21 +159,15 @@ func (s *Store) LabelNamespace(ctx context.Context, name string, change api.Name
 		if err != nil {
 			return api.Namespace{}, 0, fmt.Errorf("label namespace %s: %w", name, err)
 		}
-		labels := map[string]string{}
+		var have map[string]string
 		var modRev int64
 		if len(resp.Kvs) == 1 {
 			modRev = resp.Kvs[0].ModRevision
 			if l, err := decodeNamespace(resp.Kvs[0].Value); err == nil {
-				labels = maps.Clone(l)
-				if labels == nil {
-					labels = map[string]string{}
-				}
+				have = l
 			}
 		}
-		maps.Copy(labels, change.Set)
-		for _, r := range change.Remove {
-			delete(labels, r)
-		}
+		labels := change.Apply(have)
 		ns := api.Namespace{Name: name, Labels: labels}
 		if err := ns.Validate(); err != nil {
 			return api.Namespace{}, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
