@@ -15,8 +15,15 @@ need_root
 # gcc and libc6-dev: slimctl bench compiles its crr1 client (C, static).
 # curl, wget, python3 and nodejs: clients and servers of the compatibility
 # test (internal/broker TestCompat; postgresql brings psql).
+# containernetworking-plugins and iptables: the reference portmap plugin
+# (it writes iptables rules) that slim-cni is chained with (internal/lab
+# TestCNIChained), and the loopback plugin containerd's CRI runs.
+# containerd and busybox-static: the Kubernetes node path end to end
+# (internal/broker TestCRI drives containerd's CRI; busybox fills the
+# images it builds).
 pkgs=(iproute2 iperf3 nftables ethtool iputils-ping socat kmod ca-certificates util-linux runc crun clang llvm libbpf-dev
-	memcached nginx-light wrk postgresql redis-server redis-tools gcc libc6-dev curl wget python3 nodejs)
+	memcached nginx-light wrk postgresql redis-server redis-tools gcc libc6-dev curl wget python3 nodejs
+	containernetworking-plugins iptables containerd busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -266,6 +266,11 @@ func TestManifests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("conflist: %v", err)
 	}
+	// containerd 1.6 reads cniVersion (at most 1.0.0); a current libcni
+	// takes the highest of cniVersions.
+	if !strings.Contains(conf, `"cniVersion": "1.0.0"`) || list.CNIVersion != "1.1.0" {
+		t.Errorf("conflist: cniVersion 1.0.0 for old runtimes, and libcni chose %s (want 1.1.0 from cniVersions)", list.CNIVersion)
+	}
 	var plugin struct {
 		Type   string `json:"type"`
 		Socket string `json:"socket"`
