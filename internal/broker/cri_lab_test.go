@@ -32,7 +32,8 @@ import (
 // The Kubernetes node path, end to end: containerd's CRI service on two
 // lab hosts, driven over gRPC as the kubelet drives it, with Slim's CNI
 // configuration and pods under Slim's Localhost seccomp profile. Images
-// are built here from the host's files; nothing is pulled.
+// are built here from the host's files (busybox, nginx, memcached and
+// their libraries); nothing is pulled.
 func TestCRI(t *testing.T) {
 	labtest.Require(t)
 	for _, bin := range []string{"containerd", "ctr", "busybox"} {
@@ -47,8 +48,10 @@ func TestCRI(t *testing.T) {
 	dir := t.TempDir()
 	images := []criImage{
 		{name: "localhost/slim-pause:test", entrypoint: []string{"/bin/sleep", "infinity"}},
-		{name: "localhost/slim-busybox:test", entrypoint: []string{"/bin/sh"}, files: map[string]string{"/www/index.html": "hello from a pod\n"}},
+		{name: "localhost/slim-busybox:test", entrypoint: []string{"/bin/sh"}},
 		{name: "localhost/slim-memcached:test", entrypoint: []string{"/usr/bin/memcached", "-u", "root", "-l", "0.0.0.0", "-p", "11211"}, binaries: []string{"/usr/bin/memcached"}},
+		{name: "localhost/slim-nginx:test", entrypoint: []string{"/usr/sbin/nginx", "-c", "/etc/nginx/nginx.conf"}, binaries: []string{"/usr/sbin/nginx"},
+			files: map[string]string{"/etc/nginx/nginx.conf": nginxConf, "/var/log/nginx/.keep": "", "/var/lib/nginx/.keep": ""}},
 	}
 	var archives []string
 	for i, img := range images {
@@ -63,9 +66,9 @@ func TestCRI(t *testing.T) {
 	h1 := startContainerd(t, ctx, l, "h1", filepath.Join(dir, "h1"), archives)
 	h2 := startContainerd(t, ctx, l, "h2", filepath.Join(dir, "h2"), archives)
 
-	// Servers on h1 (busybox httpd) and h2 (memcached), each in a pod of
-	// its own under the profile.
-	web := h1.runPod(t, ctx, "web", images[1].name, []string{"/bin/httpd", "-f", "-p", "8080", "-h", "/www"}, h1.profile)
+	// Servers on h1 (nginx) and h2 (memcached), each in a pod of its own
+	// under the profile.
+	web := h1.runPod(t, ctx, "web", images[3].name, nil, h1.profile)
 	mc := h2.runPod(t, ctx, "memcached", images[2].name, nil, h2.profile)
 	client := h2.runPod(t, ctx, "client", images[1].name, []string{"/bin/sleep", "3600"}, h2.profile)
 
@@ -82,8 +85,8 @@ func TestCRI(t *testing.T) {
 	// The client pod reaches both through exec'd processes, swapped.
 	swaps := metric(t, "h2", "slim_broker_swaps_total", `op="connect"`)
 	out := client.exec(t, ctx, "wget", "-q", "-O", "-", fmt.Sprintf("http://%s:8080/", web.ip))
-	if out != "hello from a pod\n" {
-		t.Errorf("httpd on h1 answered %q", out)
+	if out != "hello from nginx\n" {
+		t.Errorf("nginx on h1 answered %q", out)
 	}
 	out = client.exec(t, ctx, "sh", "-c", fmt.Sprintf(`printf 'set k 0 0 5\r\nslim!\r\nget k\r\nquit\r\n' | nc %s 11211`, mc.ip))
 	if !strings.Contains(out, "STORED") || !strings.Contains(out, "slim!") {
@@ -109,7 +112,56 @@ func TestCRI(t *testing.T) {
 		t.Error("the removed pod's endpoint is still there")
 	}
 	waitListener(t, l.Config, "h2", web.ip, 8080, false)
+
+	// Removing the client, which connected, also gives back its port
+	// blocks: the other host's BPF map drops them.
+	h1api, h2api := api.NewClient(lab.SocketPath(l.Config, "h1")), api.NewClient(lab.SocketPath(l.Config, "h2"))
+	ep, err := h2api.Endpoint(ctx, api.Attachment{ContainerID: client.sandbox, IfName: "eth0"})
+	if err != nil || len(ep.PortBlocks) == 0 {
+		t.Fatalf("the client's endpoint %+v (%v): want port blocks, it connected", ep, err)
+	}
+	fp, err := h1api.FastPath(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.remove(t, ctx)
+	poll.Until(t, 15*time.Second, func() error {
+		st, err := h1api.FastPath(ctx)
+		if err != nil {
+			return err
+		}
+		if want := fp.BPFPortBlocks - len(ep.PortBlocks); st.BPFPortBlocks != want {
+			return fmt.Errorf("h1's BPF map holds %d port blocks, want %d", st.BPFPortBlocks, want)
+		}
+		return nil
+	})
+	if _, err := h2api.Endpoint(ctx, api.Attachment{ContainerID: client.sandbox, IfName: "eth0"}); err == nil {
+		t.Error("the removed client's endpoint is still there")
+	}
 }
+
+// nginxConf serves one answer on port 8080, in the foreground, with
+// every path nginx writes under /tmp.
+const nginxConf = `daemon off;
+master_process off;
+user root;
+worker_processes 1;
+pid /tmp/nginx.pid;
+error_log stderr;
+events {}
+http {
+	access_log off;
+	client_body_temp_path /tmp/body;
+	proxy_temp_path /tmp/proxy;
+	fastcgi_temp_path /tmp/fastcgi;
+	uwsgi_temp_path /tmp/uwsgi;
+	scgi_temp_path /tmp/scgi;
+	server {
+		listen 8080;
+		location / { return 200 "hello from nginx\n"; }
+	}
+}
+`
 
 // criImage is an OCI image built from host files: busybox with every
 // applet, /etc/passwd and /etc/group, binaries with the libraries they
