@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/bits"
 	"net"
 	"net/netip"
 	"os"
@@ -25,11 +26,14 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bench/wire"
 	"github.com/slimnet/slim/internal/lab"
 	"github.com/slimnet/slim/internal/lab/labtest"
+	"github.com/slimnet/slim/internal/manifest"
 	"github.com/slimnet/slim/internal/poll"
 )
 
@@ -967,4 +971,56 @@ func TestPortBlocksGrow(t *testing.T) {
 		t.Errorf("%d connections used %d port blocks; the client holds %d (had %d)", conns, len(blocks), b, b0)
 	}
 	t.Logf("%d connections held from %d port blocks", conns, len(blocks))
+}
+
+// The DaemonSet's capabilities are enough for slimd: the whole fast-path
+// suite passes with every slimd holding only the capabilities
+// deploy/kubernetes/slim.yaml adds (read from the manifest itself).
+func TestFastPathCapabilities(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/kubernetes/slim.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := manifest.Documents(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var caps []string
+	for _, doc := range docs {
+		var ds appsv1.DaemonSet
+		if yaml.Unmarshal(doc, &ds) != nil || ds.Kind != "DaemonSet" {
+			continue
+		}
+		for _, c := range ds.Spec.Template.Spec.Containers {
+			if c.Name == "slimd" && c.SecurityContext != nil && c.SecurityContext.Capabilities != nil {
+				for _, a := range c.SecurityContext.Capabilities.Add {
+					caps = append(caps, strings.ToLower(string(a)))
+				}
+			}
+		}
+	}
+	if len(caps) == 0 {
+		t.Fatal("no capabilities for slimd in the DaemonSet")
+	}
+	l := labtest.New(t, labtest.Hosts(2), labtest.Capabilities(caps...))
+	for _, h := range []string{"h1", "h2"} {
+		pid, ok := lab.SlimdPID(l.Config, h)
+		if !ok {
+			t.Fatalf("slimd on %s is not running", h)
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var eff uint64
+		for line := range strings.Lines(string(st)) {
+			if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+				eff, _ = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			}
+		}
+		if n := bits.OnesCount64(eff); n != len(caps) {
+			t.Fatalf("slimd on %s holds %d capabilities (%#x), want the DaemonSet's %d: %v", h, n, eff, len(caps), caps)
+		}
+	}
+	fastPathSuite(t, l)
 }

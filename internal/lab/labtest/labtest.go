@@ -56,6 +56,7 @@ type options struct {
 	tls      bool
 	members  int
 	leaseTTL time.Duration
+	caps     []string
 }
 
 // Option configures New.
@@ -76,6 +77,11 @@ func EtcdMembers(n int) Option { return func(o *options) { o.members = n } }
 // LeaseTTL sets slimd's lease TTL (default lab.DefaultLeaseTTL).
 func LeaseTTL(d time.Duration) Option { return func(o *options) { o.leaseTTL = d } }
 
+// Capabilities runs every slimd with only these capabilities (setpriv
+// names, e.g. "bpf", "net_admin"), as a Kubernetes DaemonSet's
+// securityContext grants them.
+func Capabilities(caps ...string) Option { return func(o *options) { o.caps = caps } }
+
 // Lab is a running lab owned by one test.
 type Lab struct {
 	// Config addresses the lab for the lab package's functions.
@@ -93,6 +99,9 @@ func New(t testing.TB, opts ...Option) *Lab {
 	}
 	Require(t)
 	bin := Build(t, "slimd", "slim-cni", "slimctl")
+	if o.caps != nil {
+		bin = withCapabilities(t, bin, o.caps)
+	}
 	Lock(t)
 	dir, err := os.MkdirTemp("", "slimlab-test-")
 	if err != nil {
@@ -124,6 +133,27 @@ func New(t testing.TB, opts ...Option) *Lab {
 		t.Fatalf("lab up: %v", err)
 	}
 	return &Lab{Config: cfg, t: t}
+}
+
+// withCapabilities is a directory of bin's binaries whose slimd runs with
+// only caps in its bounding set: a root process then holds no others.
+func withCapabilities(t testing.TB, bin string, caps []string) string {
+	t.Helper()
+	dir := t.TempDir()
+	set := "-all"
+	for _, c := range caps {
+		set += ",+" + c
+	}
+	script := fmt.Sprintf("#!/bin/sh\nexec setpriv --bounding-set %s --inh-caps -all -- %s \"$@\"\n", set, filepath.Join(bin, "slimd"))
+	if err := os.WriteFile(filepath.Join(dir, "slimd"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"slim-cni", "slimctl"} {
+		if err := os.Symlink(filepath.Join(bin, b), filepath.Join(dir, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // Run starts a container; the test fails if it cannot.
