@@ -25,6 +25,12 @@ type addrIndex struct {
 	// host their records name: a change of that host's record (its
 	// address, its lease, its leaving) re-evaluates them.
 	epsOn, lsOn hostKeys
+	// ipOf is each other host's underlay address as of the host changes
+	// drained so far: entries are keyed by it, and a later pass must find
+	// them under the same address. (The live cache may be ahead of the
+	// drained changes: an endpoint removed while its host went would
+	// leave its blocks behind.)
+	ipOf map[string]netip.Addr
 	// dirtyB and dirtyL are the entries changed since the last take.
 	dirtyB map[blockKey]struct{}
 	dirtyL map[mapListenerKey]struct{}
@@ -44,7 +50,7 @@ type indexDelta struct {
 func newAddrIndex(v *view) *addrIndex {
 	return &addrIndex{v: v, hostCh: v.hosts.Track(), epCh: v.endpoints.Track(), lsCh: v.listeners.Track(),
 		want:  bpfState{blocks: map[blockKey]mapAddr{}, listeners: map[mapListenerKey]netip.AddrPort{}},
-		epsOn: hostKeys{}, lsOn: hostKeys{},
+		epsOn: hostKeys{}, lsOn: hostKeys{}, ipOf: map[string]netip.Addr{},
 		dirtyB: map[blockKey]struct{}{}, dirtyL: map[mapListenerKey]struct{}{}}
 }
 
@@ -105,11 +111,10 @@ func (x *addrIndex) update() indexDelta {
 	}
 	// The blocks an endpoint held are keyed by its host's address then.
 	hostIPWas := func(name string) (netip.Addr, bool) {
-		if w, ok := hc[name]; ok {
+		if w, ok := hc[name]; ok && name != self {
 			return w.old.UnderlayIP, w.had
 		}
-		h, ok := x.v.hostRecord(name)
-		return h.UnderlayIP, ok
+		return x.hostIP(name)
 	}
 	// Everything old goes first, then everything new: an entry that
 	// moved from one record to another is removed and put back.
@@ -125,6 +130,13 @@ func (x *addrIndex) update() indexDelta {
 		if w.had {
 			x.removeListener(w.old)
 			x.lsOn.remove(w.old.Host, k)
+		}
+	}
+	for name, w := range hc {
+		if w.ok {
+			x.ipOf[name] = w.cur.UnderlayIP
+		} else {
+			delete(x.ipOf, name)
 		}
 	}
 	for k, w := range ec {
@@ -145,7 +157,11 @@ func (x *addrIndex) update() indexDelta {
 // rebuild computes the index from the whole caches.
 func (x *addrIndex) rebuild() {
 	want := bpfState{blocks: make(map[blockKey]mapAddr, len(x.want.blocks)), listeners: make(map[mapListenerKey]netip.AddrPort, len(x.want.listeners))}
-	x.epsOn, x.lsOn = hostKeys{}, hostKeys{}
+	x.epsOn, x.lsOn, x.ipOf = hostKeys{}, hostKeys{}, map[string]netip.Addr{}
+	x.v.hosts.Range(func(name string, h api.Host) bool {
+		x.ipOf[name] = h.UnderlayIP
+		return true
+	})
 	x.v.endpoints.Range(func(k string, ep api.Endpoint) bool {
 		x.epsOn.add(ep.Host, k)
 		x.addEndpoint(&want, ep, false)
@@ -170,19 +186,29 @@ func (x *addrIndex) rebuild() {
 // addEndpoint puts a valid endpoint's port blocks on a known host into
 // want.
 func (x *addrIndex) addEndpoint(want *bpfState, ep api.Endpoint, note bool) {
-	h, ok := x.v.hostRecord(ep.Host)
+	ip, ok := x.hostIP(ep.Host)
 	if !ok || !x.v.validEndpoint(ep) {
 		return
 	}
 	for _, b := range ep.PortBlocks {
 		if vip := ep.BlockVIP(b); vip.IsValid() {
-			k := newBlockKey(h.UnderlayIP, b.Start)
+			k := newBlockKey(ip, b.Start)
 			want.blocks[k] = mapAddrOf(vip)
 			if note {
 				x.dirtyB[k] = struct{}{}
 			}
 		}
 	}
+}
+
+// hostIP is the address host's entries are keyed by (ipOf; this host's
+// own is fixed).
+func (x *addrIndex) hostIP(name string) (netip.Addr, bool) {
+	if name == x.v.self.Name {
+		return x.v.self.UnderlayIP, true
+	}
+	ip, ok := x.ipOf[name]
+	return ip, ok
 }
 
 // removeEndpoint takes out the blocks an endpoint put in, when its host
