@@ -285,15 +285,7 @@ func TestCNIChained(t *testing.T) {
 	}); err != nil || v != "1" {
 		t.Errorf("tuning's sysctl %q, %v: the chain stopped before it", v, err)
 	}
-	var rules string
-	if err := r.do(func() error {
-		out, err := exec.Command("nft", "list", "ruleset").Output()
-		rules = string(out)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(rules, "18080") {
+	if !strings.Contains(r.ruleset(), "18080") {
 		t.Errorf("portmap's rule for host port 18080 is not in h1's ruleset")
 	}
 	// CHECK hands every plugin of the chain the cached result as its
@@ -316,19 +308,25 @@ func TestCNIChained(t *testing.T) {
 			t.Fatalf("DEL %s: %v", c.rt.ContainerID, err)
 		}
 	}
-	if err := r.do(func() error {
-		out, err := exec.Command("nft", "list", "ruleset").Output()
-		rules = string(out)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(rules, "18080") {
+	if strings.Contains(r.ruleset(), "18080") {
 		t.Errorf("portmap's rule survived DEL")
 	}
 	if eps := r.endpoints(ctx, "chained"); len(eps) != 0 {
 		t.Errorf("endpoints after DEL: %v", eps)
 	}
+}
+
+// ruleset is h1's nftables ruleset (iptables-nft rules included).
+func (r *cniRig) ruleset() string {
+	r.t.Helper()
+	var out []byte
+	if err := r.do(func() (err error) {
+		out, err = exec.Command("nft", "list", "ruleset").Output()
+		return err
+	}); err != nil {
+		r.t.Fatal(err)
+	}
+	return string(out)
 }
 
 // claims counts the store's keys under prefix (an address or port block
