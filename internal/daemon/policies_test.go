@@ -63,7 +63,16 @@ func TestPolicies(t *testing.T) {
 		}
 		p.rebuild()
 	}
-	waitRev(e.v.endpoints, e.v.endpoints.Rev())
+	// AddEndpoint gives no revision: wait for the three to be cached.
+	poll.Until(t, 5*time.Second, func() error {
+		for _, ep := range []api.Endpoint{web, cli, other} {
+			if _, ok := e.v.endpoints.Get(ep.Host + "/" + ep.ContainerID + "/" + ep.IfName); !ok {
+				return errors.New(ep.ContainerID + " not cached yet")
+			}
+		}
+		return nil
+	})
+	p.rebuild()
 	poll.Until(t, 5*time.Second, func() error {
 		if !pols.Synced() || !nss.Synced() {
 			return errors.New("policy caches not synced")
