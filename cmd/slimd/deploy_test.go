@@ -210,6 +210,14 @@ func TestManifests(t *testing.T) {
 			t.Errorf("slimd needs the host's %s, has %q", p, host)
 		}
 	}
+	// The keeper must leave the pod's cgroup, or a rolling update kills
+	// it with slimd; moving it writes to the host's hierarchy.
+	if m, _ := mountOf(*slimd, "/sys/fs/cgroup"); cfg.KeeperCgroup == "" || m.ReadOnly {
+		t.Errorf("--keeper-cgroup %q with /sys/fs/cgroup read-only %v: want a keeper cgroup, and the hierarchy writable", cfg.KeeperCgroup, m.ReadOnly)
+	}
+	if !pod.HostPID {
+		t.Error("no hostPID: slimd reads trapped processes and moves its keeper from the host's cgroup namespace")
+	}
 	sc := slimd.SecurityContext
 	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 		t.Fatalf("slimd's capabilities: want drop ALL, then only what it needs")

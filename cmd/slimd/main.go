@@ -86,6 +86,7 @@ func config(args []string) (daemon.Config, error) {
 	fs.StringVar(&cfg.UnderlayIface, "underlay-iface", "", "underlay interface (default: the default route's)")
 	fs.StringVar(&underlayIP, "underlay-ip", "", "underlay IPv4 address (default: the interface's first)")
 	fs.StringVar(&cfg.AgentSocket, "agent-socket", daemon.DefaultAgentSocket, "seccomp agent socket (the OCI runtime spec's linux.seccomp.listenerPath)")
+	fs.StringVar(&cfg.KeeperCgroup, "keeper-cgroup", "", "cgroup (a path below the cgroup2 mount) to move the fd keeper to, outside slimd's own, so that killing slimd's container spares it; empty keeps it in slimd's")
 	fs.StringVar(&cfg.BPFPinDir, "bpf-pin-dir", "", "bpffs directory for this slimd's maps and links (default /sys/fs/bpf/slim/<node-name>)")
 	fs.StringVar(&portRange, "port-range", daemon.DefaultPortRange, "host ports reserved for the fast path (first-last)")
 	fs.UintVar(&blockSize, "port-block-size", daemon.DefaultPortBlockSize, "source ports per block (a power of two)")

@@ -626,7 +626,8 @@ func TestChurn(t *testing.T) {
 	}
 }
 
-// slimd restarted (SIGTERM) and killed (SIGKILL): fast-path connections
+// slimd restarted (SIGTERM), killed (SIGKILL) and killed with its whole
+// cgroup (its keeper lives in another): fast-path connections
 // keep moving bytes, connects made while slimd is away wait for the next
 // one instead of failing, nobody sees ENOSYS, and new connections take the
 // fast path again.
@@ -638,19 +639,27 @@ func TestSlimdRestartAndKill(t *testing.T) {
 	waitListener(t, l.Config, "h1", srv.IPv4, 7000, true)
 	tr := startTraffic(t, l, "h2", srv.IPv4, 7000)
 	tr.progress(t, "before")
+	// sig 0: the whole cgroup killed, as a runtime stops slimd's
+	// container (a DaemonSet's rolling update); the keeper is elsewhere.
 	for _, step := range []struct {
 		host string
 		sig  unix.Signal
-	}{{"h2", unix.SIGKILL}, {"h1", unix.SIGTERM}, {"h2", unix.SIGTERM}, {"h1", unix.SIGKILL}} {
-		if err := lab.StopSlimd(ctx, l.Config, step.host, step.sig); err != nil {
+	}{{"h2", unix.SIGKILL}, {"h1", unix.SIGTERM}, {"h2", unix.SIGTERM}, {"h1", unix.SIGKILL}, {"h2", 0}, {"h1", 0}} {
+		what := fmt.Sprintf("%v of %s's slimd", step.sig, step.host)
+		stop := func() error { return lab.StopSlimd(ctx, l.Config, step.host, step.sig) }
+		if step.sig == 0 {
+			what = fmt.Sprintf("cgroup.kill of %s's slimd", step.host)
+			stop = func() error { return lab.KillSlimdCgroup(ctx, l.Config, step.host) }
+		}
+		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
 		// The stream needs no slimd; the loop's connects wait for one.
-		tr.streaming(t, fmt.Sprintf("%s's slimd down (%v)", step.host, step.sig))
+		tr.streaming(t, what)
 		if err := lab.Up(ctx, l.Config); err != nil {
 			t.Fatal(err)
 		}
-		tr.progress(t, fmt.Sprintf("after %v of %s's slimd", step.sig, step.host))
+		tr.progress(t, "after "+what)
 	}
 	tr.check(t)
 	// After all that, new connections are still swapped.

@@ -130,7 +130,8 @@ func converged(ctx context.Context, lc lab.Config, hosts []string, want int, tim
 	})
 }
 
-// slimdCPU is the CPU time of host's slimd cgroup (slimd and its keeper).
+// slimdCPU is the CPU time of host's slimd cgroup (its keeper, which
+// only holds fds, has a cgroup of its own).
 func slimdCPU(host string) (time.Duration, error) {
 	root, err := cgroupfs.Mount()
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -67,6 +68,11 @@ type Config struct {
 	// BPFPinDir is where the BPF maps and links are pinned (default
 	// /sys/fs/bpf/slim/<node>).
 	BPFPinDir string
+	// KeeperCgroup is the cgroup, a path below the cgroup2 mount, that
+	// slimd moves its fd keeper to; empty leaves it in slimd's. A runtime
+	// that stops slimd's container kills its whole cgroup, the keeper too,
+	// and with it every pod's fast path for new connects.
+	KeeperCgroup string
 
 	LeaseTTL       time.Duration
 	ResyncInterval time.Duration
@@ -133,6 +139,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Socket == "" {
 		errs = append(errs, errors.New("socket path is empty"))
+	}
+	if k := c.KeeperCgroup; k != "" && (!filepath.IsLocal(k) || filepath.Clean(k) == ".") {
+		errs = append(errs, fmt.Errorf("keeper cgroup %q: want a path below the cgroup2 mount, such as slim.keeper", k))
 	}
 	errs = append(errs, c.validateEtcd()...)
 	if err := c.Cluster.Plan().Validate(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/slimnet/slim/internal/broker"
+	"github.com/slimnet/slim/internal/cgroupfs"
 	"github.com/slimnet/slim/internal/keeper"
 	"golang.org/x/sys/unix"
 )
@@ -27,8 +28,11 @@ const journalWait = 30 * time.Second
 // keeperLink is slimd's connection to its keeper process, re-established
 // (and every fd handed over again) if the keeper dies.
 type keeperLink struct {
-	sock   string
-	cmd    []string
+	sock string
+	cmd  []string
+	// cgroup is the directory the keeper is moved to, "" to leave it in
+	// slimd's.
+	cgroup string
 	log    *slog.Logger
 	rekeep func() error
 
@@ -45,6 +49,14 @@ func (k *keeperLink) client() (*keeper.Client, error) {
 	c, err := keeper.Start(k.sock, k.cmd)
 	if err != nil {
 		return nil, err
+	}
+	// A keeper found running is moved too: its starter may have had no
+	// keeper cgroup. Moving is idempotent.
+	if k.cgroup != "" {
+		if err := placeKeeper(c.PID(), k.cgroup); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	k.c = c
 	return c, nil
@@ -147,8 +159,31 @@ func (d *Daemon) openKeeper(ctx context.Context) error {
 	}
 	sock := filepath.Join(d.cfg.DataDir, "keeper.sock")
 	d.keeper = &keeperLink{sock: sock, cmd: []string{exe, "keeper", "--socket", sock}, log: d.log.With("component", "keeper")}
+	if d.cfg.KeeperCgroup != "" {
+		mount, err := cgroupfs.Mount()
+		if err != nil {
+			return fmt.Errorf("keeper cgroup: %w", err)
+		}
+		d.keeper.cgroup = filepath.Join(mount, d.cfg.KeeperCgroup)
+	}
 	if _, err := d.keeper.client(); err != nil {
 		return fmt.Errorf("keeper: %w", err)
+	}
+	return nil
+}
+
+// placeKeeper moves the keeper (pid, 0 if unknown) into cgroup dir,
+// made if missing. The keeper holds no sockets and enables no
+// controllers there: the cgroup only keeps it out of slimd's.
+func placeKeeper(pid int, dir string) error {
+	if pid <= 0 {
+		return fmt.Errorf("keeper cgroup: the keeper's pid is unknown")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("keeper cgroup: %w", err)
+	}
+	if err := cgroupfs.Move(pid, dir); err != nil {
+		return fmt.Errorf("keeper cgroup: %w", err)
 	}
 	return nil
 }

@@ -39,8 +39,9 @@
 // Watch out for supervisors that kill a whole cgroup on stop or restart:
 // systemd's default KillMode=control-group, and also KillMode=mixed (SIGKILL
 // to the rest of the cgroup once the main process is gone), kill the keeper
-// with slimd. The keeper must then live outside slimd's unit cgroup (its own
-// unit or scope), or slimd's unit needs KillMode=process, or the fds go to
+// with slimd, and so does a container runtime stopping slimd's container.
+// The keeper must then live outside slimd's cgroup (slimd's --keeper-cgroup
+// moves it there), or slimd's unit needs KillMode=process, or the fds go to
 // systemd's own fd store (FileDescriptorStoreMax) instead. Likewise a slimd that is PID 1 of
 // a pid namespace takes every process of that namespace with it.
 //

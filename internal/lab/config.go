@@ -285,11 +285,14 @@ func containerLog(dir, name string) string  { return filepath.Join(dir, "contain
 func cniCacheDir(dir string) string         { return filepath.Join(dir, "cni") }
 
 // The lab's cgroups under the cgroup2 mount root: per host one for its
-// slimd, one for commands run on the host itself (lab exec hN), and one
+// slimd, one for slimd's fd keeper, one for commands run on the host itself (lab exec hN), and one
 // per container.
 
 // SlimdCgroup is the cgroup of host's slimd.
 func SlimdCgroup(root, host string) string { return filepath.Join(root, cgroupDir, host, "slimd") }
+
+// KeeperCgroup is the cgroup of host's slimd's fd keeper.
+func KeeperCgroup(root, host string) string { return filepath.Join(root, cgroupDir, host, "keeper") }
 
 // HostCgroup is the cgroup of commands run on host itself.
 func HostCgroup(root, host string) string { return filepath.Join(root, cgroupDir, host, "host") }
@@ -311,6 +314,9 @@ func slimdArgs(dir string, p plan, i int) ([]string, error) {
 		"--socket", socketPath(dir, host),
 		"--agent-socket", agentPath(dir, host),
 		"--bpf-pin-dir", filepath.Join(BPFPinRoot, host),
+		// As the DaemonSet does: a kill of slimd's whole cgroup (what a
+		// runtime does to a container) spares the fd keeper.
+		"--keeper-cgroup", filepath.Join(cgroupDir, host, "keeper"),
 		// Each host is its own namespace, so every slimd can use the
 		// same loopback address for metrics.
 		"--metrics-addr", MetricsAddr,

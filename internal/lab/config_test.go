@@ -105,6 +105,7 @@ func TestSlimdArgs(t *testing.T) {
 			"--socket", "/run/slimlab/" + host + "/slimd.sock",
 			"--agent-socket", "/run/slimlab/" + host + "/agent.sock",
 			"--bpf-pin-dir", "/sys/fs/bpf/slimlab/" + host,
+			"--keeper-cgroup", "slimlab/" + host + "/keeper",
 			"--metrics-addr", "127.0.0.1:9612",
 			"--pprof",
 			"--underlay-iface", "eth0",

@@ -19,9 +19,7 @@ import (
 )
 
 // slimdPID returns the pid of host's slimd if it is running: the pid file
-// names a process of slimd's cgroup. The cgroup also holds slimd's fd
-// keeper, which outlives slimd on purpose, so a non-empty cgroup alone
-// does not mean slimd runs.
+// names a process of slimd's cgroup.
 func slimdPID(cgRoot, dir, host string) (int, bool) {
 	return pidIn(SlimdCgroup(cgRoot, host), slimdPIDPath(dir, host))
 }
@@ -221,6 +219,32 @@ func StopSlimd(ctx context.Context, cfg Config, host string, sig unix.Signal) er
 		return nil
 	}
 	return stopProcess(ctx, pid, sig, "slimd on "+host)
+}
+
+// KillSlimdCgroup kills every process of host's slimd cgroup at once
+// (cgroup.kill), as a container runtime stops slimd's container, and
+// waits until the cgroup is empty. The fd keeper lives in a cgroup of its
+// own (--keeper-cgroup) and stays.
+func KillSlimdCgroup(ctx context.Context, cfg Config, host string) error {
+	p, err := loadPlan(cfg.stateDir())
+	if err != nil {
+		return err
+	}
+	if _, err := p.hostOf(host); err != nil {
+		return err
+	}
+	cgRoot, err := cgroupRoot()
+	if err != nil {
+		return err
+	}
+	cg := SlimdCgroup(cgRoot, host)
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0); err != nil {
+		return fmt.Errorf("kill slimd's cgroup on %s: %w", host, err)
+	}
+	if !waitEmpty(ctx, []string{cg}, slimdStopTimeout) {
+		return fmt.Errorf("slimd's cgroup %s not empty %v after cgroup.kill", cg, slimdStopTimeout)
+	}
+	return nil
 }
 
 // stopProcess signals pid and waits until it has exited.
