@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/slimnet/slim/internal/kube"
 	"github.com/slimnet/slim/internal/manifest"
 	"github.com/slimnet/slim/internal/seccomp"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
@@ -104,6 +105,16 @@ func TestManifests(t *testing.T) {
 			return s.Kind == "ServiceAccount" && s.Name == d.sa.Name && s.Namespace == ns
 		}) {
 		t.Errorf("RBAC does not bind the pod's service account %q to %q", pod.ServiceAccountName, d.role.Name)
+	}
+	// The role grants what the Kubernetes syncer watches.
+	for _, w := range kube.Watched {
+		for _, verb := range []string{"get", "list", "watch"} {
+			if !slices.ContainsFunc(d.role.Rules, func(r rbacv1.PolicyRule) bool {
+				return slices.Contains(r.APIGroups, w.Group) && slices.Contains(r.Resources, w.Resource) && slices.Contains(r.Verbs, verb)
+			}) {
+				t.Errorf("ClusterRole %s does not grant %s on %s (group %q)", d.role.Name, verb, w.Resource, w.Group)
+			}
+		}
 	}
 	if sel := d.ds.Spec.Selector.MatchLabels; len(sel) == 0 || !mapSubset(sel, d.ds.Spec.Template.Labels) {
 		t.Errorf("selector %v does not select the template's labels %v", sel, d.ds.Spec.Template.Labels)

@@ -20,6 +20,14 @@ const (
 	LabelPodNamespace = "io.kubernetes.pod.namespace"
 )
 
+// AnnotationPolicySource names who wrote a policy, when it was not an
+// operator: PolicySourceKubernetes for policies slimd mirrors from the
+// API server's NetworkPolicies, which it alone then replaces or deletes.
+const (
+	AnnotationPolicySource = "slim.io/source"
+	PolicySourceKubernetes = "kubernetes"
+)
+
 // DefaultNamespace is the namespace of an endpoint that names none.
 const DefaultNamespace = "default"
 

@@ -290,6 +290,9 @@ func (d *Daemon) setup(ctx context.Context) error {
 	d.hosts = d.store.HostCache(d.log.With("component", "hosts"), func() {
 		d.overlay.Trigger()
 		d.tables.mark()
+		if d.kube != nil {
+			d.kube.Kick() // the leader may have changed
+		}
 	})
 	d.hosts.OnResync = func() { d.metrics.resyncs.WithLabelValues("hosts").Inc() }
 	d.endpoints = d.store.EndpointCache(d.self.Name, d.log.With("component", "endpoints"), func() {
@@ -312,7 +315,12 @@ func (d *Daemon) setup(ctx context.Context) error {
 	})
 	d.listeners.OnResync = func() { d.metrics.resyncs.WithLabelValues("listeners").Inc() }
 	d.fpSwitch = d.store.FastPathCache(d.log.With("component", "fastpath"), nil)
-	d.pols = d.store.PolicyCache(d.log.With("component", "policies"), func() { d.policies.mark() })
+	d.pols = d.store.PolicyCache(d.log.With("component", "policies"), func() {
+		d.policies.mark()
+		if d.kube != nil {
+			d.kube.Kick() // a mirrored policy changed by hand is put back
+		}
+	})
 	d.pols.OnResync = func() { d.metrics.resyncs.WithLabelValues("policies").Inc() }
 	d.nss = d.store.NamespaceCache(d.log.With("component", "namespaces"), func() { d.policies.mark() })
 	d.svcs = d.store.ServiceCache(d.log.With("component", "services"), func() { d.services.mark() })

@@ -2,10 +2,13 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/kube"
+	"github.com/slimnet/slim/internal/store"
+	networkingv1 "k8s.io/api/networking/v1"
 )
 
 // kubeTarget is the daemon as the Kubernetes syncer sees it: this host's
@@ -28,6 +31,48 @@ func (t kubeTarget) LabelNamespace(ctx context.Context, name string, change api.
 		return err
 	}
 	return t.d.nss.WaitRev(ctx, rev)
+}
+
+// Leader: the live host with the lowest name writes what is
+// cluster-wide. While hosts come and go two may both think they lead;
+// they write the same thing.
+func (t kubeTarget) Leader() bool {
+	self, lead := t.d.cfg.NodeName, true
+	t.d.hosts.Range(func(name string, _ api.Host) bool {
+		if name < self {
+			lead = false
+		}
+		return lead
+	})
+	return lead
+}
+
+func (t kubeTarget) Policies() []networkingv1.NetworkPolicy {
+	var out []networkingv1.NetworkPolicy
+	t.d.pols.Range(func(_ string, p networkingv1.NetworkPolicy) bool {
+		out = append(out, p)
+		return true
+	})
+	return out
+}
+
+func (t kubeTarget) PutPolicies(ctx context.Context, ps []networkingv1.NetworkPolicy) error {
+	rev, err := t.d.store.PutPolicies(ctx, ps)
+	if err != nil {
+		return err
+	}
+	return t.d.pols.WaitRev(ctx, rev)
+}
+
+func (t kubeTarget) DeletePolicy(ctx context.Context, namespace, name string) error {
+	rev, err := t.d.store.DeletePolicy(ctx, namespace, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return t.d.pols.WaitRev(ctx, rev)
 }
 
 // setupKube connects to the API server when slimd runs in a Kubernetes

@@ -2,6 +2,8 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"maps"
 	"reflect"
@@ -11,18 +13,79 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
 // fakeTarget is Slim's side in memory: the node's endpoints and the
 // namespaces' labels, changed as the store would change them.
 type fakeTarget struct {
-	mu     sync.Mutex
-	eps    []api.Endpoint
-	nss    map[string]map[string]string
-	writes int
-	fail   bool
+	mu       sync.Mutex
+	eps      []api.Endpoint
+	nss      map[string]map[string]string
+	pols     map[string]networkingv1.NetworkPolicy
+	follower bool
+	writes   int
+	fail     bool
+}
+
+func (f *fakeTarget) Leader() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.follower
+}
+
+func (f *fakeTarget) Policies() []networkingv1.NetworkPolicy {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []networkingv1.NetworkPolicy
+	for _, p := range f.pols {
+		out = append(out, *p.DeepCopy())
+	}
+	return out
+}
+
+// PutPolicies stores what a JSON round trip gives, as the store does:
+// empty lists come back nil.
+func (f *fakeTarget) PutPolicies(_ context.Context, ps []networkingv1.NetworkPolicy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(ps) > MaxPolicyBatch {
+		return fmt.Errorf("%d policies in one batch", len(ps))
+	}
+	f.writes++
+	for _, p := range ps {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		var q networkingv1.NetworkPolicy
+		if err := json.Unmarshal(b, &q); err != nil {
+			return err
+		}
+		if f.pols == nil {
+			f.pols = map[string]networkingv1.NetworkPolicy{}
+		}
+		f.pols[q.Namespace+"/"+q.Name] = q
+	}
+	return nil
+}
+
+func (f *fakeTarget) DeletePolicy(_ context.Context, ns, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	delete(f.pols, ns+"/"+name)
+	return nil
+}
+
+func (f *fakeTarget) policy(key string) (networkingv1.NetworkPolicy, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.pols[key]
+	return p, ok
 }
 
 func (f *fakeTarget) Endpoints() []api.Endpoint {
@@ -219,4 +282,121 @@ func TestDiff(t *testing.T) {
 			t.Errorf("diff(%v, %v) = %+v %v, want %+v %v", tc.have, tc.want, c, ok, tc.change, tc.ok)
 		}
 	}
+}
+
+func netpol(ns, name string, app string) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: "1"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": app}},
+			// Empty, not nil: the store gives nil back, and that is no change.
+			PolicyTypes: []networkingv1.PolicyType{},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+				PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}}}},
+		},
+	}
+}
+
+func operatorPolicy(ns, name string) networkingv1.NetworkPolicy {
+	return networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+}
+
+// NetworkPolicies become Slim policies marked as Kubernetes': new,
+// changed and deleted ones follow, an operator's policy of another name
+// stays, one of the same name is replaced, one Slim cannot enforce is
+// left out, and only the leader writes.
+func TestSyncerPolicies(t *testing.T) {
+	bad := netpol("shop", "mapped", "x")
+	bad.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+		IPBlock: &networkingv1.IPBlock{CIDR: "::ffff:10.0.0.0/104"}}}}}
+	client := fake.NewClientset(netpol("shop", "web", "web"), netpol("shop", "db", "db"), bad,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "a"}}})
+	stale := *netpol("shop", "old", "old")
+	stale.Annotations = map[string]string{api.AnnotationPolicySource: api.PolicySourceKubernetes}
+	target := &fakeTarget{follower: true, nss: map[string]map[string]string{}, pols: map[string]networkingv1.NetworkPolicy{
+		"shop/admin": operatorPolicy("shop", "admin"),
+		"shop/db":    operatorPolicy("shop", "db"),
+		"shop/old":   stale,
+	}}
+	s := NewSyncer(client, "node-2", target, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	// A follower writes nothing cluster-wide.
+	time.Sleep(300 * time.Millisecond)
+	if err := s.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	target.mu.Lock()
+	writes := target.writes
+	target.follower = false
+	target.mu.Unlock()
+	if writes != 0 {
+		t.Fatalf("a follower wrote %d times", writes)
+	}
+	s.Kick()
+
+	mirrored := func(key, app string) func() bool {
+		return func() bool {
+			p, ok := target.policy(key)
+			return ok && fromKubernetes(p) && p.Spec.PodSelector.MatchLabels["app"] == app
+		}
+	}
+	eventually(t, "shop/web mirrored", mirrored("shop/web", "web"))
+	eventually(t, "the operator's shop/db replaced by Kubernetes'", mirrored("shop/db", "db"))
+	eventually(t, "the stale shop/old deleted", func() bool { _, ok := target.policy("shop/old"); return !ok })
+	if p, ok := target.policy("shop/admin"); !ok || fromKubernetes(p) {
+		t.Errorf("the operator's shop/admin: %+v, %v", p, ok)
+	}
+	if _, ok := target.policy("shop/mapped"); ok {
+		t.Error("a policy Slim refuses was mirrored")
+	}
+	if l, _ := target.NamespaceLabels("shop"); l["team"] != "a" {
+		t.Errorf("the leader did not label the namespace: %v", l)
+	}
+	target.mu.Lock()
+	before := target.writes
+	target.mu.Unlock()
+	if err := s.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if target.writes != before {
+		t.Errorf("a pass in sync wrote %d times", target.writes-before)
+	}
+
+	// Changes follow.
+	np := netpol("shop", "web", "web2")
+	if _, err := client.NetworkingV1().NetworkPolicies("shop").Update(ctx, np, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the changed shop/web", mirrored("shop/web", "web2"))
+	if err := client.NetworkingV1().NetworkPolicies("shop").Delete(ctx, "db", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deleted shop/db", func() bool { _, ok := target.policy("shop/db"); return !ok })
+	if _, ok := target.policy("shop/admin"); !ok {
+		t.Error("the operator's shop/admin went")
+	}
+}
+
+// More policies than one batch holds are written in several.
+func TestSyncerPolicyBatches(t *testing.T) {
+	var objs []runtime.Object
+	for i := range MaxPolicyBatch + 5 {
+		objs = append(objs, netpol("shop", fmt.Sprintf("p%d", i), "web"))
+	}
+	client := fake.NewClientset(objs...)
+	target := &fakeTarget{nss: map[string]map[string]string{}}
+	s := NewSyncer(client, "node-1", target, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go s.Run(ctx)
+	eventually(t, "every policy mirrored", func() bool { return len(target.Policies()) == MaxPolicyBatch+5 })
 }

@@ -42,6 +42,7 @@ func (s *Store) NamespacesPrefix() string { return s.prefix + "/namespaces/" }
 type policyRecord struct {
 	Namespace string                         `json:"namespace"`
 	Name      string                         `json:"name"`
+	Source    string                         `json:"source,omitempty"` // api.AnnotationPolicySource
 	Spec      networkingv1.NetworkPolicySpec `json:"spec"`
 }
 
@@ -50,7 +51,7 @@ type namespaceRecord struct {
 }
 
 func encodePolicy(p networkingv1.NetworkPolicy) ([]byte, error) {
-	return json.Marshal(policyRecord{Namespace: p.Namespace, Name: p.Name, Spec: p.Spec})
+	return json.Marshal(policyRecord{Namespace: p.Namespace, Name: p.Name, Source: p.Annotations[api.AnnotationPolicySource], Spec: p.Spec})
 }
 
 func decodePolicy(b []byte) (networkingv1.NetworkPolicy, error) {
@@ -62,6 +63,9 @@ func decodePolicy(b []byte) (networkingv1.NetworkPolicy, error) {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name},
 		Spec:       r.Spec,
+	}
+	if r.Source != "" {
+		p.Annotations = map[string]string{api.AnnotationPolicySource: r.Source}
 	}
 	if err := policy.Validate(&p); err != nil {
 		return networkingv1.NetworkPolicy{}, err

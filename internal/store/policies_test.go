@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,22 @@ func TestPolicies(t *testing.T) {
 	resp, _ := s.Client().Get(ctx, s.PoliciesPrefix()+"x/deny")
 	if want := `{"namespace":"x","name":"deny","spec":{"podSelector":{},"policyTypes":["Ingress"]}}`; len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != want {
 		t.Errorf("stored %s, want %s", resp.Kvs, want)
+	}
+
+	// The source survives the round trip; no other annotation is kept.
+	mirrored := testPolicy("x", "mirrored")
+	mirrored.Annotations = map[string]string{api.AnnotationPolicySource: api.PolicySourceKubernetes, "other": "x"}
+	if rev, err = s.PutPolicies(ctx, []networkingv1.NetworkPolicy{mirrored}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.WaitRev(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cache.Get(PolicyKey("x", "mirrored")); !maps.Equal(got.Annotations, map[string]string{api.AnnotationPolicySource: api.PolicySourceKubernetes}) {
+		t.Errorf("mirrored policy's annotations %v", got.Annotations)
+	}
+	if _, err = s.DeletePolicy(ctx, "x", "mirrored"); err != nil {
+		t.Fatal(err)
 	}
 
 	// One invalid policy changes nothing; so does a duplicate or an
