@@ -84,9 +84,11 @@ func TestCRI(t *testing.T) {
 
 	// The client pod reaches both through exec'd processes, swapped.
 	swaps := metric(t, "h2", "slim_broker_swaps_total", `op="connect"`)
+	// nginx sees virtual addresses only: the client pod's and its own
+	// (accept's peer and getsockname), not the hosts'.
 	out := client.exec(t, ctx, "wget", "-q", "-O", "-", fmt.Sprintf("http://%s:8080/", web.ip))
-	if out != "hello from nginx\n" {
-		t.Errorf("nginx on h1 answered %q", out)
+	if want := fmt.Sprintf("hello from nginx: %s to %s\n", client.ip, web.ip); out != want {
+		t.Errorf("nginx on h1 answered %q, want %q", out, want)
 	}
 	out = client.exec(t, ctx, "sh", "-c", fmt.Sprintf(`printf 'set k 0 0 5\r\nslim!\r\nget k\r\nquit\r\n' | nc %s 11211`, mc.ip))
 	if !strings.Contains(out, "STORED") || !strings.Contains(out, "slim!") {
@@ -158,7 +160,7 @@ http {
 	scgi_temp_path /tmp/scgi;
 	server {
 		listen 8080;
-		location / { return 200 "hello from nginx\n"; }
+		location / { return 200 "hello from nginx: $remote_addr to $server_addr\n"; }
 	}
 }
 `

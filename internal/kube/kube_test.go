@@ -148,6 +148,22 @@ func identity(ns, name string) map[string]string {
 	return map[string]string{api.LabelPodNamespace: ns, api.LabelPodName: name}
 }
 
+// runSyncer runs a Syncer of node until the test ends, and fails the
+// test if Run returns an error.
+func runSyncer(t *testing.T, client *fake.Clientset, node string, target Target) (*Syncer, context.Context) {
+	s := NewSyncer(client, node, target, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return s, ctx
+}
+
 // eventually waits for cond, failing with what after a while.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -178,16 +194,7 @@ func TestSyncer(t *testing.T) {
 		{ContainerID: "gone", IfName: "eth0", Labels: identity("shop", "gone-1")},
 		{ContainerID: "plain", IfName: "eth0", Labels: map[string]string{"app": "x"}},
 	}}
-	s := NewSyncer(client, "node-1", target, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	s, ctx := runSyncer(t, client, "node-1", target)
 
 	want := map[string]string{"app": "web", "tier": "front", api.LabelPodNamespace: "shop", api.LabelPodName: "web-1"}
 	eventually(t, "the pod's labels on its endpoint", func() bool { return reflect.DeepEqual(target.labels("web"), want) })
@@ -255,10 +262,7 @@ func TestSyncerRetries(t *testing.T) {
 	client := fake.NewClientset(pod("shop", "web-1", "node-1", map[string]string{"app": "web"}))
 	target := &fakeTarget{fail: true, nss: map[string]map[string]string{}, eps: []api.Endpoint{
 		{ContainerID: "web", IfName: "eth0", Labels: identity("shop", "web-1")}}}
-	s := NewSyncer(client, "node-1", target, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	go s.Run(ctx)
+	runSyncer(t, client, "node-1", target)
 	time.Sleep(500 * time.Millisecond)
 	target.mu.Lock()
 	target.fail = false
@@ -318,16 +322,7 @@ func TestSyncerPolicies(t *testing.T) {
 		"shop/db":    operatorPolicy("shop", "db"),
 		"shop/old":   stale,
 	}}
-	s := NewSyncer(client, "node-2", target, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	s, ctx := runSyncer(t, client, "node-2", target)
 
 	// A follower writes nothing cluster-wide.
 	time.Sleep(300 * time.Millisecond)
@@ -394,9 +389,6 @@ func TestSyncerPolicyBatches(t *testing.T) {
 	}
 	client := fake.NewClientset(objs...)
 	target := &fakeTarget{nss: map[string]map[string]string{}}
-	s := NewSyncer(client, "node-1", target, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	go s.Run(ctx)
+	runSyncer(t, client, "node-1", target)
 	eventually(t, "every policy mirrored", func() bool { return len(target.Policies()) == MaxPolicyBatch+5 })
 }

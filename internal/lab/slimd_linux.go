@@ -197,20 +197,27 @@ func logTail(path string) string {
 // embedded etcd alone may take ~5 s while other hosts hold watches on it.
 const slimdStopTimeout = 20 * time.Second
 
+// labHost checks that host is one of the lab's and returns the lab's
+// state directory and the cgroup2 mount.
+func labHost(cfg Config, host string) (dir, cgRoot string, err error) {
+	dir = cfg.stateDir()
+	p, err := loadPlan(dir)
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := p.hostOf(host); err != nil {
+		return "", "", err
+	}
+	cgRoot, err = cgroupRoot()
+	return dir, cgRoot, err
+}
+
 // StopSlimd sends sig to host's slimd (its process only: its fd keeper
 // stays, as it would when a service manager restarts slimd) and waits until
 // it has exited, so that a following Up starts a fresh one. Stopping a
 // slimd that is not running succeeds.
 func StopSlimd(ctx context.Context, cfg Config, host string, sig unix.Signal) error {
-	dir := cfg.stateDir()
-	p, err := loadPlan(dir)
-	if err != nil {
-		return err
-	}
-	if _, err := p.hostOf(host); err != nil {
-		return err
-	}
-	cgRoot, err := cgroupRoot()
+	dir, cgRoot, err := labHost(cfg, host)
 	if err != nil {
 		return err
 	}
@@ -226,14 +233,7 @@ func StopSlimd(ctx context.Context, cfg Config, host string, sig unix.Signal) er
 // waits until the cgroup is empty. The fd keeper lives in a cgroup of its
 // own (--keeper-cgroup) and stays.
 func KillSlimdCgroup(ctx context.Context, cfg Config, host string) error {
-	p, err := loadPlan(cfg.stateDir())
-	if err != nil {
-		return err
-	}
-	if _, err := p.hostOf(host); err != nil {
-		return err
-	}
-	cgRoot, err := cgroupRoot()
+	_, cgRoot, err := labHost(cfg, host)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,9 @@
 //       MODE 0: RECV, SEND CONTINUE
 //       MODE 1: RECV, ADDFD (SETFD, a socket over the caller's), SEND
 //               CONTINUE, as a swapped connect does
+//       MODE 2: RECV, ADDFD with SETFD|SEND (the fd installed and the call
+//               answered in one ioctl, one round trip): what trapping
+//               socket() and answering it with a host socket would cost
 //       PINNED 1: both processes on CPU 0 (0: free to move)
 //   roundtrip target N
 //       only the target, for a supervisor written in Go: it sends its
@@ -158,7 +161,7 @@ static int supervise(int mode, int n)
 			perror("recv");
 			return 1;
 		}
-		if (mode == 1) {
+		if (mode == 1 || mode == 2) {
 			struct seccomp_notif_addfd a = {
 				.id = req.id,
 				.flags = SECCOMP_ADDFD_FLAG_SETFD,
@@ -166,10 +169,14 @@ static int supervise(int mode, int n)
 				.newfd = req.data.args[0],
 			};
 
+			if (mode == 2)
+				a.flags |= SECCOMP_ADDFD_FLAG_SEND;
 			if (ioctl(l, SECCOMP_IOCTL_NOTIF_ADDFD, &a) < 0) {
 				perror("addfd");
 				return 1;
 			}
+			if (mode == 2)
+				continue; /* answered */
 		}
 		resp.id = req.id;
 		resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
