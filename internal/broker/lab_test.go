@@ -208,6 +208,10 @@ func fastPathSuite(t *testing.T, l *labtest.Lab) {
 				t.Errorf("check %s: problem: %s", c.Name, c.Detail)
 			}
 			ok[c.Name] = c.OK
+			// The lab sets --keeper-cgroup, as the DaemonSet does.
+			if c.Name == "fd keeper" && !strings.Contains(c.Detail, "slimlab/h1/keeper") {
+				t.Errorf("check %s: %s, want the keeper in slimlab/h1/keeper", c.Name, c.Detail)
+			}
 		}
 		for _, name := range []string{"store", "overlay", "socket fetch", "address rewrite and guard", "fast path", "fd keeper", "journal", "reserved ports", "dnat table"} {
 			if !ok[name] {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/bpf"
+	"github.com/slimnet/slim/internal/cgroupfs"
 	"github.com/slimnet/slim/internal/nat"
 	"github.com/slimnet/slim/internal/seccomp"
 )
@@ -34,15 +35,11 @@ func (d *Daemon) check(ctx context.Context) []api.Check {
 	}
 	ferr := seccomp.ProbeFetch()
 	add("socket fetch", ferr == nil, true, "pidfd_open(PIDFD_THREAD) and pidfd_getfd on a supervised thread's socket: %v", errText(ferr))
-	add("address rewrite and guard", d.bpf != nil, false, "BPF programs attached to slimd's cgroup: %t (without them the fast path stays off)", d.bpf != nil)
+	add("address rewrite and guard", d.bpf != nil, false, "BPF programs attached to slimd's cgroup %s: %t (without them the fast path stays off)", d.cgroup, d.bpf != nil)
 	fp := d.fastPathStatus()
 	add("fast path", fp.Active || !fp.Enabled, false, "cluster switch %s, active here %t, %d supervised process trees", onOff(fp.Enabled), fp.Active, fp.Sessions)
-	// Read-only: a check never starts a keeper.
-	kerr := fmt.Errorf("not running")
-	if c, ok := d.keeper.current(); ok {
-		kerr = c.Ping()
-	}
-	add("fd keeper", kerr == nil, true, "holds notification fds across slimd restarts: %v", errText(kerr))
+	where, kerr := d.checkKeeper()
+	add("fd keeper", kerr == nil, true, "holds notification fds across slimd restarts: %v%s", errText(kerr), where)
 	add("journal", d.journal != nil, true, "in-flight notifications journaled in %s", d.cfg.DataDir)
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports")
 	want := fmt.Sprintf("%d-%d", d.cfg.PortFirst, d.cfg.PortLast)
@@ -50,6 +47,27 @@ func (d *Daemon) check(ctx context.Context) []api.Check {
 	rules, err := d.tables.nat.Rules()
 	add("dnat table", err == nil, true, "nftables table inet %s, %d DNAT map entries (%v)", nat.TableName, len(rules), errText(err))
 	return out
+}
+
+// checkKeeper pings the keeper (read-only: a check never starts one)
+// and, with --keeper-cgroup, checks that it lives there: in slimd's
+// cgroup, stopping slimd's container would kill it.
+func (d *Daemon) checkKeeper() (where string, err error) {
+	c, ok := d.keeper.current()
+	if !ok {
+		return "", fmt.Errorf("not running")
+	}
+	if err := c.Ping(); err != nil {
+		return "", err
+	}
+	cg, err := cgroupfs.Of(c.PID())
+	if err != nil {
+		return fmt.Sprintf(" (its cgroup: %v)", err), nil
+	}
+	if d.keeper.cgroup != "" && cg != d.keeper.cgroup {
+		return "", fmt.Errorf("in cgroup %s, not in --keeper-cgroup's %s: stopping slimd's container would kill it", cg, d.keeper.cgroup)
+	}
+	return fmt.Sprintf(" (pid %d, cgroup %s)", c.PID(), cg), nil
 }
 
 func errText(err error) string {

@@ -74,8 +74,11 @@ type Daemon struct {
 	self    api.Host
 	hostNet store.HostNet
 
-	// kube mirrors pods' and namespaces' labels (nil outside Kubernetes).
+	// kube mirrors pods' and namespaces' labels and NetworkPolicies (nil
+	// outside Kubernetes).
 	kube *kube.Syncer
+	// cgroup is slimd's own, where the BPF programs attach.
+	cgroup string
 
 	hosts     *store.Cache[api.Host]
 	endpoints *store.Cache[api.Endpoint]
@@ -374,6 +377,7 @@ func (d *Daemon) setupFastPath(hostIP netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("slimd cgroup: %w", err)
 	}
+	d.cgroup = cg
 	pin := d.cfg.BPFPinDir
 	if pin == "" {
 		pin = filepath.Join("/sys/fs/bpf/slim", d.cfg.NodeName)
