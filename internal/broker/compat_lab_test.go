@@ -535,18 +535,9 @@ func (p ifacePath) bytes(t *testing.T) uint64 {
 
 // withHost calls fn with a netlink handle in lab host's namespace.
 func withHost(t *testing.T, host string, fn func(*netlink.Handle)) {
-	t.Helper()
-	hns, err := netns.GetFromPath(lab.NetnsPath(lab.HostNetns(host)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hd, err := netlink.NewHandleAt(hns)
-	hns.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hd.Close()
-	fn(hd)
+	h := labtest.HostHandle(t, host)
+	defer h.Close()
+	fn(h)
 }
 
 // fallbackRise returns h2's connect fallbacks that rose between two

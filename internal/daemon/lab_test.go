@@ -19,7 +19,6 @@ import (
 	"github.com/slimnet/slim/internal/lab/labtest"
 	"github.com/slimnet/slim/internal/poll"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,15 +29,7 @@ type overlayState struct{ route, neigh, fdb bool }
 // subnet gateway (10.244.N.0) from the kernel.
 func peerState(t *testing.T, host string, gw net.IP) overlayState {
 	t.Helper()
-	ns, err := netns.GetFromPath(lab.NetnsPath(lab.HostNetns(host)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := labtest.HostHandle(t, host)
 	defer h.Close()
 	var st overlayState
 	link, err := h.LinkByName("slim-vxlan")

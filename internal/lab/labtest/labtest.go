@@ -30,6 +30,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/lab"
@@ -368,4 +370,20 @@ func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// HostHandle is a netlink handle in lab host's network namespace; the
+// caller closes it.
+func HostHandle(t testing.TB, host string) *netlink.Handle {
+	t.Helper()
+	hns, err := netns.GetFromPath(lab.NetnsPath(lab.HostNetns(host)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hns.Close()
+	h, err := netlink.NewHandleAt(hns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
