@@ -20,12 +20,13 @@ const (
 	LabelPodNamespace = "io.kubernetes.pod.namespace"
 )
 
-// AnnotationPolicySource names who wrote a policy, when it was not an
-// operator: PolicySourceKubernetes for policies slimd mirrors from the
-// API server's NetworkPolicies, which it alone then replaces or deletes.
+// AnnotationSource names who wrote a policy or a service, when it was not
+// an operator: SourceKubernetes for the NetworkPolicies and Services
+// slimd mirrors from the API server, which it alone then replaces or
+// deletes.
 const (
-	AnnotationPolicySource = "slim.io/source"
-	PolicySourceKubernetes = "kubernetes"
+	AnnotationSource = "slim.io/source"
+	SourceKubernetes = "kubernetes"
 )
 
 // DefaultNamespace is the namespace of an endpoint that names none.

@@ -74,8 +74,8 @@ type Daemon struct {
 	self    api.Host
 	hostNet store.HostNet
 
-	// kube mirrors pods' and namespaces' labels and NetworkPolicies (nil
-	// outside Kubernetes).
+	// kube mirrors pods' and namespaces' labels, NetworkPolicies and
+	// Services (nil outside Kubernetes).
 	kube *kube.Syncer
 	// cgroup is slimd's own, where the BPF programs attach.
 	cgroup string
@@ -326,7 +326,12 @@ func (d *Daemon) setup(ctx context.Context) error {
 	})
 	d.pols.OnResync = func() { d.metrics.resyncs.WithLabelValues("policies").Inc() }
 	d.nss = d.store.NamespaceCache(d.log.With("component", "namespaces"), func() { d.policies.mark() })
-	d.svcs = d.store.ServiceCache(d.log.With("component", "services"), func() { d.services.mark() })
+	d.svcs = d.store.ServiceCache(d.log.With("component", "services"), func() {
+		d.services.mark()
+		if d.kube != nil {
+			d.kube.Kick() // a mirrored service changed by hand is put back
+		}
+	})
 	d.svcs.OnResync = func() { d.metrics.resyncs.WithLabelValues("services").Inc() }
 	d.metrics.watch(counts{peers: d.overlay.Programmed, hosts: d.hosts.Len, endpoints: d.endpoints.Len, policies: d.pols.Len})
 	d.view = &view{self: d.self, lease: d.lease.ID, hosts: d.hosts, endpoints: d.endpoints, listeners: d.listeners,

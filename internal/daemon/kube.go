@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/kube"
 	"github.com/slimnet/slim/internal/store"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
@@ -73,6 +75,36 @@ func (t kubeTarget) DeletePolicy(ctx context.Context, namespace, name string) er
 		return err
 	}
 	return t.d.pols.WaitRev(ctx, rev)
+}
+
+func (t kubeTarget) Services() []corev1.Service {
+	var out []corev1.Service
+	t.d.svcs.Range(func(_ string, s corev1.Service) bool {
+		out = append(out, s)
+		return true
+	})
+	return out
+}
+
+func (t kubeTarget) ServiceCIDR() netip.Prefix { return t.d.cfg.ServiceCIDR }
+
+func (t kubeTarget) PutService(ctx context.Context, svc corev1.Service) error {
+	_, rev, err := t.d.store.PutService(ctx, svc, t.d.cfg.ServiceCIDR)
+	if err != nil {
+		return err
+	}
+	return t.d.svcs.WaitRev(ctx, rev)
+}
+
+func (t kubeTarget) DeleteService(ctx context.Context, namespace, name string) error {
+	rev, err := t.d.store.DeleteService(ctx, namespace, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return t.d.svcs.WaitRev(ctx, rev)
 }
 
 // setupKube connects to the API server when slimd runs in a Kubernetes

@@ -14,7 +14,7 @@
 // the leader (the Target says which node; slimd picks the live host with
 // the lowest name) writes those, so that a change is written once rather
 // than by every node. NetworkPolicies become Slim policies of the same
-// namespace and name, marked as Kubernetes' (api.AnnotationPolicySource):
+// namespace and name, marked as Kubernetes' (api.AnnotationSource):
 // the Syncer replaces and deletes only those, never an operator's.
 package kube
 
@@ -23,11 +23,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/policy"
+	"github.com/slimnet/slim/internal/service"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -61,6 +64,14 @@ type Target interface {
 	PutPolicies(ctx context.Context, ps []networkingv1.NetworkPolicy) error
 	// DeletePolicy removes a policy.
 	DeletePolicy(ctx context.Context, namespace, name string) error
+	// Services are Slim's services, every source's.
+	Services() []corev1.Service
+	// ServiceCIDR is where Slim's services' cluster IPs must be.
+	ServiceCIDR() netip.Prefix
+	// PutService creates or replaces a service, its cluster IP given.
+	PutService(ctx context.Context, svc corev1.Service) error
+	// DeleteService removes a service.
+	DeleteService(ctx context.Context, namespace, name string) error
 }
 
 // MaxPolicyBatch bounds the policies of one PutPolicies call (below
@@ -70,7 +81,7 @@ const MaxPolicyBatch = 100
 // Watched is what the Syncer lists and watches, as RBAC names it: the
 // DaemonSet's ClusterRole must grant get, list and watch on each.
 var Watched = []struct{ Group, Resource string }{
-	{"", "pods"}, {"", "namespaces"}, {"networking.k8s.io", "networkpolicies"},
+	{"", "pods"}, {"", "namespaces"}, {"", "services"}, {"networking.k8s.io", "networkpolicies"},
 }
 
 // Syncer mirrors pods' and namespaces' labels into a Target.
@@ -84,11 +95,14 @@ type Syncer struct {
 	pods       listersv1.PodLister
 	namespaces listersv1.NamespaceLister
 	policies   netlistersv1.NetworkPolicyLister
+	services   listersv1.ServiceLister
 	synced     []cache.InformerSynced
 	kick       chan struct{}
 
-	// refused: policies Slim cannot enforce, by key, at the version last
-	// logged (one warning per version, not per pass).
+	// passMu serializes passes (Run's and any caller's).
+	passMu sync.Mutex
+	// refused: policies and services Slim leaves out, by kind and key,
+	// at the version last logged (one message per version, not per pass).
 	refused map[string]string
 }
 
@@ -119,13 +133,14 @@ func NewSyncer(client kubernetes.Interface, node string, target Target, log *slo
 	pods := s.factory.Core().V1().Pods()
 	nss := s.nsFactory.Core().V1().Namespaces()
 	nps := s.nsFactory.Networking().V1().NetworkPolicies()
-	s.pods, s.namespaces, s.policies = pods.Lister(), nss.Lister(), nps.Lister()
+	svcs := s.nsFactory.Core().V1().Services()
+	s.pods, s.namespaces, s.policies, s.services = pods.Lister(), nss.Lister(), nps.Lister(), svcs.Lister()
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.Kick() },
 		UpdateFunc: func(any, any) { s.Kick() },
 		DeleteFunc: func(any) { s.Kick() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nss.Informer(), nps.Informer()} {
+	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nss.Informer(), nps.Informer(), svcs.Informer()} {
 		if _, err := inf.AddEventHandler(h); err != nil {
 			log.Error("kubernetes informer", "err", err)
 		}
@@ -176,6 +191,8 @@ func (s *Syncer) Run(ctx context.Context) error {
 // labels, and the NetworkPolicies. An endpoint whose pod is not (or no
 // longer) known is left alone.
 func (s *Syncer) Pass(ctx context.Context) error {
+	s.passMu.Lock()
+	defer s.passMu.Unlock()
 	var errs []error
 	for _, ep := range s.target.Endpoints() {
 		ns, name := ep.Labels[api.LabelPodNamespace], ep.Labels[api.LabelPodName]
@@ -196,6 +213,7 @@ func (s *Syncer) Pass(ctx context.Context) error {
 	if s.target.Leader() {
 		errs = append(errs, s.syncNamespaces(ctx)...)
 		errs = append(errs, s.syncPolicies(ctx)...)
+		errs = append(errs, s.syncServices(ctx)...)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%d writes failed, first: %w", len(errs), errs[0])
@@ -241,15 +259,15 @@ func (s *Syncer) syncPolicies(ctx context.Context) []error {
 		key := np.Namespace + "/" + np.Name
 		p := mirror(np)
 		if err := policy.Validate(&p); err != nil {
-			if s.refused[key] != np.ResourceVersion {
-				s.refused[key] = np.ResourceVersion
+			if s.refused["policy "+key] != np.ResourceVersion {
+				s.refused["policy "+key] = np.ResourceVersion
 				s.log.Warn("kubernetes: network policy not mirrored: Slim cannot enforce it", "policy", key, "err", err)
 			}
 			continue
 		}
-		delete(s.refused, key)
+		delete(s.refused, "policy "+key)
 		want[key] = true
-		if h, ok := have[key]; ok && fromKubernetes(h) && equality.Semantic.DeepEqual(h.Spec, p.Spec) {
+		if h, ok := have[key]; ok && fromKubernetes(h.ObjectMeta) && equality.Semantic.DeepEqual(h.Spec, p.Spec) {
 			continue
 		}
 		put = append(put, p)
@@ -261,7 +279,7 @@ func (s *Syncer) syncPolicies(ctx context.Context) []error {
 		}
 	}
 	for _, key := range slices.Sorted(maps.Keys(have)) {
-		if h := have[key]; fromKubernetes(h) && !want[key] {
+		if h := have[key]; fromKubernetes(h.ObjectMeta) && !want[key] {
 			if err := s.target.DeletePolicy(ctx, h.Namespace, h.Name); err != nil {
 				errs = append(errs, fmt.Errorf("policy %s: %w", key, err))
 			}
@@ -276,13 +294,120 @@ func mirror(np *networkingv1.NetworkPolicy) networkingv1.NetworkPolicy {
 	return networkingv1.NetworkPolicy{
 		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: np.Namespace, Name: np.Name,
-			Annotations: map[string]string{api.AnnotationPolicySource: api.PolicySourceKubernetes}},
+			Annotations: map[string]string{api.AnnotationSource: api.SourceKubernetes}},
 		Spec: *np.Spec.DeepCopy(),
 	}
 }
 
-func fromKubernetes(p networkingv1.NetworkPolicy) bool {
-	return p.Annotations[api.AnnotationPolicySource] == api.PolicySourceKubernetes
+func fromKubernetes(m metav1.ObjectMeta) bool {
+	return m.Annotations[api.AnnotationSource] == api.SourceKubernetes
+}
+
+// syncServices makes Slim's Kubernetes services the Services whose
+// meaning Slim implements in full (mirrorService), with the cluster IPs
+// the API server gave them. The others stay kube-proxy's alone: a
+// fast-path connect to their cluster IP is not Slim's and goes the way
+// it would without Slim.
+func (s *Syncer) syncServices(ctx context.Context) []error {
+	ks, err := s.services.List(labels.Everything())
+	if err != nil {
+		return []error{err}
+	}
+	have := map[string]corev1.Service{}
+	for _, svc := range s.target.Services() {
+		have[svc.Namespace+"/"+svc.Name] = svc
+	}
+	cidr := s.target.ServiceCIDR()
+	want := map[string]bool{}
+	var errs []error
+	for _, k := range ks {
+		key := k.Namespace + "/" + k.Name
+		m, why := mirrorService(k, cidr)
+		if why != "" {
+			if s.refused["service "+key] != k.ResourceVersion {
+				s.refused["service "+key] = k.ResourceVersion
+				s.log.Info("kubernetes: service left to kube-proxy", "service", key, "why", why)
+			}
+			continue
+		}
+		delete(s.refused, "service "+key)
+		want[key] = true
+		h, ok := have[key]
+		if ok && fromKubernetes(h.ObjectMeta) && equality.Semantic.DeepEqual(slimSpec(h.Spec), slimSpec(m.Spec)) &&
+			h.Annotations[service.AnnotationBackendRemoval] == m.Annotations[service.AnnotationBackendRemoval] {
+			continue
+		}
+		// A cluster IP never changes in place: a Service recreated
+		// with another one replaces Slim's.
+		if ok && h.Spec.ClusterIP != m.Spec.ClusterIP {
+			if err := s.target.DeleteService(ctx, h.Namespace, h.Name); err != nil {
+				errs = append(errs, fmt.Errorf("service %s: %w", key, err))
+				continue
+			}
+		}
+		if err := s.target.PutService(ctx, m); err != nil {
+			errs = append(errs, fmt.Errorf("service %s: %w", key, err))
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(have)) {
+		if h := have[key]; fromKubernetes(h.ObjectMeta) && !want[key] {
+			if err := s.target.DeleteService(ctx, h.Namespace, h.Name); err != nil {
+				errs = append(errs, fmt.Errorf("service %s: %w", key, err))
+			}
+		}
+	}
+	return errs
+}
+
+// mirrorService is Slim's service for a Kubernetes Service, or why there
+// is none: Slim balances every connection of a selector-backed IPv4
+// ClusterIP service over all its endpoints, so a Service that means
+// more (node ports, session affinity, node-local traffic, dual stack) or
+// whose cluster IP is outside Slim's service CIDR is left out.
+func mirrorService(k *corev1.Service, cidr netip.Prefix) (corev1.Service, string) {
+	sp := &k.Spec
+	ip, err := netip.ParseAddr(sp.ClusterIP)
+	switch {
+	case sp.Type != "" && sp.Type != corev1.ServiceTypeClusterIP:
+		return corev1.Service{}, "type " + string(sp.Type)
+	case sp.ClusterIP == corev1.ClusterIPNone:
+		return corev1.Service{}, "headless"
+	case len(sp.Selector) == 0:
+		return corev1.Service{}, "no selector"
+	case err != nil || !ip.Is4():
+		return corev1.Service{}, "cluster IP " + sp.ClusterIP + " is not an IPv4 address"
+	case !cidr.Contains(ip):
+		return corev1.Service{}, fmt.Sprintf("cluster IP %s is outside Slim's service CIDR %s", ip, cidr)
+	case len(sp.ClusterIPs) > 1:
+		return corev1.Service{}, "dual stack"
+	case sp.SessionAffinity != "" && sp.SessionAffinity != corev1.ServiceAffinityNone:
+		return corev1.Service{}, "session affinity " + string(sp.SessionAffinity)
+	case sp.InternalTrafficPolicy != nil && *sp.InternalTrafficPolicy != corev1.ServiceInternalTrafficPolicyCluster:
+		return corev1.Service{}, "internal traffic policy " + string(*sp.InternalTrafficPolicy)
+	case len(sp.ExternalIPs) > 0:
+		return corev1.Service{}, "external IPs"
+	}
+	m := corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name, Annotations: map[string]string{api.AnnotationSource: api.SourceKubernetes}},
+		Spec:       slimSpec(*sp),
+	}
+	if v := k.Annotations[service.AnnotationBackendRemoval]; v != "" {
+		m.Annotations[service.AnnotationBackendRemoval] = v
+	}
+	if err := service.Validate(&m); err != nil {
+		return corev1.Service{}, err.Error()
+	}
+	return m, ""
+}
+
+// slimSpec is the part of a service's spec Slim acts on, as it stores it.
+func slimSpec(sp corev1.ServiceSpec) corev1.ServiceSpec {
+	out := corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: sp.ClusterIP, ClusterIPs: []string{sp.ClusterIP}, Selector: maps.Clone(sp.Selector)}
+	for _, p := range sp.Ports {
+		out.Ports = append(out.Ports, corev1.ServicePort{Name: p.Name, Protocol: service.Protocol(p.Protocol), Port: p.Port, TargetPort: p.TargetPort})
+	}
+	return out
 }
 
 // podLabels are the labels a pod's endpoint should carry.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"reflect"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
@@ -26,6 +28,7 @@ type fakeTarget struct {
 	eps      []api.Endpoint
 	nss      map[string]map[string]string
 	pols     map[string]networkingv1.NetworkPolicy
+	svcs     map[string]corev1.Service
 	follower bool
 	writes   int
 	fail     bool
@@ -79,6 +82,58 @@ func (f *fakeTarget) DeletePolicy(_ context.Context, ns, name string) error {
 	f.writes++
 	delete(f.pols, ns+"/"+name)
 	return nil
+}
+
+func (f *fakeTarget) Services() []corev1.Service {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []corev1.Service
+	for _, s := range f.svcs {
+		out = append(out, *s.DeepCopy())
+	}
+	return out
+}
+
+func (f *fakeTarget) ServiceCIDR() netip.Prefix { return netip.MustParsePrefix("10.96.0.0/16") }
+
+// PutService refuses a new cluster IP for a service that has one, as the
+// store does, and keeps a JSON round trip of what it is given.
+func (f *fakeTarget) PutService(_ context.Context, svc corev1.Service) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	key := svc.Namespace + "/" + svc.Name
+	if h, ok := f.svcs[key]; ok && h.Spec.ClusterIP != svc.Spec.ClusterIP {
+		return fmt.Errorf("service %s has cluster IP %s", key, h.Spec.ClusterIP)
+	}
+	b, err := json.Marshal(svc)
+	if err != nil {
+		return err
+	}
+	var q corev1.Service
+	if err := json.Unmarshal(b, &q); err != nil {
+		return err
+	}
+	if f.svcs == nil {
+		f.svcs = map[string]corev1.Service{}
+	}
+	f.svcs[key] = q
+	return nil
+}
+
+func (f *fakeTarget) DeleteService(_ context.Context, ns, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	delete(f.svcs, ns+"/"+name)
+	return nil
+}
+
+func (f *fakeTarget) service(key string) (corev1.Service, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.svcs[key]
+	return s, ok
 }
 
 func (f *fakeTarget) policy(key string) (networkingv1.NetworkPolicy, bool) {
@@ -316,7 +371,7 @@ func TestSyncerPolicies(t *testing.T) {
 	client := fake.NewClientset(netpol("shop", "web", "web"), netpol("shop", "db", "db"), bad,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "a"}}})
 	stale := *netpol("shop", "old", "old")
-	stale.Annotations = map[string]string{api.AnnotationPolicySource: api.PolicySourceKubernetes}
+	stale.Annotations = map[string]string{api.AnnotationSource: api.SourceKubernetes}
 	target := &fakeTarget{follower: true, nss: map[string]map[string]string{}, pols: map[string]networkingv1.NetworkPolicy{
 		"shop/admin": operatorPolicy("shop", "admin"),
 		"shop/db":    operatorPolicy("shop", "db"),
@@ -341,13 +396,13 @@ func TestSyncerPolicies(t *testing.T) {
 	mirrored := func(key, app string) func() bool {
 		return func() bool {
 			p, ok := target.policy(key)
-			return ok && fromKubernetes(p) && p.Spec.PodSelector.MatchLabels["app"] == app
+			return ok && fromKubernetes(p.ObjectMeta) && p.Spec.PodSelector.MatchLabels["app"] == app
 		}
 	}
 	eventually(t, "shop/web mirrored", mirrored("shop/web", "web"))
 	eventually(t, "the operator's shop/db replaced by Kubernetes'", mirrored("shop/db", "db"))
 	eventually(t, "the stale shop/old deleted", func() bool { _, ok := target.policy("shop/old"); return !ok })
-	if p, ok := target.policy("shop/admin"); !ok || fromKubernetes(p) {
+	if p, ok := target.policy("shop/admin"); !ok || fromKubernetes(p.ObjectMeta) {
 		t.Errorf("the operator's shop/admin: %+v, %v", p, ok)
 	}
 	if _, ok := target.policy("shop/mapped"); ok {
@@ -391,4 +446,86 @@ func TestSyncerPolicyBatches(t *testing.T) {
 	target := &fakeTarget{nss: map[string]map[string]string{}}
 	runSyncer(t, client, "node-1", target)
 	eventually(t, "every policy mirrored", func() bool { return len(target.Policies()) == MaxPolicyBatch+5 })
+}
+
+// svc is a Service as the API server returns it, defaults filled in.
+func svc(ns, name, ip string, mutate ...func(*corev1.Service)) *corev1.Service {
+	cluster := corev1.ServiceInternalTrafficPolicyCluster
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: "1"},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeClusterIP, ClusterIP: ip, ClusterIPs: []string{ip},
+			Selector:              map[string]string{"app": name},
+			Ports:                 []corev1.ServicePort{{Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}},
+			SessionAffinity:       corev1.ServiceAffinityNone,
+			IPFamilies:            []corev1.IPFamily{corev1.IPv4Protocol},
+			InternalTrafficPolicy: &cluster,
+		},
+	}
+	for _, m := range mutate {
+		m(s)
+	}
+	return s
+}
+
+// Services whose meaning Slim implements become Slim services with their
+// cluster IPs; the others (node ports, affinity, headless, outside the
+// service CIDR) are left to kube-proxy; changes, a new cluster IP and
+// deletions follow; an operator's service of another name stays.
+func TestSyncerServices(t *testing.T) {
+	client := fake.NewClientset(
+		svc("shop", "web", "10.96.0.10"),
+		svc("shop", "np", "10.96.0.11", func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeNodePort; s.Spec.Ports[0].NodePort = 30080 }),
+		svc("shop", "sticky", "10.96.0.12", func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP }),
+		svc("shop", "headless", corev1.ClusterIPNone, func(s *corev1.Service) { s.Spec.ClusterIPs = nil }),
+		svc("shop", "far", "172.20.0.10"),
+		svc("shop", "local", "10.96.0.13", func(s *corev1.Service) {
+			l := corev1.ServiceInternalTrafficPolicyLocal
+			s.Spec.InternalTrafficPolicy = &l
+		}),
+	)
+	target := &fakeTarget{nss: map[string]map[string]string{}, svcs: map[string]corev1.Service{
+		"shop/admin": {ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "admin"}},
+	}}
+	s, ctx := runSyncer(t, client, "node-1", target)
+	eventually(t, "shop/web mirrored", func() bool {
+		m, ok := target.service("shop/web")
+		return ok && fromKubernetes(m.ObjectMeta) && m.Spec.ClusterIP == "10.96.0.10" && m.Spec.Ports[0].TargetPort.IntVal == 8080
+	})
+	for _, name := range []string{"np", "sticky", "headless", "far", "local"} {
+		if _, ok := target.service("shop/" + name); ok {
+			t.Errorf("shop/%s mirrored; Slim does not implement it", name)
+		}
+	}
+	target.mu.Lock()
+	before := target.writes
+	target.mu.Unlock()
+	if err := s.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if target.writes != before {
+		t.Errorf("a pass in sync wrote %d times", target.writes-before)
+	}
+
+	// A changed selector, then the Service recreated with another
+	// cluster IP, then deleted.
+	web := svc("shop", "web", "10.96.0.10", func(s *corev1.Service) { s.Spec.Selector = map[string]string{"app": "web2"} })
+	if _, err := client.CoreV1().Services("shop").Update(ctx, web, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new selector", func() bool { m, _ := target.service("shop/web"); return m.Spec.Selector["app"] == "web2" })
+	if err := client.CoreV1().Services("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Services("shop").Create(ctx, svc("shop", "web", "10.96.0.20"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new cluster IP", func() bool { m, _ := target.service("shop/web"); return m.Spec.ClusterIP == "10.96.0.20" })
+	if err := client.CoreV1().Services("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "shop/web deleted", func() bool { _, ok := target.service("shop/web"); return !ok })
+	if _, ok := target.service("shop/admin"); !ok {
+		t.Error("the operator's shop/admin went")
+	}
 }

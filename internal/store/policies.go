@@ -42,7 +42,7 @@ func (s *Store) NamespacesPrefix() string { return s.prefix + "/namespaces/" }
 type policyRecord struct {
 	Namespace string                         `json:"namespace"`
 	Name      string                         `json:"name"`
-	Source    string                         `json:"source,omitempty"` // api.AnnotationPolicySource
+	Source    string                         `json:"source,omitempty"` // api.AnnotationSource
 	Spec      networkingv1.NetworkPolicySpec `json:"spec"`
 }
 
@@ -51,7 +51,7 @@ type namespaceRecord struct {
 }
 
 func encodePolicy(p networkingv1.NetworkPolicy) ([]byte, error) {
-	return json.Marshal(policyRecord{Namespace: p.Namespace, Name: p.Name, Source: p.Annotations[api.AnnotationPolicySource], Spec: p.Spec})
+	return json.Marshal(policyRecord{Namespace: p.Namespace, Name: p.Name, Source: p.Annotations[api.AnnotationSource], Spec: p.Spec})
 }
 
 func decodePolicy(b []byte) (networkingv1.NetworkPolicy, error) {
@@ -65,7 +65,7 @@ func decodePolicy(b []byte) (networkingv1.NetworkPolicy, error) {
 		Spec:       r.Spec,
 	}
 	if r.Source != "" {
-		p.Annotations = map[string]string{api.AnnotationPolicySource: r.Source}
+		p.Annotations = map[string]string{api.AnnotationSource: r.Source}
 	}
 	if err := policy.Validate(&p); err != nil {
 		return networkingv1.NetworkPolicy{}, err

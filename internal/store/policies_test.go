@@ -47,14 +47,14 @@ func TestPolicies(t *testing.T) {
 
 	// The source survives the round trip; no other annotation is kept.
 	mirrored := testPolicy("x", "mirrored")
-	mirrored.Annotations = map[string]string{api.AnnotationPolicySource: api.PolicySourceKubernetes, "other": "x"}
+	mirrored.Annotations = map[string]string{api.AnnotationSource: api.SourceKubernetes, "other": "x"}
 	if rev, err = s.PutPolicies(ctx, []networkingv1.NetworkPolicy{mirrored}); err != nil {
 		t.Fatal(err)
 	}
 	if err := cache.WaitRev(ctx, rev); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := cache.Get(PolicyKey("x", "mirrored")); !maps.Equal(got.Annotations, map[string]string{api.AnnotationPolicySource: api.PolicySourceKubernetes}) {
+	if got, _ := cache.Get(PolicyKey("x", "mirrored")); !maps.Equal(got.Annotations, map[string]string{api.AnnotationSource: api.SourceKubernetes}) {
 		t.Errorf("mirrored policy's annotations %v", got.Annotations)
 	}
 	if _, err = s.DeletePolicy(ctx, "x", "mirrored"); err != nil {

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/slimnet/slim/internal/api"
 	"github.com/slimnet/slim/internal/service"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -38,6 +39,7 @@ type serviceRecord struct {
 	// BackendRemoval is the service's service.AnnotationBackendRemoval
 	// (the only annotation Slim reads).
 	BackendRemoval string             `json:"backendRemoval,omitempty"`
+	Source         string             `json:"source,omitempty"` // api.AnnotationSource
 	Spec           corev1.ServiceSpec `json:"spec"`
 }
 
@@ -51,8 +53,13 @@ func decodeService(b []byte) (corev1.Service, error) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name},
 		Spec:       r.Spec,
 	}
-	if r.BackendRemoval != "" {
-		svc.Annotations = map[string]string{service.AnnotationBackendRemoval: r.BackendRemoval}
+	for k, v := range map[string]string{service.AnnotationBackendRemoval: r.BackendRemoval, api.AnnotationSource: r.Source} {
+		if v != "" {
+			if svc.Annotations == nil {
+				svc.Annotations = map[string]string{}
+			}
+			svc.Annotations[k] = v
+		}
 	}
 	if err := service.Validate(&svc); err != nil {
 		return corev1.Service{}, err
@@ -181,7 +188,7 @@ func (s *Store) planServices(ctx context.Context, svcs []corev1.Service, cidr ne
 		stored := svc
 		stored.Spec.ClusterIP, stored.Spec.ClusterIPs = want.String(), []string{want.String()}
 		b, err := json.Marshal(serviceRecord{Namespace: stored.Namespace, Name: stored.Name,
-			BackendRemoval: stored.Annotations[service.AnnotationBackendRemoval], Spec: stored.Spec})
+			BackendRemoval: stored.Annotations[service.AnnotationBackendRemoval], Source: stored.Annotations[api.AnnotationSource], Spec: stored.Spec})
 		if err != nil {
 			return nil, nil, nil, err
 		}
