@@ -257,7 +257,10 @@ func (s *session) publish(ctx context.Context, c *Container, vips []netip.AddrPo
 	for i, v := range vips {
 		l := api.Listener{VIP: v.Addr(), Port: v.Port(), HostIP: s.b.cfg.HostIP, HostPort: hostPort, ContainerID: c.ID, IfName: c.IfName}
 		if err := s.b.cfg.Publisher.Publish(ctx, l); err != nil {
-			s.withdraw(vips[:i])
+			// Publish may fail after writing (its record not seen in
+			// time): this one goes too, or it would outlive the
+			// fallback and send clients to a port nobody listens on.
+			s.withdraw(vips[:i+1])
 			return err
 		}
 	}

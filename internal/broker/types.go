@@ -24,7 +24,8 @@ type Ports interface {
 	ReleaseListenerPort(port uint16)
 }
 
-// Publisher publishes fast-path listeners in the store.
+// Publisher publishes fast-path listeners in the store. Publish may fail
+// after the record was written; withdrawing what is not there succeeds.
 type Publisher interface {
 	Publish(ctx context.Context, l api.Listener) error
 	Withdraw(ctx context.Context, vip netip.Addr, port uint16) error
