@@ -212,8 +212,12 @@ func listenerIn(ctx context.Context, cfg lab.Config, host string, ap netip.AddrP
 }
 
 func listenerGone(ctx context.Context, cfg lab.Config, host string, ap netip.AddrPort) error {
-	if listenerIn(ctx, cfg, host, ap) == nil {
-		return fmt.Errorf("%s still knows listener %s", host, ap)
+	ls, err := api.NewClient(lab.SocketPath(cfg, host)).Listeners(ctx, "")
+	if err != nil {
+		return err
+	}
+	if i := slices.IndexFunc(ls, func(l api.Listener) bool { return l.VIP == ap.Addr() && l.Port == ap.Port() }); i >= 0 {
+		return fmt.Errorf("%s still knows listener %s: %+v", host, ap, ls[i])
 	}
 	return nil
 }
