@@ -143,9 +143,11 @@ func TestResolve(t *testing.T) {
 }
 
 // delegate remounts the hierarchy with nsdelegate until the test ends,
-// unless it already is.
+// unless it already is. It holds the machine lock meanwhile: the option
+// is the whole machine's, and lab tests and runtimes share it.
 func delegate(t *testing.T, mount string) {
 	t.Helper()
+	testenv.LockMachine(t)
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)

@@ -32,13 +32,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/slimnet/slim/internal/lab"
+	"github.com/slimnet/slim/internal/testenv"
 )
 
 // LockPath is the machine-wide lock every lab test holds.
-const LockPath = "/run/slimlab.lock"
+const LockPath = testenv.MachineLock
 
 // Timeouts for the lab's life cycle in tests.
 const (
@@ -48,8 +48,6 @@ const (
 	// downTimeout bounds Down: graceful stops of containers and slimds
 	// (5 s and 10 s grace) plus namespace removal.
 	downTimeout = time.Minute
-	// lockTimeout bounds the wait for another package's lab tests.
-	lockTimeout = 20 * time.Minute
 )
 
 type options struct {
@@ -202,36 +200,10 @@ func Require(t testing.TB) {
 	}
 }
 
-// procMu serializes lab tests within this test binary; the flock on
-// LockPath serializes test binaries.
-var procMu sync.Mutex
-
 // Lock takes the machine-wide lab lock for the rest of t.
 func Lock(t testing.TB) {
 	t.Helper()
-	procMu.Lock()
-	f, err := os.OpenFile(LockPath, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		procMu.Unlock()
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(lockTimeout)
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
-			f.Close()
-			procMu.Unlock()
-			t.Fatalf("lab lock %s: %v", LockPath, err)
-		}
-		time.Sleep(100 * time.Millisecond) // another package's lab test runs
-	}
-	t.Cleanup(func() {
-		f.Close() // closing releases the flock
-		procMu.Unlock()
-	})
+	testenv.LockMachine(t)
 }
 
 // Sweep removes whatever lab exists, by name. Call it holding the lock.
