@@ -49,62 +49,53 @@ func (t kubeTarget) Leader() bool {
 	return lead
 }
 
-func (t kubeTarget) Policies() []networkingv1.NetworkPolicy {
-	var out []networkingv1.NetworkPolicy
-	t.d.pols.Range(func(_ string, p networkingv1.NetworkPolicy) bool {
-		out = append(out, p)
-		return true
-	})
-	return out
-}
+func (t kubeTarget) Policies() []networkingv1.NetworkPolicy { return values(t.d.pols) }
 
 func (t kubeTarget) PutPolicies(ctx context.Context, ps []networkingv1.NetworkPolicy) error {
 	rev, err := t.d.store.PutPolicies(ctx, ps)
-	if err != nil {
-		return err
-	}
-	return t.d.pols.WaitRev(ctx, rev)
+	return seen(ctx, t.d.pols, rev, err)
 }
 
 func (t kubeTarget) DeletePolicy(ctx context.Context, namespace, name string) error {
 	rev, err := t.d.store.DeletePolicy(ctx, namespace, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return t.d.pols.WaitRev(ctx, rev)
+	return seen(ctx, t.d.pols, rev, err)
 }
 
-func (t kubeTarget) Services() []corev1.Service {
-	var out []corev1.Service
-	t.d.svcs.Range(func(_ string, s corev1.Service) bool {
-		out = append(out, s)
-		return true
-	})
-	return out
-}
+func (t kubeTarget) Services() []corev1.Service { return values(t.d.svcs) }
 
 func (t kubeTarget) ServiceCIDR() netip.Prefix { return t.d.cfg.ServiceCIDR }
 
 func (t kubeTarget) PutService(ctx context.Context, svc corev1.Service) error {
 	_, rev, err := t.d.store.PutService(ctx, svc, t.d.cfg.ServiceCIDR)
-	if err != nil {
-		return err
-	}
-	return t.d.svcs.WaitRev(ctx, rev)
+	return seen(ctx, t.d.svcs, rev, err)
 }
 
 func (t kubeTarget) DeleteService(ctx context.Context, namespace, name string) error {
 	rev, err := t.d.store.DeleteService(ctx, namespace, name)
+	return seen(ctx, t.d.svcs, rev, err)
+}
+
+// values copies a cache's values.
+func values[T any](c *store.Cache[T]) []T {
+	var out []T
+	c.Range(func(_ string, v T) bool {
+		out = append(out, v)
+		return true
+	})
+	return out
+}
+
+// seen finishes a write of the syncer's: it returns once cache c has the
+// write at rev, so that the next pass sees it. Deleting what is gone is
+// no error.
+func seen[T any](ctx context.Context, c *store.Cache[T], rev int64, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	return t.d.svcs.WaitRev(ctx, rev)
+	return c.WaitRev(ctx, rev)
 }
 
 // setupKube connects to the API server when slimd runs in a Kubernetes

@@ -20,6 +20,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -258,14 +259,13 @@ func (s *Syncer) syncPolicies(ctx context.Context) []error {
 	for _, np := range nps {
 		key := np.Namespace + "/" + np.Name
 		p := mirror(np)
-		if err := policy.Validate(&p); err != nil {
-			if s.refused["policy "+key] != np.ResourceVersion {
-				s.refused["policy "+key] = np.ResourceVersion
-				s.log.Warn("kubernetes: network policy not mirrored: Slim cannot enforce it", "policy", key, "err", err)
-			}
+		err := policy.Validate(&p)
+		if s.note("policy "+key, np.ResourceVersion, err) {
+			s.log.Warn("kubernetes: network policy not mirrored: Slim cannot enforce it", "policy", key, "err", err)
+		}
+		if err != nil {
 			continue
 		}
-		delete(s.refused, "policy "+key)
 		want[key] = true
 		if h, ok := have[key]; ok && fromKubernetes(h.ObjectMeta) && equality.Semantic.DeepEqual(h.Spec, p.Spec) {
 			continue
@@ -286,6 +286,21 @@ func (s *Syncer) syncPolicies(ctx context.Context) []error {
 		}
 	}
 	return errs
+}
+
+// note keeps the refusals to log once per object version: it reports
+// whether refused (an object at version not mirrored) is new, and
+// forgets the object once it is mirrored (refused nil).
+func (s *Syncer) note(key, version string, refused error) bool {
+	if refused == nil {
+		delete(s.refused, key)
+		return false
+	}
+	if s.refused[key] == version {
+		return false
+	}
+	s.refused[key] = version
+	return true
 }
 
 // mirror is Slim's policy for a NetworkPolicy: its namespace, name and
@@ -322,15 +337,13 @@ func (s *Syncer) syncServices(ctx context.Context) []error {
 	var errs []error
 	for _, k := range ks {
 		key := k.Namespace + "/" + k.Name
-		m, why := mirrorService(k, cidr)
-		if why != "" {
-			if s.refused["service "+key] != k.ResourceVersion {
-				s.refused["service "+key] = k.ResourceVersion
-				s.log.Info("kubernetes: service left to kube-proxy", "service", key, "why", why)
-			}
+		m, err := mirrorService(k, cidr)
+		if s.note("service "+key, k.ResourceVersion, err) {
+			s.log.Info("kubernetes: service left to kube-proxy", "service", key, "why", err)
+		}
+		if err != nil {
 			continue
 		}
-		delete(s.refused, "service "+key)
 		want[key] = true
 		h, ok := have[key]
 		if ok && fromKubernetes(h.ObjectMeta) && equality.Semantic.DeepEqual(slimSpec(h.Spec), slimSpec(m.Spec)) &&
@@ -360,32 +373,32 @@ func (s *Syncer) syncServices(ctx context.Context) []error {
 }
 
 // mirrorService is Slim's service for a Kubernetes Service, or why there
-// is none: Slim balances every connection of a selector-backed IPv4
+// is none (the error): Slim balances every connection of a selector-backed IPv4
 // ClusterIP service over all its endpoints, so a Service that means
 // more (node ports, session affinity, node-local traffic, dual stack) or
 // whose cluster IP is outside Slim's service CIDR is left out.
-func mirrorService(k *corev1.Service, cidr netip.Prefix) (corev1.Service, string) {
+func mirrorService(k *corev1.Service, cidr netip.Prefix) (corev1.Service, error) {
 	sp := &k.Spec
 	ip, err := netip.ParseAddr(sp.ClusterIP)
 	switch {
 	case sp.Type != "" && sp.Type != corev1.ServiceTypeClusterIP:
-		return corev1.Service{}, "type " + string(sp.Type)
+		return corev1.Service{}, errors.New("type " + string(sp.Type))
 	case sp.ClusterIP == corev1.ClusterIPNone:
-		return corev1.Service{}, "headless"
+		return corev1.Service{}, errors.New("headless")
 	case len(sp.Selector) == 0:
-		return corev1.Service{}, "no selector"
+		return corev1.Service{}, errors.New("no selector")
 	case err != nil || !ip.Is4():
-		return corev1.Service{}, "cluster IP " + sp.ClusterIP + " is not an IPv4 address"
+		return corev1.Service{}, errors.New("cluster IP " + sp.ClusterIP + " is not an IPv4 address")
 	case !cidr.Contains(ip):
-		return corev1.Service{}, fmt.Sprintf("cluster IP %s is outside Slim's service CIDR %s", ip, cidr)
+		return corev1.Service{}, fmt.Errorf("cluster IP %s is outside Slim's service CIDR %s", ip, cidr)
 	case len(sp.ClusterIPs) > 1:
-		return corev1.Service{}, "dual stack"
+		return corev1.Service{}, errors.New("dual stack")
 	case sp.SessionAffinity != "" && sp.SessionAffinity != corev1.ServiceAffinityNone:
-		return corev1.Service{}, "session affinity " + string(sp.SessionAffinity)
+		return corev1.Service{}, errors.New("session affinity " + string(sp.SessionAffinity))
 	case sp.InternalTrafficPolicy != nil && *sp.InternalTrafficPolicy != corev1.ServiceInternalTrafficPolicyCluster:
-		return corev1.Service{}, "internal traffic policy " + string(*sp.InternalTrafficPolicy)
+		return corev1.Service{}, errors.New("internal traffic policy " + string(*sp.InternalTrafficPolicy))
 	case len(sp.ExternalIPs) > 0:
-		return corev1.Service{}, "external IPs"
+		return corev1.Service{}, errors.New("external IPs")
 	}
 	m := corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
@@ -396,9 +409,9 @@ func mirrorService(k *corev1.Service, cidr netip.Prefix) (corev1.Service, string
 		m.Annotations[service.AnnotationBackendRemoval] = v
 	}
 	if err := service.Validate(&m); err != nil {
-		return corev1.Service{}, err.Error()
+		return corev1.Service{}, err
 	}
-	return m, ""
+	return m, nil
 }
 
 // slimSpec is the part of a service's spec Slim acts on, as it stores it.

@@ -60,12 +60,8 @@ func (f *fakeTarget) PutPolicies(_ context.Context, ps []networkingv1.NetworkPol
 	}
 	f.writes++
 	for _, p := range ps {
-		b, err := json.Marshal(p)
+		q, err := roundTrip(p)
 		if err != nil {
-			return err
-		}
-		var q networkingv1.NetworkPolicy
-		if err := json.Unmarshal(b, &q); err != nil {
 			return err
 		}
 		if f.pols == nil {
@@ -74,6 +70,17 @@ func (f *fakeTarget) PutPolicies(_ context.Context, ps []networkingv1.NetworkPol
 		f.pols[q.Namespace+"/"+q.Name] = q
 	}
 	return nil
+}
+
+// roundTrip is v as the store gives it back: through JSON.
+func roundTrip[T any](v T) (T, error) {
+	var out T
+	b, err := json.Marshal(v)
+	if err != nil {
+		return out, err
+	}
+	err = json.Unmarshal(b, &out)
+	return out, err
 }
 
 func (f *fakeTarget) DeletePolicy(_ context.Context, ns, name string) error {
@@ -106,12 +113,8 @@ func (f *fakeTarget) PutService(_ context.Context, svc corev1.Service) error {
 	if h, ok := f.svcs[key]; ok && h.Spec.ClusterIP != svc.Spec.ClusterIP {
 		return fmt.Errorf("service %s has cluster IP %s", key, h.Spec.ClusterIP)
 	}
-	b, err := json.Marshal(svc)
+	q, err := roundTrip(svc)
 	if err != nil {
-		return err
-	}
-	var q corev1.Service
-	if err := json.Unmarshal(b, &q); err != nil {
 		return err
 	}
 	if f.svcs == nil {
