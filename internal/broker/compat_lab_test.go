@@ -328,9 +328,14 @@ func TestCompat(t *testing.T) {
 			before := metric(t, "h1", "slim_broker_swaps_total", `op="listen"`)
 			c := l.Run(lab.RunSpec{Host: "h1", Name: "s-" + s.name, Command: s.cmd(e)})
 			waitListener(t, l.Config, "h1", c.IPv4, s.port, true)
-			if got := metric(t, "h1", "slim_broker_swaps_total", `op="listen"`) - before; got < 1 {
-				t.Fatalf("listener published but h1 counted %v listen swaps", got)
-			}
+			// The broker publishes before it installs the host socket and
+			// counts the swap after: the count may trail the record.
+			poll.Until(t, 5*time.Second, func() error {
+				if got := metric(t, "h1", "slim_broker_swaps_total", `op="listen"`) - before; got < 1 {
+					return fmt.Errorf("listener published but h1 counted %v listen swaps", got)
+				}
+				return nil
+			})
 			if s.ready != nil {
 				s.ready(t, l, e, c)
 			}
