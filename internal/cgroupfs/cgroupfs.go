@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -225,17 +226,35 @@ func find(mount string, pid int) (string, error) {
 
 // holds reports whether cgroup dir lists process pid.
 func holds(dir string, pid int) bool {
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	pids, err := PIDs(dir)
+	return err == nil && slices.Contains(pids, pid)
+}
+
+// PIDs lists the processes in one cgroup, not in its children. A cgroup
+// that does not exist has none.
+func PIDs(dir string) ([]int, error) {
+	f, err := os.Open(filepath.Join(dir, "cgroup.procs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
-		return false
+		return nil, err
 	}
-	want := strconv.Itoa(pid)
-	for line := range strings.Lines(string(b)) {
-		if strings.TrimSpace(line) == want {
-			return true
+	defer f.Close()
+	var pids []int
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pid, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", f.Name(), err)
 		}
+		pids = append(pids, pid)
 	}
-	return false
+	if err := sc.Err(); err != nil && !errors.Is(err, unix.ENODEV) {
+		// ENODEV: the cgroup was removed while we read it.
+		return nil, fmt.Errorf("read %s: %w", f.Name(), err)
+	}
+	return pids, nil
 }
 
 // Move moves process pid (all its threads) into the cgroup at dir.

@@ -187,6 +187,23 @@ func (f *fakeTarget) LabelNamespace(_ context.Context, name string, c api.LabelC
 	return nil
 }
 
+// passWritesNothing runs one pass of s, which is in sync with f, and
+// fails t if it wrote.
+func (f *fakeTarget) passWritesNothing(t *testing.T, ctx context.Context, s *Syncer) {
+	t.Helper()
+	f.mu.Lock()
+	before := f.writes
+	f.mu.Unlock()
+	if err := s.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.writes != before {
+		t.Errorf("a pass in sync wrote %d times", f.writes-before)
+	}
+}
+
 func (f *fakeTarget) labels(id string) map[string]string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -292,15 +309,7 @@ func TestSyncer(t *testing.T) {
 	})
 
 	// A pass with nothing to change writes nothing.
-	target.mu.Lock()
-	before := target.writes
-	target.mu.Unlock()
-	if err := s.Pass(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if target.writes != before {
-		t.Errorf("a pass in sync wrote %d times", target.writes-before)
-	}
+	target.passWritesNothing(t, ctx, s)
 
 	// An endpoint that appears after its pod gets its labels on a kick
 	// (slimd kicks on every endpoint change).
@@ -414,15 +423,7 @@ func TestSyncerPolicies(t *testing.T) {
 	if l, _ := target.NamespaceLabels("shop"); l["team"] != "a" {
 		t.Errorf("the leader did not label the namespace: %v", l)
 	}
-	target.mu.Lock()
-	before := target.writes
-	target.mu.Unlock()
-	if err := s.Pass(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if target.writes != before {
-		t.Errorf("a pass in sync wrote %d times", target.writes-before)
-	}
+	target.passWritesNothing(t, ctx, s)
 
 	// Changes follow.
 	np := netpol("shop", "web", "web2")
@@ -500,15 +501,7 @@ func TestSyncerServices(t *testing.T) {
 			t.Errorf("shop/%s mirrored; Slim does not implement it", name)
 		}
 	}
-	target.mu.Lock()
-	before := target.writes
-	target.mu.Unlock()
-	if err := s.Pass(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if target.writes != before {
-		t.Errorf("a pass in sync wrote %d times", target.writes-before)
-	}
+	target.passWritesNothing(t, ctx, s)
 
 	// A changed selector, then the Service recreated with another
 	// cluster IP, then deleted.

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,32 +31,8 @@ func ensureCgroup(path string) error {
 // joinCgroup moves the calling process into the cgroup at path.
 func joinCgroup(path string) error { return cgroupfs.Join(path) }
 
-// cgroupPIDs lists the processes in one cgroup, not in its children. A
-// cgroup that does not exist has none.
-func cgroupPIDs(path string) ([]int, error) {
-	f, err := os.Open(filepath.Join(path, "cgroup.procs"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var pids []int
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pid, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", f.Name(), err)
-		}
-		pids = append(pids, pid)
-	}
-	if err := sc.Err(); err != nil && !errors.Is(err, unix.ENODEV) {
-		// ENODEV: the cgroup was removed while we read it.
-		return nil, fmt.Errorf("read %s: %w", f.Name(), err)
-	}
-	return pids, nil
-}
+// cgroupPIDs lists the processes in one cgroup, not in its children.
+func cgroupPIDs(path string) ([]int, error) { return cgroupfs.PIDs(path) }
 
 // cgroupTree returns path and every cgroup below it, deepest first, which
 // is the order they can be removed in. A missing path gives nothing.
